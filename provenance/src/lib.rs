@@ -1,1 +1,53 @@
-//! placeholder
+//! The in-toto Statement v1 / SLSA Provenance v1 / DSSE model of `attestd`:
+//! keys, signing and verification.
+//!
+//! This crate is pure: it never opens a socket, reads a file or looks at the
+//! clock on its own. Callers hand it bytes (envelopes, PEM text, statements)
+//! and, where time matters, the current time.
+//!
+//! - [`dsse`]: envelopes exactly as the DSSE v1 spec writes them, PAE, the
+//!   `.intoto.jsonl` and Sigstore bundle v0.3 containers.
+//! - [`keys`]: Ed25519 and ECDSA P-256 keys (PKCS#8 / SubjectPublicKeyInfo
+//!   PEM) and keyids the way securesystemslib and in-toto compute them.
+//! - [`statement`]: in-toto Statement v1 and ResourceDescriptor.
+//! - [`slsa`]: SLSA Provenance v1 predicate.
+//! - [`verify`]: the numbered, fail-closed verification of `attest verify`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dsse;
+mod json;
+pub mod keys;
+pub mod slsa;
+pub mod statement;
+pub mod verify;
+
+pub use json::JsonError;
+
+/// Why [`sign_statement`] failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignStatementError {
+    /// The statement could not be serialized (a predicate holding a value JSON cannot represent).
+    #[error("cannot serialize the statement to json: {reason}")]
+    Serialize {
+        /// serde_json's description.
+        reason: String,
+    },
+    /// Signing the envelope failed.
+    #[error("cannot sign the statement")]
+    Sign(#[source] dsse::DsseError),
+}
+
+/// Serialize `statement` as compact JSON and sign it into a DSSE envelope
+/// with payloadType [`dsse::INTOTO_PAYLOAD_TYPE`], one signature per signer.
+pub fn sign_statement(
+    statement: &statement::Statement,
+    signers: &[&keys::SigningKey],
+    keyid_scheme: keys::KeyIdScheme,
+) -> Result<dsse::Envelope, SignStatementError> {
+    let payload = serde_json::to_vec(statement).map_err(|e| SignStatementError::Serialize {
+        reason: e.to_string(),
+    })?;
+    dsse::Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, payload, signers, keyid_scheme)
+        .map_err(SignStatementError::Sign)
+}
