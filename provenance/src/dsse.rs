@@ -334,7 +334,7 @@ impl Envelope {
     }
 
     /// Indices into `trusted` of the distinct keys that produced at least one
-    /// valid signature on this envelope. For each signature the keys whose
+    /// valid signature on this envelope, in signature order. For each signature the keys whose
     /// keyids ([`PublicKey::keyid_hints`]) equal its `keyid` are tried first,
     /// then every other key: the keyid is only a hint and never makes an
     /// otherwise valid signature fail or an invalid one pass.

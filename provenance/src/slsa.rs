@@ -55,15 +55,21 @@ pub enum ProvenanceError {
     },
 }
 
+/// Absent fields are read as their default and not written back, so a
+/// document we parse and re-serialize gains no field it did not have.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// The SLSA Provenance v1 predicate.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Provenance {
     /// What was built and from what.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub build_definition: BuildDefinition,
     /// Who built it and how the run went.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub run_details: RunDetails,
     /// Fields other producers wrote; kept.
     #[serde(flatten)]
@@ -75,10 +81,10 @@ pub struct Provenance {
 #[serde(rename_all = "camelCase")]
 pub struct BuildDefinition {
     /// URI of the build type, which defines the parameters' schema.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub build_type: String,
     /// Parameters the requester chose (must be verified).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub external_parameters: Value,
     /// Parameters the builder chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +102,7 @@ pub struct BuildDefinition {
 #[serde(rename_all = "camelCase")]
 pub struct RunDetails {
     /// The builder that ran the build.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub builder: Builder,
     /// Invocation id and times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,7 +120,7 @@ pub struct RunDetails {
 #[serde(rename_all = "camelCase")]
 pub struct Builder {
     /// URI identifying the builder; what verifiers pin.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Component name -> version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

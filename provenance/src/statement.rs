@@ -207,10 +207,14 @@ pub struct Statement {
     #[serde(default)]
     pub subject: Vec<ResourceDescriptor>,
     /// The predicate's type URI, e.g. [`crate::slsa::PREDICATE_TYPE_V1`].
-    #[serde(rename = "predicateType", default)]
+    #[serde(
+        rename = "predicateType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub predicate_type: String,
     /// The predicate (for SLSA: [`crate::slsa::Provenance`] as JSON).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub predicate: Value,
     /// Fields other producers wrote that the spec does not define; kept.
     #[serde(flatten)]

@@ -136,7 +136,8 @@ impl Default for Expectations {
 pub struct Verified {
     /// The verified statement.
     pub statement: Statement,
-    /// securesystemslib keyids of the trusted keys whose signatures verified.
+    /// securesystemslib keyids of the trusted keys whose signatures verified,
+    /// in the order of the envelope's signatures.
     pub signer_keyids: Vec<String>,
     /// Each artifact with the name of the subject it matched (empty if the subject has none).
     pub matched: Vec<(Artifact, String)>,
