@@ -6,7 +6,8 @@ use crate::json::{self, JsonError};
 use crate::keys::{KeyError, KeyIdScheme, PublicKey, SigningKey};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine as _};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// The payloadType of an in-toto Statement.
 pub const INTOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -290,42 +291,45 @@ impl Envelope {
         })
     }
 
-    fn to_value(&self) -> Value {
-        let signatures: Vec<Value> = self
-            .signatures
-            .iter()
-            .map(|s| json!({"keyid": s.keyid, "sig": encode_b64(&s.sig)}))
-            .collect();
-        let mut obj = Map::new();
-        obj.insert(
-            "payloadType".into(),
-            Value::String(self.payload_type.clone()),
-        );
-        obj.insert("payload".into(), Value::String(encode_b64(&self.payload)));
-        obj.insert("signatures".into(), Value::Array(signatures));
-        Value::Object(obj)
+    fn wire(&self) -> WireEnvelope<'_> {
+        WireEnvelope {
+            payload_type: &self.payload_type,
+            payload: encode_b64(&self.payload),
+            signatures: self
+                .signatures
+                .iter()
+                .map(|s| WireSignature {
+                    keyid: &s.keyid,
+                    sig: encode_b64(&s.sig),
+                })
+                .collect(),
+        }
     }
 
-    /// The spec's JSON form on one line (no trailing newline), standard
-    /// padded base64. `keyid` is always written, empty when unknown, because
-    /// securesystemslib cannot read a signature without one.
+    /// The spec's JSON form on one line (no trailing newline), fields in the
+    /// spec's order, standard padded base64. `keyid` is always written,
+    /// empty when unknown, because securesystemslib cannot read a signature
+    /// without one.
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        // Strings and lists of strings always serialize.
+        serde_json::to_string(&self.wire()).unwrap_or_default()
     }
 
     /// This envelope wrapped in a Sigstore bundle v0.3
     /// ([`SIGSTORE_BUNDLE_V03_MEDIA_TYPE`]): `verificationMaterial.publicKey.hint`
     /// names the key (use the keyid), and no transparency log entry is included.
     pub fn to_sigstore_bundle_json(&self, public_key_hint: &str) -> String {
-        json!({
-            "mediaType": SIGSTORE_BUNDLE_V03_MEDIA_TYPE,
-            "verificationMaterial": {
-                "publicKey": {"hint": public_key_hint},
-                "tlogEntries": [],
+        let bundle = WireBundle {
+            media_type: SIGSTORE_BUNDLE_V03_MEDIA_TYPE,
+            verification_material: WireMaterial {
+                public_key: WireHint {
+                    hint: public_key_hint,
+                },
+                tlog_entries: [],
             },
-            "dsseEnvelope": self.to_value(),
-        })
-        .to_string()
+            dsse_envelope: self.wire(),
+        };
+        serde_json::to_string(&bundle).unwrap_or_default()
     }
 
     /// The bytes every signature is over: `pae(payload_type, payload)`.
@@ -359,6 +363,41 @@ impl Envelope {
         }
         found
     }
+}
+
+/// The envelope as written: field order as in the DSSE spec.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEnvelope<'a> {
+    payload_type: &'a str,
+    payload: String,
+    signatures: Vec<WireSignature<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireSignature<'a> {
+    keyid: &'a str,
+    sig: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBundle<'a> {
+    media_type: &'static str,
+    verification_material: WireMaterial<'a>,
+    dsse_envelope: WireEnvelope<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMaterial<'a> {
+    public_key: WireHint<'a>,
+    tlog_entries: [(); 0],
+}
+
+#[derive(Serialize)]
+struct WireHint<'a> {
+    hint: &'a str,
 }
 
 /// Is this parsed document a Sigstore bundle rather than a bare envelope?

@@ -728,12 +728,19 @@ impl SigningKey {
                 .filter(|t| t.rest.is_empty())
                 .and_then(|t| <[u8; 32]>::try_from(t.value).ok())
                 .ok_or_else(|| unsupported("ed25519 private key is not a 32-byte seed"))?;
-            // v2: an optional [0] attributes, then [1] the public key as a BIT STRING.
+            // v2: an optional [0] attributes, then [1] the public key as a
+            // BIT STRING: implicitly tagged (0x81, RFC 5958; what ring
+            // writes) or, from some encoders, explicitly (0xa1).
             let mut rest = private.rest;
             let mut public = None;
             while let Some(t) = der_read(rest) {
-                if t.tag == 0xa1 {
-                    match t.value.split_first() {
+                let bits = match t.tag {
+                    0x81 => Some(t.value),
+                    0xa1 => der_expect(t.value, 0x03).map(|b| b.value),
+                    _ => None,
+                };
+                if let Some(bits) = bits {
+                    match bits.split_first() {
                         Some((0, key)) => public = Some(key),
                         _ => return Err(unsupported("ed25519 pkcs#8 public key is malformed")),
                     }

@@ -70,7 +70,11 @@ fn hello_world_envelopes_verify_raw_der_keyid_urlsafe() {
         let env = envelope(rel);
         assert_eq!(env.payload_type, "http://example.com/HelloWorld", "{rel}");
         assert_eq!(env.payload, b"hello world", "{rel}");
-        assert_eq!(env.verified_signers(&[key.clone()]), vec![0], "{rel}");
+        assert_eq!(
+            env.verified_signers(std::slice::from_ref(&key)),
+            vec![0],
+            "{rel}"
+        );
         assert_eq!(
             key.verify(&env.pae(), &env.signatures[0].sig),
             Ok(()),
@@ -107,7 +111,10 @@ fn hello_world_tampered_payload_and_type_are_rejected() {
         "dsse/hello-world.tampered-type.envelope.json",
     ] {
         let env = envelope(rel);
-        assert!(env.verified_signers(&[key.clone()]).is_empty(), "{rel}");
+        assert!(
+            env.verified_signers(std::slice::from_ref(&key)).is_empty(),
+            "{rel}"
+        );
         assert!(
             matches!(
                 key.verify(&env.pae(), &env.signatures[0].sig),
@@ -145,7 +152,7 @@ fn hello_world_private_key_signs_what_the_public_key_verifies() {
         KeyIdScheme::Securesystemslib,
     )
     .unwrap();
-    assert_eq!(env.verified_signers(&[pk.clone()]), vec![0]);
+    assert_eq!(env.verified_signers(std::slice::from_ref(&pk)), vec![0]);
     let reparsed = Envelope::from_json(env.to_json().as_bytes()).unwrap();
     assert_eq!(reparsed, env);
     assert_eq!(
@@ -402,7 +409,7 @@ fn sslib_jsonl_has_two_envelopes_that_each_verify() {
     for key in [ed_pub(), ec_pub()] {
         let v = verify_any(
             &envs,
-            &[key.clone()],
+            std::slice::from_ref(&key),
             &[foreign_artifact()],
             &Expectations::default(),
             now(),
