@@ -1,1 +1,101 @@
-fn main() {}
+//! `attestd-sandbox run --spec F --report F` and
+//! `attestd-sandbox cleanup --scratch-root DIR`.
+//!
+//! Writes nothing to stdout or stderr itself: those carry only the step's
+//! output. Exit status 0 = a report was written (run) / clean (cleanup);
+//! 2 = bad usage; 1 = the report could not be written.
+
+use std::path::PathBuf;
+
+use attest_sandbox::sys::{LinuxSyscalls, Syscalls};
+use attest_sandbox::{launch, SandboxError};
+
+enum Cmd {
+    Run { spec: PathBuf, report: PathBuf },
+    Cleanup { scratch_root: PathBuf },
+}
+
+fn parse(args: &[String]) -> Result<Cmd, SandboxError> {
+    let usage = || {
+        SandboxError::Usage(
+            "attestd-sandbox run --spec FILE --report FILE | cleanup --scratch-root DIR".into(),
+        )
+    };
+    let get = |flag: &str| -> Option<PathBuf> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).map(PathBuf::from)
+    };
+    match args.first().map(String::as_str) {
+        Some("run") if args.len() == 5 => Ok(Cmd::Run {
+            spec: get("--spec").ok_or_else(usage)?,
+            report: get("--report").ok_or_else(usage)?,
+        }),
+        Some("cleanup") if args.len() == 3 => Ok(Cmd::Cleanup {
+            scratch_root: get("--scratch-root").ok_or_else(usage)?,
+        }),
+        _ => Err(usage()),
+    }
+}
+
+fn main() {
+    // Before anything else: no descriptor the daemon leaked (sockets, keys,
+    // the store) survives into the helper, let alone the step.
+    let sys = LinuxSyscalls;
+    let _ = sys.close_from(3);
+    // A panic must not write to the step's stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match parse(&args) {
+        Err(_) => 2,
+        Ok(Cmd::Run { spec, report }) => {
+            let r = match launch::read_spec(&spec) {
+                Ok(s) => attest_sandbox::run::run(&s),
+                Err(e) => attest_sandbox::SandboxReport {
+                    outcome: attest_sandbox::Outcome::SetupFailed {
+                        step: e.step().into(),
+                        message: e.chain(),
+                    },
+                    usage: Default::default(),
+                    settings: unknown_settings(),
+                    outputs: vec![],
+                },
+            };
+            match launch::write_report(&report, &r) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        }
+        Ok(Cmd::Cleanup { scratch_root }) => {
+            attest_sandbox::cgroup::cleanup_leftovers(&sys);
+            attest_sandbox::run::unmount_under(&sys, &scratch_root);
+            let left = attest_sandbox::run::unmount_under(&sys, &scratch_root);
+            i32::from(!left.is_empty())
+        }
+    };
+    std::process::exit(code)
+}
+
+fn unknown_settings() -> attest_sandbox::Settings {
+    attest_sandbox::Settings {
+        namespaces: vec![],
+        uid_map: String::new(),
+        gid_map: String::new(),
+        step_uid: attest_sandbox::STEP_UID,
+        step_gid: attest_sandbox::STEP_GID,
+        seccomp_profile_sha256: attest_sandbox::seccomp::profile_digest(),
+        cgroup: "none (rlimits only)".into(),
+        limits: attest_sandbox::Limits {
+            timeout_ms: 0,
+            memory_bytes: 0,
+            pids: 0,
+            cpu_time_ms: 0,
+            max_output_bytes: 0,
+            tmp_bytes: 0,
+        },
+        network: String::new(),
+        hostname: String::new(),
+        rootfs_binds: vec![],
+        work_layer: String::new(),
+        no_new_privs: false,
+    }
+}

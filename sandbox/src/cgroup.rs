@@ -1,0 +1,361 @@
+//! The run's cgroup: v2 where the host delegates memory and pids on a cgroup2
+//! mount, else v1 memory + pids hierarchies, else none (rlimits only).
+//! Plain file I/O on cgroupfs; the kill goes through [`Syscalls`].
+
+use std::path::{Path, PathBuf};
+
+use crate::sys::Syscalls;
+
+/// Prefix of every cgroup the helper creates.
+pub const PREFIX: &str = "attestd-";
+
+/// Which cgroup flavour is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// One cgroup2 directory.
+    V2(PathBuf),
+    /// The memory and pids v1 directories.
+    V1 {
+        /// In the memory hierarchy.
+        memory: PathBuf,
+        /// In the pids hierarchy.
+        pids: PathBuf,
+    },
+}
+
+/// Mount points of the cgroup hierarchies, from /proc/self/mountinfo.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Mounts {
+    /// The cgroup2 mount.
+    pub v2: Option<PathBuf>,
+    /// The v1 memory hierarchy.
+    pub v1_memory: Option<PathBuf>,
+    /// The v1 pids hierarchy.
+    pub v1_pids: Option<PathBuf>,
+}
+
+/// Parses mountinfo text.
+pub fn parse_mounts(mountinfo: &str) -> Mounts {
+    let mut m = Mounts::default();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split(' ').nth(4).map(PathBuf::from);
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or("");
+        let _source = r.next();
+        let opts = r.next().unwrap_or("");
+        let Some(mp) = mount_point else { continue };
+        match fstype {
+            "cgroup2" if m.v2.is_none() => m.v2 = Some(mp),
+            "cgroup" => {
+                for o in opts.split(',') {
+                    match o {
+                        "memory" => m.v1_memory = Some(mp.clone()),
+                        "pids" => m.v1_pids = Some(mp.clone()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Our own cgroup path in a hierarchy (`0::/x` for v2, `N:memory:/x` for v1),
+/// from /proc/self/cgroup text.
+pub fn own_path(proc_cgroup: &str, controller: Option<&str>) -> Option<PathBuf> {
+    for line in proc_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_id, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+        let hit = match controller {
+            None => ctrls.is_empty(),
+            Some(c) => ctrls.split(',').any(|x| x == c),
+        };
+        if hit {
+            return Some(PathBuf::from(path.trim_start_matches('/')));
+        }
+    }
+    None
+}
+
+fn read(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+fn write(p: &Path, v: &str) -> std::io::Result<()> {
+    std::fs::write(p, v)
+}
+
+/// The value of `key` in a flat-keyed file (`key N` lines).
+pub fn keyed(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Cgroup {
+    /// Creates `attestd-<run_id>` with the limits, in v2 if usable, else v1,
+    /// else returns `None` (not root, or no controllers).
+    pub fn create(run_id: &str, memory: u64, pids: u64) -> Option<Cgroup> {
+        let mounts = parse_mounts(&read(Path::new("/proc/self/mountinfo"))?);
+        let self_cg = read(Path::new("/proc/self/cgroup")).unwrap_or_default();
+        let name = format!("{PREFIX}{run_id}");
+        if let Some(v2) = &mounts.v2 {
+            let parent = v2.join(own_path(&self_cg, None).unwrap_or_default());
+            if let Some(cg) = Self::create_v2(&parent, &name, memory, pids) {
+                return Some(cg);
+            }
+        }
+        let (Some(mm), Some(pm)) = (&mounts.v1_memory, &mounts.v1_pids) else {
+            return None;
+        };
+        let mem = mm
+            .join(own_path(&self_cg, Some("memory")).unwrap_or_default())
+            .join(&name);
+        let pid = pm
+            .join(own_path(&self_cg, Some("pids")).unwrap_or_default())
+            .join(&name);
+        let ok = (|| -> std::io::Result<()> {
+            std::fs::create_dir(&mem)?;
+            std::fs::create_dir(&pid)?;
+            write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
+            let memsw = mem.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write(&memsw, &memory.to_string())?;
+            }
+            write(&pid.join("pids.max"), &pids.to_string())
+        })();
+        let cg = Cgroup::V1 {
+            memory: mem,
+            pids: pid,
+        };
+        if ok.is_err() {
+            cg.remove();
+            return None;
+        }
+        Some(cg)
+    }
+
+    fn create_v2(parent: &Path, name: &str, memory: u64, pids: u64) -> Option<Cgroup> {
+        let avail = read(&parent.join("cgroup.controllers"))?;
+        let has = |c: &str| avail.split_whitespace().any(|x| x == c);
+        if !has("memory") || !has("pids") {
+            return None;
+        }
+        let sub = read(&parent.join("cgroup.subtree_control")).unwrap_or_default();
+        if !sub.contains("memory") || !sub.contains("pids") {
+            write(&parent.join("cgroup.subtree_control"), "+memory +pids").ok()?;
+        }
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).ok()?;
+        let cg = Cgroup::V2(dir.clone());
+        let ok = (|| -> std::io::Result<()> {
+            write(&dir.join("memory.max"), &memory.to_string())?;
+            if dir.join("memory.swap.max").exists() {
+                write(&dir.join("memory.swap.max"), "0")?;
+            }
+            write(&dir.join("pids.max"), &pids.to_string())
+        })();
+        if ok.is_err() {
+            cg.remove();
+            return None;
+        }
+        Some(cg)
+    }
+
+    /// `"v2"` or `"v1 (memory, pids)"`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Cgroup::V2(_) => "v2",
+            Cgroup::V1 { .. } => "v1 (memory, pids)",
+        }
+    }
+
+    fn dirs(&self) -> Vec<&Path> {
+        match self {
+            Cgroup::V2(d) => vec![d],
+            Cgroup::V1 { memory, pids } => vec![memory, pids],
+        }
+    }
+
+    /// Moves `pid` into the cgroup.
+    pub fn join(&self, pid: i32) -> std::io::Result<()> {
+        for d in self.dirs() {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether a process was OOM-killed in the cgroup.
+    pub fn oom_killed(&self) -> bool {
+        match self {
+            Cgroup::V2(d) => {
+                keyed(
+                    &read(&d.join("memory.events")).unwrap_or_default(),
+                    "oom_kill",
+                ) > 0
+            }
+            Cgroup::V1 { memory, .. } => {
+                keyed(
+                    &read(&memory.join("memory.oom_control")).unwrap_or_default(),
+                    "oom_kill",
+                ) > 0
+            }
+        }
+    }
+
+    /// Whether a fork was refused by pids.max.
+    pub fn pids_limit_hit(&self) -> bool {
+        let d = match self {
+            Cgroup::V2(d) => d,
+            Cgroup::V1 { pids, .. } => pids,
+        };
+        keyed(&read(&d.join("pids.events")).unwrap_or_default(), "max") > 0
+    }
+
+    fn pids_in(&self) -> Vec<i32> {
+        let mut v = Vec::new();
+        for d in self.dirs() {
+            for l in read(&d.join("cgroup.procs")).unwrap_or_default().lines() {
+                if let Ok(p) = l.trim().parse() {
+                    v.push(p);
+                }
+            }
+        }
+        v
+    }
+
+    /// SIGKILLs every process in the cgroup until it is empty (bounded).
+    pub fn kill_all(&self, sys: &dyn Syscalls) {
+        if let Cgroup::V2(d) = self {
+            let _ = write(&d.join("cgroup.kill"), "1");
+        }
+        for _ in 0..200 {
+            let pids = self.pids_in();
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                let _ = sys.kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Removes the cgroup directories (retrying while exiting processes
+    /// leave). Returns whether every directory is gone.
+    pub fn remove(&self) -> bool {
+        let mut all = true;
+        for d in self.dirs() {
+            let mut gone = !d.exists();
+            for _ in 0..200 {
+                if gone {
+                    break;
+                }
+                match std::fs::remove_dir(d) {
+                    Ok(()) => gone = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone = true,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            all &= gone;
+        }
+        all
+    }
+}
+
+/// Finds leftover `attestd-*` cgroups in every hierarchy (depth-limited walk),
+/// kills their processes and removes them. Returns the directories removed.
+pub fn cleanup_leftovers(sys: &dyn Syscalls) -> Vec<PathBuf> {
+    let Some(mi) = read(Path::new("/proc/self/mountinfo")) else {
+        return vec![];
+    };
+    let m = parse_mounts(&mi);
+    let mut removed = Vec::new();
+    for root in [m.v2, m.v1_memory, m.v1_pids].into_iter().flatten() {
+        let mut found = Vec::new();
+        walk(&root, 0, &mut found);
+        for d in found {
+            let cg = if root.join("cgroup.controllers").exists() {
+                Cgroup::V2(d.clone())
+            } else {
+                Cgroup::V1 {
+                    memory: d.clone(),
+                    pids: d.clone(),
+                }
+            };
+            cg.kill_all(sys);
+            if cg.remove() {
+                removed.push(d);
+            }
+        }
+    }
+    removed
+}
+
+fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+    if depth > 4 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with(PREFIX) {
+            found.push(p);
+        } else {
+            walk(&p, depth + 1, found);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn finds_v1_and_v2_mounts() {
+        let m = parse_mounts(MOUNTINFO);
+        assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            m.v1_memory.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(m.v1_pids.as_deref(), Some(Path::new("/sys/fs/cgroup/pids")));
+    }
+
+    #[test]
+    fn own_paths() {
+        let c = "12:pids:/a/b\n4:memory:/m\n1:name=systemd:/s\n0::/u\n";
+        assert_eq!(own_path(c, Some("pids")), Some(PathBuf::from("a/b")));
+        assert_eq!(own_path(c, Some("memory")), Some(PathBuf::from("m")));
+        assert_eq!(own_path(c, None), Some(PathBuf::from("u")));
+    }
+
+    #[test]
+    fn keyed_values() {
+        let t = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(keyed(t, "oom_kill"), 3);
+        assert_eq!(keyed("max 0\n", "max"), 0);
+        assert_eq!(keyed("", "max"), 0);
+    }
+}

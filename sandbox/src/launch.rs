@@ -1,0 +1,128 @@
+//! What the daemon uses to run the helper. No `unsafe`, no forking here: the
+//! daemon only builds a `Command` and exchanges files with the helper.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::SandboxError;
+use crate::spec::{SandboxReport, SandboxSpec};
+
+/// Name of the helper binary.
+pub const HELPER_NAME: &str = "attestd-sandbox";
+
+/// Writes `spec` as JSON to `path` (atomically: a temp file, then a rename).
+pub fn write_spec(path: &Path, spec: &SandboxSpec) -> Result<(), SandboxError> {
+    let bytes = serde_json::to_vec_pretty(spec).map_err(|source| SandboxError::Json {
+        what: "spec",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads the report the helper wrote.
+pub fn read_report(path: &Path) -> Result<SandboxReport, SandboxError> {
+    let bytes = std::fs::read(path).map_err(|source| SandboxError::Io {
+        action: "cannot read report",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| SandboxError::Json {
+        what: "report",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a spec (used by the helper).
+pub fn read_spec(path: &Path) -> Result<SandboxSpec, SandboxError> {
+    let bytes = std::fs::read(path).map_err(|source| SandboxError::Io {
+        action: "cannot read spec",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| SandboxError::Json {
+        what: "spec",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the report atomically (used by the helper).
+pub fn write_report(path: &Path, report: &SandboxReport) -> Result<(), SandboxError> {
+    let bytes = serde_json::to_vec_pretty(report).map_err(|source| SandboxError::Json {
+        what: "report",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SandboxError::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
+    f.write_all(bytes).map_err(io("cannot write", &tmp))?;
+    f.sync_all().map_err(io("cannot sync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("cannot rename into place", path))
+}
+
+/// `attestd-sandbox run --spec SPEC --report REPORT`. The caller must give it
+/// stdin = a pipe it keeps open and never writes to (EOF = the daemon died:
+/// the helper kills the step), and stdout/stderr = where the step's output
+/// goes. SIGTERM to the helper cancels the step. Exit status 0 = a report was
+/// written.
+pub fn helper_command(helper: &Path, spec_path: &Path, report_path: &Path) -> Command {
+    let mut c = Command::new(helper);
+    c.arg("run")
+        .arg("--spec")
+        .arg(spec_path)
+        .arg("--report")
+        .arg(report_path);
+    c
+}
+
+/// `attestd-sandbox cleanup --scratch-root DIR`: after a daemon crash, kills
+/// and removes leftover cgroups named `attestd-*` and unmounts anything left
+/// mounted under DIR. Exit status 0 = clean.
+pub fn cleanup_command(helper: &Path, scratch_root: &Path) -> Command {
+    let mut c = Command::new(helper);
+    c.arg("cleanup").arg("--scratch-root").arg(scratch_root);
+    c
+}
+
+/// Looks for `attestd-sandbox` next to the current executable, then one
+/// directory up (cargo's `target/debug/deps` test binaries), then in `$PATH`.
+pub fn find_helper() -> Option<PathBuf> {
+    let is_exe = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            for d in [Some(dir), dir.parent()].into_iter().flatten() {
+                let cand = d.join(HELPER_NAME);
+                if is_exe(&cand) {
+                    return Some(cand);
+                }
+            }
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(HELPER_NAME))
+        .find(|c| is_exe(c))
+}

@@ -1,0 +1,356 @@
+//! Copying the input tree into the work layer, and collecting the declared
+//! outputs from it. Both run in the helper, outside the sandbox; collection
+//! runs after every process of the step is gone, and still never follows a
+//! symlink the step made: paths are resolved with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` under the work layer's root and
+//! entries are examined with `AT_SYMLINK_NOFOLLOW`.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+
+use crate::spec::{check_relative, CollectedOutput, OutputState};
+
+/// Copies the tree `src` into the existing directory `dst`: directories,
+/// regular files (permission bits kept, setuid/setgid/sticky dropped, owner
+/// write added) and symlinks (recreated, never followed). Other file types
+/// are skipped. Everything is chowned to `owner` when given.
+pub fn copy_input(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let chown = |p: &Path| -> io::Result<()> {
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::lchown(p, Some(u), Some(g))?;
+        }
+        Ok(())
+    };
+    chown(dst)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let md = fs::symlink_metadata(&from)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode((md.mode() & 0o777) | 0o700))?;
+            copy_input(&from, &to, owner)?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode((md.mode() & 0o777) | 0o200))?;
+            chown(&to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            chown(&to)?;
+        }
+    }
+    Ok(())
+}
+
+fn refused(path: &str, reason: String) -> CollectedOutput {
+    CollectedOutput {
+        path: path.to_string(),
+        state: OutputState::Refused { reason },
+    }
+}
+
+/// Collects each declared output from the work layer rooted at `work` into
+/// `out_dir`, in the declared order.
+pub fn collect(work: &Path, outputs: &[String], out_dir: &Path) -> Vec<CollectedOutput> {
+    let root = match nix::fcntl::open(
+        work,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return outputs
+                .iter()
+                .map(|o| refused(o, format!("cannot open the work layer: {e}")))
+                .collect()
+        }
+    };
+    outputs
+        .iter()
+        .map(|o| collect_one(&root, o, out_dir))
+        .collect()
+}
+
+fn collect_one(root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
+    if let Err(reason) = check_relative(path) {
+        return refused(path, format!("output path {reason}"));
+    }
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => (".", path),
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let pfd = match nix::fcntl::openat2(root, parent, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => {
+            return CollectedOutput {
+                path: path.to_string(),
+                state: OutputState::Missing,
+            }
+        }
+        Err(Errno::ELOOP) => {
+            return refused(
+                path,
+                format!("{parent:?} leads through a symbolic link; symlinks are never followed"),
+            )
+        }
+        Err(e) => return refused(path, format!("cannot open {parent:?}: {e}")),
+    };
+    let st = match fstatat(&pfd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => {
+            return CollectedOutput {
+                path: path.to_string(),
+                state: OutputState::Missing,
+            }
+        }
+        Err(e) => return refused(path, format!("cannot stat: {e}")),
+    };
+    let dst = out_dir.join(path);
+    if let Some(p) = dst.parent() {
+        if let Err(e) = fs::create_dir_all(p) {
+            return refused(path, format!("cannot create {}: {e}", p.display()));
+        }
+    }
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let result = match kind {
+        SFlag::S_IFREG => {
+            copy_file_at(&pfd, name, &dst).map(|exe| OutputState::File { executable: exe })
+        }
+        SFlag::S_IFDIR => {
+            let r = copy_dir_at(&pfd, name, &dst, path);
+            if r.is_err() {
+                let _ = fs::remove_dir_all(&dst);
+            }
+            r.map(|()| OutputState::Directory)
+        }
+        SFlag::S_IFLNK => {
+            let target = nix::fcntl::readlinkat(&pfd, name)
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Err(format!(
+                "{path:?} is a symbolic link (to {target:?}); symlinks are never followed"
+            ))
+        }
+        _ => Err(format!("{path:?} is not a regular file or directory")),
+    };
+    match result {
+        Ok(state) => CollectedOutput {
+            path: path.to_string(),
+            state,
+        },
+        Err(reason) => refused(path, reason),
+    }
+}
+
+/// Copies the regular file `name` (in `dir`) to the new file `dst`; returns
+/// whether it is executable.
+fn copy_file_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path) -> Result<bool, String> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {name:?}: {e}"))?;
+    let mut src = fs::File::from(fd);
+    let md = src.metadata().map_err(|e| e.to_string())?;
+    if !md.is_file() {
+        return Err(format!("{name:?} changed type"));
+    }
+    let exe = md.mode() & 0o111 != 0;
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(if exe { 0o755 } else { 0o644 })
+        .open(dst)
+        .map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+    io::copy(&mut src, &mut out).map_err(|e| format!("cannot copy {name:?}: {e}"))?;
+    Ok(exe)
+}
+
+/// Copies the directory `name` (in `dir`) to `dst` recursively; refuses the
+/// whole directory if it holds anything but directories and regular files.
+fn copy_dir_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path, shown: &str) -> Result<(), String> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open {shown:?}: {e}"))?;
+    fs::create_dir(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    {
+        let dup = fd.try_clone().map_err(|e| e.to_string())?;
+        let mut d = nix::dir::Dir::from_fd(dup).map_err(|e| e.to_string())?;
+        for e in d.iter() {
+            let e = e.map_err(|e| e.to_string())?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n != "." && n != ".." {
+                names.push(n);
+            }
+        }
+    }
+    names.sort();
+    for n in names {
+        let child_shown = format!("{shown}/{n}");
+        let st = fstatat(&fd, n.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("cannot stat {child_shown:?}: {e}"))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        let child_dst: PathBuf = dst.join(&n);
+        match kind {
+            SFlag::S_IFREG => {
+                copy_file_at(&fd, &n, &child_dst)?;
+            }
+            SFlag::S_IFDIR => copy_dir_at(&fd, &n, &child_dst, &child_shown)?,
+            SFlag::S_IFLNK => {
+                return Err(format!(
+                    "{child_shown:?} is a symbolic link; symlinks are never followed"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{child_shown:?} is not a regular file or directory"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        let out = t.path().join("out");
+        fs::create_dir(&work).unwrap();
+        fs::create_dir(&out).unwrap();
+        (t, work, out)
+    }
+
+    #[test]
+    fn files_dirs_and_missing() {
+        let (_t, work, out) = setup();
+        fs::write(work.join("a.txt"), "a").unwrap();
+        fs::create_dir_all(work.join("d/e")).unwrap();
+        fs::write(work.join("d/e/f"), "f").unwrap();
+        fs::write(work.join("tool"), "#!").unwrap();
+        fs::set_permissions(work.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        let r = collect(
+            &work,
+            &[
+                "a.txt".into(),
+                "d".into(),
+                "tool".into(),
+                "nope".into(),
+                "x/y".into(),
+            ],
+            &out,
+        );
+        let states: Vec<_> = r.iter().map(|c| c.state.clone()).collect();
+        assert_eq!(
+            states,
+            vec![
+                OutputState::File { executable: false },
+                OutputState::Directory,
+                OutputState::File { executable: true },
+                OutputState::Missing,
+                OutputState::Missing,
+            ]
+        );
+        assert_eq!(fs::read_to_string(out.join("d/e/f")).unwrap(), "f");
+    }
+
+    #[test]
+    fn symlink_output_to_etc_passwd_is_refused_not_followed() {
+        let (_t, work, out) = setup();
+        std::os::unix::fs::symlink("/etc/passwd", work.join("out")).unwrap();
+        let r = collect(&work, &["out".into()], &out);
+        assert!(
+            matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("symbolic link"))
+        );
+        assert!(!out.join("out").exists());
+    }
+
+    #[test]
+    fn output_through_a_symlinked_directory_is_refused() {
+        let (_t, work, out) = setup();
+        std::os::unix::fs::symlink("/etc", work.join("d")).unwrap();
+        let r = collect(&work, &["d/passwd".into()], &out);
+        assert!(matches!(&r[0].state, OutputState::Refused { .. }), "{r:?}");
+        assert!(!out.join("d").exists());
+    }
+
+    #[test]
+    fn directory_holding_a_symlink_is_refused_and_nothing_is_left() {
+        let (_t, work, out) = setup();
+        fs::create_dir(work.join("d")).unwrap();
+        fs::write(work.join("d/a"), "a").unwrap();
+        std::os::unix::fs::symlink("/proc/self/root/etc/shadow", work.join("d/z")).unwrap();
+        let r = collect(&work, &["d".into()], &out);
+        assert!(matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("d/z")));
+        assert!(!out.join("d").exists());
+    }
+
+    #[test]
+    fn dotdot_and_absolute_output_paths_are_refused() {
+        let (_t, work, out) = setup();
+        let r = collect(
+            &work,
+            &[
+                "../x".into(),
+                "/etc/passwd".into(),
+                "a/../../b".into(),
+                "".into(),
+            ],
+            &out,
+        );
+        assert!(
+            r.iter()
+                .all(|c| matches!(c.state, OutputState::Refused { .. })),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn fifo_output_is_refused() {
+        let (_t, work, out) = setup();
+        nix::unistd::mkfifo(&work.join("p"), Mode::from_bits_truncate(0o644)).unwrap();
+        let r = collect(&work, &["p".into()], &out);
+        assert!(matches!(&r[0].state, OutputState::Refused { .. }));
+    }
+
+    #[test]
+    fn copy_input_keeps_symlinks_and_modes() {
+        let (_t, work, out) = setup();
+        fs::write(work.join("x"), "x").unwrap();
+        fs::set_permissions(work.join("x"), fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("x", work.join("l")).unwrap();
+        fs::create_dir(work.join("sub")).unwrap();
+        copy_input(&work, &out, None).unwrap();
+        assert_eq!(fs::read_link(out.join("l")).unwrap(), Path::new("x"));
+        assert_eq!(fs::metadata(out.join("x")).unwrap().mode() & 0o7777, 0o755);
+        assert!(out.join("sub").is_dir());
+    }
+}

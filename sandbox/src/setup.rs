@@ -1,0 +1,602 @@
+//! The ordered procedure that turns the freshly cloned child (pid 1 of new
+//! user, mount, pid, net, uts and ipc namespaces) into the sandbox, forks the
+//! step and execs it. One step per syscall; each says what it guards against.
+//!
+//! [`enter_sandbox`] runs with a [`Syscalls`]: the real kernel in the helper,
+//! the recording fake in the unit tests below.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::error::SandboxError;
+use crate::sys::{Forked, Rlimit, Syscalls};
+
+/// One entry of the read-only rootfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootEntry {
+    /// A host directory bound read-only at the same path.
+    Dir(PathBuf),
+    /// A host file bound read-only at the same path.
+    File(PathBuf),
+    /// A host symlink recreated with the same target.
+    Symlink(PathBuf, PathBuf),
+}
+
+/// Everything the child needs, prepared by the helper before the clone (so
+/// the child allocates little and reads nothing from the host).
+#[derive(Debug, Clone)]
+pub struct ChildPlan {
+    /// Read end of the pipe the helper writes one byte on once the id maps
+    /// and the cgroup are in place.
+    pub sync_fd: RawFd,
+    /// The ids the setup runs as inside (0 when the helper is root, else the
+    /// only mapped id).
+    pub setup_uid: u32,
+    /// See `setup_uid`.
+    pub setup_gid: u32,
+    /// Whether the id map was written by a privileged helper: then
+    /// `setgroups` is allowed and RLIMIT_NPROC counts only this step.
+    pub privileged_map: bool,
+    /// Empty directory (in the helper's private mount namespace) where the new
+    /// root is built.
+    pub new_root: PathBuf,
+    /// The tmpfs holding the copy of the input tree, bound at `/build`.
+    pub work_src: PathBuf,
+    /// The tmpfs bound at `/tmp`.
+    pub tmp_src: PathBuf,
+    /// The read-only rootfs entries.
+    pub root_entries: Vec<RootEntry>,
+    /// Synthetic files written into the new root (`/etc/passwd`...), path
+    /// absolute inside.
+    pub synthetic_files: Vec<(PathBuf, Vec<u8>)>,
+    /// Hostname in the UTS namespace.
+    pub hostname: String,
+    /// Absolute working directory of the step inside.
+    pub cwd: PathBuf,
+    /// argv of the step.
+    pub argv: Vec<CString>,
+    /// The full environment of the step, `K=V`.
+    pub env: Vec<CString>,
+    /// Directories searched when `argv[0]` holds no `/`.
+    pub path_dirs: Vec<PathBuf>,
+    /// Resource limits set on the step.
+    pub rlimits: Vec<(Rlimit, u64, u64)>,
+    /// uid of the step inside.
+    pub step_uid: u32,
+    /// gid of the step inside.
+    pub step_gid: u32,
+    /// Compiled seccomp filters.
+    pub seccomp: Vec<seccompiler::BpfProgram>,
+}
+
+/// What [`enter_sandbox`] returns to its caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We are the init (pid 1); the step runs as this pid.
+    Init {
+        /// The step's pid.
+        step: Pid,
+    },
+    /// Only with the fake: `execve` "succeeded".
+    Execd,
+}
+
+/// Device nodes of the minimal `/dev`, bound from the host.
+pub const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+fn at(step: &'static str, path: &Path) -> impl FnOnce(Errno) -> SandboxError {
+    let path = path.to_path_buf();
+    move |source| SandboxError::SyscallAt { step, path, source }
+}
+
+fn plain(step: &'static str) -> impl FnOnce(Errno) -> SandboxError {
+    move |source| SandboxError::Syscall { step, source }
+}
+
+/// `root` + absolute `p`.
+fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn mkdir_p(sys: &dyn Syscalls, root: &Path, p: &Path) -> Result<(), SandboxError> {
+    let rel = p.strip_prefix("/").unwrap_or(p);
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        sys.mkdir(&cur, 0o755).map_err(at("mkdir", &cur))?;
+    }
+    Ok(())
+}
+
+/// Binds `src` on `dst` and remounts it with `extra` flags, keeping the
+/// flags the kernel locks on mounts inherited from a more privileged
+/// namespace (atime, nosuid, nodev, noexec), else the remount is refused.
+fn bind(sys: &dyn Syscalls, src: &Path, dst: &Path, extra: MsFlags) -> Result<(), SandboxError> {
+    sys.mount(
+        Some(src),
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(at("bind mount", dst))?;
+    let keep = sys.locked_mount_flags(dst).map_err(at("statvfs", dst))?;
+    sys.mount(
+        None,
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | keep,
+        None,
+    )
+    .map_err(at("remount bind", dst))
+}
+
+/// The whole setup, in order. Runs in the cloned child (pid 1 of the new pid
+/// namespace). Returns `Role::Init` in the init after forking the step; in
+/// the step it only returns on failure (or with the fake).
+pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, SandboxError> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let root = plan.new_root.as_path();
+
+    // 1. Die with the helper: if the helper is killed, the init dies, and the
+    //    kernel kills every process of the pid namespace with it.
+    sys.set_parent_death_signal()
+        .map_err(plain("prctl(PR_SET_PDEATHSIG)"))?;
+    // 2. Wait until the helper has written our uid/gid maps and put us into
+    //    the run's cgroup; EOF means the helper died: give up.
+    sys.wait_for_parent(plan.sync_fd)
+        .map_err(plain("wait for the helper"))?;
+    // 3. Become the mapped setup id, so files we create have a valid owner
+    //    (gid first: after setresuid we could no longer change it).
+    sys.setresgid(plan.setup_gid).map_err(plain("setresgid"))?;
+    sys.setresuid(plan.setup_uid).map_err(plain("setresuid"))?;
+    // 4. New cgroup namespace now that we are in the run's cgroup: the step
+    //    sees its own cgroup as the root and learns nothing of the host's.
+    sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(plain("unshare(CLONE_NEWCGROUP)"))?;
+    // 5. Make every mount private so nothing we mount propagates to the
+    //    helper's or the host's namespace, and host mounts do not appear here.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(at("make / private", Path::new("/")))?;
+    // 6. A fresh tmpfs as the new root: only what we put there is reachable.
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        root,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("size=1m,nr_inodes=4096,mode=0755"),
+    )
+    .map_err(at("mount root tmpfs", root))?;
+    // 7. The read-only rootfs: each host path bound read-only, nosuid and
+    //    nodev at the same path (a setuid binary cannot gain privileges, the
+    //    step cannot write host files); host symlinks recreated as symlinks.
+    for e in &plan.root_entries {
+        match e {
+            RootEntry::Dir(p) => {
+                let dst = under(root, p);
+                mkdir_p(sys, root, p)?;
+                bind(sys, p, &dst, MsFlags::MS_RDONLY | nosuid_nodev)?;
+            }
+            RootEntry::File(p) => {
+                if let Some(parent) = p.parent() {
+                    mkdir_p(sys, root, parent)?;
+                }
+                let dst = under(root, p);
+                sys.create_file(&dst, b"", 0o644)
+                    .map_err(at("create bind target", &dst))?;
+                bind(sys, p, &dst, MsFlags::MS_RDONLY | nosuid_nodev)?;
+            }
+            RootEntry::Symlink(p, target) => {
+                if let Some(parent) = p.parent() {
+                    mkdir_p(sys, root, parent)?;
+                }
+                let dst = under(root, p);
+                sys.symlink(target, &dst).map_err(at("symlink", &dst))?;
+            }
+        }
+    }
+    // 8. Synthetic /etc/passwd, /etc/group, /etc/hosts: the step sees its own
+    //    user and localhost, nothing of the host's accounts or names.
+    for (p, contents) in &plan.synthetic_files {
+        if let Some(parent) = p.parent() {
+            mkdir_p(sys, root, parent)?;
+        }
+        let dst = under(root, p);
+        sys.create_file(&dst, contents, 0o644)
+            .map_err(at("create synthetic file", &dst))?;
+    }
+    // 9. The work layer at /build: the step's private copy of the inputs on a
+    //    size-limited tmpfs; writable, but nosuid and nodev.
+    let build = under(root, Path::new(crate::spec::WORK_MOUNT));
+    sys.mkdir(&build, 0o755).map_err(at("mkdir", &build))?;
+    bind(sys, &plan.work_src, &build, nosuid_nodev)?;
+    // 10. /tmp: the size-limited tmpfs, nosuid and nodev.
+    let tmp = under(root, Path::new("/tmp"));
+    sys.mkdir(&tmp, 0o1777).map_err(at("mkdir", &tmp))?;
+    bind(sys, &plan.tmp_src, &tmp, nosuid_nodev)?;
+    // 11. A minimal /dev: a tmpfs with only null, zero, full, random and
+    //     urandom bound from the host (no tty, no block device, no /dev/mem),
+    //     then made read-only so no node or file can be added.
+    let dev = under(root, Path::new("/dev"));
+    sys.mkdir(&dev, 0o755).map_err(at("mkdir", &dev))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=64,mode=0755"),
+    )
+    .map_err(at("mount /dev tmpfs", &dev))?;
+    for d in DEVICES {
+        let host = Path::new("/dev").join(d);
+        let dst = dev.join(d);
+        sys.create_file(&dst, b"", 0o666)
+            .map_err(at("create device bind target", &dst))?;
+        bind(sys, &host, &dst, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let dst = dev.join(name);
+        sys.symlink(Path::new(target), &dst)
+            .map_err(at("symlink", &dst))?;
+    }
+    sys.mount(
+        None,
+        &dev,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=64,mode=0755"),
+    )
+    .map_err(at("remount /dev read-only", &dev))?;
+    // 12. A fresh /proc of our pid namespace: no host process is visible.
+    let proc_ = under(root, Path::new("/proc"));
+    sys.mkdir(&proc_, 0o555).map_err(at("mkdir", &proc_))?;
+    sys.mount(
+        Some(Path::new("proc")),
+        &proc_,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+    .map_err(at("mount /proc", &proc_))?;
+    // 13. Fixed hostname in our UTS namespace, for reproducibility.
+    sys.sethostname(&plan.hostname)
+        .map_err(plain("sethostname"))?;
+    // 14. Loopback up in our empty network namespace: the step can talk to
+    //     itself, and there is no other interface, so no route out.
+    sys.loopback_up().map_err(plain("bring up loopback"))?;
+    // 15. pivot_root onto the new root, stacking the old root on top of it,
+    //     then detach the old root: no path leads back to the host tree.
+    sys.chdir(root).map_err(at("chdir", root))?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .map_err(at("pivot_root", root))?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(at("detach the old root", Path::new("/")))?;
+    sys.chdir(Path::new("/"))
+        .map_err(at("chdir", Path::new("/")))?;
+    // 16. The root tmpfs read-only: nothing can be added next to the binds.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev,
+        None,
+    )
+    .map_err(at("remount / read-only", Path::new("/")))?;
+    // 17. Fork the step; we stay pid 1 and reap.
+    match sys.fork().map_err(plain("fork the step"))? {
+        Forked::Parent(step) => return Ok(Role::Init { step }),
+        Forked::Child => {}
+    }
+    // --- in the step from here on ---
+    // 18. Own session: no controlling terminal to inject input into.
+    sys.setsid().map_err(plain("setsid"))?;
+    // 19. The helper blocked signals for its signalfd; the step starts clean.
+    sys.unblock_signals().map_err(plain("sigprocmask"))?;
+    // 20. stdin from /dev/null: the helper's stdin is the daemon's liveness
+    //     pipe and must not reach the step.
+    sys.stdin_from_dev_null()
+        .map_err(plain("stdin from /dev/null"))?;
+    // 21. Start in the declared directory of the work layer.
+    sys.chdir(&plan.cwd).map_err(at("chdir", &plan.cwd))?;
+    // 22. A fixed umask, for reproducible file modes.
+    sys.umask(0o022);
+    // 23. Resource limits: the floor under the cgroup (no core dumps, file
+    //     size, CPU time, processes).
+    for (which, soft, hard) in &plan.rlimits {
+        sys.setrlimit(*which, *soft, *hard)
+            .map_err(plain("setrlimit"))?;
+    }
+    // 24. no_new_privs: exec can never grant privileges (setuid bits, file
+    //     capabilities), and it is required for an unprivileged seccomp.
+    sys.set_no_new_privs()
+        .map_err(plain("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    // 25. Empty the bounding set: no capability can ever come back.
+    sys.drop_bounding_set()
+        .map_err(plain("prctl(PR_CAPBSET_DROP)"))?;
+    // 26. Empty the ambient set: exec keeps no capability.
+    sys.clear_ambient_caps()
+        .map_err(plain("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
+    // 27. No supplementary groups (only a privileged helper may call it).
+    if plan.privileged_map {
+        sys.clear_groups().map_err(plain("setgroups"))?;
+    }
+    // 28. The fixed unprivileged step ids (gid first).
+    sys.setresgid(plan.step_gid).map_err(plain("setresgid"))?;
+    sys.setresuid(plan.step_uid).map_err(plain("setresuid"))?;
+    // 29. Empty effective, permitted and inheritable sets.
+    sys.clear_capabilities().map_err(plain("capset"))?;
+    // 30. Every inherited descriptor but 0, 1, 2 is closed by the exec.
+    sys.cloexec_from(3).map_err(plain("close_range"))?;
+    // 31. The seccomp filter, last, so the setup above may use what it denies.
+    sys.load_seccomp(&plan.seccomp).map_err(plain("seccomp"))?;
+    // 32. exec, searching PATH when argv[0] has no '/'.
+    exec_step(sys, plan)?;
+    Ok(Role::Execd)
+}
+
+fn exec_step(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<(), SandboxError> {
+    use std::os::unix::ffi::OsStrExt;
+    let arg0 = plan.argv.first().ok_or(SandboxError::Syscall {
+        step: "exec",
+        source: Errno::EINVAL,
+    })?;
+    let arg0_path = Path::new(std::ffi::OsStr::from_bytes(arg0.as_bytes()));
+    if arg0.as_bytes().contains(&b'/') {
+        return sys
+            .execve(arg0, &plan.argv, &plan.env)
+            .map_err(at("exec", arg0_path));
+    }
+    let mut last = Errno::ENOENT;
+    for dir in &plan.path_dirs {
+        let cand = dir.join(arg0_path);
+        let Ok(c) = CString::new(cand.as_os_str().as_bytes()) else {
+            continue;
+        };
+        match sys.execve(&c, &plan.argv, &plan.env) {
+            Ok(()) => return Ok(()),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+            Err(e) => last = e,
+        }
+    }
+    Err(SandboxError::SyscallAt {
+        step: "exec",
+        path: arg0_path.to_path_buf(),
+        source: last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{Call, RecordingSyscalls};
+
+    fn plan() -> ChildPlan {
+        ChildPlan {
+            sync_fd: 5,
+            setup_uid: 0,
+            setup_gid: 0,
+            privileged_map: true,
+            new_root: "/s/root".into(),
+            work_src: "/s/work".into(),
+            tmp_src: "/s/tmp".into(),
+            root_entries: vec![
+                RootEntry::Dir("/usr".into()),
+                RootEntry::Symlink("/bin".into(), "usr/bin".into()),
+                RootEntry::File("/etc/ld.so.cache".into()),
+            ],
+            synthetic_files: vec![(
+                "/etc/passwd".into(),
+                b"builder:x:1000:1000::/build:/bin/sh\n".to_vec(),
+            )],
+            hostname: "attest".into(),
+            cwd: "/build/src".into(),
+            argv: vec![CString::new("make").unwrap(), CString::new("all").unwrap()],
+            env: vec![CString::new("PATH=/usr/bin:/bin").unwrap()],
+            path_dirs: vec!["/usr/local/bin".into(), "/usr/bin".into()],
+            rlimits: vec![(Rlimit::Core, 0, 0), (Rlimit::Nproc, 64, 64)],
+            step_uid: 1000,
+            step_gid: 1000,
+            seccomp: crate::seccomp::compile().unwrap(),
+        }
+    }
+
+    fn pos(calls: &[Call], f: impl Fn(&Call) -> bool) -> usize {
+        calls.iter().position(f).expect("call not found")
+    }
+
+    fn is_mount_to(c: &Call, t: &str) -> bool {
+        matches!(c, Call::Mount { target, .. } if target == Path::new(t))
+    }
+
+    #[test]
+    fn step_branch_order() {
+        let sys = RecordingSyscalls {
+            exec_enoent: vec!["/usr/local/bin/make".into()],
+            ..Default::default()
+        };
+        let role = enter_sandbox(&sys, &plan()).expect("setup");
+        assert_eq!(role, Role::Execd);
+        let c = sys.calls();
+        // Nothing happens before the helper says the maps are written.
+        assert_eq!(c[0], Call::SetParentDeathSignal);
+        assert_eq!(c[1], Call::WaitForParent);
+        // The cgroup namespace comes after the sync (we are in the cgroup).
+        let cg = pos(&c, |x| *x == Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
+        assert!(cg > 1);
+        // Mounts are made private before anything is mounted.
+        let private = pos(
+            &c,
+            |x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_PRIVATE)),
+        );
+        let root_tmpfs = pos(&c, |x| is_mount_to(x, "/s/root"));
+        assert!(private < root_tmpfs);
+        // pivot_root comes after every bind and /proc, before the fork.
+        let pivot = pos(&c, |x| matches!(x, Call::PivotRoot(..)));
+        let last_bind = c
+            .iter()
+            .rposition(|x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_BIND) && !flags.contains(MsFlags::MS_REMOUNT)))
+            .unwrap();
+        let proc_ = pos(
+            &c,
+            |x| matches!(x, Call::Mount { fstype: Some(t), .. } if t == "proc"),
+        );
+        assert!(last_bind < pivot && proc_ < pivot);
+        assert_eq!(c[pivot + 1], Call::Umount(".".into()));
+        let fork = pos(&c, |x| *x == Call::Fork);
+        assert!(pivot < fork);
+        // /usr is bound read-only, nosuid, nodev.
+        assert!(c.iter().any(|x| matches!(x, Call::Mount { target, flags, .. }
+            if target == Path::new("/s/root/usr") && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV))));
+        // /bin is a symlink, not a bind.
+        assert!(c.contains(&Call::Symlink("usr/bin".into(), "/s/root/bin".into())));
+        assert!(!c.iter().any(|x| is_mount_to(x, "/s/root/bin")));
+        // / is read-only after the pivot.
+        let ro_root = pos(&c, |x| {
+            matches!(x, Call::Mount { target, flags, .. }
+            if target == Path::new("/") && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
+        });
+        assert!(pivot < ro_root && ro_root < fork);
+        // Privileges: no_new_privs, caps dropped, ids changed, in this order,
+        // then fds, then seccomp, then exec.
+        let nnp = pos(&c, |x| *x == Call::SetNoNewPrivs);
+        let bset = pos(&c, |x| *x == Call::DropBoundingSet);
+        let amb = pos(&c, |x| *x == Call::ClearAmbientCaps);
+        let groups = pos(&c, |x| *x == Call::ClearGroups);
+        let gid = pos(&c, |x| *x == Call::Setresgid(1000));
+        let uid = pos(&c, |x| *x == Call::Setresuid(1000));
+        let caps = pos(&c, |x| *x == Call::ClearCapabilities);
+        let fds = pos(&c, |x| *x == Call::CloexecFrom(3));
+        let sec = pos(&c, |x| *x == Call::LoadSeccomp(2));
+        let exec = pos(&c, |x| matches!(x, Call::Execve(..)));
+        assert!(fork < nnp);
+        assert!(nnp < bset && bset < amb && amb < groups && groups < gid && gid < uid);
+        assert!(uid < caps && caps < fds && fds < sec);
+        assert_eq!(sec + 1, exec, "seccomp is the last call before exec");
+        // PATH search: /usr/local/bin/make is ENOENT, /usr/bin/make is used.
+        let execs: Vec<_> = c
+            .iter()
+            .filter_map(|x| match x {
+                Call::Execve(p, argv, _) => Some((p.clone(), argv.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            execs,
+            vec![
+                (
+                    "/usr/local/bin/make".to_string(),
+                    vec!["make".to_string(), "all".to_string()]
+                ),
+                (
+                    "/usr/bin/make".to_string(),
+                    vec!["make".to_string(), "all".to_string()]
+                ),
+            ]
+        );
+        // The step's cwd and umask are set before the privilege drop.
+        assert!(pos(&c, |x| *x == Call::Chdir("/build/src".into())) < nnp);
+        assert!(pos(&c, |x| *x == Call::Umask(0o022)) < nnp);
+        assert!(pos(&c, |x| *x == Call::StdinFromDevNull) < exec);
+    }
+
+    #[test]
+    fn minimal_dev_has_only_the_five_devices() {
+        let sys = RecordingSyscalls::default();
+        enter_sandbox(&sys, &plan()).unwrap();
+        let binds: Vec<PathBuf> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|x| match x {
+                Call::Mount {
+                    source: Some(s),
+                    flags,
+                    ..
+                } if flags.contains(MsFlags::MS_BIND) && s.starts_with("/dev") => Some(s),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<PathBuf> = DEVICES.iter().map(|d| Path::new("/dev").join(d)).collect();
+        assert_eq!(binds, want);
+    }
+
+    #[test]
+    fn init_branch_returns_the_step_pid_and_does_not_exec() {
+        let sys = RecordingSyscalls {
+            fork_result: Forked::Parent(Pid::from_raw(2)),
+            ..Default::default()
+        };
+        let role = enter_sandbox(&sys, &plan()).unwrap();
+        assert_eq!(
+            role,
+            Role::Init {
+                step: Pid::from_raw(2)
+            }
+        );
+        let c = sys.calls();
+        assert_eq!(c.last(), Some(&Call::Fork));
+        assert!(!c
+            .iter()
+            .any(|x| matches!(x, Call::Execve(..) | Call::LoadSeccomp(_))));
+    }
+
+    #[test]
+    fn unprivileged_map_skips_setgroups() {
+        let sys = RecordingSyscalls::default();
+        let mut p = plan();
+        p.privileged_map = false;
+        enter_sandbox(&sys, &p).unwrap();
+        assert!(!sys.calls().contains(&Call::ClearGroups));
+    }
+
+    #[test]
+    fn a_failed_pivot_root_stops_the_setup_with_its_step() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("PivotRoot".into()),
+            ..Default::default()
+        };
+        let err = enter_sandbox(&sys, &plan()).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::SyscallAt {
+                step: "pivot_root",
+                source: Errno::EPERM,
+                ..
+            }
+        ));
+        assert!(!sys.calls().contains(&Call::Fork));
+    }
+
+    #[test]
+    fn command_not_found_is_an_exec_error() {
+        let sys = RecordingSyscalls {
+            exec_enoent: vec!["/usr/local/bin/make".into(), "/usr/bin/make".into()],
+            ..Default::default()
+        };
+        let err = enter_sandbox(&sys, &plan()).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::SyscallAt {
+                step: "exec",
+                source: Errno::ENOENT,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,680 @@
+//! Every kernel call the sandbox makes goes through [`Syscalls`]: the real
+//! [`LinuxSyscalls`] (the only place in the project with `unsafe`) and the
+//! recording [`fake::RecordingSyscalls`] that the unit tests use to check the
+//! order of the setup without root.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+/// Result of a raw call.
+pub type SysResult<T> = Result<T, Errno>;
+
+/// Which side of a fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the parent; the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// A resource limit the step gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rlimit {
+    /// Core dump size.
+    Core,
+    /// Largest file the process may write.
+    Fsize,
+    /// CPU seconds.
+    Cpu,
+    /// Processes of the real uid.
+    Nproc,
+}
+
+/// The kernel interface of the sandbox.
+pub trait Syscalls {
+    /// `prctl(PR_SET_PDEATHSIG)`.
+    fn set_parent_death_signal(&self) -> SysResult<()>;
+    /// Blocks until the parent writes one byte on `fd`; EOF is an error.
+    fn wait_for_parent(&self, fd: RawFd) -> SysResult<()>;
+    /// `setresuid(uid, uid, uid)`.
+    fn setresuid(&self, uid: u32) -> SysResult<()>;
+    /// `setresgid(gid, gid, gid)`.
+    fn setresgid(&self, gid: u32) -> SysResult<()>;
+    /// `setgroups(0, NULL)`.
+    fn clear_groups(&self) -> SysResult<()>;
+    /// `unshare(flags)`.
+    fn unshare(&self, flags: CloneFlags) -> SysResult<()>;
+    /// `mount(2)`.
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()>;
+    /// The atime/noexec/nosuid/nodev flags a bind remount must keep
+    /// (`statvfs`), as `MsFlags`.
+    fn locked_mount_flags(&self, path: &Path) -> SysResult<MsFlags>;
+    /// `umount2(2)`.
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult<()>;
+    /// `pivot_root(2)`.
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()>;
+    /// `chdir(2)`.
+    fn chdir(&self, path: &Path) -> SysResult<()>;
+    /// `mkdir(2)`; an existing directory is fine.
+    fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()>;
+    /// Creates a new file with these contents (`O_CREAT|O_EXCL|O_NOFOLLOW`).
+    fn create_file(&self, path: &Path, contents: &[u8], mode: u32) -> SysResult<()>;
+    /// `symlink(2)`.
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult<()>;
+    /// `sethostname(2)`.
+    fn sethostname(&self, name: &str) -> SysResult<()>;
+    /// Brings `lo` up in the current network namespace (`SIOCSIFFLAGS`).
+    fn loopback_up(&self) -> SysResult<()>;
+    /// `setsid(2)`.
+    fn setsid(&self) -> SysResult<()>;
+    /// Unblocks every signal (`sigprocmask`) and restores the default action
+    /// of SIGPIPE (the Rust runtime ignores it, and ignored signals survive
+    /// exec).
+    fn unblock_signals(&self) -> SysResult<()>;
+    /// Opens `/dev/null` and makes it fd 0.
+    fn stdin_from_dev_null(&self) -> SysResult<()>;
+    /// `umask(2)`.
+    fn umask(&self, mode: u32);
+    /// `setrlimit(2)` with soft and hard.
+    fn setrlimit(&self, which: Rlimit, soft: u64, hard: u64) -> SysResult<()>;
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    fn set_no_new_privs(&self) -> SysResult<()>;
+    /// `prctl(PR_CAPBSET_DROP)` for every capability.
+    fn drop_bounding_set(&self) -> SysResult<()>;
+    /// `prctl(PR_CAP_AMBIENT_CLEAR_ALL)`.
+    fn clear_ambient_caps(&self) -> SysResult<()>;
+    /// `capset` with empty effective, permitted and inheritable sets.
+    fn clear_capabilities(&self) -> SysResult<()>;
+    /// Marks every fd from 3 up close-on-exec (`close_range(CLOEXEC)`).
+    fn cloexec_from(&self, first: u32) -> SysResult<()>;
+    /// Closes every fd from `first` up (`close_range`).
+    fn close_from(&self, first: u32) -> SysResult<()>;
+    /// Loads the seccomp filters (`seccomp(SECCOMP_SET_MODE_FILTER)`).
+    fn load_seccomp(&self, filters: &[seccompiler::BpfProgram]) -> SysResult<()>;
+    /// `fork(2)`.
+    fn fork(&self) -> SysResult<Forked>;
+    /// `execve(2)`: returns only on failure (the fake returns `Ok`).
+    fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> SysResult<()>;
+    /// `clone(2)` without a new stack (fork semantics) with namespace flags.
+    fn clone_into_namespaces(&self, flags: CloneFlags) -> SysResult<Forked>;
+    /// `kill(2)`.
+    fn kill(&self, pid: Pid, signal: nix::sys::signal::Signal) -> SysResult<()>;
+    /// `_exit(2)`.
+    fn exit_now(&self, code: i32) -> !;
+}
+
+/// The real kernel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscalls;
+
+/// Highest capability number the kernel knows, from
+/// `/proc/sys/kernel/cap_last_cap` (40 when unreadable).
+fn last_cap() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+impl Syscalls for LinuxSyscalls {
+    fn set_parent_death_signal(&self) -> SysResult<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    }
+
+    fn wait_for_parent(&self, fd: RawFd) -> SysResult<()> {
+        let mut b = [0u8; 1];
+        // SAFETY: `fd` is the read end of the sync pipe, owned by the caller
+        // and open for the duration of this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        loop {
+            match nix::unistd::read(fd, &mut b) {
+                Ok(1) => return Ok(()),
+                Ok(_) => return Err(Errno::EPIPE),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn setresuid(&self, uid: u32) -> SysResult<()> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+    }
+
+    fn setresgid(&self, gid: u32) -> SysResult<()> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+    }
+
+    fn clear_groups(&self) -> SysResult<()> {
+        nix::unistd::setgroups(&[])
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> SysResult<()> {
+        nix::sched::unshare(flags)
+    }
+
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> SysResult<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn locked_mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        use nix::sys::statvfs::FsFlags;
+        let st = nix::sys::statvfs::statvfs(path)?;
+        let f = st.flags();
+        let mut out = MsFlags::empty();
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(fs) {
+                out |= ms;
+            }
+        }
+        Ok(out)
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> SysResult<()> {
+        nix::mount::umount2(target, flags)
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {
+        nix::unistd::pivot_root(new_root, put_old)
+    }
+
+    fn chdir(&self, path: &Path) -> SysResult<()> {
+        nix::unistd::chdir(path)
+    }
+
+    fn mkdir(&self, path: &Path, mode: u32) -> SysResult<()> {
+        match nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(mode)) {
+            Err(Errno::EEXIST) if path.is_dir() => Ok(()),
+            r => r,
+        }
+    }
+
+    fn create_file(&self, path: &Path, contents: &[u8], mode: u32) -> SysResult<()> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )?;
+        let mut off = 0;
+        while off < contents.len() {
+            match nix::unistd::write(&fd, &contents[off..]) {
+                Ok(n) => off += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> SysResult<()> {
+        nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link)
+    }
+
+    fn sethostname(&self, name: &str) -> SysResult<()> {
+        nix::unistd::sethostname(name)
+    }
+
+    fn loopback_up(&self) -> SysResult<()> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the interface named in `req` and writes
+        // its flags into `req`, which lives on our stack for the call.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+        Errno::result(r)?;
+        // SAFETY: the kernel filled `ifru_flags` of the union just above.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS only reads `req`, which is valid for the call.
+        let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+        Errno::result(r).map(drop)
+    }
+
+    fn setsid(&self) -> SysResult<()> {
+        nix::unistd::setsid().map(drop)
+    }
+
+    fn unblock_signals(&self) -> SysResult<()> {
+        // SAFETY: SIG_DFL installs no handler, so no Rust code can run in a
+        // signal context.
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        }?;
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&nix::sys::signal::SigSet::empty()),
+            None,
+        )
+    }
+
+    fn stdin_from_dev_null(&self) -> SysResult<()> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: dup2 onto fd 0 only replaces our stdin; `fd` stays valid and
+        // is closed when dropped, fd 0 keeps the new description.
+        let r = unsafe { libc::dup2(fd.as_raw_fd(), 0) };
+        Errno::result(r).map(drop)
+    }
+
+    fn umask(&self, mode: u32) {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mode));
+    }
+
+    fn setrlimit(&self, which: Rlimit, soft: u64, hard: u64) -> SysResult<()> {
+        use nix::sys::resource::Resource;
+        let r = match which {
+            Rlimit::Core => Resource::RLIMIT_CORE,
+            Rlimit::Fsize => Resource::RLIMIT_FSIZE,
+            Rlimit::Cpu => Resource::RLIMIT_CPU,
+            Rlimit::Nproc => Resource::RLIMIT_NPROC,
+        };
+        nix::sys::resource::setrlimit(r, soft, hard)
+    }
+
+    fn set_no_new_privs(&self) -> SysResult<()> {
+        nix::sys::prctl::set_no_new_privs()
+    }
+
+    fn drop_bounding_set(&self) -> SysResult<()> {
+        for cap in 0..=last_cap() {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number and touches
+            // no memory of ours.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            match Errno::result(r) {
+                Ok(_) | Err(Errno::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_ambient_caps(&self) -> SysResult<()> {
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        Errno::result(r).map(drop)
+    }
+
+    fn clear_capabilities(&self) -> SysResult<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        let mut hdr = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: capset reads a version-3 header and two data structs,
+        // both valid and laid out as the kernel expects (repr(C)).
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+        Errno::result(r).map(drop)
+    }
+
+    fn cloexec_from(&self, first: u32) -> SysResult<()> {
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our
+        // own descriptors; no memory is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        Errno::result(r).map(drop)
+    }
+
+    fn close_from(&self, first: u32) -> SysResult<()> {
+        // SAFETY: called only at the start of the helper, before any Rust
+        // object owns a descriptor >= `first`, so nothing is closed under a
+        // live owner.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+        Errno::result(r).map(drop)
+    }
+
+    fn load_seccomp(&self, filters: &[seccompiler::BpfProgram]) -> SysResult<()> {
+        for f in filters {
+            seccompiler::apply_filter(f).map_err(|e| match e {
+                seccompiler::Error::Seccomp(io) => {
+                    Errno::from_raw(io.raw_os_error().unwrap_or(libc::EINVAL))
+                }
+                _ => Errno::EINVAL,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn fork(&self) -> SysResult<Forked> {
+        // SAFETY: the sandbox processes are single-threaded (the helper never
+        // starts a thread), so the child cannot inherit a lock held by another
+        // thread.
+        match unsafe { nix::unistd::fork() }? {
+            nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+            nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        }
+    }
+
+    fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> SysResult<()> {
+        nix::unistd::execve(path, argv, envp).map(drop)
+    }
+
+    fn clone_into_namespaces(&self, flags: CloneFlags) -> SysResult<Forked> {
+        // SAFETY: clone without a new stack behaves as fork: the child gets a
+        // copy-on-write copy of our memory. The helper is single-threaded, so
+        // no lock can be held by another thread at this point.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        match Errno::result(r)? {
+            0 => Ok(Forked::Child),
+            pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+        }
+    }
+
+    fn kill(&self, pid: Pid, signal: nix::sys::signal::Signal) -> SysResult<()> {
+        nix::sys::signal::kill(pid, signal)
+    }
+
+    fn exit_now(&self, code: i32) -> ! {
+        // SAFETY: _exit ends the process without running atexit handlers or
+        // destructors, which is what a forked child must do.
+        unsafe { libc::_exit(code) }
+    }
+}
+
+/// A recording fake for unit tests.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::cell::RefCell;
+    use std::path::PathBuf;
+
+    /// One recorded call.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Call {
+        SetParentDeathSignal,
+        WaitForParent,
+        Setresuid(u32),
+        Setresgid(u32),
+        ClearGroups,
+        Unshare(CloneFlags),
+        Mount {
+            source: Option<PathBuf>,
+            target: PathBuf,
+            fstype: Option<String>,
+            flags: MsFlags,
+            data: Option<String>,
+        },
+        Umount(PathBuf),
+        PivotRoot(PathBuf, PathBuf),
+        Chdir(PathBuf),
+        Mkdir(PathBuf),
+        CreateFile(PathBuf, Vec<u8>),
+        Symlink(PathBuf, PathBuf),
+        Sethostname(String),
+        LoopbackUp,
+        Setsid,
+        UnblockSignals,
+        StdinFromDevNull,
+        Umask(u32),
+        Setrlimit(Rlimit, u64, u64),
+        SetNoNewPrivs,
+        DropBoundingSet,
+        ClearAmbientCaps,
+        ClearCapabilities,
+        CloexecFrom(u32),
+        CloseFrom(u32),
+        LoadSeccomp(usize),
+        Fork,
+        Execve(String, Vec<String>, Vec<String>),
+        Clone(CloneFlags),
+        Kill(i32),
+    }
+
+    /// Records every call; `fork` returns `fork_result`; `execve` of a path
+    /// in `exec_enoent` fails with ENOENT; a call whose `Debug` starts with
+    /// `fail_on` fails with EPERM.
+    #[derive(Debug)]
+    pub struct RecordingSyscalls {
+        pub calls: RefCell<Vec<Call>>,
+        pub fork_result: Forked,
+        pub exec_enoent: Vec<String>,
+        pub fail_on: Option<String>,
+    }
+
+    impl Default for RecordingSyscalls {
+        fn default() -> Self {
+            RecordingSyscalls {
+                calls: RefCell::new(Vec::new()),
+                fork_result: Forked::Child,
+                exec_enoent: Vec::new(),
+                fail_on: None,
+            }
+        }
+    }
+
+    impl RecordingSyscalls {
+        fn rec(&self, c: Call) -> SysResult<()> {
+            let fail = self
+                .fail_on
+                .as_ref()
+                .is_some_and(|f| format!("{c:?}").starts_with(f.as_str()));
+            self.calls.borrow_mut().push(c);
+            if fail {
+                Err(Errno::EPERM)
+            } else {
+                Ok(())
+            }
+        }
+
+        /// The recorded calls.
+        pub fn calls(&self) -> Vec<Call> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    fn s(v: &[CString]) -> Vec<String> {
+        v.iter().map(|c| c.to_string_lossy().into_owned()).collect()
+    }
+
+    impl Syscalls for RecordingSyscalls {
+        fn set_parent_death_signal(&self) -> SysResult<()> {
+            self.rec(Call::SetParentDeathSignal)
+        }
+        fn wait_for_parent(&self, _fd: RawFd) -> SysResult<()> {
+            self.rec(Call::WaitForParent)
+        }
+        fn setresuid(&self, uid: u32) -> SysResult<()> {
+            self.rec(Call::Setresuid(uid))
+        }
+        fn setresgid(&self, gid: u32) -> SysResult<()> {
+            self.rec(Call::Setresgid(gid))
+        }
+        fn clear_groups(&self) -> SysResult<()> {
+            self.rec(Call::ClearGroups)
+        }
+        fn unshare(&self, flags: CloneFlags) -> SysResult<()> {
+            self.rec(Call::Unshare(flags))
+        }
+        fn mount(
+            &self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> SysResult<()> {
+            self.rec(Call::Mount {
+                source: source.map(Path::to_path_buf),
+                target: target.to_path_buf(),
+                fstype: fstype.map(str::to_string),
+                flags,
+                data: data.map(str::to_string),
+            })
+        }
+        fn locked_mount_flags(&self, _path: &Path) -> SysResult<MsFlags> {
+            Ok(MsFlags::MS_RELATIME)
+        }
+        fn umount(&self, target: &Path, _flags: MntFlags) -> SysResult<()> {
+            self.rec(Call::Umount(target.to_path_buf()))
+        }
+        fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult<()> {
+            self.rec(Call::PivotRoot(
+                new_root.to_path_buf(),
+                put_old.to_path_buf(),
+            ))
+        }
+        fn chdir(&self, path: &Path) -> SysResult<()> {
+            self.rec(Call::Chdir(path.to_path_buf()))
+        }
+        fn mkdir(&self, path: &Path, _mode: u32) -> SysResult<()> {
+            self.rec(Call::Mkdir(path.to_path_buf()))
+        }
+        fn create_file(&self, path: &Path, contents: &[u8], _mode: u32) -> SysResult<()> {
+            self.rec(Call::CreateFile(path.to_path_buf(), contents.to_vec()))
+        }
+        fn symlink(&self, target: &Path, link: &Path) -> SysResult<()> {
+            self.rec(Call::Symlink(target.to_path_buf(), link.to_path_buf()))
+        }
+        fn sethostname(&self, name: &str) -> SysResult<()> {
+            self.rec(Call::Sethostname(name.to_string()))
+        }
+        fn loopback_up(&self) -> SysResult<()> {
+            self.rec(Call::LoopbackUp)
+        }
+        fn setsid(&self) -> SysResult<()> {
+            self.rec(Call::Setsid)
+        }
+        fn unblock_signals(&self) -> SysResult<()> {
+            self.rec(Call::UnblockSignals)
+        }
+        fn stdin_from_dev_null(&self) -> SysResult<()> {
+            self.rec(Call::StdinFromDevNull)
+        }
+        fn umask(&self, mode: u32) {
+            let _ = self.rec(Call::Umask(mode));
+        }
+        fn setrlimit(&self, which: Rlimit, soft: u64, hard: u64) -> SysResult<()> {
+            self.rec(Call::Setrlimit(which, soft, hard))
+        }
+        fn set_no_new_privs(&self) -> SysResult<()> {
+            self.rec(Call::SetNoNewPrivs)
+        }
+        fn drop_bounding_set(&self) -> SysResult<()> {
+            self.rec(Call::DropBoundingSet)
+        }
+        fn clear_ambient_caps(&self) -> SysResult<()> {
+            self.rec(Call::ClearAmbientCaps)
+        }
+        fn clear_capabilities(&self) -> SysResult<()> {
+            self.rec(Call::ClearCapabilities)
+        }
+        fn cloexec_from(&self, first: u32) -> SysResult<()> {
+            self.rec(Call::CloexecFrom(first))
+        }
+        fn close_from(&self, first: u32) -> SysResult<()> {
+            self.rec(Call::CloseFrom(first))
+        }
+        fn load_seccomp(&self, filters: &[seccompiler::BpfProgram]) -> SysResult<()> {
+            self.rec(Call::LoadSeccomp(filters.len()))
+        }
+        fn fork(&self) -> SysResult<Forked> {
+            self.rec(Call::Fork)?;
+            Ok(self.fork_result)
+        }
+        fn execve(&self, path: &CStr, argv: &[CString], envp: &[CString]) -> SysResult<()> {
+            let p = path.to_string_lossy().into_owned();
+            let enoent = self.exec_enoent.contains(&p);
+            self.rec(Call::Execve(p, s(argv), s(envp)))?;
+            if enoent {
+                Err(Errno::ENOENT)
+            } else {
+                Ok(())
+            }
+        }
+        fn clone_into_namespaces(&self, flags: CloneFlags) -> SysResult<Forked> {
+            self.rec(Call::Clone(flags))?;
+            Ok(Forked::Parent(Pid::from_raw(4242)))
+        }
+        fn kill(&self, pid: Pid, _signal: nix::sys::signal::Signal) -> SysResult<()> {
+            self.rec(Call::Kill(pid.as_raw()))
+        }
+        fn exit_now(&self, code: i32) -> ! {
+            panic!("exit_now({code}) in the fake")
+        }
+    }
+}
