@@ -452,7 +452,13 @@ pub fn read_envelopes(bytes: &[u8]) -> Result<Vec<Envelope>, DsseError> {
     }
     // One document, possibly spanning several lines (a pretty-printed envelope or bundle)?
     let whole = if bytes.len() <= MAX_ENVELOPE_BYTES {
-        json::parse_strict(bytes).ok()
+        match json::parse_strict(bytes) {
+            Ok(v) => Some(v),
+            // Well-formed JSON with a repeated key: say so, rather than
+            // reporting each line of it as not JSON.
+            Err(e @ JsonError::DuplicateKey { .. }) => return Err(e.into()),
+            Err(JsonError::Syntax { .. }) => None,
+        }
     } else {
         None
     };

@@ -296,6 +296,13 @@ fn read_envelopes_takes_jsonl_bare_and_pretty_json() {
         Err(DsseError::Line { line: 2, .. })
     ));
     assert_eq!(dsse::read_envelopes(b"\n \n"), Err(DsseError::Empty));
+    let dup = "{\n\"payloadType\": \"t\",\n\"payloadType\": \"u\"\n}\n";
+    assert_eq!(
+        dsse::read_envelopes(dup.as_bytes()),
+        Err(DsseError::DuplicateKey {
+            key: "payloadType".into()
+        })
+    );
 
     // verify_any picks the line whose subject is the artifact, whichever line it is.
     for envs in [vec![e2.clone(), e1.clone()], vec![e1.clone(), e2.clone()]] {
