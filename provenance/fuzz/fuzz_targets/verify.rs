@@ -40,8 +40,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(env) = Envelope::from_json(data) {
         let _ = verify_any(&[env], &trusted, &artifacts, &expect, now);
     }
-    let signed = Envelope::sign(INTOTO_PAYLOAD_TYPE, data.to_vec(), &[key()], KeyIdScheme::None)
-        .expect("ed25519 signing cannot fail");
+    let signed = Envelope::sign(
+        INTOTO_PAYLOAD_TYPE,
+        data.to_vec(),
+        &[key()],
+        KeyIdScheme::None,
+    )
+    .expect("ed25519 signing cannot fail");
     if let Err(e) = verify_envelope(&signed, &trusted, &artifacts, &expect, now) {
         // A valid signature never fails step 1, and every error maps to a step.
         assert!(e.step() >= 2, "{e}");
