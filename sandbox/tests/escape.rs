@@ -1,0 +1,568 @@
+//! The escape suite: the real `attestd-sandbox` runs `attest-probe` inside a
+//! sandbox, and the probe tries to break out. Each test is named for what it
+//! attacks and fails if the attack succeeds. Needs root (CI runs it as root);
+//! without root every test prints "skipped: needs root" and returns.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use attest_sandbox::{
+    helper_command, read_report, write_spec, Limits, Outcome, OutputState, RootfsSpec,
+    SandboxReport, SandboxSpec,
+};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_attestd-sandbox");
+const PROBE: &str = env!("CARGO_BIN_EXE_attest-probe");
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            println!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+struct Run {
+    dir: tempfile::TempDir,
+    spec: SandboxSpec,
+    token: String,
+}
+
+struct Done {
+    report: SandboxReport,
+    stdout: String,
+    stderr: String,
+}
+
+fn default_limits() -> Limits {
+    Limits {
+        timeout_ms: 30_000,
+        memory_bytes: 256 << 20,
+        pids: 64,
+        cpu_time_ms: 60_000,
+        max_output_bytes: 16 << 20,
+        tmp_bytes: 16 << 20,
+    }
+}
+
+impl Run {
+    /// A run of `attest-probe ARGS` with an input tree holding the probe,
+    /// `input.txt` and `sub/deep.txt`. Kept under /var/tmp, since the
+    /// sandbox's own /tmp hides the host's anyway.
+    fn new(args: &[&str]) -> Run {
+        let dir = tempfile::Builder::new()
+            .prefix("attest-escape-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let input = dir.path().join("in");
+        std::fs::create_dir_all(input.join("sub")).unwrap();
+        std::fs::copy(PROBE, input.join("attest-probe")).unwrap();
+        std::fs::write(input.join("input.txt"), "original input").unwrap();
+        std::fs::write(input.join("sub/deep.txt"), "deep").unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        let id = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "_");
+        let token = format!("tok{}", id.replace(['-', '_'], ""));
+        let mut argv = vec!["/build/attest-probe".to_string()];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        argv.push(format!("--{token}"));
+        let spec = SandboxSpec {
+            run_id: id,
+            argv,
+            env: vec![("PROBE".into(), "1".into())],
+            input_dir: input,
+            cwd: String::new(),
+            outputs: vec![],
+            out_dir: dir.path().join("out"),
+            scratch_dir: dir.path().join("scratch"),
+            rootfs: RootfsSpec::host_default(),
+            limits: default_limits(),
+            source_date_epoch: 1_700_000_000,
+            hostname: "attest-sandbox".into(),
+        };
+        Run { dir, spec, token }
+    }
+
+    fn start(&self) -> Child {
+        let spec_path = self.dir.path().join("spec.json");
+        write_spec(&spec_path, &self.spec).unwrap();
+        helper_command(Path::new(HELPER), &spec_path, &self.report_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the helper")
+    }
+
+    fn report_path(&self) -> PathBuf {
+        self.dir.path().join("report.json")
+    }
+
+    fn finish(&self, mut child: Child) -> Done {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "helper exit status {status}, stderr {stderr}"
+        );
+        let report = read_report(&self.report_path()).expect("report");
+        self.assert_nothing_left();
+        Done {
+            report,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn run(&self) -> Done {
+        let child = self.start();
+        self.finish(child)
+    }
+
+    /// No process of the run, no cgroup, no mount remains.
+    fn assert_nothing_left(&self) {
+        for pid in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(pid.path().join("cmdline")).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(&self.token),
+                "process {:?} of the run is still alive",
+                pid.file_name()
+            );
+        }
+        let name = format!("attestd-{}", self.spec.run_id);
+        for root in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/unified",
+        ] {
+            assert!(
+                !find_dir(Path::new(root), &name, 0),
+                "cgroup {name} left in {root}"
+            );
+        }
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let scratch = self.dir.path().to_string_lossy().to_string();
+        assert!(
+            !mi.contains(&scratch),
+            "a mount under {scratch} is left: {mi}"
+        );
+    }
+}
+
+fn find_dir(dir: &Path, name: &str, depth: usize) -> bool {
+    if depth > 4 {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && (e.file_name() == name || find_dir(&e.path(), name, depth + 1))
+    })
+}
+
+fn assert_probe_clean(d: &Done, min_blocked: usize) {
+    assert_eq!(
+        d.report.outcome,
+        Outcome::Exited { code: 0 },
+        "stdout:\n{}\nstderr:\n{}",
+        d.stdout,
+        d.stderr
+    );
+    assert!(!d.stdout.contains("ESCAPED"), "{}", d.stdout);
+    let blocked = d
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("blocked:"))
+        .count();
+    assert!(
+        blocked >= min_blocked,
+        "only {blocked} attempts ran:\n{}",
+        d.stdout
+    );
+}
+
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut m = BTreeMap::new();
+    fn walk(root: &Path, d: &Path, m: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let content = if md.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                vec![]
+            };
+            m.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                (md.permissions().mode(), content),
+            );
+            if md.is_dir() {
+                walk(root, &p, m);
+            }
+        }
+    }
+    walk(dir, dir, &mut m);
+    m
+}
+
+#[test]
+fn network_cannot_reach_a_host_loopback_listener_or_anything_else() {
+    needs_root!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut host_ips = vec![];
+    if let Ok(out) = Command::new("hostname").arg("-I").output() {
+        host_ips.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from),
+        );
+    }
+    let mut args = vec!["net", port.as_str()];
+    args.extend(host_ips.iter().map(String::as_str));
+    let d = Run::new(&args).run();
+    assert_probe_clean(&d, 7);
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+}
+
+#[test]
+fn secret_files_and_the_signing_key_are_unreachable() {
+    needs_root!();
+    let outside = tempfile::Builder::new()
+        .prefix("attest-secret-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key = outside.path().join("state/keys/signing.key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----").unwrap();
+    let s = secret.to_string_lossy().to_string();
+    let k = key.to_string_lossy().to_string();
+    let d = Run::new(&["read", &s, &k, "/etc/shadow", "/root/.bash_history"]).run();
+    assert_probe_clean(&d, 12);
+    assert!(!d.stdout.contains("top secret"));
+}
+
+#[test]
+fn rootfs_is_read_only_and_nothing_reaches_the_host() {
+    needs_root!();
+    let d = Run::new(&["write-rootfs"]).run();
+    assert_probe_clean(&d, 9);
+    for p in [
+        "/escape",
+        "/usr/escape",
+        "/etc/escape",
+        "/usr/bin/escape",
+        "/usr/lib/escape",
+    ] {
+        assert!(!Path::new(p).exists(), "{p} appeared on the host");
+    }
+}
+
+#[test]
+fn input_tree_is_unchanged_after_the_step_modifies_its_copy() {
+    needs_root!();
+    let mut r = Run::new(&["modify-input"]);
+    r.spec.outputs = vec!["input.txt".into(), "new.txt".into()];
+    let before = tree(&r.spec.input_dir);
+    let d = r.run();
+    assert_probe_clean(&d, 0);
+    assert_eq!(tree(&r.spec.input_dir), before, "the input tree changed");
+    let out = r.spec.out_dir.clone();
+    assert_eq!(
+        std::fs::read_to_string(out.join("input.txt")).unwrap(),
+        "changed by the step"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "new");
+    // A later build sees the original input.
+    let r2 = Run::new(&["modify-input"]);
+    assert_eq!(
+        std::fs::read_to_string(r2.spec.input_dir.join("input.txt")).unwrap(),
+        "original input"
+    );
+}
+
+#[test]
+fn host_processes_are_invisible_and_unsignalable() {
+    needs_root!();
+    let me = std::process::id().to_string();
+    let d = Run::new(&["pids", &me]).run();
+    assert_probe_clean(&d, 4);
+}
+
+#[test]
+fn ptrace_is_refused() {
+    needs_root!();
+    let d = Run::new(&["ptrace"]).run();
+    assert_probe_clean(&d, 3);
+}
+
+#[test]
+fn mount_unshare_setns_and_clone_with_namespaces_are_refused() {
+    needs_root!();
+    let d = Run::new(&["ns"]).run();
+    assert_probe_clean(&d, 13);
+}
+
+#[test]
+fn setuid_binary_gains_no_privilege() {
+    needs_root!();
+    let r = Run::new(&["setuid", "/opt/attest-suid/id"]);
+    // A setuid-root copy of id(1), bound read-only into the sandbox.
+    let suid_dir = tempfile::Builder::new()
+        .prefix("attest-suid-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let id = suid_dir.path().join("id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut r = r;
+    r.spec.argv[2] = format!("{}/id", suid_dir.path().display());
+    let RootfsSpec::Host { ro_binds } = &mut r.spec.rootfs;
+    ro_binds.push(suid_dir.path().to_path_buf());
+    let d = r.run();
+    assert_probe_clean(&d, 2);
+}
+
+#[test]
+fn hostname_and_clock_cannot_be_changed() {
+    needs_root!();
+    let host_before = nix::unistd::gethostname().unwrap();
+    let d = Run::new(&["host-state", "attest-sandbox"]).run();
+    assert_probe_clean(&d, 3);
+    assert_eq!(nix::unistd::gethostname().unwrap(), host_before);
+}
+
+#[test]
+fn raw_block_devices_cannot_be_opened() {
+    needs_root!();
+    let d = Run::new(&["blockdev"]).run();
+    assert_probe_clean(&d, 10);
+}
+
+#[test]
+fn step_has_no_capabilities_no_new_privs_fixed_ids_and_a_clean_environment() {
+    needs_root!();
+    let d = Run::new(&["identity"]).run();
+    assert_probe_clean(&d, 10);
+    let env: Vec<&str> = d
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("env: "))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            "HOME=/build",
+            "LC_ALL=C.UTF-8",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "PROBE=1",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "TZ=UTC",
+        ]
+    );
+    assert!(d.stdout.contains("cwd: /build\n"));
+    assert!(d.stdout.contains("umask: 22\n"));
+    assert!(d.stdout.contains("uid_map:"));
+    let s = &d.report.settings;
+    assert_eq!(s.uid_map, "0 100000 65536");
+    assert_eq!(s.step_uid, 1000);
+    assert_eq!(
+        s.namespaces,
+        ["user", "mount", "pid", "net", "uts", "ipc", "cgroup"]
+    );
+    assert_ne!(s.cgroup, "none (rlimits only)");
+}
+
+#[test]
+fn symlink_outputs_are_refused_never_followed() {
+    needs_root!();
+    let mut r = Run::new(&["symlink-outputs"]);
+    r.spec.outputs = vec![
+        "out-passwd".into(),
+        "out-procroot".into(),
+        "rootlink/etc/passwd".into(),
+        "dir".into(),
+        "good".into(),
+    ];
+    let d = r.run();
+    assert_probe_clean(&d, 0);
+    let states: Vec<&OutputState> = d.report.outputs.iter().map(|o| &o.state).collect();
+    for s in &states[..4] {
+        assert!(matches!(s, OutputState::Refused { .. }), "{states:?}");
+    }
+    assert_eq!(states[4], &OutputState::File { executable: false });
+    let out = &r.spec.out_dir;
+    assert!(!out.join("out-passwd").exists());
+    assert!(!out.join("out-procroot").exists());
+    assert!(!out.join("rootlink").exists());
+    assert!(!out.join("dir").exists());
+    assert_eq!(std::fs::read_to_string(out.join("good")).unwrap(), "good");
+}
+
+#[test]
+fn dotdot_and_absolute_outputs_are_refused_before_anything_runs() {
+    needs_root!();
+    let mut r = Run::new(&["modify-input"]);
+    r.spec.outputs = vec!["../../etc/passwd".into()];
+    let d = r.run();
+    assert!(
+        matches!(d.report.outcome, Outcome::SetupFailed { ref step, .. } if step == "spec"),
+        "{:?}",
+        d.report.outcome
+    );
+    r.spec.outputs = vec!["/etc/passwd".into()];
+    let d = r.run();
+    assert!(matches!(d.report.outcome, Outcome::SetupFailed { .. }));
+    assert_eq!(std::fs::read_dir(&r.spec.out_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn fork_bomb_is_contained_by_the_pids_limit() {
+    needs_root!();
+    let mut r = Run::new(&["forkbomb"]);
+    r.spec.limits.pids = 32;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::PidsLimit { limit: 32 },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    needs_root!();
+    let mut r = Run::new(&["memhog"]);
+    r.spec.limits.memory_bytes = 64 << 20;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::OutOfMemory {
+            limit_bytes: 64 << 20
+        },
+        "{}",
+        d.stdout
+    );
+    assert!(d.report.outcome.describe().contains("64 MiB memory limit"));
+}
+
+#[test]
+fn disk_filler_hits_the_output_limit_in_build() {
+    needs_root!();
+    let mut r = Run::new(&["fill", "/build/fill"]);
+    r.spec.limits.max_output_bytes = 4 << 20;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::OutputLimit {
+            limit_bytes: 4 << 20
+        },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn disk_filler_hits_the_tmp_limit() {
+    needs_root!();
+    let mut r = Run::new(&["fill", "/tmp/fill"]);
+    r.spec.limits.tmp_bytes = 2 << 20;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::OutputLimit {
+            limit_bytes: 2 << 20
+        },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn infinite_loop_times_out_and_nothing_is_left_running() {
+    needs_root!();
+    let mut r = Run::new(&["spin"]);
+    r.spec.limits.timeout_ms = 1000;
+    let d = r.run(); // run() asserts no process, cgroup or mount is left
+    assert_eq!(d.report.outcome, Outcome::TimedOut { limit_ms: 1000 });
+}
+
+#[test]
+fn sigterm_cancels_and_nothing_is_left_running() {
+    needs_root!();
+    let r = Run::new(&["spin"]);
+    let child = r.start();
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let d = r.finish(child);
+    assert_eq!(d.report.outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn daemon_death_eof_on_stdin_cancels() {
+    needs_root!();
+    let r = Run::new(&["spin"]);
+    let mut child = r.start();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(child.stdin.take());
+    let d = r.finish(child);
+    assert_eq!(d.report.outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn command_not_found_is_a_setup_failure() {
+    needs_root!();
+    let mut r = Run::new(&[]);
+    r.spec.argv = vec!["no-such-command-xyz".into()];
+    let d = r.run();
+    assert!(
+        matches!(d.report.outcome, Outcome::SetupFailed { ref step, .. } if step == "exec"),
+        "{:?}",
+        d.report.outcome
+    );
+    assert!(
+        d.stdout.is_empty() && d.stderr.is_empty(),
+        "the helper wrote to the step's pipes"
+    );
+}
