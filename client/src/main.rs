@@ -1,1 +1,414 @@
-fn main() {}
+//! `attest`: the command line for CI runners, build engineers and verifiers.
+
+use anyhow::Context;
+use attest::run::{run_build, LogStream, Observer, RunOptions};
+use attest::verify::{read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT};
+use attest::Client;
+use attest_provenance::verify::Expectations;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// attest: run build steps through attestd and verify what they produced.
+#[derive(Debug, Parser)]
+#[command(name = "attest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the daemon is; shared by every subcommand.
+#[derive(Debug, Args)]
+struct SocketArg {
+    /// The daemon's Unix socket. Default: the path attestd listens on by
+    /// default (/run/attestd/attestd.sock as root).
+    #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(attest_proto::default_socket_path)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one build step in the daemon's sandbox and write its signed provenance.
+    ///
+    /// The step sees --src as its working directory (at /build); each --out
+    /// is relative to it. Products are written to --out-dir at the same
+    /// relative paths, and the DSSE envelope to --attestation. Exit status
+    /// mirrors the step's.
+    Run(RunArgs),
+    /// Verify artifacts against a provenance envelope and trusted keys.
+    ///
+    /// Checks, in order, failing closed: (1) a trusted key signed the
+    /// envelope; (2) statement and predicate types; (3) every artifact's
+    /// sha256 is a subject; (4) the expectations given. Each failure has its
+    /// own exit code (10-24, see the README); 2 means unreadable input.
+    Verify(VerifyArgs),
+    /// Print the daemon's public verification keys as PEM.
+    Pubkey {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The source directory (hashed, uploaded, and the step's working directory).
+    #[arg(long, value_name = "DIR")]
+    src: PathBuf,
+    /// A declared output, relative to the source root (repeatable).
+    #[arg(long = "out", value_name = "PATH", required = true)]
+    outputs: Vec<String>,
+    /// A declared environment variable (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Where the DSSE envelope goes. Default: <first output's file name>.intoto.jsonl.
+    #[arg(long, value_name = "FILE")]
+    attestation: Option<PathBuf>,
+    /// Where products are written locally.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out_dir: PathBuf,
+    /// Wall-clock limit, e.g. 90s or 15m (capped by the daemon's maximum).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory limit, e.g. 512M (capped by the daemon's maximum).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Process limit (capped by the daemon's maximum).
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// Limit on what the step writes, e.g. 1G (capped by the daemon's maximum).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_output: Option<u64>,
+    /// CPU-time limit, e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    cpu_time: Option<Duration>,
+    /// Source repository URI, recorded in the provenance.
+    #[arg(long, value_name = "URI")]
+    source_uri: Option<String>,
+    /// Source commit, recorded in the provenance.
+    #[arg(long, value_name = "HEX")]
+    source_commit: Option<String>,
+    /// SOURCE_DATE_EPOCH for the step.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    source_date_epoch: u64,
+    /// Do not use the persistent digest cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Files to verify, or `sha256:HEX` digests.
+    #[arg(required = true, value_name = "ARTIFACT")]
+    artifacts: Vec<String>,
+    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
+    #[arg(long, value_name = "FILE")]
+    provenance: PathBuf,
+    /// A trusted public key, PEM (repeatable).
+    #[arg(long = "key", value_name = "PUB.pem", required = true)]
+    keys: Vec<PathBuf>,
+    /// Require this many distinct trusted signatures.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_signatures: usize,
+    /// Expected builder id.
+    #[arg(long, value_name = "URI")]
+    builder_id: Option<String>,
+    /// Expected build type.
+    #[arg(long, value_name = "URI")]
+    build_type: Option<String>,
+    /// Expected source repository URI.
+    #[arg(long, value_name = "URI")]
+    source_uri: Option<String>,
+    /// Expected source digest (git commit or tree digest, HEX or ALG:HEX).
+    #[arg(long, value_name = "DIGEST")]
+    source_digest: Option<String>,
+    /// Refuse provenance older than this, e.g. 7d.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    max_age: Option<Duration>,
+    /// Require a hermetic build (no network, nothing weakened).
+    #[arg(long)]
+    require_hermetic: bool,
+    /// Require subject names to equal the artifacts' file names too.
+    #[arg(long)]
+    require_name: bool,
+    /// Print a machine-readable result.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not K=V"))?;
+    if k.is_empty() {
+        return Err(format!("{text:?} has an empty name"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let normalized = match t.chars().last() {
+        Some('K' | 'M' | 'G' | 'T') => format!("{t}iB"),
+        _ => t.to_string(),
+    };
+    normalized
+        .parse::<bytesize::ByteSize>()
+        .map(|s| s.as_u64())
+        .map_err(|e| format!("{text:?} is not a size like 512M: {e}"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATTEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Verify(args) => verify_command(args),
+        Command::Run(args) => block_on(run_command(args)),
+        Command::Pubkey { socket } => block_on(pubkey_command(socket)),
+    };
+    std::process::exit(code);
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("attest: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("attest: {e:#}");
+            1
+        }
+    }
+}
+
+async fn pubkey_command(socket: SocketArg) -> anyhow::Result<i32> {
+    let client = Client::connect(&socket.path()).await?;
+    for key in client.public_keys().await? {
+        print!("{}", key.pem);
+    }
+    Ok(0)
+}
+
+/// Progress bars on stderr (hidden when stderr is not a terminal) and the
+/// step's output passed through to our stdout / stderr.
+struct TerminalObserver {
+    bar: ProgressBar,
+}
+
+impl Observer for TerminalObserver {
+    fn hashed(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn uploading(&self, blobs: usize, bytes: u64) {
+        self.bar.set_message(format!("uploading {blobs} blob(s)"));
+        self.bar.set_position(0);
+        self.bar.set_length(bytes);
+    }
+    fn uploaded(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn phase(&self, phase: &str) {
+        if phase == "started" {
+            self.bar.finish_and_clear();
+        } else if !self.bar.is_finished() {
+            self.bar.set_message(phase.to_string());
+        }
+    }
+    fn log(&self, stream: LogStream, data: &[u8]) {
+        let _ = match stream {
+            LogStream::Stdout => std::io::stdout().write_all(data),
+            LogStream::Stderr => std::io::stderr().write_all(data),
+        };
+    }
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
+    let client = Client::connect(&args.socket.path()).await?;
+    let digest_cache = if args.no_cache {
+        None
+    } else {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|dir| dir.join("attest/digests.bin"))
+    };
+    let source = (args.source_uri.is_some() || args.source_commit.is_some()).then(|| {
+        attest_proto::v1::SourceInfo {
+            repository_uri: args.source_uri.clone().unwrap_or_default(),
+            commit: args.source_commit.clone().unwrap_or_default(),
+            r#ref: String::new(),
+        }
+    });
+    let options = RunOptions {
+        src: args.src.clone(),
+        outputs: args.outputs.clone(),
+        argv: args.command.clone(),
+        env: args.env.clone(),
+        out_dir: args.out_dir.clone(),
+        attestation: args.attestation.clone(),
+        limits: attest_proto::v1::Limits {
+            timeout_ms: args.timeout.map(|d| d.as_millis() as u64).unwrap_or(0),
+            memory_bytes: args.memory.unwrap_or(0),
+            pids: args.pids.unwrap_or(0),
+            max_output_bytes: args.max_output.unwrap_or(0),
+            cpu_time_ms: args.cpu_time.map(|d| d.as_millis() as u64).unwrap_or(0),
+        },
+        source,
+        source_date_epoch: args.source_date_epoch,
+        digest_cache,
+    };
+    let bar = ProgressBar::new(0);
+    if args.quiet {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:20} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("hashing");
+    let observer = Arc::new(TerminalObserver { bar: bar.clone() });
+    let summary = run_build(&client, &options, observer)
+        .await
+        .context("attest run failed")?;
+    bar.finish_and_clear();
+    let done = &summary.done;
+    if !done.success {
+        eprintln!("attest: the build failed: {}", done.message);
+        eprintln!(
+            "attest: no attestation was written (invocation {})",
+            done.invocation_id
+        );
+        return Ok(if done.suggested_exit_status == 0 {
+            1
+        } else {
+            done.suggested_exit_status
+        });
+    }
+    if !args.quiet {
+        eprintln!(
+            "attest: {} of {} source file(s) hashed, {} blob(s) / {} uploaded",
+            summary.files_read,
+            summary.files_total,
+            summary.uploaded_blobs,
+            bytesize::ByteSize(summary.uploaded_bytes)
+        );
+        for output in &done.outputs {
+            let hash = output
+                .digest
+                .as_ref()
+                .map(|d| d.hash.as_str())
+                .unwrap_or("");
+            eprintln!("attest: product {} sha256:{hash}", output.path);
+        }
+        if let Some(path) = &summary.attestation {
+            eprintln!(
+                "attest: provenance written to {} (invocation {})",
+                path.display(),
+                done.invocation_id
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn verify_command(args: VerifyArgs) -> i32 {
+    let inputs = (|| {
+        let artifacts = args
+            .artifacts
+            .iter()
+            .map(|a| resolve_artifact(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = read_keys(&args.keys)?;
+        let envelopes = read_provenance(&args.provenance)?;
+        Ok::<_, attest::ClientError>((artifacts, keys, envelopes))
+    })();
+    let (artifacts, keys, envelopes) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
+                );
+            }
+            eprintln!("attest verify: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let expect = Expectations {
+        builder_id: args.builder_id,
+        build_type: args.build_type,
+        source_uri: args.source_uri,
+        source_digest: args.source_digest,
+        max_age: args.max_age,
+        require_hermetic: args.require_hermetic,
+        min_signatures: args.min_signatures,
+        require_name: args.require_name,
+    };
+    match verify(&envelopes, &keys, &artifacts, &expect) {
+        Ok(verified) => {
+            if args.json {
+                let matched: Vec<_> = verified
+                    .matched
+                    .iter()
+                    .map(|(a, subject)| serde_json::json!({"artifact": a.name, "sha256": a.sha256, "subject": subject}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "signerKeyids": verified.signer_keyids, "matched": matched})
+                );
+            } else {
+                for (artifact, subject) in &verified.matched {
+                    println!(
+                        "PASSED: {} (sha256:{}) is subject {:?}",
+                        artifact.name, artifact.sha256, subject
+                    );
+                }
+                println!("signed by: {}", verified.signer_keyids.join(", "));
+            }
+            0
+        }
+        Err(error) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "step": error.step(), "check": error.check(), "exitCode": error.exit_code(), "error": error.to_string()})
+                );
+            }
+            eprintln!("FAILED (step {}, {}): {error}", error.step(), error.check());
+            error.exit_code()
+        }
+    }
+}

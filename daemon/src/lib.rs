@@ -1,1 +1,20 @@
+//! attestd: the daemon that runs build steps in sandboxes and signs their
+//! provenance.
+//!
+//! The network-facing process is multi-threaded tokio and never forks,
+//! unshares or mounts: every step runs through the `attestd-sandbox`
+//! helper (crate `attest-sandbox`). Data path of one build:
+//! [`service`] (gRPC) -> [`executor`] (stage -> sandbox -> collect ->
+//! attest) -> [`store`] (blobs), [`index`] (attestations), [`signer`] (key).
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod index;
+pub mod materialize;
+pub mod provenance;
+pub mod server;
+pub mod service;
+pub mod signer;
+pub mod store;

@@ -1,0 +1,45 @@
+//! The client library's error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong on the client side of a build or a lookup.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to attestd at {socket}; is the daemon running? (start it with `attestd`, or point --socket / ATTEST_SOCKET at it)")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the daemon refused the request: {}", .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot hash the source tree")]
+    Tree(#[from] attest_tree::TreeError),
+    #[error("the daemon sent a malformed response: {0}")]
+    Protocol(String),
+    #[error("downloaded {path} does not match the digest the daemon attested ({expected}); nothing was written")]
+    DownloadMismatch { path: PathBuf, expected: String },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> ClientError {
+        let path = path.into();
+        move |source| ClientError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

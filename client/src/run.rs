@@ -1,0 +1,265 @@
+//! The whole `attest run` flow as one library call.
+
+use crate::client::{BlobSource, Client};
+use crate::error::ClientError;
+use attest_proto::v1::{build_event::Event, BuildDone, BuildRequest, EnvVar, Limits, SourceInfo};
+use attest_tree::{build_tree, Digest, DigestCache};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The source tree; the step sees it as its working directory.
+    pub src: PathBuf,
+    /// Declared outputs, relative to the source root.
+    pub outputs: Vec<String>,
+    /// The command.
+    pub argv: Vec<String>,
+    /// Declared environment.
+    pub env: Vec<(String, String)>,
+    /// Where products are written locally (each at its relative path).
+    pub out_dir: PathBuf,
+    /// Where the attestation goes; default `<first output's file name>.intoto.jsonl`
+    /// in the current directory.
+    pub attestation: Option<PathBuf>,
+    /// Requested limits (zero fields: the daemon's defaults).
+    pub limits: Limits,
+    /// Where the source came from, recorded in the provenance.
+    pub source: Option<SourceInfo>,
+    /// SOURCE_DATE_EPOCH for the step.
+    pub source_date_epoch: u64,
+    /// The persistent digest cache file, if any.
+    pub digest_cache: Option<PathBuf>,
+}
+
+/// Which output stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Progress and log sink, so a CLI can draw bars and a library user can
+/// log however it likes.
+pub trait Observer: Send + Sync {
+    /// `bytes` more of the source tree were hashed.
+    fn hashed(&self, _bytes: u64) {}
+    /// The tree is known: this many blobs and bytes must be uploaded.
+    fn uploading(&self, _blobs: usize, _bytes: u64) {}
+    /// `bytes` more were sent.
+    fn uploaded(&self, _bytes: u64) {}
+    /// A build phase began ("queued", "staging", "started", "collecting", "signed").
+    fn phase(&self, _phase: &str) {}
+    /// The step wrote this.
+    fn log(&self, _stream: LogStream, _data: &[u8]) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The daemon's verdict.
+    pub done: BuildDone,
+    /// Files in the source tree, and how many had to be read to hash them
+    /// (the rest came from the digest cache).
+    pub files_total: usize,
+    pub files_read: usize,
+    /// Blobs and bytes uploaded (the rest the daemon already had).
+    pub uploaded_blobs: usize,
+    pub uploaded_bytes: u64,
+    /// Local paths of the downloaded products (empty unless success).
+    pub products: Vec<PathBuf>,
+    /// Where the attestation was written (None unless success).
+    pub attestation: Option<PathBuf>,
+}
+
+/// The default attestation path for a set of outputs.
+pub fn default_attestation_path(outputs: &[String]) -> Option<PathBuf> {
+    let first = outputs.first()?;
+    let name = Path::new(first).file_name()?.to_string_lossy().into_owned();
+    Some(PathBuf::from(format!("{name}.intoto.jsonl")))
+}
+
+/// Hashes the source, uploads what the daemon lacks, runs the build,
+/// downloads the products and writes the attestation.
+pub async fn run_build(
+    client: &Client,
+    options: &RunOptions,
+    observer: Arc<dyn Observer>,
+) -> Result<RunSummary, ClientError> {
+    if options.outputs.is_empty() {
+        return Err(ClientError::Invalid("declare at least one --out".into()));
+    }
+    let attestation_path = match &options.attestation {
+        Some(p) => p.clone(),
+        None => default_attestation_path(&options.outputs).ok_or_else(|| {
+            ClientError::Invalid(format!(
+                "cannot name an attestation after output {:?}; pass --attestation",
+                options.outputs[0]
+            ))
+        })?,
+    };
+    let src = options.src.clone();
+    if !src.is_dir() {
+        return Err(ClientError::Invalid(format!(
+            "--src {} is not a directory",
+            src.display()
+        )));
+    }
+
+    // 1. Hash the tree (in parallel, through the digest cache).
+    let cache_path = options.digest_cache.clone();
+    let hash_observer = observer.clone();
+    let tree = tokio::task::spawn_blocking(move || {
+        let cache = cache_path.as_deref().map(DigestCache::open);
+        let tree = build_tree(&src, cache.as_ref(), &|bytes| hash_observer.hashed(bytes))?;
+        if let Some(cache) = &cache {
+            if let Err(e) = cache.save() {
+                tracing::warn!(error = %e, "could not save the digest cache");
+            }
+        }
+        Ok::<_, ClientError>(tree)
+    })
+    .await
+    .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))??;
+
+    // 2. Upload only what the daemon lacks.
+    let mut sources: HashMap<Digest, BlobSource> = HashMap::new();
+    for (digest, bytes) in &tree.directories {
+        sources.insert(*digest, BlobSource::Bytes(bytes.clone()));
+    }
+    for file in &tree.files {
+        sources
+            .entry(file.digest)
+            .or_insert_with(|| BlobSource::File(file.path.clone()));
+    }
+    let missing = client.find_missing(&tree.blob_digests()).await?;
+    let upload: Vec<(Digest, BlobSource)> = missing
+        .iter()
+        .filter_map(|d| sources.get(d).map(|s| (*d, s.clone())))
+        .collect();
+    let upload_bytes: u64 = upload.iter().map(|(d, _)| d.size).sum();
+    observer.uploading(upload.len(), upload_bytes);
+    let uploaded_blobs = upload.len();
+    let upload_observer = observer.clone();
+    let uploaded_bytes = client
+        .upload(upload, move |n| upload_observer.uploaded(n))
+        .await?;
+
+    // 3. Build, streaming events.
+    let request = BuildRequest {
+        input_root: Some(tree.root.to_proto()),
+        argv: options.argv.clone(),
+        env: options
+            .env
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        working_directory: String::new(),
+        output_paths: options.outputs.clone(),
+        limits: Some(options.limits.clone()),
+        source: options.source.clone(),
+        source_date_epoch: options.source_date_epoch,
+    };
+    let mut events = client.build(request).await?;
+    let mut done = None;
+    while let Some(event) = events.next().await {
+        match event?.event {
+            Some(Event::Queued(_)) => observer.phase("queued"),
+            Some(Event::Staging(_)) => observer.phase("staging"),
+            Some(Event::Started(_)) => observer.phase("started"),
+            Some(Event::Log(chunk)) => {
+                let stream = if chunk.stream == attest_proto::v1::log_chunk::Stream::Stderr as i32 {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                };
+                observer.log(stream, &chunk.data);
+            }
+            Some(Event::Collecting(_)) => observer.phase("collecting"),
+            Some(Event::Signed(_)) => observer.phase("signed"),
+            Some(Event::Done(result)) => done = Some(result),
+            None => {}
+        }
+    }
+    let done = done
+        .ok_or_else(|| ClientError::Protocol("the build stream ended without a result".into()))?;
+    let mut summary = RunSummary {
+        files_total: tree.files.len(),
+        files_read: tree.files_read,
+        uploaded_blobs,
+        uploaded_bytes,
+        products: Vec::new(),
+        attestation: None,
+        done,
+    };
+    if !summary.done.success {
+        return Ok(summary);
+    }
+
+    // 4. Download products, each checked against the attested digest.
+    for output in &summary.done.outputs {
+        let digest = output
+            .digest
+            .as_ref()
+            .ok_or_else(|| ClientError::Protocol(format!("output {} has no digest", output.path)))
+            .and_then(|d| {
+                Digest::from_proto(d).map_err(|e| ClientError::Protocol(e.to_string()))
+            })?;
+        let dest = options.out_dir.join(&output.path);
+        client
+            .download(&digest, &dest, output.is_executable)
+            .await?;
+        summary.products.push(dest);
+    }
+
+    // 5. The attestation, written whole or not at all.
+    let mut line = summary.done.envelope.clone();
+    line.push(b'\n');
+    write_atomically(&attestation_path, &line)?;
+    summary.attestation = Some(attestation_path);
+    Ok(summary)
+}
+
+/// Writes a file through a temporary name and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(ClientError::io("create", parent))?;
+    let tmp = parent.join(format!(
+        ".{}.attest-partial-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(ClientError::io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ClientError::io("write", path)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attestation_is_named_after_the_first_outputs_file_name() {
+        assert_eq!(
+            default_attestation_path(&["build/bin/hello".into(), "x".into()]),
+            Some(PathBuf::from("hello.intoto.jsonl"))
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! Configuration: command-line flags over environment variables over a TOML
+//! file over built-in defaults. `attestd` with no configuration at all is a
+//! working daemon.
+
+use crate::error::DaemonError;
+use attest_sandbox::Limits;
+use clap::Parser;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// attestd runs build steps in hermetic sandboxes and signs in-toto / SLSA
+/// provenance for what they produced.
+///
+/// With no flags it keeps its state in the default state directory,
+/// generates an Ed25519 signing key there on first start, and listens on
+/// the default Unix socket, which the `attest` client finds by itself.
+/// Every flag can also be set by the environment variable shown, or in the
+/// TOML config file (same names, with `_` for `-`; limits in a `[limits]`
+/// table).
+#[derive(Debug, Parser)]
+#[command(name = "attestd", version, about, long_about)]
+pub struct Cli {
+    /// Directory for the content store, attestation index, signing key and
+    /// build scratch space. Default: /var/lib/attestd as root,
+    /// $XDG_STATE_HOME/attestd (or ~/.local/state/attestd) otherwise.
+    #[arg(long, env = "ATTESTD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Unix socket to listen on. Default: /run/attestd/attestd.sock as root,
+    /// $XDG_RUNTIME_DIR/attestd/attestd.sock or /tmp/attestd-UID/attestd.sock
+    /// otherwise (the same path `attest` dials by default).
+    #[arg(long, env = "ATTESTD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// TOML config file. Default: /etc/attestd/attestd.toml as root,
+    /// ~/.config/attestd/attestd.toml otherwise; a missing default file is
+    /// not an error, a missing named file is.
+    #[arg(long, env = "ATTESTD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The SLSA builder.id written into every provenance: a URI that names
+    /// this daemon's trust boundary. Default: urn:attestd:host:HOSTNAME.
+    #[arg(long, env = "ATTESTD_BUILDER_ID", value_name = "URI")]
+    pub builder_id: Option<String>,
+
+    /// The sandbox helper binary. Default: `attestd-sandbox` next to this
+    /// executable, then on $PATH.
+    #[arg(long, env = "ATTESTD_SANDBOX_HELPER", value_name = "PATH")]
+    pub sandbox_helper: Option<PathBuf>,
+
+    /// How many steps may run at once; further requests wait (their stream
+    /// shows "queued"). Default: the number of CPUs.
+    #[arg(long, env = "ATTESTD_MAX_PARALLEL_BUILDS", value_name = "N")]
+    pub max_parallel_builds: Option<usize>,
+
+    /// Wall-clock time a step gets when its request names none. Default: 15m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub default_timeout: Option<Duration>,
+    /// Longest wall-clock time any request may ask for. Default: 2h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_timeout: Option<Duration>,
+    /// Memory a step gets when its request names none. Default: 2GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub default_memory: Option<u64>,
+    /// Most memory any request may ask for. Default: 16GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Processes a step may have at once when its request names none. Default: 512.
+    #[arg(long, value_name = "N")]
+    pub default_pids: Option<u64>,
+    /// Most processes any request may ask for. Default: 4096.
+    #[arg(long, value_name = "N")]
+    pub max_pids: Option<u64>,
+    /// Bytes a step may write (working tree and /tmp together) when its
+    /// request names none. Default: 1GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub default_max_output: Option<u64>,
+    /// Most output any request may ask for. Default: 8GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_max_output: Option<u64>,
+    /// CPU time (user + system) a step gets when its request names none. Default: 1h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub default_cpu_time: Option<Duration>,
+    /// Most CPU time any request may ask for. Default: 8h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_cpu_time: Option<Duration>,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "attestd=debug").
+    #[arg(
+        long,
+        env = "ATTESTD_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+/// Parses "90s", "15m", "1h 30m" (humantime syntax).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 90s or 15m: {e}"))
+}
+
+/// Parses "512M", "2GiB", "1000000" (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let normalized = match trimmed.chars().last() {
+        Some('K' | 'M' | 'G' | 'T') => format!("{trimmed}iB"),
+        _ => trimmed.to_string(),
+    };
+    normalized
+        .parse::<bytesize::ByteSize>()
+        .map(|s| s.as_u64())
+        .map_err(|e| format!("{text:?} is not a size like 512M or 2GiB: {e}"))
+}
+
+/// The config file's shape. Same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    builder_id: Option<String>,
+    sandbox_helper: Option<PathBuf>,
+    max_parallel_builds: Option<usize>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    default_timeout: Option<String>,
+    max_timeout: Option<String>,
+    default_memory: Option<String>,
+    max_memory: Option<String>,
+    default_pids: Option<u64>,
+    max_pids: Option<u64>,
+    default_max_output: Option<String>,
+    max_max_output: Option<String>,
+    default_cpu_time: Option<String>,
+    max_cpu_time: Option<String>,
+}
+
+/// Default and maximum limits; a request's zero means the default, and
+/// anything above the maximum is capped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitPolicy {
+    pub defaults: Limits,
+    pub maxima: Limits,
+}
+
+impl LimitPolicy {
+    /// The limits in force for a request.
+    pub fn resolve(&self, requested: Option<&attest_proto::v1::Limits>) -> Limits {
+        let pick = |asked: u64, default: u64, max: u64| {
+            if asked == 0 {
+                default.min(max)
+            } else {
+                asked.min(max)
+            }
+        };
+        let asked = requested.cloned().unwrap_or_default();
+        let max_output_bytes = pick(
+            asked.max_output_bytes,
+            self.defaults.max_output_bytes,
+            self.maxima.max_output_bytes,
+        );
+        Limits {
+            timeout_ms: pick(
+                asked.timeout_ms,
+                self.defaults.timeout_ms,
+                self.maxima.timeout_ms,
+            ),
+            memory_bytes: pick(
+                asked.memory_bytes,
+                self.defaults.memory_bytes,
+                self.maxima.memory_bytes,
+            ),
+            pids: pick(asked.pids, self.defaults.pids, self.maxima.pids),
+            cpu_time_ms: pick(
+                asked.cpu_time_ms,
+                self.defaults.cpu_time_ms,
+                self.maxima.cpu_time_ms,
+            ),
+            max_output_bytes,
+            // /tmp shares the output budget: one limit on what a step writes.
+            tmp_bytes: max_output_bytes,
+        }
+    }
+}
+
+/// The daemon's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub builder_id: String,
+    pub sandbox_helper: PathBuf,
+    pub max_parallel_builds: usize,
+    pub limits: LimitPolicy,
+}
+
+const GIB: u64 = 1 << 30;
+
+impl Config {
+    /// Resolves flags/env (already merged by clap) over the config file
+    /// over defaults.
+    pub fn resolve(cli: &Cli) -> Result<Config, DaemonError> {
+        let is_root = attest_proto::current_uid() == 0;
+        let (config_path, explicit) = match &cli.config {
+            Some(path) => (path.clone(), true),
+            None => (default_config_path(is_root), false),
+        };
+        let file = load_file(&config_path, explicit)?;
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| default_state_dir(is_root));
+        let socket = cli
+            .socket
+            .clone()
+            .or(file.socket)
+            .unwrap_or_else(attest_proto::default_socket_path);
+        let builder_id = cli
+            .builder_id
+            .clone()
+            .or(file.builder_id)
+            .unwrap_or_else(|| format!("urn:attestd:host:{}", hostname()));
+        if !builder_id.contains(':') {
+            return Err(DaemonError::Setting {
+                name: "builder-id",
+                reason: format!("{builder_id:?} is not a URI"),
+            });
+        }
+        let sandbox_helper = match cli.sandbox_helper.clone().or(file.sandbox_helper) {
+            Some(path) => path,
+            None => attest_sandbox::find_helper().ok_or_else(|| DaemonError::Setting {
+                name: "sandbox-helper",
+                reason: "attestd-sandbox was not found next to attestd nor on PATH; build it (cargo build) or pass --sandbox-helper".into(),
+            })?,
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let max_parallel_builds = cli
+            .max_parallel_builds
+            .or(file.max_parallel_builds)
+            .unwrap_or(cpus);
+        if max_parallel_builds == 0 {
+            return Err(DaemonError::Setting {
+                name: "max-parallel-builds",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let fl = &file.limits;
+        let dur = |flag: Option<Duration>,
+                   text: &Option<String>,
+                   name: &'static str,
+                   default: Duration|
+         -> Result<u64, DaemonError> {
+            let value = match (flag, text) {
+                (Some(d), _) => d,
+                (None, Some(t)) => {
+                    parse_duration(t).map_err(|reason| DaemonError::Setting { name, reason })?
+                }
+                (None, None) => default,
+            };
+            Ok(value.as_millis() as u64)
+        };
+        let size = |flag: Option<u64>,
+                    text: &Option<String>,
+                    name: &'static str,
+                    default: u64|
+         -> Result<u64, DaemonError> {
+            match (flag, text) {
+                (Some(s), _) => Ok(s),
+                (None, Some(t)) => {
+                    parse_size(t).map_err(|reason| DaemonError::Setting { name, reason })
+                }
+                (None, None) => Ok(default),
+            }
+        };
+        let min = Duration::from_secs(60);
+        let defaults = Limits {
+            timeout_ms: dur(
+                cli.default_timeout,
+                &fl.default_timeout,
+                "default-timeout",
+                15 * min,
+            )?,
+            memory_bytes: size(
+                cli.default_memory,
+                &fl.default_memory,
+                "default-memory",
+                2 * GIB,
+            )?,
+            pids: cli.default_pids.or(fl.default_pids).unwrap_or(512),
+            cpu_time_ms: dur(
+                cli.default_cpu_time,
+                &fl.default_cpu_time,
+                "default-cpu-time",
+                60 * min,
+            )?,
+            max_output_bytes: size(
+                cli.default_max_output,
+                &fl.default_max_output,
+                "default-max-output",
+                GIB,
+            )?,
+            tmp_bytes: 0,
+        };
+        let maxima = Limits {
+            timeout_ms: dur(cli.max_timeout, &fl.max_timeout, "max-timeout", 120 * min)?,
+            memory_bytes: size(cli.max_memory, &fl.max_memory, "max-memory", 16 * GIB)?,
+            pids: cli.max_pids.or(fl.max_pids).unwrap_or(4096),
+            cpu_time_ms: dur(
+                cli.max_cpu_time,
+                &fl.max_cpu_time,
+                "max-cpu-time",
+                480 * min,
+            )?,
+            max_output_bytes: size(
+                cli.max_max_output,
+                &fl.max_max_output,
+                "max-max-output",
+                8 * GIB,
+            )?,
+            tmp_bytes: 0,
+        };
+        Ok(Config {
+            state_dir,
+            socket,
+            builder_id,
+            sandbox_helper,
+            max_parallel_builds,
+            limits: LimitPolicy { defaults, maxima },
+        })
+    }
+}
+
+fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, DaemonError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|source| DaemonError::Config {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            Ok(FileConfig::default())
+        }
+        Err(e) => Err(DaemonError::io("read config file", path)(e)),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn default_config_path(is_root: bool) -> PathBuf {
+    if is_root {
+        PathBuf::from("/etc/attestd/attestd.toml")
+    } else {
+        std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home().join(".config"))
+            .join("attestd/attestd.toml")
+    }
+}
+
+fn default_state_dir(is_root: bool) -> PathBuf {
+    if is_root {
+        PathBuf::from("/var/lib/attestd")
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home().join(".local/state"))
+            .join("attestd")
+    }
+}
+
+/// This host's name, for the default builder id.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["attestd", "--sandbox-helper", "/bin/true"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+    }
+
+    #[test]
+    fn flags_beat_config_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(
+            &file,
+            "state_dir = \"/from/file\"\nbuilder_id = \"https://example.com/b\"\n[limits]\ndefault_timeout = \"90s\"\nmax_memory = \"1G\"\n",
+        )
+        .unwrap();
+        let cfg = Config::resolve(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--state-dir",
+            "/from/flag",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.state_dir, PathBuf::from("/from/flag"));
+        assert_eq!(cfg.builder_id, "https://example.com/b");
+        assert_eq!(cfg.limits.defaults.timeout_ms, 90_000);
+        assert_eq!(cfg.limits.maxima.memory_bytes, GIB);
+    }
+
+    #[test]
+    fn unknown_config_keys_and_missing_named_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "stat_dir = \"/typo\"\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&cli(&["--config", file.to_str().unwrap()])),
+            Err(DaemonError::Config { .. })
+        ));
+        let missing = dir.path().join("missing.toml");
+        assert!(matches!(
+            Config::resolve(&cli(&["--config", missing.to_str().unwrap()])),
+            Err(DaemonError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn requests_are_capped_at_the_maxima_and_zero_means_default() {
+        let cfg =
+            Config::resolve(&cli(&["--max-memory", "1G", "--default-timeout", "10s"])).unwrap();
+        let asked = attest_proto::v1::Limits {
+            memory_bytes: 64 * GIB,
+            ..Default::default()
+        };
+        let limits = cfg.limits.resolve(Some(&asked));
+        assert_eq!(limits.memory_bytes, GIB);
+        assert_eq!(limits.timeout_ms, 10_000);
+        assert_eq!(limits.tmp_bytes, limits.max_output_bytes);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_as_users_write_them() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+}

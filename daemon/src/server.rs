@@ -1,0 +1,86 @@
+//! Serving the four attest.v1 services plus grpc.health.v1 and server
+//! reflection on a Unix socket.
+
+use crate::error::DaemonError;
+use crate::executor::Daemon;
+use crate::service::Services;
+use attest_proto::v1::{
+    attestations_server::AttestationsServer, build_server::BuildServer,
+    content_store_server::ContentStoreServer, keys_server::KeysServer,
+};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Largest gRPC message accepted (uploads are chunked well below this).
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Binds the socket (replacing a stale one), then serves until `shutdown`
+/// completes. The socket is 0660: only the daemon's user and group may
+/// request builds.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(DaemonError::io("create", parent))?;
+    }
+    if socket.exists() {
+        // A live daemon on this socket must not be displaced.
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(DaemonError::Setting {
+                name: "socket",
+                reason: format!(
+                    "another daemon is already listening on {}",
+                    socket.display()
+                ),
+            });
+        }
+        std::fs::remove_file(socket).map_err(DaemonError::io("remove stale socket", socket))?;
+    }
+    let listener =
+        tokio::net::UnixListener::bind(socket).map_err(DaemonError::io("listen on", socket))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(DaemonError::io("chmod", socket))?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ContentStoreServer<Services>>()
+        .await;
+    health_reporter.set_serving::<BuildServer<Services>>().await;
+    health_reporter
+        .set_serving::<AttestationsServer<Services>>()
+        .await;
+    health_reporter.set_serving::<KeysServer<Services>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(attest_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Setting {
+            name: "reflection",
+            reason: e.to_string(),
+        })?;
+
+    let services = Services { daemon };
+    tracing::info!(socket = %socket.display(), "attestd is serving");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ContentStoreServer::new(services.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(BuildServer::new(services.clone()))
+        .add_service(AttestationsServer::new(services.clone()))
+        .add_service(KeysServer::new(services))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(socket);
+    result.map_err(|e| DaemonError::Setting {
+        name: "server",
+        reason: e.to_string(),
+    })
+}
