@@ -126,3 +126,19 @@ pub fn find_helper() -> Option<PathBuf> {
         .map(|d| d.join(HELPER_NAME))
         .find(|c| is_exe(c))
 }
+
+/// Asks a running helper to cancel its step: SIGTERM, on which the helper
+/// kills every process of the step, cleans up and reports `Cancelled`.
+/// Lives here because the daemon makes no syscalls of its own.
+pub fn request_stop(helper_pid: u32) -> Result<(), SandboxError> {
+    let pid = i32::try_from(helper_pid).map_err(|_| SandboxError::Syscall {
+        step: "kill(helper, SIGTERM)",
+        source: nix::Error::ESRCH,
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).map_err(|source| {
+        SandboxError::Syscall {
+            step: "kill(helper, SIGTERM)",
+            source,
+        }
+    })
+}

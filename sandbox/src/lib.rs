@@ -16,7 +16,7 @@ pub mod spec;
 pub mod sys;
 
 pub use error::SandboxError;
-pub use launch::{cleanup_command, find_helper, helper_command, read_report, write_spec};
+pub use launch::{cleanup_command, find_helper, helper_command, read_report, request_stop, write_spec};
 pub use spec::*;
 
 #[cfg(test)]
@@ -60,7 +60,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_specs_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut SandboxSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut SandboxSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("run_id", Box::new(|s| s.run_id = "../x".into())),
             ("run_id", Box::new(|s| s.run_id = "a".repeat(65))),
             ("argv", Box::new(|s| s.argv.clear())),
