@@ -43,3 +43,15 @@ impl ClientError {
         }
     }
 }
+
+/// "outer: inner: innermost", so a message names the root cause.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -23,7 +23,8 @@ pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
         });
     }
     let path = Path::new(arg);
-    let digest = attest_tree::hash_file(path)?;
+    let digest = attest_tree::hash_file(path)
+        .map_err(|e| ClientError::Invalid(format!("artifact {}", crate::error::chain(&e))))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -48,15 +48,25 @@ impl Daemon {
     /// crashed daemon left behind.
     pub fn open(config: Config) -> Result<Daemon, DaemonError> {
         let state = &config.state_dir;
+        // The sandbox runs as an unprivileged mapped uid that must reach its
+        // own input tree and run directory, so the state dir and those two
+        // are traverse-only (0711: no listing); the key and the content
+        // store stay 0700, out of the sandbox's reach.
         std::fs::create_dir_all(state).map_err(DaemonError::io("create", state))?;
-        std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700))
-            .map_err(DaemonError::io("chmod", state))?;
+        set_mode(state, 0o711)?;
         let runs_dir = state.join("runs");
         std::fs::create_dir_all(&runs_dir).map_err(DaemonError::io("create", &runs_dir))?;
+        set_mode(&runs_dir, 0o711)?;
+        let cas_dir = state.join("cas");
+        std::fs::create_dir_all(&cas_dir).map_err(DaemonError::io("create", &cas_dir))?;
+        set_mode(&cas_dir, 0o700)?;
+        let inputs_dir = state.join("inputs");
+        std::fs::create_dir_all(&inputs_dir).map_err(DaemonError::io("create", &inputs_dir))?;
+        set_mode(&inputs_dir, 0o711)?;
         clean_stale_runs(&config.sandbox_helper, &runs_dir)?;
         Ok(Daemon {
-            store: BlobStore::open(&state.join("cas"))?,
-            inputs: InputTrees::open(&state.join("inputs"))?,
+            store: BlobStore::open(&cas_dir)?,
+            inputs: InputTrees::open(&inputs_dir)?,
             index: AttestationIndex::open(&state.join("index.redb"))?,
             signer: Signer::load_or_generate(state)?,
             slots: Semaphore::new(config.max_parallel_builds),
@@ -64,6 +74,11 @@ impl Daemon {
             config,
         })
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(DaemonError::io("chmod", path))
 }
 
 /// Asks the helper to remove cgroups and mounts of runs a crash left, then
@@ -342,6 +357,7 @@ async fn run(
     let scratch_dir = run_dir.join("scratch");
     for dir in [run_dir, &out_dir, &scratch_dir] {
         std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
+        set_mode(dir, 0o711)?;
     }
     let limits = daemon.config.limits.resolve(request.limits.as_ref());
     let spec = SandboxSpec {
