@@ -58,6 +58,12 @@ impl Client {
         Ok(Client { channel })
     }
 
+    /// The underlying channel, for services this type does not wrap (such
+    /// as grpc.health.v1).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     fn cas(&self) -> ContentStoreClient<Channel> {
         ContentStoreClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -31,7 +31,8 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    pub(crate) fn io(
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> ClientError {

@@ -116,12 +116,24 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct VerifyArgs {
+    #[command(flatten)]
+    socket: SocketArg,
     /// Files to verify, or `sha256:HEX` digests.
     #[arg(required = true, value_name = "ARTIFACT")]
     artifacts: Vec<String>,
     /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
-    #[arg(long, value_name = "FILE")]
-    provenance: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "from_daemon",
+        conflicts_with = "from_daemon"
+    )]
+    provenance: Option<PathBuf>,
+    /// Fetch the provenance from the daemon by the first artifact's digest
+    /// instead of reading --provenance (every attestation it holds for that
+    /// digest is tried; the signature is still checked against --key).
+    #[arg(long)]
+    from_daemon: bool,
     /// A trusted public key, PEM (repeatable).
     #[arg(long = "key", value_name = "PUB.pem", required = true)]
     keys: Vec<PathBuf>,
@@ -343,6 +355,23 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The envelopes the daemon holds for a digest.
+async fn envelopes_from_daemon(
+    socket: &SocketArg,
+    sha256: &str,
+) -> Result<Vec<attest_provenance::dsse::Envelope>, attest::ClientError> {
+    let client = Client::connect(&socket.path()).await?;
+    let mut envelopes = Vec::new();
+    for found in client.attestations_for(sha256).await? {
+        envelopes.extend(
+            attest_provenance::dsse::read_envelopes(&found.envelope).map_err(|e| {
+                attest::ClientError::Protocol(format!("attestation {}: {e}", found.invocation_id))
+            })?,
+        );
+    }
+    Ok(envelopes)
+}
+
 fn verify_command(args: VerifyArgs) -> i32 {
     let inputs = (|| {
         let artifacts = args
@@ -351,7 +380,19 @@ fn verify_command(args: VerifyArgs) -> i32 {
             .map(|a| resolve_artifact(a))
             .collect::<Result<Vec<_>, _>>()?;
         let keys = read_keys(&args.keys)?;
-        let envelopes = read_provenance(&args.provenance)?;
+        let envelopes = match &args.provenance {
+            Some(path) => read_provenance(path)?,
+            None => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(attest::ClientError::io(
+                        "start runtime for",
+                        "--from-daemon",
+                    ))?;
+                runtime.block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
+            }
+        };
         Ok::<_, attest::ClientError>((artifacts, keys, envelopes))
     })();
     let (artifacts, keys, envelopes) = match inputs {
@@ -363,7 +404,7 @@ fn verify_command(args: VerifyArgs) -> i32 {
                     serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
                 );
             }
-            eprintln!("attest verify: {e}");
+            eprintln!("attest verify: {}", attest::error::chain(&e));
             return EXIT_BAD_INPUT;
         }
     };

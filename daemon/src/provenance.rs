@@ -134,9 +134,20 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
     for bind in &s.rootfs_binds {
         // The host rootfs is bound read-only but not hashed yet (see the
         // README's "missing" list); it is named so verifiers see it was used.
+        // A bind that is a symlink on the host is reported as "path -> target".
+        let (path, link_target) = match bind.split_once(" -> ") {
+            Some((path, target)) => (path, Some(target)),
+            None => (bind.as_str(), None),
+        };
         let mut rd = ResourceDescriptor::default();
-        rd.name = Some(format!("rootfs:{bind}"));
-        rd.uri = Some(format!("file://{bind}"));
+        rd.name = Some(format!("rootfs:{path}"));
+        rd.uri = Some(format!("file://{path}"));
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("hashed".into(), json!(false));
+        if let Some(target) = link_target {
+            annotations.insert("symlinkTarget".into(), json!(target));
+        }
+        rd.annotations = Some(annotations);
         resolved.push(rd);
     }
     for (path, digest) in facts.input_files {

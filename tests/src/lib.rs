@@ -1,1 +1,164 @@
+//! Shared harness of the end-to-end tests: a real `attestd` process on a
+//! temporary socket and state dir, driven by the real `attest` binary and
+//! library. The binaries are the ones `cargo test --workspace` builds
+//! (every binary package has an integration test, which makes cargo build
+//! its binaries before any test runs).
+#![forbid(unsafe_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding this build's binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/e2e-HASH -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of one of the workspace's binaries, failing with a clear message
+/// if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so every binary is built",
+        path.display()
+    );
+    path
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A running daemon, stopped and cleaned up on drop.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    child: Child,
+}
+
+impl TestDaemon {
+    /// Starts `attestd` with a fresh state dir and socket and waits until
+    /// it accepts connections.
+    pub fn start() -> TestDaemon {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra flags.
+    pub fn start_with(extra: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("attestd.sock");
+        let state_dir = dir.path().join("state");
+        let log = std::fs::File::create(dir.path().join("attestd.log")).expect("log file");
+        let child = Command::new(bin("attestd"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--sandbox-helper")
+            .arg(bin("attestd-sandbox"))
+            .arg("--config")
+            .arg("/dev/null")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start attestd");
+        let mut daemon = TestDaemon {
+            dir,
+            socket,
+            state_dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!(
+                    "attestd exited with {status} during start-up:\n{}",
+                    daemon.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "attestd did not listen within 30 s:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("attestd.log")).unwrap_or_default()
+    }
+
+    /// An `attest` command pointed at this daemon (through ATTEST_SOCKET,
+    /// as a CI runner would be), with its digest cache inside the test dir.
+    pub fn attest(&self) -> Command {
+        let mut command = Command::new(bin("attest"));
+        command
+            .env("ATTEST_SOCKET", &self.socket)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies a directory tree (regular files and directories).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// Runs a command and returns its output, printing it for test logs.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run command");
+    eprintln!(
+        "$ {:?}\nstatus: {}\nstdout: {}\nstderr: {}",
+        command,
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}

@@ -1,0 +1,52 @@
+//! The `attestd` binary's command-line contract.
+
+use std::process::Command;
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attestd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--state-dir",
+        "--socket",
+        "--config",
+        "--builder-id",
+        "--sandbox-helper",
+        "--max-parallel-builds",
+        "--default-timeout",
+        "--max-timeout",
+        "--default-memory",
+        "--max-memory",
+        "--default-pids",
+        "--max-pids",
+        "--default-max-output",
+        "--max-max-output",
+        "--log",
+    ] {
+        assert!(help.contains(flag), "--help does not mention {flag}");
+    }
+}
+
+#[test]
+fn a_broken_config_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("attestd.toml");
+    std::fs::write(&config, "no_such_setting = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attestd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--sandbox-helper")
+        .arg("/bin/true")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("no_such_setting"), "{stderr}");
+}

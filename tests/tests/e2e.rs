@@ -1,0 +1,317 @@
+//! End to end: a real attestd, the real attest binary and library.
+
+use attest::run::{run_build, RunOptions, Silent};
+use attest::Client;
+use attest_e2e::{copy_tree, repo_root, run, TestDaemon};
+use attest_proto::v1::{BuildRequest, Digest as WireDigest};
+use base64::Engine;
+use std::sync::Arc;
+
+fn example_src(daemon: &TestDaemon) -> std::path::PathBuf {
+    let src = daemon.dir.path().join("src");
+    copy_tree(&repo_root().join("examples/hello-c"), &src);
+    src
+}
+
+#[test]
+fn shipped_example_builds_attests_and_verifies_and_tampering_is_caught() {
+    let daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    let built = run(daemon
+        .attest()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--src"])
+        .arg(&src)
+        .args(["--out", "hello", "--", "make", "hello"]));
+    assert!(
+        built.status.success(),
+        "attest run failed:\n{}",
+        daemon.log()
+    );
+    assert!(
+        String::from_utf8_lossy(&built.stdout).contains("hello.c"),
+        "make's output was not streamed"
+    );
+    let product = work.join("hello");
+    let provenance = work.join("hello.intoto.jsonl");
+    assert!(provenance.exists());
+    let hello = run(&mut std::process::Command::new(&product));
+    assert_eq!(
+        String::from_utf8_lossy(&hello.stdout),
+        "hello from an attested build\n"
+    );
+
+    let key = work.join("key.pem");
+    let pubkey = run(daemon.attest().arg("pubkey"));
+    assert!(pubkey.status.success());
+    std::fs::write(&key, &pubkey.stdout).unwrap();
+
+    let verify = |artifact: &std::path::Path, envelope: &std::path::Path| {
+        run(daemon
+            .attest()
+            .arg("verify")
+            .arg(artifact)
+            .arg("--provenance")
+            .arg(envelope)
+            .arg("--key")
+            .arg(&key))
+    };
+    let ok = verify(&product, &provenance);
+    assert_eq!(ok.status.code(), Some(0));
+
+    // A product changed after the build: its digest is no subject (step 3).
+    let tampered_product = work.join("hello.tampered");
+    let mut bytes = std::fs::read(&product).unwrap();
+    bytes.push(0);
+    std::fs::write(&tampered_product, bytes).unwrap();
+    let bad_product = verify(&tampered_product, &provenance);
+    assert_eq!(
+        bad_product.status.code(),
+        Some(13),
+        "a tampered product must fail the subject check"
+    );
+    assert!(String::from_utf8_lossy(&bad_product.stderr).contains("subject"));
+
+    // An envelope whose statement was edited (the builder id swapped) after
+    // signing: the signature no longer verifies (step 1).
+    let line = std::fs::read_to_string(&provenance).unwrap();
+    let mut envelope: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = b64.decode(envelope["payload"].as_str().unwrap()).unwrap();
+    let mut statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    statement["predicate"]["runDetails"]["builder"]["id"] = "https://evil.example/builder".into();
+    envelope["payload"] = b64.encode(serde_json::to_vec(&statement).unwrap()).into();
+    let tampered_envelope = work.join("tampered.intoto.jsonl");
+    std::fs::write(&tampered_envelope, format!("{envelope}\n")).unwrap();
+    let bad_envelope = verify(&product, &tampered_envelope);
+    assert_eq!(
+        bad_envelope.status.code(),
+        Some(10),
+        "a tampered envelope must fail the signature check"
+    );
+    assert_ne!(bad_product.status.code(), bad_envelope.status.code());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_run_of_the_same_build_uploads_nothing_and_is_indexed() {
+    let daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let options = |n: u32| RunOptions {
+        src: src.clone(),
+        outputs: vec!["hello".into()],
+        argv: vec!["make".into(), "hello".into()],
+        out_dir: daemon.dir.path().join(format!("out{n}")),
+        attestation: Some(daemon.dir.path().join(format!("out{n}.intoto.jsonl"))),
+        digest_cache: Some(daemon.dir.path().join("digests.bin")),
+        ..Default::default()
+    };
+    let first = run_build(&client, &options(1), Arc::new(Silent))
+        .await
+        .unwrap();
+    assert!(first.done.success, "{}", first.done.message);
+    assert!(first.uploaded_blobs > 0);
+    let second = run_build(&client, &options(2), Arc::new(Silent))
+        .await
+        .unwrap();
+    assert!(second.done.success, "{}", second.done.message);
+    assert_eq!(
+        second.uploaded_blobs, 0,
+        "the content store must dedupe a repeated build"
+    );
+    assert_eq!(second.uploaded_bytes, 0);
+
+    // Both builds are found by the product's digest, newest first, and by id.
+    let sha = second.done.outputs[0].digest.as_ref().unwrap().hash.clone();
+    let found = client.attestations_for(&sha).await.unwrap();
+    let ids: Vec<_> = found.iter().map(|a| a.invocation_id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            second.done.invocation_id.clone(),
+            first.done.invocation_id.clone()
+        ]
+    );
+    let one = client.attestation(&first.done.invocation_id).await.unwrap();
+    assert_eq!(one.envelope, first.done.envelope);
+}
+
+#[test]
+fn a_failing_step_mirrors_its_exit_status_and_writes_no_provenance() {
+    let daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let failed = run(daemon
+        .attest()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--src"])
+        .arg(&src)
+        .args([
+            "--out",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "echo broken >&2; exit 3",
+        ]));
+    assert_eq!(failed.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("broken"),
+        "the step's stderr must be streamed"
+    );
+    assert!(
+        stderr.contains("exited with status 3") || stderr.contains("status 3"),
+        "{stderr}"
+    );
+    assert!(
+        !work.join("hello.intoto.jsonl").exists(),
+        "no provenance may claim a failed build"
+    );
+    assert!(!work.join("hello").exists());
+
+    // Succeeding without producing the declared output is a failure too.
+    let missing = run(daemon
+        .attest()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--src"])
+        .arg(&src)
+        .args(["--out", "not-made", "--", "true"]));
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not-made"));
+    assert!(!work.join("not-made.intoto.jsonl").exists());
+}
+
+fn request_for(root: WireDigest, outputs: &[&str], argv: &[&str]) -> BuildRequest {
+    BuildRequest {
+        input_root: Some(root),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        output_paths: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_grpc_errors_and_leave_the_daemon_healthy() {
+    let mut daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    // A real, uploaded tree for the path checks.
+    let tree = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
+    let mut blobs: Vec<_> = tree
+        .directories
+        .iter()
+        .map(|(d, b)| (*d, attest::client::BlobSource::Bytes(b.clone())))
+        .collect();
+    blobs.extend(
+        tree.files
+            .iter()
+            .map(|f| (f.digest, attest::client::BlobSource::File(f.path.clone()))),
+    );
+    client.upload(blobs, |_| {}).await.unwrap();
+    let root = tree.root.to_proto();
+
+    let expect_error =
+        |result: Result<tonic::Streaming<attest_proto::v1::BuildEvent>, attest::ClientError>,
+         code: tonic::Code,
+         needle: &str| {
+            match result {
+                Err(attest::ClientError::Status(status)) => {
+                    assert_eq!(status.code(), code, "{status:?}");
+                    assert!(
+                        status.message().contains(needle),
+                        "{:?} does not mention {needle:?}",
+                        status.message()
+                    );
+                }
+                Err(other) => panic!("expected a gRPC status, got {other}"),
+                Ok(_) => panic!("expected {code:?} mentioning {needle:?}, the build was accepted"),
+            }
+        };
+
+    let unknown = attest_tree::hash_bytes(b"no such tree").to_proto();
+    expect_error(
+        client
+            .build(request_for(unknown.clone(), &["out"], &["true"]))
+            .await,
+        tonic::Code::FailedPrecondition,
+        &unknown.hash,
+    );
+    expect_error(
+        client
+            .build(request_for(root.clone(), &["../escape"], &["true"]))
+            .await,
+        tonic::Code::InvalidArgument,
+        "\"..\"",
+    );
+    expect_error(
+        client
+            .build(request_for(root.clone(), &["/etc/passwd"], &["true"]))
+            .await,
+        tonic::Code::InvalidArgument,
+        "absolute",
+    );
+    expect_error(
+        client.build(request_for(root.clone(), &["out"], &[])).await,
+        tonic::Code::InvalidArgument,
+        "argv is empty",
+    );
+
+    // A blob whose bytes do not match its digest is refused and not stored.
+    let claimed = attest_tree::hash_bytes(b"the real bytes");
+    match client
+        .upload(
+            vec![(
+                claimed,
+                attest::client::BlobSource::Bytes(b"other bytes!!!".to_vec()),
+            )],
+            |_| {},
+        )
+        .await
+    {
+        Err(attest::ClientError::Status(status)) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(
+                status.message().contains("does not match"),
+                "{}",
+                status.message()
+            );
+        }
+        other => panic!("a mismatched blob was not refused: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        client.find_missing(&[claimed]).await.unwrap(),
+        vec![claimed]
+    );
+
+    // Still healthy: the standard health service says so, and a build works.
+    assert!(daemon.is_running());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "attest.v1.Build".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let options = RunOptions {
+        src: src.clone(),
+        outputs: vec!["hello".into()],
+        argv: vec!["make".into(), "hello".into()],
+        out_dir: daemon.dir.path().join("out"),
+        attestation: Some(daemon.dir.path().join("out.intoto.jsonl")),
+        ..Default::default()
+    };
+    let summary = run_build(&client, &options, Arc::new(Silent))
+        .await
+        .unwrap();
+    assert!(summary.done.success, "{}", summary.done.message);
+}
