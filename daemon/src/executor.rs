@@ -54,6 +54,7 @@ impl Daemon {
         // store stay 0700, out of the sandbox's reach.
         std::fs::create_dir_all(state).map_err(DaemonError::io("create", state))?;
         set_mode(state, 0o711)?;
+        check_ancestors_traversable(state)?;
         let runs_dir = state.join("runs");
         std::fs::create_dir_all(&runs_dir).map_err(DaemonError::io("create", &runs_dir))?;
         set_mode(&runs_dir, 0o711)?;
@@ -74,6 +75,34 @@ impl Daemon {
             config,
         })
     }
+}
+
+/// When the daemon is root, steps run as an unprivileged mapped uid that
+/// must be able to walk down to its run directory; a state dir below a
+/// 0700 directory would fail every build with EACCES deep in the sandbox
+/// setup, so it is refused at start with the directory named.
+fn check_ancestors_traversable(state: &Path) -> Result<(), DaemonError> {
+    if attest_proto::current_uid() != 0 {
+        return Ok(());
+    }
+    let absolute = std::fs::canonicalize(state).map_err(DaemonError::io("resolve", state))?;
+    for ancestor in absolute.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map_err(DaemonError::io("stat", ancestor))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(DaemonError::Setting {
+                name: "state-dir",
+                reason: format!(
+                    "{} (mode {:o}) cannot be traversed by the sandbox's unprivileged uid; chmod o+x it or choose a --state-dir elsewhere",
+                    ancestor.display(),
+                    mode & 0o7777
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {

@@ -50,3 +50,44 @@ fn a_broken_config_file_is_named_in_the_error() {
     assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
     assert!(stderr.contains("no_such_setting"), "{stderr}");
 }
+
+#[test]
+fn a_state_dir_the_sandbox_cannot_reach_is_refused_at_start() {
+    if attest_proto_uid() != 0 {
+        eprintln!("skipped: needs root (the check applies only when steps run under a mapped uid)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attestd"))
+        .arg("--config")
+        .arg("/dev/null")
+        .arg("--sandbox-helper")
+        .arg("/bin/true")
+        .arg("--state-dir")
+        .arg(closed.join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(closed.to_str().unwrap()) && stderr.contains("o+x"),
+        "{stderr}"
+    );
+}
+
+fn attest_proto_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
