@@ -166,7 +166,7 @@ pub async fn run_build(
             .collect(),
         working_directory: String::new(),
         output_paths: options.outputs.clone(),
-        limits: Some(options.limits.clone()),
+        limits: Some(options.limits),
         source: options.source.clone(),
         source_date_epoch: options.source_date_epoch,
     };

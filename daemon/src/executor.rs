@@ -243,7 +243,7 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
             true,
         )?,
         outputs,
-        limits: request.limits.clone(),
+        limits: request.limits,
         source: request.source.clone(),
         source_date_epoch: request.source_date_epoch,
     })

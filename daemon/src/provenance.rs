@@ -44,10 +44,11 @@ pub struct BuildFacts<'a> {
 }
 
 fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
-    let mut rd = ResourceDescriptor::default();
-    rd.name = Some(name.to_string());
-    rd.digest = BTreeMap::from([("sha256".to_string(), digest.hex())]);
-    rd
+    ResourceDescriptor {
+        name: Some(name.to_string()),
+        digest: BTreeMap::from([("sha256".to_string(), digest.hex())]),
+        ..Default::default()
+    }
 }
 
 /// Builds the statement; signing is the caller's.
@@ -139,16 +140,17 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
             Some((path, target)) => (path, Some(target)),
             None => (bind.as_str(), None),
         };
-        let mut rd = ResourceDescriptor::default();
-        rd.name = Some(format!("rootfs:{path}"));
-        rd.uri = Some(format!("file://{path}"));
         let mut annotations = serde_json::Map::new();
         annotations.insert("hashed".into(), json!(false));
         if let Some(target) = link_target {
             annotations.insert("symlinkTarget".into(), json!(target));
         }
-        rd.annotations = Some(annotations);
-        resolved.push(rd);
+        resolved.push(ResourceDescriptor {
+            name: Some(format!("rootfs:{path}")),
+            uri: Some(format!("file://{path}")),
+            annotations: Some(annotations),
+            ..Default::default()
+        });
     }
     for (path, digest) in facts.input_files {
         resolved.push(sha256_descriptor(path, digest));
@@ -161,14 +163,16 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         "sysCpuMs": facts.usage.sys_cpu_ms,
         "maxRssKib": facts.usage.max_rss_kib,
     });
-    let mut exec_rd = ResourceDescriptor::default();
-    exec_rd.name = Some("execution".into());
-    exec_rd.media_type = Some("application/json".into());
-    exec_rd.annotations = execution.as_object().cloned();
-    exec_rd.digest = BTreeMap::from([(
-        "sha256".to_string(),
-        attest_tree::hash_bytes(execution.to_string().as_bytes()).hex(),
-    )]);
+    let exec_rd = ResourceDescriptor {
+        name: Some("execution".into()),
+        media_type: Some("application/json".into()),
+        annotations: execution.as_object().cloned(),
+        digest: BTreeMap::from([(
+            "sha256".to_string(),
+            attest_tree::hash_bytes(execution.to_string().as_bytes()).hex(),
+        )]),
+        ..Default::default()
+    };
     let mut stdout = sha256_descriptor("stdout", &facts.stdout);
     stdout.media_type = Some("text/plain".into());
     let mut stderr = sha256_descriptor("stderr", &facts.stderr);
