@@ -326,3 +326,114 @@ async fn bad_requests_get_clear_grpc_errors_and_leave_the_daemon_healthy() {
         .unwrap();
     assert!(summary.done.success, "{}", summary.done.message);
 }
+
+/// Processes whose command line contains `marker` (scanning /proc, so the
+/// test needs no extra tools).
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_step_and_leaves_nothing_running() {
+    let daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let client = Client::connect(&daemon.socket).await.unwrap();
+    let tree = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
+    let mut blobs: Vec<_> = tree
+        .directories
+        .iter()
+        .map(|(d, b)| (*d, attest::client::BlobSource::Bytes(b.clone())))
+        .collect();
+    blobs.extend(
+        tree.files
+            .iter()
+            .map(|f| (f.digest, attest::client::BlobSource::File(f.path.clone()))),
+    );
+    client.upload(blobs, |_| {}).await.unwrap();
+    let marker = format!("sleep 3{}", std::process::id() % 1000);
+    let mut events = client
+        .build(request_for(
+            tree.root.to_proto(),
+            &["out"],
+            &["sh", "-c", &format!("{marker}; touch out")],
+        ))
+        .await
+        .unwrap();
+    // Wait until the step runs, then hang up.
+    loop {
+        let event = events
+            .message()
+            .await
+            .ok()
+            .flatten()
+            .expect("stream ended before the step started");
+        if matches!(
+            event.event,
+            Some(attest_proto::v1::build_event::Event::Started(_))
+        ) {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while processes_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "the step never started"
+    );
+    drop(events);
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<String>::new(),
+        "the cancelled step is still running"
+    );
+    let runs = daemon.state_dir.join("runs");
+    while std::fs::read_dir(&runs).unwrap().count() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        0,
+        "the run directory was not removed"
+    );
+    assert!(daemon.log().contains("cancelled"), "{}", daemon.log());
+}
+
+#[test]
+fn a_step_ended_by_a_limit_exits_with_its_code_and_a_sentence_naming_the_limit() {
+    let daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let timed_out = run(daemon
+        .attest()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--timeout", "1s", "--src"])
+        .arg(&src)
+        .args(["--out", "never", "--", "sh", "-c", "while :; do :; done"]));
+    assert_eq!(timed_out.status.code(), Some(124));
+    let stderr = String::from_utf8_lossy(&timed_out.stderr);
+    assert!(
+        stderr.contains("time limit") || stderr.contains("timed out"),
+        "{stderr}"
+    );
+    assert!(!work.join("never.intoto.jsonl").exists());
+}
