@@ -101,3 +101,38 @@ open("report", "w").write(",".join(reached) if reached else "unreachable")
         "a connection reached the host listener"
     );
 }
+
+#[test]
+fn a_step_that_rewrites_its_inputs_changes_nothing_a_later_build_or_the_client_sees() {
+    let daemon = TestDaemon::start();
+    let src = daemon.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("input.txt"), "original\n").unwrap();
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let build = |script: &str| {
+        run(daemon
+            .attest()
+            .current_dir(&work)
+            .args(["run", "--quiet", "--src"])
+            .arg(&src)
+            .args(["--out", "seen", "--", "sh", "-c", script]))
+    };
+    let first = build("echo corrupted > input.txt; rm -f missing; chmod 777 . ; cp input.txt seen");
+    assert!(first.status.success());
+    assert_eq!(
+        std::fs::read_to_string(work.join("seen")).unwrap(),
+        "corrupted\n"
+    );
+    let second = build("cp input.txt seen");
+    assert!(second.status.success());
+    assert_eq!(
+        std::fs::read_to_string(work.join("seen")).unwrap(),
+        "original\n",
+        "a later build saw the first build's change"
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("input.txt")).unwrap(),
+        "original\n"
+    );
+}
