@@ -135,10 +135,12 @@ pub fn request_stop(helper_pid: u32) -> Result<(), SandboxError> {
         step: "kill(helper, SIGTERM)",
         source: nix::Error::ESRCH,
     })?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).map_err(|source| {
-        SandboxError::Syscall {
-            step: "kill(helper, SIGTERM)",
-            source,
-        }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|source| SandboxError::Syscall {
+        step: "kill(helper, SIGTERM)",
+        source,
     })
 }

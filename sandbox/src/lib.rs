@@ -16,7 +16,9 @@ pub mod spec;
 pub mod sys;
 
 pub use error::SandboxError;
-pub use launch::{cleanup_command, find_helper, helper_command, read_report, request_stop, write_spec};
+pub use launch::{
+    cleanup_command, find_helper, helper_command, read_report, request_stop, write_spec,
+};
 pub use spec::*;
 
 #[cfg(test)]

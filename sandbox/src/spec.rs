@@ -299,7 +299,7 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// `1536` -> `"1.5 s"`, `90000` -> `"90 s"`.
 pub fn human_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms} ms")
@@ -317,7 +317,7 @@ pub fn human_bytes(bytes: u64) -> String {
         ("bytes", 1),
     ];
     for (name, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {name}", bytes / size);
         }
     }

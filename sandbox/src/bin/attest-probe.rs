@@ -223,7 +223,7 @@ fn main() {
                 p.check(&format!("unshare {f:?}"), r.is_err(), res(&r));
             }
             for ns in ["mnt", "user", "net", "pid"] {
-                let r = std::fs::File::open(format!("/proc/1/ns/{ns}"))
+                let r = std::fs::File::open(format!("/proc/self/ns/{ns}"))
                     .map_err(|e| format!("{e}"))
                     .and_then(|f| setns(f, CloneFlags::empty()).map_err(|e| format!("{e}")));
                 p.check(&format!("setns {ns}"), r.is_err(), res(&r));

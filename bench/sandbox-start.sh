@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Start cost of a sandboxed /bin/true: attestd-sandbox (no daemon) vs
+# bubblewrap with the same isolation vs a bare /bin/true, in one run.
+# Usage: bench/sandbox-start.sh [ITERATIONS]   (run as root for the full
+# isolation: id-range mapping and cgroup limits)
+set -euo pipefail
+N=${1:-300}
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p attest-sandbox --bin attestd-sandbox
+HELPER="$TARGET/release/attestd-sandbox"
+if ! command -v bwrap >/dev/null; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null
+fi
+
+WORK=$(mktemp -d /var/tmp/attest-bench.XXXXXX)
+SLEEPER=
+trap '[ -n "$SLEEPER" ] && kill "$SLEEPER"; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/in" "$WORK/out" "$WORK/scratch"
+ROOTFS='["/usr","/bin","/sbin","/lib","/lib64","/etc/alternatives","/etc/ld.so.cache"]'
+cat > "$WORK/spec.json" <<JSON
+{"run_id":"bench","argv":["/bin/true"],"env":[],"input_dir":"$WORK/in","cwd":"",
+ "outputs":[],"out_dir":"$WORK/out","scratch_dir":"$WORK/scratch",
+ "rootfs":{"kind":"host","ro_binds":$ROOTFS},
+ "limits":{"timeout_ms":10000,"memory_bytes":268435456,"pids":64,"cpu_time_ms":10000,
+           "max_output_bytes":67108864,"tmp_bytes":67108864},
+ "source_date_epoch":0,"hostname":"attest"}
+JSON
+
+# The helper's stdin must be a pipe that stays open (EOF = daemon died).
+exec 3< <(exec sleep 100000 >/dev/null 2>&1)
+SLEEPER=$!
+
+ours() { "$HELPER" run --spec "$WORK/spec.json" --report "$WORK/report.json" <&3; }
+bwrap_() {
+  bwrap --unshare-all --die-with-parent --ro-bind /usr /usr \
+    --symlink usr/bin /bin --symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
+    --proc /proc --dev /dev --tmpfs /tmp --chdir / /bin/true
+}
+bare() { /bin/true; }
+
+# Sanity: each must succeed, and ours must report a clean exit.
+ours; grep -q '"kind": "exited"' "$WORK/report.json" && grep -q '"code": 0' "$WORK/report.json"
+bwrap_; bare
+
+measure() { # name, function -> mean ms per run
+  local start end
+  for _ in $(seq 10); do "$2"; done # warm-up
+  start=$(date +%s%N)
+  for _ in $(seq "$N"); do "$2"; done
+  end=$(date +%s%N)
+  echo "scale=3; ($end - $start) / $N / 1000000" | bc
+}
+
+BARE=$(measure bare bare)
+BWRAP=$(measure bwrap bwrap_)
+OURS=$(measure ours ours)
+echo "iterations: $N    kernel: $(uname -r)    cpus: $(nproc)"
+echo "cgroup: $(grep -o '"cgroup": "[^"]*"' "$WORK/report.json")"
+printf "%-34s %8s ms\n" "bare /bin/true" "$BARE"
+printf "%-34s %8s ms\n" "bwrap --unshare-all, ro /usr" "$BWRAP"
+printf "%-34s %8s ms\n" "attestd-sandbox (full isolation)" "$OURS"
+echo "ours / bwrap = $(echo "scale=2; $OURS / $BWRAP" | bc)"
+echo "ours / bare  = $(echo "scale=2; $OURS / $BARE" | bc)"
+echo "bwrap / bare = $(echo "scale=2; $BWRAP / $BARE" | bc)"
