@@ -9,6 +9,8 @@
 
 pub mod client;
 pub mod error;
+pub mod inspect;
+pub mod keygen;
 pub mod run;
 pub mod verify;
 

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use attest::run::{run_build, LogStream, Observer, RunOptions};
-use attest::verify::{read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT};
+use attest::verify::{
+    read_input, read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT,
+};
 use attest::Client;
 use attest_provenance::verify::Expectations;
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +60,38 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Generate a signing key pair: PREFIX.key.pem (PKCS#8, mode 0600) and
+    /// PREFIX.pub.pem (SubjectPublicKeyInfo). Never overwrites a file.
+    ///
+    /// Prints the key's securesystemslib keyid, the id in-toto layouts and
+    /// DSSE signatures name it by.
+    Keygen(KeygenArgs),
+    /// Print a readable summary of provenance without verifying it.
+    ///
+    /// Reads .intoto.jsonl, a bare DSSE envelope, a Sigstore bundle, or -
+    /// for stdin; SLSA v1 and v0.2. Shows signer keyids, subjects, builder,
+    /// build type, invocation, times, materials and parameters.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Key algorithm: ed25519 or ecdsa-p256.
+    #[arg(long, default_value = "ed25519", value_name = "ALG")]
+    algorithm: attest_provenance::keys::KeyAlgorithm,
+    /// Path prefix of the two files.
+    #[arg(long, default_value = "attest", value_name = "PREFIX")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The provenance file, or - for stdin.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Print the summaries (with each whole statement) as a JSON array.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,8 +235,53 @@ fn main() {
         Command::Verify(args) => verify_command(args),
         Command::Run(args) => block_on(run_command(args)),
         Command::Pubkey { socket } => block_on(pubkey_command(socket)),
+        Command::Keygen(args) => keygen_command(args),
+        Command::Inspect(args) => inspect_command(args),
     };
     std::process::exit(code);
+}
+
+fn keygen_command(args: KeygenArgs) -> i32 {
+    match attest::keygen::keygen(&args.out, args.algorithm) {
+        Ok(generated) => {
+            eprintln!(
+                "attest: private key {} (keep it secret), public key {}",
+                generated.private.display(),
+                generated.public.display()
+            );
+            println!("{}", generated.keyid);
+            0
+        }
+        Err(e) => {
+            eprintln!("attest keygen: {}", attest::error::chain(&e));
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn inspect_command(args: InspectArgs) -> i32 {
+    let summaries = read_input(&args.file)
+        .and_then(|bytes| attest::inspect::inspect_bytes(&bytes, &args.file.display().to_string()));
+    match summaries {
+        Ok(summaries) => {
+            if args.json {
+                println!("{}", serde_json::Value::Array(summaries));
+            } else {
+                let count = summaries.len();
+                for (i, summary) in summaries.iter().enumerate() {
+                    if count > 1 {
+                        println!("envelope {} of {count}", i + 1);
+                    }
+                    print!("{}", attest::inspect::render(summary));
+                }
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("attest inspect: {}", attest::error::chain(&e));
+            EXIT_BAD_INPUT
+        }
+    }
 }
 
 fn block_on(future: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {

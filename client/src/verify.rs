@@ -35,16 +35,21 @@ pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
     })
 }
 
-/// Reads envelopes from a file, or from stdin when the path is `-`.
-pub fn read_provenance(path: &Path) -> Result<Vec<Envelope>, ClientError> {
-    let bytes = if path == Path::new("-") {
+/// Reads a file whole, or stdin when the path is `-`.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, ClientError> {
+    if path == Path::new("-") {
         let mut buffer = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buffer)
             .map_err(ClientError::io("read", "stdin"))?;
-        buffer
+        Ok(buffer)
     } else {
-        std::fs::read(path).map_err(ClientError::io("read", path))?
-    };
+        std::fs::read(path).map_err(ClientError::io("read", path))
+    }
+}
+
+/// Reads envelopes from a file, or from stdin when the path is `-`.
+pub fn read_provenance(path: &Path) -> Result<Vec<Envelope>, ClientError> {
+    let bytes = read_input(path)?;
     read_envelopes(&bytes).map_err(|e| ClientError::Invalid(format!("{}: {}", path.display(), e)))
 }
 
