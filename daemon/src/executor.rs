@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{error_chain, DaemonError};
 use crate::index::{AttestationIndex, IndexedAttestation};
 use crate::materialize::{remove_tree, InputTrees, TreeStats};
-use crate::provenance::{build_statement, BuildFacts};
+use crate::provenance::{build_link, build_statement, BuildFacts, LinkFacts};
 use crate::signer::Signer;
 use crate::store::{BlobStore, BlobWriter};
 use attest_proto::v1::{
@@ -49,9 +49,9 @@ impl Daemon {
     pub fn open(config: Config) -> Result<Daemon, DaemonError> {
         let state = &config.state_dir;
         // The sandbox runs as an unprivileged mapped uid that must reach its
-        // own input tree and run directory, so the state dir and those two
-        // are traverse-only (0711: no listing); the key and the content
-        // store stay 0700, out of the sandbox's reach.
+        // run directory, so the state dir and runs/ are traverse-only (0711:
+        // no listing); keys, the content store, the materialized inputs and
+        // the index stay owner-only, out of the sandbox's and other users' reach.
         std::fs::create_dir_all(state).map_err(DaemonError::io("create", state))?;
         set_mode(state, 0o711)?;
         check_ancestors_traversable(state)?;
@@ -63,12 +63,20 @@ impl Daemon {
         set_mode(&cas_dir, 0o700)?;
         let inputs_dir = state.join("inputs");
         std::fs::create_dir_all(&inputs_dir).map_err(DaemonError::io("create", &inputs_dir))?;
-        set_mode(&inputs_dir, 0o711)?;
+        // The helper copies the input tree as root before it drops into the
+        // step's user namespace, so the mapped uid never needs this path:
+        // 0700 keeps other local users out of every uploaded source tree.
+        set_mode(&inputs_dir, 0o700)?;
         clean_stale_runs(&config.sandbox_helper, &runs_dir)?;
         Ok(Daemon {
             store: BlobStore::open(&cas_dir)?,
             inputs: InputTrees::open(&inputs_dir)?,
-            index: AttestationIndex::open(&state.join("index.redb"))?,
+            index: {
+                let path = state.join("index.redb");
+                let index = AttestationIndex::open(&path)?;
+                set_mode(&path, 0o600)?;
+                index
+            },
             signer: Signer::load_or_generate(state)?,
             slots: Semaphore::new(config.max_parallel_builds),
             runs_dir,
@@ -150,6 +158,8 @@ pub struct ValidatedRequest {
     pub limits: Option<attest_proto::v1::Limits>,
     pub source: Option<SourceInfo>,
     pub source_date_epoch: u64,
+    /// The in-toto step name when the request asked for a link.
+    pub link_name: Option<String>,
 }
 
 /// Checks a relative path from a request: no "..", not absolute, no empty
@@ -246,7 +256,25 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
         limits: request.limits,
         source: request.source.clone(),
         source_date_epoch: request.source_date_epoch,
+        link_name: validate_link_name(request)?,
     })
+}
+
+/// The link's step name when one was requested: the request's, or
+/// [`crate::provenance::DEFAULT_LINK_NAME`]. The client turns it into a
+/// file name, so it is checked here too.
+fn validate_link_name(request: &BuildRequest) -> Result<Option<String>, DaemonError> {
+    if !request.emit_link {
+        return Ok(None);
+    }
+    let name = if request.link_name.is_empty() {
+        crate::provenance::DEFAULT_LINK_NAME
+    } else {
+        &request.link_name
+    };
+    attest_provenance::link::validate_step_name(name)
+        .map_err(|e| DaemonError::InvalidRequest(format!("link_name: {e}")))?;
+    Ok(Some(name.to_string()))
 }
 
 type EventSender = mpsc::Sender<Result<BuildEvent, Status>>;
@@ -269,6 +297,7 @@ struct Ending {
     message: String,
     outputs: Vec<OutputFile>,
     envelope: Vec<u8>,
+    link: Vec<u8>,
     usage: Option<ResourceUsage>,
 }
 
@@ -281,6 +310,7 @@ impl Ending {
             message,
             outputs: Vec::new(),
             envelope: Vec::new(),
+            link: Vec::new(),
             usage: None,
         }
     }
@@ -345,6 +375,7 @@ pub async fn execute(
             suggested_exit_status: ending.exit_status,
             outputs: ending.outputs,
             envelope: ending.envelope,
+            link: ending.link,
             usage: ending.usage,
         }),
     )
@@ -466,8 +497,8 @@ async fn run(
     if cancelled {
         return Ok(Ending::failed(
             Termination::Cancelled,
-            EXIT_INTERNAL,
-            "the build was cancelled".into(),
+            attest_sandbox::EXIT_CANCELLED,
+            "the build was cancelled because its client went away".into(),
         ));
     }
     let report = attest_sandbox::read_report(&report_path).map_err(|e| {
@@ -491,6 +522,7 @@ async fn run(
             message: report.outcome.describe(),
             outputs: Vec::new(),
             envelope: Vec::new(),
+            link: Vec::new(),
             usage: Some(usage),
         });
     }
@@ -543,6 +575,22 @@ async fn run(
     )
     .map_err(|e| DaemonError::Signing(error_chain(&e)))?;
     let envelope_json = envelope.to_json();
+    let link = match &request.link_name {
+        Some(name) => build_link(&LinkFacts {
+            name,
+            invocation_id,
+            argv: &request.argv,
+            working_directory: &request.working_directory,
+            input_files: &input_files,
+            outputs: &named,
+            stdout,
+            stderr,
+            exit_code: 0,
+        })
+        .sign(&[daemon.signer.key()])
+        .map_err(|e| DaemonError::Signing(error_chain(&e)))?,
+        None => Vec::new(),
+    };
     let record = IndexedAttestation {
         invocation_id: invocation_id.to_string(),
         envelope: envelope_json.clone(),
@@ -579,6 +627,7 @@ async fn run(
             })
             .collect(),
         envelope: envelope_json.into_bytes(),
+        link,
         usage: Some(usage),
     })
 }
@@ -741,6 +790,38 @@ mod tests {
             }
         }
         assert!(validate(&request(&["out/bin"], &["true"])).is_ok());
+    }
+
+    #[test]
+    fn link_names_default_to_build_and_hostile_ones_are_refused() {
+        let with_link = |name: &str| BuildRequest {
+            emit_link: true,
+            link_name: name.to_string(),
+            ..request(&["out"], &["true"])
+        };
+        assert_eq!(
+            validate(&request(&["out"], &["true"])).unwrap().link_name,
+            None
+        );
+        assert_eq!(
+            validate(&with_link("")).unwrap().link_name.as_deref(),
+            Some("build")
+        );
+        assert_eq!(
+            validate(&with_link("compile"))
+                .unwrap()
+                .link_name
+                .as_deref(),
+            Some("compile")
+        );
+        for bad in ["../../etc/cron.d/x", "a/b", ".link", "-x", "a b"] {
+            match validate(&with_link(bad)) {
+                Err(DaemonError::InvalidRequest(message)) => {
+                    assert!(message.contains("link_name"), "{message}")
+                }
+                other => panic!("{bad:?} was not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

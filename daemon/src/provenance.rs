@@ -214,3 +214,100 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         extra: BTreeMap::new(),
     }
 }
+
+/// The step name of a link when the request names none.
+pub const DEFAULT_LINK_NAME: &str = "build";
+
+/// What goes into the in-toto link of one successful step.
+pub struct LinkFacts<'a> {
+    pub name: &'a str,
+    pub invocation_id: &'a str,
+    pub argv: &'a [String],
+    pub working_directory: &'a str,
+    pub input_files: &'a [(String, Digest)],
+    pub outputs: &'a [(String, Digest)],
+    pub stdout: Digest,
+    pub stderr: Digest,
+    pub exit_code: i32,
+}
+
+/// The step's in-toto link: materials are every file of the input tree and
+/// products every output, by path relative to the input root (the paths
+/// the provenance names), with sha256. Byproducts carry the exit status and
+/// the digests of the logs (their bytes are in the content store), not the
+/// logs themselves. Signing is the caller's.
+pub fn build_link(facts: &LinkFacts<'_>) -> attest_provenance::link::Link {
+    let hashes = |files: &[(String, Digest)]| {
+        files
+            .iter()
+            .map(|(path, digest)| {
+                (
+                    path.clone(),
+                    BTreeMap::from([("sha256".to_string(), digest.hex())]),
+                )
+            })
+            .collect()
+    };
+    let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    attest_provenance::link::Link {
+        name: facts.name.to_string(),
+        command: facts.argv.to_vec(),
+        materials: hashes(facts.input_files),
+        products: hashes(facts.outputs),
+        byproducts: object(json!({
+            "return-value": facts.exit_code,
+            "stdout-sha256": facts.stdout.hex(),
+            "stderr-sha256": facts.stderr.hex(),
+        })),
+        environment: object(json!({
+            "builder": "attestd",
+            "invocationId": facts.invocation_id,
+            "workdir": facts.working_directory,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_provenance::keys::{KeyAlgorithm, SigningKey};
+    use attest_tree::hash_bytes;
+
+    #[test]
+    fn the_link_names_inputs_as_materials_outputs_as_products_and_verifies() {
+        let input_files = vec![("src/hello.c".to_string(), hash_bytes(b"int main;"))];
+        let outputs = vec![("hello".to_string(), hash_bytes(b"\x7fELF"))];
+        let argv = vec!["cc".to_string(), "-o".into(), "hello".into()];
+        let link = build_link(&LinkFacts {
+            name: "compile",
+            invocation_id: "inv-1",
+            argv: &argv,
+            working_directory: "",
+            input_files: &input_files,
+            outputs: &outputs,
+            stdout: hash_bytes(b""),
+            stderr: hash_bytes(b"warning"),
+            exit_code: 0,
+        });
+        assert_eq!(link.name, "compile");
+        assert_eq!(link.command, argv);
+        assert_eq!(
+            link.materials["src/hello.c"]["sha256"],
+            hash_bytes(b"int main;").hex()
+        );
+        assert_eq!(
+            link.products["hello"]["sha256"],
+            hash_bytes(b"\x7fELF").hex()
+        );
+        assert_eq!(link.byproducts["return-value"], 0);
+        assert_eq!(
+            link.byproducts["stderr-sha256"],
+            hash_bytes(b"warning").hex()
+        );
+        let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let bytes = link.sign(&[&key]).unwrap();
+        let (verified, _) =
+            attest_provenance::link::verify_link(&bytes, &[key.public_key()]).unwrap();
+        assert_eq!(verified, link);
+    }
+}

@@ -12,12 +12,15 @@
 //! - [`statement`]: in-toto Statement v1 and ResourceDescriptor.
 //! - [`slsa`]: SLSA Provenance v1 predicate.
 //! - [`verify`]: the numbered, fail-closed verification of `attest verify`.
+//! - [`link`]: in-toto link metadata for one step, signed the way
+//!   `in-toto-verify` checks it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod dsse;
 mod json;
 pub mod keys;
+pub mod link;
 pub mod slsa;
 pub mod statement;
 pub mod verify;
