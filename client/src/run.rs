@@ -169,6 +169,7 @@ pub async fn run_build(
         limits: Some(options.limits),
         source: options.source.clone(),
         source_date_epoch: options.source_date_epoch,
+        ..Default::default()
     };
     let mut events = client.build(request).await?;
     let mut done = None;

@@ -36,6 +36,20 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
+/// The socket a client dials when not told: the per-user default when a
+/// daemon listens there, else the system daemon's socket when one exists
+/// (a non-root CI runner talking to the host's root daemon), else the
+/// per-user default (so the error names the path a user would expect).
+pub fn client_socket_path() -> PathBuf {
+    let own = default_socket_path();
+    let system = PathBuf::from("/run/attestd/attestd.sock");
+    if own.exists() || !system.exists() {
+        own
+    } else {
+        system
+    }
+}
+
 /// The real uid of this process, read from `/proc/self/status` so that this
 /// crate needs no unsafe code and no libc.
 pub fn current_uid() -> u32 {

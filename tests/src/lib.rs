@@ -115,6 +115,23 @@ impl TestDaemon {
         command
     }
 
+    /// A fresh directory inside the test dir (the `attest` commands' cwd).
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create work dir");
+        dir
+    }
+
+    /// `attest run --quiet --src SRC ARGS...` from `work`, output printed.
+    pub fn attest_run(&self, work: &Path, src: &Path, args: &[&str]) -> Output {
+        run(self
+            .attest()
+            .current_dir(work)
+            .args(["run", "--quiet", "--src"])
+            .arg(src)
+            .args(args))
+    }
+
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -161,4 +178,25 @@ pub fn run(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// Hashes `src` and uploads all of it (directories and files) through the
+/// library, returning the tree: for tests that then send raw requests.
+pub async fn upload_tree(client: &attest::Client, src: &Path) -> attest_tree::Tree {
+    let tree = attest_tree::build_tree(src, None, &|_| {}).expect("hash source tree");
+    let mut blobs: Vec<_> = tree
+        .directories
+        .iter()
+        .map(|(d, b)| (*d, attest::client::BlobSource::Bytes(b.clone())))
+        .collect();
+    blobs.extend(
+        tree.files
+            .iter()
+            .map(|f| (f.digest, attest::client::BlobSource::File(f.path.clone()))),
+    );
+    client
+        .upload(blobs, |_| {})
+        .await
+        .expect("upload source tree");
+    tree
 }

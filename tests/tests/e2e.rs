@@ -2,7 +2,7 @@
 
 use attest::run::{run_build, RunOptions, Silent};
 use attest::Client;
-use attest_e2e::{copy_tree, repo_root, run, TestDaemon};
+use attest_e2e::{copy_tree, repo_root, run, upload_tree, TestDaemon};
 use attest_proto::v1::{BuildRequest, Digest as WireDigest};
 use base64::Engine;
 use std::sync::Arc;
@@ -17,22 +17,20 @@ fn example_src(daemon: &TestDaemon) -> std::path::PathBuf {
 fn shipped_example_builds_attests_and_verifies_and_tampering_is_caught() {
     let daemon = TestDaemon::start();
     let src = example_src(&daemon);
-    let work = daemon.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = daemon.work_dir("work");
 
-    let built = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["run", "--quiet", "--src"])
-        .arg(&src)
-        .args([
+    let built = daemon.attest_run(
+        &work,
+        &src,
+        &[
             "--out",
             "hello",
             "--",
             "sh",
             "-c",
             "echo building hello.c && cc -O2 -o hello hello.c",
-        ]));
+        ],
+    );
     assert!(
         built.status.success(),
         "attest run failed:\n{}",
@@ -152,21 +150,19 @@ async fn second_run_of_the_same_build_uploads_nothing_and_is_indexed() {
 fn a_failing_step_mirrors_its_exit_status_and_writes_no_provenance() {
     let daemon = TestDaemon::start();
     let src = example_src(&daemon);
-    let work = daemon.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let failed = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["run", "--quiet", "--src"])
-        .arg(&src)
-        .args([
+    let work = daemon.work_dir("work");
+    let failed = daemon.attest_run(
+        &work,
+        &src,
+        &[
             "--out",
             "hello",
             "--",
             "sh",
             "-c",
             "echo broken >&2; exit 3",
-        ]));
+        ],
+    );
     assert_eq!(failed.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
@@ -184,12 +180,7 @@ fn a_failing_step_mirrors_its_exit_status_and_writes_no_provenance() {
     assert!(!work.join("hello").exists());
 
     // Succeeding without producing the declared output is a failure too.
-    let missing = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["run", "--quiet", "--src"])
-        .arg(&src)
-        .args(["--out", "not-made", "--", "true"]));
+    let missing = daemon.attest_run(&work, &src, &["--out", "not-made", "--", "true"]);
     assert_ne!(missing.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not-made"));
     assert!(!work.join("not-made.intoto.jsonl").exists());
@@ -210,18 +201,7 @@ async fn bad_requests_get_clear_grpc_errors_and_leave_the_daemon_healthy() {
     let src = example_src(&daemon);
     let client = Client::connect(&daemon.socket).await.unwrap();
     // A real, uploaded tree for the path checks.
-    let tree = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
-    let mut blobs: Vec<_> = tree
-        .directories
-        .iter()
-        .map(|(d, b)| (*d, attest::client::BlobSource::Bytes(b.clone())))
-        .collect();
-    blobs.extend(
-        tree.files
-            .iter()
-            .map(|f| (f.digest, attest::client::BlobSource::File(f.path.clone()))),
-    );
-    client.upload(blobs, |_| {}).await.unwrap();
+    let tree = upload_tree(&client, &src).await;
     let root = tree.root.to_proto();
 
     let expect_error =
@@ -350,18 +330,7 @@ async fn a_client_that_goes_away_cancels_the_step_and_leaves_nothing_running() {
     let daemon = TestDaemon::start();
     let src = example_src(&daemon);
     let client = Client::connect(&daemon.socket).await.unwrap();
-    let tree = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
-    let mut blobs: Vec<_> = tree
-        .directories
-        .iter()
-        .map(|(d, b)| (*d, attest::client::BlobSource::Bytes(b.clone())))
-        .collect();
-    blobs.extend(
-        tree.files
-            .iter()
-            .map(|f| (f.digest, attest::client::BlobSource::File(f.path.clone()))),
-    );
-    client.upload(blobs, |_| {}).await.unwrap();
+    let tree = upload_tree(&client, &src).await;
     let marker = format!("sleep 3{}", std::process::id() % 1000);
     let mut events = client
         .build(request_for(
@@ -421,14 +390,21 @@ async fn a_client_that_goes_away_cancels_the_step_and_leaves_nothing_running() {
 fn a_step_ended_by_a_limit_exits_with_its_code_and_a_sentence_naming_the_limit() {
     let daemon = TestDaemon::start();
     let src = example_src(&daemon);
-    let work = daemon.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let timed_out = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["run", "--quiet", "--timeout", "1s", "--src"])
-        .arg(&src)
-        .args(["--out", "never", "--", "sh", "-c", "while :; do :; done"]));
+    let work = daemon.work_dir("work");
+    let timed_out = daemon.attest_run(
+        &work,
+        &src,
+        &[
+            "--timeout",
+            "1s",
+            "--out",
+            "never",
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
+    );
     assert_eq!(timed_out.status.code(), Some(124));
     let stderr = String::from_utf8_lossy(&timed_out.stderr);
     assert!(

@@ -2,7 +2,7 @@
 //! each step reports what it managed to do in its declared output, and the
 //! test fails if any attempt succeeded.
 
-use attest_e2e::{run, TestDaemon};
+use attest_e2e::TestDaemon;
 
 /// Runs `script` (Python, since the host's python3 is visible read-only
 /// under /usr) as the step and returns the content of its output `report`.
@@ -10,14 +10,12 @@ fn step_report(daemon: &TestDaemon, script: &str) -> String {
     let src = daemon.dir.path().join("attack-src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("attack.py"), script).unwrap();
-    let work = daemon.dir.path().join("attack-work");
-    std::fs::create_dir_all(&work).unwrap();
-    let out = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["run", "--quiet", "--src"])
-        .arg(&src)
-        .args(["--out", "report", "--", "python3", "attack.py"]));
+    let work = daemon.work_dir("attack-work");
+    let out = daemon.attest_run(
+        &work,
+        &src,
+        &["--out", "report", "--", "python3", "attack.py"],
+    );
     assert!(
         out.status.success(),
         "the attack step itself failed:\n{}",
@@ -108,16 +106,9 @@ fn a_step_that_rewrites_its_inputs_changes_nothing_a_later_build_or_the_client_s
     let src = daemon.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("input.txt"), "original\n").unwrap();
-    let work = daemon.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let build = |script: &str| {
-        run(daemon
-            .attest()
-            .current_dir(&work)
-            .args(["run", "--quiet", "--src"])
-            .arg(&src)
-            .args(["--out", "seen", "--", "sh", "-c", script]))
-    };
+    let work = daemon.work_dir("work");
+    let build =
+        |script: &str| daemon.attest_run(&work, &src, &["--out", "seen", "--", "sh", "-c", script]);
     let first = build("echo corrupted > input.txt; rm -f missing; chmod 777 . ; cp input.txt seen");
     assert!(first.status.success());
     assert_eq!(
