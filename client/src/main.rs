@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Debug, Args)]
 struct SocketArg {
     /// The daemon's Unix socket. Default: the path attestd listens on by
-    /// default (/run/attestd/attestd.sock as root).
+    /// default for this user (/run/attestd/attestd.sock as root); a non-root
+    /// user without a daemon of its own gets the system daemon's socket.
     #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
 }
