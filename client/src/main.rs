@@ -36,7 +36,7 @@ impl SocketArg {
     fn path(&self) -> PathBuf {
         self.socket
             .clone()
-            .unwrap_or_else(attest_proto::default_socket_path)
+            .unwrap_or_else(attest_proto::client_socket_path)
     }
 }
 
