@@ -525,7 +525,10 @@ fn supervise(
         let secs = spec.limits.cpu_time_ms.div_ceil(1000);
         rlimits.push((Rlimit::Cpu, secs, secs + 1));
     }
-    if privileged {
+    // RLIMIT_NPROC counts every process of the host uid, and concurrent
+    // steps share the mapped uid: with it, one build could exhaust another's
+    // process budget. So it is only the floor when no pids cgroup is there.
+    if privileged && cg.is_none() {
         rlimits.push((Rlimit::Nproc, spec.limits.pids, spec.limits.pids));
     }
     let mut cwd = PathBuf::from(WORK_MOUNT);

@@ -41,7 +41,7 @@ pub struct ChildPlan {
     /// See `setup_uid`.
     pub setup_gid: u32,
     /// Whether the id map was written by a privileged helper: then
-    /// `setgroups` is allowed and RLIMIT_NPROC counts only this step.
+    /// `setgroups` is allowed.
     pub privileged_map: bool,
     /// Empty directory (in the helper's private mount namespace) where the new
     /// root is built.

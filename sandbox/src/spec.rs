@@ -123,8 +123,9 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Memory of all processes of the step (cgroup memory limit, with swap).
     pub memory_bytes: u64,
-    /// Number of processes and threads of the step (cgroup pids.max; also
-    /// RLIMIT_NPROC when the step has its own host uid).
+    /// Number of processes and threads of the step (cgroup pids.max; only
+    /// where there is no pids cgroup, RLIMIT_NPROC of the mapped uid, which
+    /// concurrent steps share).
     pub pids: u64,
     /// CPU time per process (RLIMIT_CPU, rounded up to whole seconds); 0 = none.
     pub cpu_time_ms: u64,
