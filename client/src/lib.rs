@@ -12,6 +12,7 @@ pub mod error;
 pub mod inspect;
 pub mod keygen;
 pub mod run;
+pub mod sidecar;
 pub mod verify;
 
 pub use client::Client;

@@ -5,7 +5,7 @@ use attest::run::{run_build, LogStream, Observer, RunOptions};
 use attest::verify::{
     read_input, read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT,
 };
-use attest::Client;
+use attest::{sidecar, Client};
 use attest_provenance::verify::Expectations;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -144,6 +144,18 @@ struct RunArgs {
     /// No progress display.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write the envelope as a Sigstore bundle v0.3
+    /// (<name>.sigstore.json beside the .intoto.jsonl), which cosign and
+    /// sigstore tooling read; the daemon key's keyid is its public-key hint.
+    #[arg(long)]
+    bundle: bool,
+    /// Also write the step's in-toto link, signed by the daemon, as
+    /// <step>.<keyid:8>.link beside the .intoto.jsonl, for in-toto-verify.
+    #[arg(long)]
+    link: bool,
+    /// The in-toto step name of --link (as the layout names the step).
+    #[arg(long, value_name = "NAME", default_value = "build", requires = "link")]
+    step: String,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -380,6 +392,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
         source,
         source_date_epoch: args.source_date_epoch,
         digest_cache,
+        link_name: args.link.then(|| args.step.clone()),
     };
     let bar = ProgressBar::new(0);
     if args.quiet {
@@ -430,6 +443,28 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
                 path.display(),
                 done.invocation_id
             );
+        }
+    }
+    if let (true, Some(attestation)) = (args.bundle || args.link, &summary.attestation) {
+        let keys = sidecar::daemon_keys(&client.public_keys().await?)?;
+        let dir = attestation
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if args.bundle {
+            let path = sidecar::bundle_path(attestation);
+            sidecar::write_bundle(&done.envelope, &keys, &path)
+                .context("cannot write the sigstore bundle")?;
+            if !args.quiet {
+                eprintln!("attest: sigstore bundle written to {}", path.display());
+            }
+        }
+        if args.link {
+            let path = sidecar::write_link(&done.link, &args.step, &keys, dir)
+                .context("cannot write the in-toto link")?;
+            if !args.quiet {
+                eprintln!("attest: in-toto link written to {}", path.display());
+            }
         }
     }
     Ok(0)

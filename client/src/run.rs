@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub source_date_epoch: u64,
     /// The persistent digest cache file, if any.
     pub digest_cache: Option<PathBuf>,
+    /// Ask the daemon for the step's in-toto link under this step name
+    /// (`BuildDone.link`); None: no link.
+    pub link_name: Option<String>,
 }
 
 /// Which output stream a log chunk came from.
@@ -169,7 +172,8 @@ pub async fn run_build(
         limits: Some(options.limits),
         source: options.source.clone(),
         source_date_epoch: options.source_date_epoch,
-        ..Default::default()
+        emit_link: options.link_name.is_some(),
+        link_name: options.link_name.clone().unwrap_or_default(),
     };
     let mut events = client.build(request).await?;
     let mut done = None;

@@ -412,12 +412,12 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                verify_link(input, &[key.clone()]).unwrap_err(),
+                verify_link(input, std::slice::from_ref(&key)).unwrap_err(),
                 LinkError::Malformed { field }
             );
         }
         assert!(matches!(
-            verify_link(b"{\"signed\":1,\"signed\":2}", &[key.clone()]),
+            verify_link(b"{\"signed\":1,\"signed\":2}", std::slice::from_ref(&key)),
             Err(LinkError::Json(_))
         ));
         assert_eq!(
