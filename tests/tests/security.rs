@@ -127,3 +127,65 @@ fn a_step_that_rewrites_its_inputs_changes_nothing_a_later_build_or_the_client_s
         "original\n"
     );
 }
+
+#[test]
+fn a_step_cannot_see_or_kill_a_concurrent_build() {
+    let daemon = TestDaemon::start_with(&["--max-parallel-builds", "2"]);
+    let src = daemon.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("input.txt"), "x\n").unwrap();
+    let victim_work = daemon.work_dir("victim");
+    let attacker_work = daemon.work_dir("attacker");
+    std::thread::scope(|scope| {
+        let victim = scope.spawn(|| {
+            daemon.attest_run(
+                &victim_work,
+                &src,
+                &[
+                    "--out",
+                    "alive",
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo started > /tmp/victim-marker; sleep 3; echo intact > alive",
+                ],
+            )
+        });
+        // Give the victim time to start, then attack from a second build.
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let attacker = daemon.attest_run(
+            &attacker_work,
+            &src,
+            &[
+                "--out",
+                "seen",
+                "--",
+                "sh",
+                "-c",
+                "kill -9 -1 2>/dev/null; pkill -9 sleep 2>/dev/null; \
+                 { ls /proc | grep -c '^[0-9]'; ls /tmp; } > seen",
+            ],
+        );
+        assert!(attacker.status.success());
+        let victim = victim.join().unwrap();
+        assert!(
+            victim.status.success(),
+            "the victim build was disturbed:\n{}",
+            daemon.log()
+        );
+    });
+    assert_eq!(
+        std::fs::read_to_string(victim_work.join("alive")).unwrap(),
+        "intact\n"
+    );
+    let seen = std::fs::read_to_string(attacker_work.join("seen")).unwrap();
+    assert!(
+        !seen.contains("victim-marker"),
+        "the attacker saw the victim's /tmp: {seen}"
+    );
+    let visible_pids: u32 = seen.lines().next().unwrap().trim().parse().unwrap();
+    assert!(
+        visible_pids <= 4,
+        "the attacker saw {visible_pids} processes: {seen}"
+    );
+}
