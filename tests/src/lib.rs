@@ -59,44 +59,47 @@ impl TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("attestd.sock");
         let state_dir = dir.path().join("state");
-        let log = std::fs::File::create(dir.path().join("attestd.log")).expect("log file");
-        let child = Command::new(bin("attestd"))
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--sandbox-helper")
-            .arg(bin("attestd-sandbox"))
-            .arg("--config")
-            .arg("/dev/null")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start attestd");
+        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra);
         let mut daemon = TestDaemon {
             dir,
             socket,
             state_dir,
             child,
         };
+        daemon.wait_listening();
+        daemon
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: no clean-up of its own) and
+    /// starts a new one on the same state dir and socket.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_daemon(self.dir.path(), &self.socket, &self.state_dir, &[]);
+        self.wait_listening();
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "attestd exited with {status} during start-up:\n{}",
-                    daemon.log()
+                    self.log()
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "attestd did not listen within 30 s:\n{}",
-                daemon.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        daemon
     }
 
     /// What the daemon logged so far.
@@ -151,6 +154,47 @@ impl Drop for TestDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_daemon(dir: &Path, socket: &Path, state_dir: &Path, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("attestd.log"))
+        .expect("log file");
+    Command::new(bin("attestd"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--sandbox-helper")
+        .arg(bin("attestd-sandbox"))
+        .arg("--config")
+        .arg("/dev/null")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start attestd")
+}
+
+/// Processes whose command line contains `marker` (scanning /proc, so
+/// tests need no extra tools).
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// Copies a directory tree (regular files and directories).

@@ -2,7 +2,7 @@
 
 use attest::run::{run_build, RunOptions, Silent};
 use attest::Client;
-use attest_e2e::{copy_tree, repo_root, run, upload_tree, TestDaemon};
+use attest_e2e::{copy_tree, processes_with, repo_root, run, upload_tree, TestDaemon};
 use attest_proto::v1::{BuildRequest, Digest as WireDigest};
 use base64::Engine;
 use std::sync::Arc;
@@ -307,24 +307,6 @@ async fn bad_requests_get_clear_grpc_errors_and_leave_the_daemon_healthy() {
     assert!(summary.done.success, "{}", summary.done.message);
 }
 
-/// Processes whose command line contains `marker` (scanning /proc, so the
-/// test needs no extra tools).
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) {
-                found.push(format!(
-                    "{}: {cmdline}",
-                    entry.file_name().to_string_lossy()
-                ));
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_cancels_the_step_and_leaves_nothing_running() {
     let daemon = TestDaemon::start();
@@ -412,4 +394,117 @@ fn a_step_ended_by_a_limit_exits_with_its_code_and_a_sentence_naming_the_limit()
         "{stderr}"
     );
     assert!(!work.join("never.intoto.jsonl").exists());
+}
+
+/// Every directory under /sys/fs/cgroup whose name contains `needle`.
+fn cgroups_named(needle: &str) -> Vec<std::path::PathBuf> {
+    fn walk(
+        dir: &std::path::Path,
+        needle: &str,
+        depth: usize,
+        found: &mut Vec<std::path::PathBuf>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                if entry.file_name().to_string_lossy().contains(needle) {
+                    found.push(entry.path());
+                }
+                if depth < 6 {
+                    walk(&entry.path(), needle, depth + 1, found);
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        std::path::Path::new("/sys/fs/cgroup"),
+        needle,
+        0,
+        &mut found,
+    );
+    found
+}
+
+#[test]
+fn a_restart_after_a_crash_cleans_what_the_crash_left_behind() {
+    let mut daemon = TestDaemon::start();
+    let src = example_src(&daemon);
+    let work = daemon.work_dir("work");
+    // Only the step's sleep carries the marker, not the client's argv.
+    let seconds = 4000 + std::process::id() % 1000;
+    let marker = format!("sleep {seconds}");
+    let script = format!("n={seconds}; sleep $n; touch out");
+    let mut client = daemon
+        .attest()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--src"])
+        .arg(&src)
+        .args(["--out", "out", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while processes_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "the step never started:\n{}",
+        daemon.log()
+    );
+    let runs = daemon.state_dir.join("runs");
+    let run_ids: Vec<String> = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(run_ids.len(), 1);
+    // The crash: daemon and helper die at once, with no chance to clean up.
+    let helpers = processes_with(&format!("{}/{}/spec.json", runs.display(), run_ids[0]));
+    for helper in &helpers {
+        let pid = helper.split(':').next().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", pid])
+            .status();
+    }
+    daemon.crash_and_restart();
+    let _ = client.wait();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<String>::new(),
+        "the crashed build's step is still running"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("cleaning up builds left by an earlier daemon"),
+        "the restart found nothing to clean, so this test proved nothing:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        std::fs::read_dir(&runs).unwrap().count(),
+        0,
+        "the crashed build's run dir is still there"
+    );
+    assert_eq!(
+        cgroups_named(&run_ids[0]),
+        Vec::<std::path::PathBuf>::new(),
+        "its cgroups are still there"
+    );
+    // And the restarted daemon works.
+    let again = daemon.attest_run(
+        &work,
+        &src,
+        &["--out", "hello", "--", "cc", "-o", "hello", "hello.c"],
+    );
+    assert!(again.status.success(), "{}", daemon.log());
 }
