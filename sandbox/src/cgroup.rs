@@ -102,12 +102,25 @@ impl Cgroup {
     /// Creates `attestd-<run_id>` with the limits, in v2 if usable, else v1,
     /// else returns `None` (not root, or no controllers).
     pub fn create(run_id: &str, memory: u64, pids: u64) -> Option<Cgroup> {
+        let cg = Self::create_named(&format!("{PREFIX}{run_id}"))?;
+        if cg.set_limits(memory, pids).is_err() {
+            cg.remove();
+            return None;
+        }
+        Some(cg)
+    }
+
+    /// Creates the directories of cgroup `name` (which must start with
+    /// [`PREFIX`], so a restart's cleanup finds it) next to our own, without
+    /// limits: v2 if the parent delegates memory and pids, else v1 memory +
+    /// pids, else `None`. A warm helper creates its cgroup this way before it
+    /// knows the limits ([`Cgroup::set_limits`] follows).
+    pub fn create_named(name: &str) -> Option<Cgroup> {
         let mounts = parse_mounts(&read(Path::new("/proc/self/mountinfo"))?);
         let self_cg = read(Path::new("/proc/self/cgroup")).unwrap_or_default();
-        let name = format!("{PREFIX}{run_id}");
         if let Some(v2) = &mounts.v2 {
             let parent = v2.join(own_path(&self_cg, None).unwrap_or_default());
-            if let Some(cg) = Self::create_v2(&parent, &name, memory, pids) {
+            if let Some(cg) = Self::create_v2(&parent, name) {
                 return Some(cg);
             }
         }
@@ -116,32 +129,25 @@ impl Cgroup {
         };
         let mem = mm
             .join(own_path(&self_cg, Some("memory")).unwrap_or_default())
-            .join(&name);
+            .join(name);
         let pid = pm
             .join(own_path(&self_cg, Some("pids")).unwrap_or_default())
-            .join(&name);
-        let ok = (|| -> std::io::Result<()> {
-            std::fs::create_dir(&mem)?;
-            std::fs::create_dir(&pid)?;
-            write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
-            let memsw = mem.join("memory.memsw.limit_in_bytes");
-            if memsw.exists() {
-                write(&memsw, &memory.to_string())?;
-            }
-            write(&pid.join("pids.max"), &pids.to_string())
-        })();
+            .join(name);
         let cg = Cgroup::V1 {
-            memory: mem,
-            pids: pid,
+            memory: mem.clone(),
+            pids: pid.clone(),
         };
-        if ok.is_err() {
+        if std::fs::create_dir(&mem).is_err() {
+            return None;
+        }
+        if std::fs::create_dir(&pid).is_err() {
             cg.remove();
             return None;
         }
         Some(cg)
     }
 
-    fn create_v2(parent: &Path, name: &str, memory: u64, pids: u64) -> Option<Cgroup> {
+    fn create_v2(parent: &Path, name: &str) -> Option<Cgroup> {
         let avail = read(&parent.join("cgroup.controllers"))?;
         let has = |c: &str| avail.split_whitespace().any(|x| x == c);
         if !has("memory") || !has("pids") {
@@ -153,19 +159,33 @@ impl Cgroup {
         }
         let dir = parent.join(name);
         std::fs::create_dir(&dir).ok()?;
-        let cg = Cgroup::V2(dir.clone());
-        let ok = (|| -> std::io::Result<()> {
-            write(&dir.join("memory.max"), &memory.to_string())?;
-            if dir.join("memory.swap.max").exists() {
-                write(&dir.join("memory.swap.max"), "0")?;
+        Some(Cgroup::V2(dir))
+    }
+
+    /// Writes the memory limit (swap included: none allowed) and pids.max.
+    /// Fast (no RCU grace period, unlike joining); may run while processes
+    /// already sit in the cgroup, as long as they use less than `memory`.
+    pub fn set_limits(&self, memory: u64, pids: u64) -> std::io::Result<()> {
+        match self {
+            Cgroup::V2(dir) => {
+                write(&dir.join("memory.max"), &memory.to_string())?;
+                if dir.join("memory.swap.max").exists() {
+                    write(&dir.join("memory.swap.max"), "0")?;
+                }
+                write(&dir.join("pids.max"), &pids.to_string())
             }
-            write(&dir.join("pids.max"), &pids.to_string())
-        })();
-        if ok.is_err() {
-            cg.remove();
-            return None;
+            Cgroup::V1 {
+                memory: mem,
+                pids: pid,
+            } => {
+                write(&mem.join("memory.limit_in_bytes"), &memory.to_string())?;
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &memory.to_string())?;
+                }
+                write(&pid.join("pids.max"), &pids.to_string())
+            }
         }
-        Some(cg)
     }
 
     /// `"v2"` or `"v1 (memory, pids)"`.
@@ -176,7 +196,8 @@ impl Cgroup {
         }
     }
 
-    fn dirs(&self) -> Vec<&Path> {
+    /// The cgroup's directories (one for v2; memory, then pids for v1).
+    pub fn dirs(&self) -> Vec<&Path> {
         match self {
             Cgroup::V2(d) => vec![d],
             Cgroup::V1 { memory, pids } => vec![memory, pids],
@@ -219,21 +240,23 @@ impl Cgroup {
     }
 
     fn pids_in(&self) -> Vec<i32> {
-        let mut v = Vec::new();
+        let mut text = String::new();
         for d in self.dirs() {
-            for l in read(&d.join("cgroup.procs")).unwrap_or_default().lines() {
-                if let Ok(p) = l.trim().parse() {
-                    v.push(p);
-                }
-            }
+            text.push_str(&read(&d.join("cgroup.procs")).unwrap_or_default());
         }
-        v
+        others(&text, std::process::id() as i32)
     }
 
-    /// SIGKILLs every process in the cgroup until it is empty (bounded).
+    /// SIGKILLs every process in the cgroup but ourselves until it is empty
+    /// of them (bounded). A warm helper sits in its step's cgroup (so the
+    /// step inherits it at clone, without a slow join): it must sweep the
+    /// step's processes without killing itself, and a v2 `cgroup.kill` would
+    /// take it along, so it is only used when we are not inside.
     pub fn kill_all(&self, sys: &dyn Syscalls) {
         if let Cgroup::V2(d) = self {
-            let _ = write(&d.join("cgroup.kill"), "1");
+            if !self.holds_us() {
+                let _ = write(&d.join("cgroup.kill"), "1");
+            }
         }
         for _ in 0..200 {
             let pids = self.pids_in();
@@ -248,6 +271,23 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    /// Moves the calling process into the cgroup (every hierarchy). This is
+    /// the slow write (the kernel waits for an RCU grace period), which a
+    /// warm helper does before it knows its spec.
+    pub fn join_self(&self) -> std::io::Result<()> {
+        self.join(std::process::id() as i32)
+    }
+
+    fn holds_us(&self) -> bool {
+        let me = std::process::id().to_string();
+        self.dirs().iter().any(|d| {
+            read(&d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == me)
+        })
     }
 
     /// Removes the cgroup directories (retrying while exiting processes
@@ -301,6 +341,15 @@ pub fn cleanup_leftovers(sys: &dyn Syscalls) -> Vec<PathBuf> {
     removed
 }
 
+/// The pids listed in `cgroup.procs` text, without `me`.
+pub fn others(procs: &str, me: i32) -> Vec<i32> {
+    procs
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| *p != me)
+        .collect()
+}
+
 fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
     if depth > 4 {
         return;
@@ -349,6 +398,12 @@ mod tests {
         assert_eq!(own_path(c, Some("pids")), Some(PathBuf::from("a/b")));
         assert_eq!(own_path(c, Some("memory")), Some(PathBuf::from("m")));
         assert_eq!(own_path(c, None), Some(PathBuf::from("u")));
+    }
+
+    #[test]
+    fn the_sweep_never_lists_the_caller() {
+        assert_eq!(others("12\n7\n 30\n\n", 7), [12, 30]);
+        assert_eq!(others("7\n", 7), Vec::<i32>::new());
     }
 
     #[test]

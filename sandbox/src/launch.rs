@@ -94,6 +94,18 @@ pub fn helper_command(helper: &Path, spec_path: &Path, report_path: &Path) -> Co
     c
 }
 
+/// `attestd-sandbox serve`: a warm helper, started before its build is
+/// known (it joins its cgroup and makes its mount namespace ahead of time).
+/// Same stdin/stdout/stderr contract as [`helper_command`]; hand it a build
+/// by writing [`crate::warm::request_line`] to its stdin, then keep stdin
+/// open. EOF before that ends it with nothing run (exit status
+/// [`crate::warm::EXIT_NO_REQUEST`]), cleaned up. One build per helper.
+pub fn serve_command(helper: &Path) -> Command {
+    let mut c = Command::new(helper);
+    c.arg("serve");
+    c
+}
+
 /// `attestd-sandbox cleanup --scratch-root DIR`: after a daemon crash, kills
 /// and removes leftover cgroups named `attestd-*` and unmounts anything left
 /// mounted under DIR. Exit status 0 = clean.

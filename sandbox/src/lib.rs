@@ -14,12 +14,15 @@ pub mod seccomp;
 pub mod setup;
 pub mod spec;
 pub mod sys;
+pub mod warm;
 
 pub use error::SandboxError;
 pub use launch::{
-    cleanup_command, find_helper, helper_command, read_report, request_stop, write_spec,
+    cleanup_command, find_helper, helper_command, read_report, request_stop, serve_command,
+    write_spec,
 };
 pub use spec::*;
+pub use warm::request_line;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -243,26 +243,10 @@ fn fs_usage(path: &Path) -> Option<(u64, bool)> {
     Some((used, free < 64 * 1024))
 }
 
-struct Prepared {
-    work: PathBuf,
-    tmp: PathBuf,
-    root: PathBuf,
-}
-
-/// Step A of the host side, in order: a private mount namespace for the
-/// helper (so nothing it mounts is ever visible on the host, and everything
-/// it mounts disappears with it), the work layer (a tmpfs holding a copy of
-/// the inputs, sized inputs + max_output_bytes), and /tmp.
-fn prepare(
-    sys: &dyn Syscalls,
-    spec: &SandboxSpec,
-    privileged: bool,
-) -> Result<Prepared, SandboxError> {
-    let s = &spec.scratch_dir;
-    let (root, work, tmp) = (s.join("root"), s.join("work"), s.join("tmp"));
-    for d in [&root, &work, &tmp] {
-        sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
-    }
+/// Steps A.1 and A.2 of the host side: a private mount namespace for the
+/// helper. Depends on nothing in the spec, so a warm helper does it before
+/// its spec arrives.
+pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), SandboxError> {
     if privileged {
         // A.1 A mount namespace of our own: every mount below is private to
         //     the helper and its sandbox.
@@ -297,6 +281,33 @@ fn prepare(
         None,
     )
     .map_err(sys_at("make / private", Path::new("/")))?;
+    Ok(())
+}
+
+struct Prepared {
+    work: PathBuf,
+    tmp: PathBuf,
+    root: PathBuf,
+}
+
+/// Step A of the host side, in order: a private mount namespace for the
+/// helper (so nothing it mounts is ever visible on the host, and everything
+/// it mounts disappears with it), the work layer (a tmpfs holding a copy of
+/// the inputs, sized inputs + max_output_bytes), and /tmp.
+fn prepare(
+    sys: &dyn Syscalls,
+    spec: &SandboxSpec,
+    privileged: bool,
+    mount_ns_ready: bool,
+) -> Result<Prepared, SandboxError> {
+    let s = &spec.scratch_dir;
+    let (root, work, tmp) = (s.join("root"), s.join("work"), s.join("tmp"));
+    for d in [&root, &work, &tmp] {
+        sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
+    }
+    if !mount_ns_ready {
+        private_mount_ns(sys, privileged)?;
+    }
     // A.3 The work layer: a tmpfs, then a copy of the inputs owned by the
     //     step, then the size capped to what the inputs use plus the output
     //     allowance. The shared input_dir is only read.
@@ -409,8 +420,40 @@ fn init_loop(step: Pid, status_w: &OwnedFd) -> i32 {
     }
 }
 
+/// What a warm helper (`attestd-sandbox serve`, see [`crate::warm`]) set up
+/// before it knew its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warm {
+    /// The cgroup this process already sits in, without limits yet; the
+    /// sandbox's clone inherits it, so no slow join is left to do. `None`:
+    /// no cgroup (not root, or no controllers), rlimits only.
+    pub cgroup: Option<Cgroup>,
+    /// Steps A.1 and A.2 are done: we are in our private mount namespace.
+    pub mount_ns_ready: bool,
+    /// The `oom_score_adj` the sandbox's child sets on itself: `Some(0)`
+    /// when we sit in the step's memory cgroup at -1000, `Some(1000)` when
+    /// we sit there but could not lower ours, `None` without a cgroup.
+    pub child_oom_score_adj: Option<i32>,
+}
+
+/// The pids limit written into a warm helper's cgroup: the step's, plus one
+/// for the helper that sits there with it.
+pub fn warm_pids_max(step_pids: u64) -> u64 {
+    step_pids.saturating_add(1)
+}
+
 /// Runs one spec; never fails: every error becomes the report's outcome.
 pub fn run(spec: &SandboxSpec) -> SandboxReport {
+    run_with(spec, None)
+}
+
+/// Runs one spec in a warm helper: the cgroup and mount namespace in `warm`
+/// are used instead of being made now.
+pub fn run_warm(spec: &SandboxSpec, warm: &Warm) -> SandboxReport {
+    run_with(spec, Some(warm))
+}
+
+fn run_with(spec: &SandboxSpec, warm: Option<&Warm>) -> SandboxReport {
     let sys = LinuxSyscalls;
     let start = Instant::now();
     let privileged = nix::unistd::geteuid().is_root();
@@ -460,11 +503,32 @@ pub fn run(spec: &SandboxSpec) -> SandboxReport {
             )
         }
     };
-    // B.2 The cgroup, with the memory and pids limits (root only).
-    let cg = if privileged {
-        Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids)
-    } else {
-        None
+    // B.2 The cgroup, with the memory and pids limits (root only). A warm
+    //     helper already sits in its cgroup: it only writes the limits (fast),
+    //     pids.max one higher since it counts there itself, and fails closed
+    //     if it cannot, since that cgroup has no limit yet.
+    let cg = match warm {
+        Some(Warm {
+            cgroup: Some(cg), ..
+        }) => {
+            let r = cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids));
+            if let Err(source) = r {
+                return fail(
+                    settings,
+                    SandboxError::Io {
+                        action: "cannot write the limits of cgroup",
+                        path: cg.dirs()[0].to_path_buf(),
+                        source,
+                    },
+                );
+            }
+            Some(cg.clone())
+        }
+        Some(_) => None,
+        None if privileged => {
+            Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids)
+        }
+        None => None,
     };
     if let Some(cg) = &cg {
         settings.cgroup = cg.describe().to_string();
@@ -477,12 +541,17 @@ pub fn run(spec: &SandboxSpec) -> SandboxReport {
         &settings,
         &sfd,
         cg.as_ref(),
+        warm,
         start,
     );
-    // B.9 Cleanup of the cgroup; the mounts die with our mount namespace.
+    // B.9 Cleanup of the cgroup; the mounts die with our mount namespace. A
+    //     warm helper cannot remove the cgroup it sits in: its parent does,
+    //     once we have exited (see `crate::warm`).
     if let Some(cg) = &cg {
         cg.kill_all(&sys);
-        cg.remove();
+        if warm.is_none() {
+            cg.remove();
+        }
     }
     match report {
         Ok(r) => r,
@@ -499,9 +568,15 @@ fn supervise(
     settings: &Settings,
     sfd: &SignalFd,
     cg: Option<&Cgroup>,
+    warm: Option<&Warm>,
     start: Instant,
 ) -> Result<SandboxReport, SandboxError> {
-    let prep = prepare(sys, spec, privileged)?;
+    let prep = prepare(
+        sys,
+        spec,
+        privileged,
+        warm.is_some_and(|w| w.mount_ns_ready),
+    )?;
     let env = step_env(spec);
     let path_dirs: Vec<PathBuf> = env
         .iter()
@@ -568,6 +643,7 @@ fn supervise(
         step_uid: STEP_UID,
         step_gid: STEP_GID,
         seccomp: crate::seccomp::compile()?,
+        oom_score_adj: warm.and_then(|w| w.child_oom_score_adj),
     };
     // B.3 Clone the sandbox: new user, mount, pid, net, uts and ipc
     //     namespaces at once (cgroup comes later, from inside, once the child
@@ -612,8 +688,8 @@ fn supervise(
             cg.kill_all(sys);
         }
     };
-    // B.4 The id maps of the child's user namespace, then its cgroup, then
-    //     the go signal.
+    // B.4 The id maps of the child's user namespace, then its cgroup (cold
+    //     helper only), then the go signal.
     let map_result = (|| -> Result<(), SandboxError> {
         let (um, gm) = if privileged {
             (settings.uid_map.clone(), settings.gid_map.clone())
@@ -624,7 +700,9 @@ fn supervise(
             let p = PathBuf::from(format!("/proc/{child}/{f}"));
             std::fs::write(&p, v).map_err(io_err("cannot write", &p))?;
         }
-        if let Some(cg) = cg {
+        // A warm helper's child is already there: the clone inherited the
+        // cgroup the helper joined before its spec came (no slow join here).
+        if let (Some(cg), None) = (cg, warm) {
             cg.join(child.as_raw()).map_err(io_err(
                 "cannot join cgroup for pid",
                 Path::new(&child.to_string()),
@@ -791,6 +869,32 @@ fn supervise(
         settings: settings.clone(),
         outputs,
     })
+}
+
+/// Settings for a report written when the spec could not even be read.
+pub fn unknown_settings() -> Settings {
+    Settings {
+        namespaces: vec![],
+        uid_map: String::new(),
+        gid_map: String::new(),
+        step_uid: STEP_UID,
+        step_gid: STEP_GID,
+        seccomp_profile_sha256: crate::seccomp::profile_digest(),
+        cgroup: "none (rlimits only)".into(),
+        limits: Limits {
+            timeout_ms: 0,
+            memory_bytes: 0,
+            pids: 0,
+            cpu_time_ms: 0,
+            max_output_bytes: 0,
+            tmp_bytes: 0,
+        },
+        network: String::new(),
+        hostname: String::new(),
+        rootfs_binds: vec![],
+        work_layer: String::new(),
+        no_new_privs: false,
+    }
 }
 
 /// Unmounts (lazily) every mount at or under `root`, deepest first, as read

@@ -73,6 +73,12 @@ pub struct ChildPlan {
     pub step_gid: u32,
     /// Compiled seccomp filters.
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// Set when the helper is a warm one sitting in the step's memory cgroup:
+    /// the `oom_score_adj` we set on ourselves first, so the OOM killer picks
+    /// a process of the step, never the helper (see `crate::warm`): 0 when
+    /// the helper could lower its own to -1000 (which we inherited), else
+    /// 1000.
+    pub oom_score_adj: Option<i32>,
 }
 
 /// What [`enter_sandbox`] returns to its caller.
@@ -148,6 +154,15 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     //    kernel kills every process of the pid namespace with it.
     sys.set_parent_death_signal()
         .map_err(plain("prctl(PR_SET_PDEATHSIG)"))?;
+    // 1b. A warm helper shares the step's memory cgroup: it sits at
+    //     oom_score_adj -1000 (inherited by this clone: back to 0), or, where
+    //     the host refuses to lower it, we go to 1000. Raising needs no
+    //     privilege, and everything we fork inherits it, so on an OOM in the
+    //     cgroup the killer picks a process of the step, never the helper.
+    if let Some(v) = plan.oom_score_adj {
+        sys.set_oom_score_adj(v)
+            .map_err(plain("set oom_score_adj"))?;
+    }
     // 2. Wait until the helper has written our uid/gid maps and put us into
     //    the run's cgroup; EOF means the helper died: give up.
     sys.wait_for_parent(plan.sync_fd)
@@ -414,6 +429,7 @@ mod tests {
             step_uid: 1000,
             step_gid: 1000,
             seccomp: crate::seccomp::compile().unwrap(),
+            oom_score_adj: None,
         }
     }
 
@@ -423,6 +439,31 @@ mod tests {
 
     fn is_mount_to(c: &Call, t: &str) -> bool {
         matches!(c, Call::Mount { target, .. } if target == Path::new(t))
+    }
+
+    #[test]
+    fn a_warm_child_resets_the_inherited_oom_score_adj_before_anything_else() {
+        let sys = RecordingSyscalls::default();
+        let mut p = plan();
+        p.oom_score_adj = Some(0);
+        enter_sandbox(&sys, &p).expect("setup");
+        let c = sys.calls();
+        assert_eq!(c[0], Call::SetParentDeathSignal);
+        assert_eq!(c[1], Call::SetOomScoreAdj(0));
+        assert_eq!(c[2], Call::WaitForParent);
+        assert_eq!(
+            c.iter()
+                .filter(|x| matches!(x, Call::SetOomScoreAdj(_)))
+                .count(),
+            1
+        );
+        // A cold child does not touch it.
+        let sys = RecordingSyscalls::default();
+        enter_sandbox(&sys, &plan()).expect("setup");
+        assert!(!sys
+            .calls()
+            .iter()
+            .any(|x| matches!(x, Call::SetOomScoreAdj(_))));
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub trait Syscalls {
     fn clone_into_namespaces(&self, flags: CloneFlags) -> SysResult<Forked>;
     /// `kill(2)`.
     fn kill(&self, pid: Pid, signal: nix::sys::signal::Signal) -> SysResult<()>;
+    /// Writes `/proc/self/oom_score_adj` (lowering needs CAP_SYS_RESOURCE,
+    /// raising is always allowed).
+    fn set_oom_score_adj(&self, value: i32) -> SysResult<()>;
     /// `_exit(2)`.
     fn exit_now(&self, code: i32) -> !;
 }
@@ -449,6 +452,11 @@ impl Syscalls for LinuxSyscalls {
         nix::sys::signal::kill(pid, signal)
     }
 
+    fn set_oom_score_adj(&self, value: i32) -> SysResult<()> {
+        std::fs::write("/proc/self/oom_score_adj", value.to_string())
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
     fn exit_now(&self, code: i32) -> ! {
         // SAFETY: _exit ends the process without running atexit handlers or
         // destructors, which is what a forked child must do.
@@ -503,6 +511,7 @@ pub mod fake {
         Execve(String, Vec<String>, Vec<String>),
         Clone(CloneFlags),
         Kill(i32),
+        SetOomScoreAdj(i32),
     }
 
     /// Records every call; `fork` returns `fork_result`; `execve` of a path
@@ -672,6 +681,9 @@ pub mod fake {
         }
         fn kill(&self, pid: Pid, _signal: nix::sys::signal::Signal) -> SysResult<()> {
             self.rec(Call::Kill(pid.as_raw()))
+        }
+        fn set_oom_score_adj(&self, value: i32) -> SysResult<()> {
+            self.rec(Call::SetOomScoreAdj(value))
         }
         fn exit_now(&self, code: i32) -> ! {
             panic!("exit_now({code}) in the fake")

@@ -1,5 +1,6 @@
-//! `attestd-sandbox run --spec F --report F` and
-//! `attestd-sandbox cleanup --scratch-root DIR`.
+//! `attestd-sandbox run --spec F --report F`,
+//! `attestd-sandbox serve` (a warm helper: reads `SPEC<TAB>REPORT` on stdin,
+//! see `attest_sandbox::warm`) and `attestd-sandbox cleanup --scratch-root DIR`.
 //!
 //! Writes nothing to stdout or stderr itself: those carry only the step's
 //! output. Exit status 0 = a report was written (run) / clean (cleanup);
@@ -12,13 +13,15 @@ use attest_sandbox::{launch, SandboxError};
 
 enum Cmd {
     Run { spec: PathBuf, report: PathBuf },
+    Serve,
     Cleanup { scratch_root: PathBuf },
 }
 
 fn parse(args: &[String]) -> Result<Cmd, SandboxError> {
     let usage = || {
         SandboxError::Usage(
-            "attestd-sandbox run --spec FILE --report FILE | cleanup --scratch-root DIR".into(),
+            "attestd-sandbox run --spec FILE --report FILE | serve | cleanup --scratch-root DIR"
+                .into(),
         )
     };
     let get = |flag: &str| -> Option<PathBuf> {
@@ -30,6 +33,7 @@ fn parse(args: &[String]) -> Result<Cmd, SandboxError> {
             spec: get("--spec").ok_or_else(usage)?,
             report: get("--report").ok_or_else(usage)?,
         }),
+        Some("serve") if args.len() == 1 => Ok(Cmd::Serve),
         Some("cleanup") if args.len() == 3 => Ok(Cmd::Cleanup {
             scratch_root: get("--scratch-root").ok_or_else(usage)?,
         }),
@@ -56,7 +60,7 @@ fn main() {
                         message: e.chain(),
                     },
                     usage: Default::default(),
-                    settings: unknown_settings(),
+                    settings: attest_sandbox::run::unknown_settings(),
                     outputs: vec![],
                 },
             };
@@ -65,6 +69,7 @@ fn main() {
                 Err(_) => 1,
             }
         }
+        Ok(Cmd::Serve) => attest_sandbox::warm::serve(&sys),
         Ok(Cmd::Cleanup { scratch_root }) => {
             attest_sandbox::cgroup::cleanup_leftovers(&sys);
             attest_sandbox::run::unmount_under(&sys, &scratch_root);
@@ -73,29 +78,4 @@ fn main() {
         }
     };
     std::process::exit(code)
-}
-
-fn unknown_settings() -> attest_sandbox::Settings {
-    attest_sandbox::Settings {
-        namespaces: vec![],
-        uid_map: String::new(),
-        gid_map: String::new(),
-        step_uid: attest_sandbox::STEP_UID,
-        step_gid: attest_sandbox::STEP_GID,
-        seccomp_profile_sha256: attest_sandbox::seccomp::profile_digest(),
-        cgroup: "none (rlimits only)".into(),
-        limits: attest_sandbox::Limits {
-            timeout_ms: 0,
-            memory_bytes: 0,
-            pids: 0,
-            cpu_time_ms: 0,
-            max_output_bytes: 0,
-            tmp_bytes: 0,
-        },
-        network: String::new(),
-        hostname: String::new(),
-        rootfs_binds: vec![],
-        work_layer: String::new(),
-        no_new_privs: false,
-    }
 }

@@ -1,0 +1,451 @@
+//! `attestd-sandbox serve`: a helper started before its build is known.
+//!
+//! Joining a cgroup is the slow part of a sandbox start on cgroup v1 (the
+//! write to `cgroup.procs` takes the threadgroup rwsem for writing, which
+//! waits for an RCU grace period: 5-13 ms here, more than the rest of the
+//! start). Nothing about it depends on the spec, so a warm helper does it
+//! ahead of time, and the sandbox's clone then inherits the cgroup for free.
+//!
+//! Two processes, so that the cgroup can be removed at the end (a process
+//! cannot remove the cgroup it sits in, and moving out would be a second slow
+//! write):
+//!
+//! - the **keeper** (the process the daemon spawned and signals) creates the
+//!   cgroup `attestd-pool-<pid>-<ns>` without limits, forks the zygote,
+//!   forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to it, and once it has exited
+//!   kills whatever is left in the cgroup, removes it, and exits with the
+//!   zygote's status;
+//! - the **zygote** joins the cgroup, sets its `oom_score_adj` to -1000 (it
+//!   shares the step's memory cgroup and must never be the OOM killer's
+//!   pick; the sandbox's child resets its own to 0, or raises it to 1000
+//!   where the host refuses to lower the zygote's), enters its private mount
+//!   namespace, then waits for one request line on stdin:
+//!   `SPEC_PATH <TAB> REPORT_PATH <LF>` ([`request_line`]). It then runs the
+//!   spec exactly as `attestd-sandbox run` would ([`crate::run::run_warm`]),
+//!   writing the limits into its cgroup first (pids.max one higher: it counts
+//!   there itself), and writes the report.
+//!
+//! Stdin stays the liveness pipe: EOF before the request (the daemon shut its
+//! pool down, or died) ends the helper with nothing run and exit status
+//! [`EXIT_NO_REQUEST`]; EOF after it cancels the step, as with `run`. Each
+//! warm helper serves exactly one build, since its stdout and stderr are that
+//! build's output pipes.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cgroup::{Cgroup, PREFIX};
+use crate::error::SandboxError;
+use crate::run::Warm;
+use crate::spec::{Outcome, SandboxReport};
+use crate::sys::{Forked, Syscalls};
+
+/// Exit status of a warm helper that ended before any request arrived (EOF
+/// or a signal on an idle helper: nothing ran, no report).
+pub const EXIT_NO_REQUEST: i32 = 3;
+
+/// Longest request line accepted.
+pub const MAX_REQUEST: usize = 8192;
+
+/// The signals that cancel (or, before the request, end) a helper.
+pub const STOP_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// The line the daemon writes to a warm helper's stdin to hand it a build.
+/// Paths holding a tab or a newline cannot be framed and are refused.
+pub fn request_line(
+    spec: &std::path::Path,
+    report: &std::path::Path,
+) -> Result<Vec<u8>, SandboxError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut line = Vec::new();
+    for (i, p) in [spec, report].into_iter().enumerate() {
+        let b = p.as_os_str().as_bytes();
+        if b.is_empty() || b.contains(&b'\t') || b.contains(&b'\n') {
+            return Err(SandboxError::InvalidSpec {
+                field: if i == 0 { "spec path" } else { "report path" },
+                reason: format!("{} is empty or holds a tab or newline", p.display()),
+            });
+        }
+        if i == 1 {
+            line.push(b'\t');
+        }
+        line.extend_from_slice(b);
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Parses a request line (without its newline) into (spec, report).
+pub fn parse_request(line: &[u8]) -> Option<(PathBuf, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let i = line.iter().position(|b| *b == b'\t')?;
+    let (spec, report) = (&line[..i], &line[i + 1..]);
+    if spec.is_empty() || report.is_empty() || report.contains(&b'\t') {
+        return None;
+    }
+    Some((
+        PathBuf::from(std::ffi::OsStr::from_bytes(spec)),
+        PathBuf::from(std::ffi::OsStr::from_bytes(report)),
+    ))
+}
+
+/// What arrived on an idle helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A build: spec and report paths.
+    Run(PathBuf, PathBuf),
+    /// EOF, a stop signal, a read error or a malformed line: exit, run nothing.
+    Stop,
+}
+
+/// Accumulates stdin bytes until a full line. Bytes after the newline are
+/// ignored (the daemon writes nothing after the request; stdin is then only
+/// watched for EOF).
+#[derive(Debug, Default)]
+pub struct LineBuf(Vec<u8>);
+
+impl LineBuf {
+    /// Feeds a chunk read from stdin (`[]` = EOF). `None`: need more.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Request> {
+        if chunk.is_empty() {
+            return Some(Request::Stop);
+        }
+        self.0.extend_from_slice(chunk);
+        if let Some(n) = self.0.iter().position(|b| *b == b'\n') {
+            return Some(match parse_request(&self.0[..n]) {
+                Some((s, r)) => Request::Run(s, r),
+                None => Request::Stop,
+            });
+        }
+        (self.0.len() > MAX_REQUEST).then_some(Request::Stop)
+    }
+}
+
+/// Blocks the stop signals (and SIGCHLD when `with_child`) and returns a
+/// signalfd reading them.
+fn signal_fd(with_child: bool) -> Result<SignalFd, SandboxError> {
+    let mut mask = SigSet::empty();
+    for s in STOP_SIGNALS {
+        mask.add(s);
+    }
+    if with_child {
+        mask.add(Signal::SIGCHLD);
+    }
+    mask.thread_block()
+        .map_err(|source| SandboxError::Syscall {
+            step: "sigprocmask",
+            source,
+        })?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|source| {
+        SandboxError::Syscall {
+            step: "signalfd",
+            source,
+        }
+    })
+}
+
+/// A name no other helper uses: our pid and the time.
+fn pool_cgroup_name() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{PREFIX}pool-{}-{ns}", std::process::id())
+}
+
+/// The keeper: returns the exit status of the helper.
+pub fn serve(sys: &dyn Syscalls) -> i32 {
+    // K.1 Block the stop signals and SIGCHLD before the fork, so none is lost
+    //     between the fork and the loop (the zygote inherits the mask).
+    let Ok(sfd) = signal_fd(true) else {
+        return 1;
+    };
+    let privileged = nix::unistd::geteuid().is_root();
+    // K.2 The cgroup, empty and without limits; named `attestd-*` so that a
+    //     restarted daemon's cleanup removes it if we are SIGKILLed.
+    let cg = if privileged {
+        Cgroup::create_named(&pool_cgroup_name())
+    } else {
+        None
+    };
+    let keeper = nix::unistd::getpid();
+    // K.3 The zygote.
+    let zygote = match sys.fork() {
+        Ok(Forked::Child) => {
+            drop(sfd);
+            sys.exit_now(zygote(sys, keeper, cg))
+        }
+        Ok(Forked::Parent(pid)) => pid,
+        Err(_) => {
+            if let Some(cg) = &cg {
+                cg.remove();
+            }
+            return 1;
+        }
+    };
+    // K.4 Forward stop signals; wait for the zygote.
+    let code = keep(sys, &sfd, zygote);
+    // K.5 Nothing of the run outlives us: sweep and remove the cgroup.
+    if let Some(cg) = &cg {
+        cg.kill_all(sys);
+        cg.remove();
+    }
+    code
+}
+
+/// What the keeper does on a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeeperAction {
+    /// Pass the signal on to the zygote.
+    Forward(Signal),
+    /// Look whether the zygote has exited.
+    Reap,
+    /// Nothing.
+    Ignore,
+}
+
+/// The keeper's reaction to signal number `signo`.
+pub fn keeper_action(signo: i32) -> KeeperAction {
+    match Signal::try_from(signo) {
+        Ok(Signal::SIGCHLD) => KeeperAction::Reap,
+        Ok(s) if STOP_SIGNALS.contains(&s) => KeeperAction::Forward(s),
+        _ => KeeperAction::Ignore,
+    }
+}
+
+fn keep(sys: &dyn Syscalls, sfd: &SignalFd, zygote: Pid) -> i32 {
+    loop {
+        match waitpid(zygote, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => return 1,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            sfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+        while let Ok(Some(si)) = sfd.read_signal() {
+            if let KeeperAction::Forward(s) = keeper_action(si.ssi_signo as i32) {
+                let _ = sys.kill(zygote, s);
+            }
+        }
+    }
+}
+
+/// The zygote: returns its exit status (0 = a report was written).
+fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>) -> i32 {
+    let privileged = nix::unistd::geteuid().is_root();
+    // Z.1 Die with the keeper (whose death the daemon would take for ours);
+    //     it may already be gone.
+    if sys.set_parent_death_signal().is_err() || nix::unistd::getppid() != keeper {
+        return 1;
+    }
+    let Ok(sfd) = signal_fd(false) else {
+        return 1;
+    };
+    let warm = prepare_warm(sys, privileged, cg);
+    // Z.5 Wait for the request, a stop signal, or EOF.
+    let (spec_path, report_path) = match wait_for_request(&sfd) {
+        Request::Run(s, r) => (s, r),
+        Request::Stop => return EXIT_NO_REQUEST,
+    };
+    drop(sfd); // a pending stop signal stays pending for run's signalfd
+    let report = match crate::launch::read_spec(&spec_path) {
+        Ok(spec) => crate::run::run_warm(&spec, &warm),
+        Err(e) => SandboxReport {
+            outcome: Outcome::SetupFailed {
+                step: e.step().into(),
+                message: e.chain(),
+            },
+            usage: Default::default(),
+            settings: crate::run::unknown_settings(),
+            outputs: vec![],
+        },
+    };
+    match crate::launch::write_report(&report_path, &report) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Z.2-Z.4, everything that does not depend on the spec. A step that fails
+/// leaves its part undone, for `run_warm` to do or to refuse: a cgroup we
+/// could not join is not used (rlimits only, as `run` without a cgroup); a
+/// mount namespace not made is made later.
+pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) -> Warm {
+    // Z.2 Join the cgroup: the slow write, done while nobody waits.
+    let cgroup = cg.filter(|cg| cg.join_self().is_ok());
+    // Z.3 We share the step's memory cgroup and must never be the OOM
+    //     killer's pick: -1000 for us, and the sandbox's child goes back to
+    //     0. Where lowering is refused (root without CAP_SYS_RESOURCE, or a
+    //     host that forbids it), the child raises its own to 1000 instead, so
+    //     every process of the step still outranks us.
+    let child_oom_score_adj = cgroup.as_ref().map(|_| {
+        if privileged && sys.set_oom_score_adj(-1000).is_ok() {
+            0
+        } else {
+            1000
+        }
+    });
+    // Z.4 Our private mount namespace (A.1, A.2 of `run`). Root only: without
+    //     root it makes a user namespace, in which we would look like root.
+    let mount_ns_ready = privileged && crate::run::private_mount_ns(sys, true).is_ok();
+    Warm {
+        cgroup,
+        mount_ns_ready,
+        child_oom_score_adj,
+    }
+}
+
+fn wait_for_request(sfd: &SignalFd) -> Request {
+    let mut buf = LineBuf::default();
+    loop {
+        let stdin = std::io::stdin();
+        let mut fds = [
+            nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+            nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return Request::Stop,
+        }
+        let sig = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
+        let inp = fds[1].revents().unwrap_or(nix::poll::PollFlags::empty());
+        if !sig.is_empty() {
+            if let Ok(Some(_)) = sfd.read_signal() {
+                return Request::Stop;
+            }
+        }
+        if inp.contains(nix::poll::PollFlags::POLLNVAL) {
+            return Request::Stop;
+        }
+        if !inp.is_empty() {
+            let mut b = [0u8; 1024];
+            let chunk: &[u8] = match nix::unistd::read(stdin.as_fd(), &mut b) {
+                Ok(n) => &b[..n],
+                Err(Errno::EINTR | Errno::EAGAIN) => continue,
+                Err(_) => return Request::Stop,
+            };
+            if let Some(r) = buf.feed(chunk) {
+                return r;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{Call, RecordingSyscalls};
+    use std::path::Path;
+
+    #[test]
+    fn request_lines_round_trip_and_refuse_unframeable_paths() {
+        let l = request_line(Path::new("/r/spec.json"), Path::new("/r/report.json")).unwrap();
+        assert_eq!(l, b"/r/spec.json\t/r/report.json\n");
+        assert_eq!(
+            parse_request(&l[..l.len() - 1]),
+            Some(("/r/spec.json".into(), "/r/report.json".into()))
+        );
+        for (s, r) in [("/a\tb", "/r"), ("/a", "/r\n"), ("", "/r")] {
+            assert!(matches!(
+                request_line(Path::new(s), Path::new(r)),
+                Err(SandboxError::InvalidSpec { .. })
+            ));
+        }
+        assert_eq!(parse_request(b"/only-one"), None);
+        assert_eq!(parse_request(b"\t/r"), None);
+        assert_eq!(parse_request(b"/a\t/b\t/c"), None);
+    }
+
+    #[test]
+    fn an_idle_helper_stops_on_eof_a_bad_line_or_an_endless_one() {
+        let mut b = LineBuf::default();
+        assert_eq!(b.feed(b"/s/spec"), None);
+        assert_eq!(
+            b.feed(b".json\t/s/report.json\ntrailing"),
+            Some(Request::Run("/s/spec.json".into(), "/s/report.json".into()))
+        );
+        assert_eq!(LineBuf::default().feed(b""), Some(Request::Stop));
+        let mut b = LineBuf::default();
+        assert_eq!(b.feed(b"/half"), None);
+        assert_eq!(b.feed(b""), Some(Request::Stop));
+        assert_eq!(LineBuf::default().feed(b"no tab\n"), Some(Request::Stop));
+        let mut b = LineBuf::default();
+        assert_eq!(b.feed(&[b'a'; MAX_REQUEST]), None);
+        assert_eq!(b.feed(b"a"), Some(Request::Stop));
+    }
+
+    #[test]
+    fn the_keeper_forwards_stop_signals_and_reaps_on_sigchld() {
+        assert_eq!(
+            keeper_action(libc::SIGTERM),
+            KeeperAction::Forward(Signal::SIGTERM)
+        );
+        assert_eq!(
+            keeper_action(libc::SIGHUP),
+            KeeperAction::Forward(Signal::SIGHUP)
+        );
+        assert_eq!(keeper_action(libc::SIGCHLD), KeeperAction::Reap);
+        assert_eq!(keeper_action(libc::SIGUSR1), KeeperAction::Ignore);
+    }
+
+    #[test]
+    fn warm_preparation_order_with_root() {
+        let sys = RecordingSyscalls::default();
+        // No cgroup (its join is file I/O, not in the fake): the oom score
+        // stays, since nothing shares a memory cgroup with the step.
+        let w = prepare_warm(&sys, true, None);
+        assert_eq!(
+            w,
+            Warm {
+                cgroup: None,
+                mount_ns_ready: true,
+                child_oom_score_adj: None
+            }
+        );
+        let c = sys.calls();
+        assert_eq!(c[0], Call::Unshare(nix::sched::CloneFlags::CLONE_NEWNS));
+        assert!(matches!(
+            &c[1],
+            Call::Mount { flags, .. } if flags.contains(nix::mount::MsFlags::MS_PRIVATE)
+        ));
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn without_root_nothing_is_done_ahead() {
+        let sys = RecordingSyscalls::default();
+        let w = prepare_warm(&sys, false, None);
+        assert_eq!(w, Warm::default());
+        assert!(sys.calls().is_empty());
+    }
+
+    #[test]
+    fn a_failed_mount_namespace_is_left_for_run_to_make() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("Unshare".into()),
+            ..Default::default()
+        };
+        assert!(!prepare_warm(&sys, true, None).mount_ns_ready);
+    }
+
+    #[test]
+    fn warm_pids_limit_counts_the_helper() {
+        assert_eq!(crate::run::warm_pids_max(64), 65);
+        assert_eq!(crate::run::warm_pids_max(u64::MAX), u64::MAX);
+    }
+}
