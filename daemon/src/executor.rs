@@ -41,6 +41,8 @@ pub struct Daemon {
     pub signer: Signer,
     slots: Semaphore,
     runs_dir: PathBuf,
+    /// Warm sandbox helpers, one per build slot.
+    pub helpers: std::sync::Arc<crate::helper_pool::HelperPool>,
 }
 
 impl Daemon {
@@ -68,7 +70,14 @@ impl Daemon {
         // 0700 keeps other local users out of every uploaded source tree.
         set_mode(&inputs_dir, 0o700)?;
         clean_stale_runs(&config.sandbox_helper, &runs_dir)?;
+        // After the cleanup, which removes every `attestd-*` cgroup.
+        let helpers = crate::helper_pool::HelperPool::new(
+            config.sandbox_helper.clone(),
+            config.max_parallel_builds,
+        );
+        helpers.refill_soon();
         Ok(Daemon {
+            helpers,
             store: BlobStore::open(&cas_dir)?,
             inputs: InputTrees::open(&inputs_dir)?,
             index: {
@@ -440,25 +449,21 @@ async fn run(
         .map_err(|e| DaemonError::Sandbox(error_chain(&e)))?;
 
     let started_on = now_rfc3339();
-    let mut command = tokio::process::Command::from(attest_sandbox::helper_command(
-        &daemon.config.sandbox_helper,
-        &spec_path,
-        &report_path,
-    ));
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        DaemonError::Sandbox(format!(
-            "cannot start {}: {e}",
-            daemon.config.sandbox_helper.display()
-        ))
-    })?;
+    // A warm helper from the pool, else a cold one (helper_pool.rs).
+    let started = daemon
+        .helpers
+        .start(&spec_path, &report_path)
+        .await
+        .map_err(|e| {
+            DaemonError::Sandbox(format!(
+                "cannot start {}: {e}",
+                daemon.config.sandbox_helper.display()
+            ))
+        })?;
+    let mut child = started.child;
     // Held open for the helper's whole life: EOF on it tells the helper
     // the daemon is gone.
-    let _lifeline = child.stdin.take();
+    let _lifeline = started.lifeline;
     send(tx, Event::Started(Started {})).await;
 
     let stdout_task = tokio::spawn(pump_log(
