@@ -2,6 +2,10 @@
 //! sandbox, and the probe tries to break out. Each test is named for what it
 //! attacks and fails if the attack succeeds. Needs root (CI runs it as root);
 //! without root every test prints "skipped: needs root" and returns.
+//!
+//! `ATTEST_ESCAPE_WARM=1` runs every test through a warm helper
+//! (`attestd-sandbox serve`, handed its spec on stdin) instead of
+//! `attestd-sandbox run`; the `warm_*` tests always do.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::io::Write;
+
 use attest_sandbox::{
-    helper_command, read_report, write_spec, Limits, Outcome, OutputState, RootfsSpec,
-    SandboxReport, SandboxSpec,
+    helper_command, read_report, request_line, serve_command, write_spec, Limits, Outcome,
+    OutputState, RootfsSpec, SandboxReport, SandboxSpec,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_attestd-sandbox");
@@ -35,6 +41,8 @@ struct Run {
     dir: tempfile::TempDir,
     spec: SandboxSpec,
     token: String,
+    /// Through `attestd-sandbox serve` rather than `run`.
+    warm: bool,
 }
 
 struct Done {
@@ -94,18 +102,42 @@ impl Run {
             source_date_epoch: 1_700_000_000,
             hostname: "attest-sandbox".into(),
         };
-        Run { dir, spec, token }
+        let warm = std::env::var_os("ATTEST_ESCAPE_WARM").is_some_and(|v| v == "1");
+        Run {
+            dir,
+            spec,
+            token,
+            warm,
+        }
+    }
+
+    /// The same run through a warm helper.
+    fn warm(mut self) -> Run {
+        self.warm = true;
+        self
     }
 
     fn start(&self) -> Child {
         let spec_path = self.dir.path().join("spec.json");
         write_spec(&spec_path, &self.spec).unwrap();
-        helper_command(Path::new(HELPER), &spec_path, &self.report_path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the helper")
+        if !self.warm {
+            return helper_command(Path::new(HELPER), &spec_path, &self.report_path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the helper");
+        }
+        let mut child = start_idle();
+        // As in the daemon's pool: the helper had time to get warm.
+        std::thread::sleep(Duration::from_millis(50));
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&request_line(&spec_path, &self.report_path()).unwrap())
+            .unwrap();
+        child
     }
 
     fn report_path(&self) -> PathBuf {
@@ -113,6 +145,7 @@ impl Run {
     }
 
     fn finish(&self, mut child: Child) -> Done {
+        let helper_pid = child.id();
         let mut stdout = String::new();
         let mut stderr = String::new();
         child
@@ -134,6 +167,7 @@ impl Run {
         );
         let report = read_report(&self.report_path()).expect("report");
         self.assert_nothing_left();
+        assert_no_pool_cgroup(helper_pid);
         Done {
             report,
             stdout,
@@ -174,6 +208,45 @@ impl Run {
             "a mount under {scratch} is left: {mi}"
         );
     }
+}
+
+/// `attestd-sandbox serve` with its stdin, stdout and stderr piped.
+fn start_idle() -> Child {
+    serve_command(Path::new(HELPER))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the warm helper")
+}
+
+/// No cgroup of the warm helper `pid` (`attestd-pool-<pid>-*`) is left.
+fn assert_no_pool_cgroup(pid: u32) {
+    let prefix = format!("attestd-pool-{pid}-");
+    for root in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+    ] {
+        assert!(
+            !find_dir_prefixed(Path::new(root), &prefix, 0),
+            "cgroup {prefix}* left in {root}"
+        );
+    }
+}
+
+fn find_dir_prefixed(dir: &Path, prefix: &str, depth: usize) -> bool {
+    if depth > 4 {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        e.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && (e.file_name().to_string_lossy().starts_with(prefix)
+                || find_dir_prefixed(&e.path(), prefix, depth + 1))
+    })
 }
 
 fn find_dir(dir: &Path, name: &str, depth: usize) -> bool {
@@ -565,4 +638,128 @@ fn command_not_found_is_a_setup_failure() {
         d.stdout.is_empty() && d.stderr.is_empty(),
         "the helper wrote to the step's pipes"
     );
+}
+
+// The warm path (`attestd-sandbox serve`, what the daemon's pool runs): the
+// limits, cancellation, EOF and cleanup hold there too, with the helper
+// sitting in the step's cgroup.
+
+#[test]
+fn warm_fork_bomb_is_contained_by_the_pids_limit() {
+    needs_root!();
+    let mut r = Run::new(&["forkbomb"]).warm();
+    r.spec.limits.pids = 32;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::PidsLimit { limit: 32 },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn warm_memory_hog_is_oom_killed_and_the_helper_survives_to_report() {
+    needs_root!();
+    let mut r = Run::new(&["memhog"]).warm();
+    r.spec.limits.memory_bytes = 64 << 20;
+    let d = r.run(); // run() requires a report, so the helper was not the victim
+    assert_eq!(
+        d.report.outcome,
+        Outcome::OutOfMemory {
+            limit_bytes: 64 << 20
+        },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn warm_infinite_loop_times_out_and_nothing_is_left_running() {
+    needs_root!();
+    let mut r = Run::new(&["spin"]).warm();
+    r.spec.limits.timeout_ms = 1000;
+    let d = r.run();
+    assert_eq!(d.report.outcome, Outcome::TimedOut { limit_ms: 1000 });
+}
+
+#[test]
+fn warm_sigterm_cancels_and_nothing_is_left_running() {
+    needs_root!();
+    let r = Run::new(&["spin"]).warm();
+    let child = r.start();
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let d = r.finish(child);
+    assert_eq!(d.report.outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn warm_daemon_death_eof_on_stdin_cancels() {
+    needs_root!();
+    let r = Run::new(&["spin"]).warm();
+    let mut child = r.start();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(child.stdin.take());
+    let d = r.finish(child);
+    assert_eq!(d.report.outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn warm_step_keeps_every_isolation_setting() {
+    needs_root!();
+    let d = Run::new(&["identity"]).warm().run();
+    assert_probe_clean(&d, 10);
+    let s = &d.report.settings;
+    assert_eq!(s.uid_map, "0 100000 65536");
+    assert_eq!(
+        s.namespaces,
+        ["user", "mount", "pid", "net", "uts", "ipc", "cgroup"]
+    );
+    assert_eq!(s.cgroup, "v1 (memory, pids)");
+    assert!(d.stdout.contains("cwd: /build\n"));
+}
+
+/// An idle warm helper that never gets a spec (daemon shutdown: EOF; or a
+/// stop signal) exits with nothing run, no report, and its cgroup removed.
+#[test]
+fn warm_helper_without_a_spec_leaves_nothing_on_eof_or_sigterm() {
+    needs_root!();
+    for by_signal in [false, true] {
+        let mut child = start_idle();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(100));
+        let prefix = format!("attestd-pool-{pid}-");
+        assert!(
+            find_dir_prefixed(Path::new("/sys/fs/cgroup/pids"), &prefix, 0),
+            "the idle helper made no cgroup"
+        );
+        if by_signal {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(attest_sandbox::warm::EXIT_NO_REQUEST));
+        assert!(out.is_empty());
+        assert_no_pool_cgroup(pid);
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        assert!(children.trim().is_empty(), "{children}");
+    }
 }
