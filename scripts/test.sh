@@ -7,3 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 cargo test --workspace
+# The escape suite once more, every test through a warm helper (the daemon's
+# pool path, `attestd-sandbox serve`).
+ATTEST_ESCAPE_WARM=1 cargo test -p attest-sandbox --test escape
