@@ -341,6 +341,18 @@ pub fn cleanup_leftovers(sys: &dyn Syscalls) -> Vec<PathBuf> {
     removed
 }
 
+/// The keeper pid in a warm helper's cgroup name `attestd-pool-<pid>-<ns>`.
+pub fn pool_keeper(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?.strip_prefix("pool-")?;
+    let (pid, ns) = rest.split_once('-')?;
+    ns.parse::<u128>().ok()?;
+    pid.parse().ok()
+}
+
+fn keeper_alive(pid: i32) -> bool {
+    read(Path::new(&format!("/proc/{pid}/comm"))).is_some_and(|c| c.trim() == "attestd-sandbox")
+}
+
 /// The pids listed in `cgroup.procs` text, without `me`.
 pub fn others(procs: &str, me: i32) -> Vec<i32> {
     procs
@@ -362,8 +374,14 @@ fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
             continue;
         }
         let p = e.path();
-        if e.file_name().to_string_lossy().starts_with(PREFIX) {
-            found.push(p);
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(PREFIX) {
+            // A warm helper's cgroup whose keeper is alive is not a leftover:
+            // the keeper removes it (another daemon's pool, say). A dead
+            // keeper took its zygote along (parent-death signal).
+            if !pool_keeper(&name).is_some_and(keeper_alive) {
+                found.push(p);
+            }
         } else {
             walk(&p, depth + 1, found);
         }
@@ -404,6 +422,17 @@ mod tests {
     fn the_sweep_never_lists_the_caller() {
         assert_eq!(others("12\n7\n 30\n\n", 7), [12, 30]);
         assert_eq!(others("7\n", 7), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn pool_cgroup_names_carry_their_keeper() {
+        assert_eq!(
+            pool_keeper("attestd-pool-123-1795429791405090412"),
+            Some(123)
+        );
+        assert_eq!(pool_keeper("attestd-0b1c-uuid"), None);
+        assert_eq!(pool_keeper("attestd-pool-x-1"), None);
+        assert_eq!(pool_keeper("attestd-pool-12"), None);
     }
 
     #[test]
