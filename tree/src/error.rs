@@ -17,6 +17,10 @@ pub enum TreeError {
     /// A name that cannot be carried in a tree (not UTF-8, or reserved).
     #[error("unsupported file name {path:?}: {reason}")]
     BadName { path: PathBuf, reason: &'static str },
+    /// A directory nested deeper than [`crate::MAX_TREE_DEPTH`]: the daemon
+    /// would refuse the tree, so the client refuses it before uploading.
+    #[error("{path} is nested deeper than {max} directories")]
+    TooDeep { path: PathBuf, max: usize },
     /// A FIFO, socket or device node: not something a build input can be.
     #[error("{path} is a {kind}, which cannot be a build input")]
     UnsupportedFileType { path: PathBuf, kind: &'static str },

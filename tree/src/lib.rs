@@ -15,4 +15,6 @@ mod merkle;
 pub use cache::DigestCache;
 pub use digest::{hash_bytes, hash_file, Digest, HASH_BUFFER_BYTES};
 pub use error::TreeError;
-pub use merkle::{build_tree, directory_digest, validate_directory, validate_name, Tree, TreeFile};
+pub use merkle::{
+    build_tree, directory_digest, validate_directory, validate_name, Tree, TreeFile, MAX_TREE_DEPTH,
+};

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Deepest directory nesting a tree may have, on both sides: the client
+/// refuses to build a deeper tree and the daemon refuses to accept one (a
+/// hostile client can send a chain of directory messages of any depth).
+pub const MAX_TREE_DEPTH: usize = 256;
+
 /// One regular file of a tree, as found on disk.
 #[derive(Debug, Clone)]
 pub struct TreeFile {
@@ -162,7 +167,7 @@ pub fn build_tree(
 ) -> Result<Tree, TreeError> {
     let mut pending_dirs: BTreeMap<PathBuf, PendingDirectory> = BTreeMap::new();
     let mut files: Vec<PendingFile> = Vec::new();
-    walk(root, root, &mut pending_dirs, &mut files)?;
+    walk(root, root, 0, &mut pending_dirs, &mut files)?;
 
     let hashed: Vec<(Digest, bool)> = files
         .par_iter()
@@ -230,6 +235,7 @@ pub fn build_tree(
 fn walk(
     root: &Path,
     dir: &Path,
+    depth: usize,
     pending_dirs: &mut BTreeMap<PathBuf, PendingDirectory>,
     files: &mut Vec<PendingFile>,
 ) -> Result<(), TreeError> {
@@ -264,7 +270,13 @@ fn walk(
                 metadata,
             });
         } else if kind.is_dir() {
-            walk(root, &path, pending_dirs, files)?;
+            if depth + 1 > MAX_TREE_DEPTH {
+                return Err(TreeError::TooDeep {
+                    path,
+                    max: MAX_TREE_DEPTH,
+                });
+            }
+            walk(root, &path, depth + 1, pending_dirs, files)?;
             pending.directories.push((name, path));
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(io_err(&path))?;
@@ -459,3 +471,7 @@ mod tests {
         assert!(validate_directory(&duplicate).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "hostile_tests.rs"]
+mod hostile_tests;
