@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod gc;
 pub mod helper_pool;
 pub mod index;
 pub mod materialize;

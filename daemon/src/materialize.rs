@@ -5,14 +5,24 @@
 //! step its own writable layer over it, so nothing a step does reaches it.
 //! A tree is built under a temporary name and renamed into place whole, so
 //! a crash never leaves a half-materialized tree under a digest's name.
+//!
+//! Last use and eviction. Each `materialize` call sets the tree
+//! directory's mtime to now, so the collector (`gc.rs`) can evict the
+//! least recently used trees. A tree is evicted by renaming it to a
+//! `.tmp-` name under the same lock `materialize` takes, so a build either
+//! gets the tree before it goes (and the collector then sees it used within
+//! its minimum age and keeps it) or builds it anew; the renamed tree is
+//! deleted after the lock is released.
 
 use crate::error::DaemonError;
 use crate::store::BlobStore;
 use attest_proto::v1::Directory;
-use attest_tree::{validate_directory, Digest};
+use attest_tree::{validate_directory, Digest, MAX_TREE_DEPTH};
 use prost::Message;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Size of a materialized tree, for progress events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -21,10 +31,22 @@ pub struct TreeStats {
     pub bytes: u64,
 }
 
+/// One materialized tree, as the collector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaterializedTree {
+    pub path: PathBuf,
+    /// Bytes of its files (what it costs on disk, near enough).
+    pub bytes: u64,
+    pub last_used: SystemTime,
+}
+
 /// The materialized-tree cache.
 #[derive(Debug, Clone)]
 pub struct InputTrees {
     dir: PathBuf,
+    /// Taken by `materialize` to find-and-touch a tree and by `evict` to
+    /// judge-and-rename one, so the two never interleave.
+    lock: Arc<Mutex<()>>,
 }
 
 impl InputTrees {
@@ -39,7 +61,60 @@ impl InputTrees {
         }
         Ok(InputTrees {
             dir: dir.to_path_buf(),
+            lock: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Every materialized tree with its size and last use.
+    pub fn list(&self) -> Result<Vec<MaterializedTree>, DaemonError> {
+        let mut trees = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(DaemonError::io("list", &self.dir))? {
+            let entry = entry.map_err(DaemonError::io("list", &self.dir))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            trees.push(MaterializedTree {
+                bytes: tree_bytes(&entry.path()),
+                path: entry.path(),
+                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        Ok(trees)
+    }
+
+    /// Evicts a tree unless it was used after `last_used`. Returns whether
+    /// it was removed.
+    pub fn evict_unused_since(
+        &self,
+        tree: &MaterializedTree,
+        last_used: SystemTime,
+    ) -> Result<bool, DaemonError> {
+        let name = tree
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doomed = self
+            .dir
+            .join(format!(".tmp-evict-{name}-{}", uuid::Uuid::new_v4()));
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            match std::fs::symlink_metadata(&tree.path) {
+                Ok(meta) if meta.modified().map(|m| m <= last_used).unwrap_or(false) => {}
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(DaemonError::io("stat", &tree.path)(e)),
+            }
+            std::fs::rename(&tree.path, &doomed).map_err(DaemonError::io("evict", &tree.path))?;
+        }
+        remove_tree(&doomed)?;
+        Ok(true)
     }
 
     /// Checks that the tree named by `root` is complete in the store: every
@@ -85,8 +160,12 @@ impl InputTrees {
     /// The directory holding the tree, materializing it first if needed.
     pub fn materialize(&self, store: &BlobStore, root: &Digest) -> Result<PathBuf, DaemonError> {
         let final_dir = self.dir.join(root.hex());
-        if final_dir.is_dir() {
-            return Ok(final_dir);
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            if final_dir.is_dir() {
+                touch(&final_dir)?;
+                return Ok(final_dir);
+            }
         }
         let tmp_dir = self
             .dir
@@ -122,10 +201,14 @@ impl InputTrees {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
                     .map_err(DaemonError::io("chmod", dir))?;
             }
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             match std::fs::rename(&tmp_dir, &final_dir) {
-                Ok(()) => Ok(()),
+                Ok(()) => touch(&final_dir),
                 // Another build materialized the same tree first: use theirs.
-                Err(_) if final_dir.is_dir() => remove_tree(&tmp_dir),
+                Err(_) if final_dir.is_dir() => {
+                    touch(&final_dir)?;
+                    remove_tree(&tmp_dir)
+                }
                 Err(e) => Err(DaemonError::io("rename", &final_dir)(e)),
             }
         })();
@@ -134,6 +217,34 @@ impl InputTrees {
         }
         result.map(|()| final_dir)
     }
+}
+
+/// Records a use of a materialized tree: its directory's mtime. A
+/// directory opened read-only can have its times set by its owner.
+fn touch(dir: &Path) -> Result<(), DaemonError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.set_modified(SystemTime::now()))
+        .map_err(DaemonError::io("touch", dir))
+}
+
+/// Total size of the regular files under `dir` (symlinks not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
 }
 
 /// One entry met while walking a tree.
@@ -154,9 +265,9 @@ fn walk(
     while let Some((relative, digest, depth)) = stack.pop() {
         // A Merkle tree cannot contain itself, but a hostile client can send
         // absurdly deep chains; bound the depth like PATH_MAX bounds paths.
-        if depth > 256 {
+        if depth > MAX_TREE_DEPTH {
             return Err(DaemonError::InvalidRequest(format!(
-                "input tree is deeper than 256 directories at {}",
+                "input tree is deeper than {MAX_TREE_DEPTH} directories at {}",
                 relative.display()
             )));
         }

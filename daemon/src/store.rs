@@ -3,12 +3,32 @@
 //! hashed as it is written, checked against the digest it claims, fsynced
 //! and only then renamed into place: a crash never leaves a blob whose
 //! bytes do not match its name.
+//!
+//! Last use. Every lookup of a blob (`contains`, `read`, `open_blob`) sets
+//! its mtime to now when the mtime is older than [`TOUCH_AFTER`], so the
+//! mtime is a last-use time good to that resolution, at the cost of one
+//! `futimens` per blob per [`TOUCH_AFTER`]. The collector (`gc.rs`) evicts
+//! the least recently used blobs first and never one used within its
+//! minimum age.
 
 use crate::error::DaemonError;
 use attest_tree::{hash_bytes, Digest};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// A blob's recorded last use is refreshed when it is older than this.
+pub const TOUCH_AFTER: Duration = Duration::from_secs(600);
+
+/// One blob on disk, as the collector sees it.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Last use (see the module comment), to [`TOUCH_AFTER`].
+    pub last_used: SystemTime,
+}
 
 /// Blobs on local disk.
 #[derive(Debug, Clone)]
@@ -37,11 +57,61 @@ impl BlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
-    /// Whether the store holds this blob (with the right size).
+    /// Whether the store holds this blob (with the right size). Counts as
+    /// a use of the blob.
     pub fn contains(&self, digest: &Digest) -> bool {
-        std::fs::metadata(self.path(digest))
-            .map(|m| m.len() == digest.size)
-            .unwrap_or(false)
+        let path = self.path(digest);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == digest.size => {
+                touch_if_stale(&path, &m);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every blob in the store, in no particular order. Files that vanish
+    /// while listing are skipped.
+    pub fn list(&self) -> Result<Vec<StoredBlob>, DaemonError> {
+        let mut blobs = Vec::new();
+        for shard in std::fs::read_dir(&self.root).map_err(DaemonError::io("list", &self.root))? {
+            let shard = shard.map_err(DaemonError::io("list", &self.root))?.path();
+            let Ok(entries) = std::fs::read_dir(&shard) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                blobs.push(StoredBlob {
+                    path: entry.path(),
+                    size: meta.len(),
+                    last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
+            }
+        }
+        Ok(blobs)
+    }
+
+    /// Removes a blob if it is still unused since `last_used` (a blob used
+    /// since it was listed is kept). Returns whether it was removed.
+    pub fn remove_unused_since(
+        &self,
+        blob: &StoredBlob,
+        last_used: SystemTime,
+    ) -> Result<bool, DaemonError> {
+        match std::fs::metadata(&blob.path) {
+            Ok(meta) if meta.modified().map(|m| m <= last_used).unwrap_or(false) => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(DaemonError::io("stat", &blob.path)(e)),
+        }
+        match std::fs::remove_file(&blob.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(DaemonError::io("remove", &blob.path)(e)),
+        }
     }
 
     /// Starts writing a blob that must hash to `expected`.
@@ -109,7 +179,12 @@ impl BlobStore {
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, DaemonError> {
         let path = self.path(digest);
         let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => {
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    touch_if_stale(&path, &meta);
+                }
+                bytes
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(DaemonError::BlobNotFound(digest.to_string()))
             }
@@ -125,7 +200,14 @@ impl BlobStore {
     pub fn open_blob(&self, digest: &Digest) -> Result<File, DaemonError> {
         let path = self.path(digest);
         match File::open(&path) {
-            Ok(file) => Ok(file),
+            Ok(file) => {
+                if let Ok(meta) = file.metadata() {
+                    if is_stale(&meta) {
+                        let _ = file.set_modified(SystemTime::now());
+                    }
+                }
+                Ok(file)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(DaemonError::BlobNotFound(digest.to_string()))
             }
@@ -213,6 +295,25 @@ impl Drop for BlobWriter {
     }
 }
 
+fn is_stale(meta: &std::fs::Metadata) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age > TOUCH_AFTER)
+}
+
+/// Records a use of the blob at `path` (see the module comment). Failing to
+/// record it only makes the blob look older to the collector.
+fn touch_if_stale(path: &Path, meta: &std::fs::Metadata) {
+    if is_stale(meta) {
+        // futimens on a read-only descriptor: the owner may set times
+        // without write permission, and blobs stay 0444.
+        if let Ok(file) = File::open(path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+    }
+}
+
 fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -259,6 +360,35 @@ mod tests {
             writer.write(b"hello"),
             Err(DaemonError::DigestMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_lookup_refreshes_a_stale_last_use_and_removal_spares_a_blob_used_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let digest = store.put_bytes(b"hello").unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        File::open(store.path(&digest))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 5);
+        let listed_use = listed[0].last_used;
+        assert!(listed_use <= long_ago + Duration::from_secs(1));
+        // A build looks the blob up after the collector listed it...
+        assert!(store.contains(&digest));
+        let fresh = std::fs::metadata(store.path(&digest)).unwrap();
+        assert!(fresh.modified().unwrap() > long_ago + TOUCH_AFTER);
+        // ...so the collector's removal, judged on the old listing, keeps it.
+        assert!(!store.remove_unused_since(&listed[0], listed_use).unwrap());
+        assert!(store.contains(&digest));
+        let relisted = store.list().unwrap();
+        assert!(store
+            .remove_unused_since(&relisted[0], relisted[0].last_used)
+            .unwrap());
+        assert!(!store.contains(&digest));
     }
 
     #[test]

@@ -1,0 +1,330 @@
+//! Garbage collection of the content store and the materialized-tree
+//! cache: each has a size cap, and when over it the least recently used
+//! entries go first until it is under.
+//!
+//! What is never evicted:
+//! - anything used within the policy's minimum age (blobs: looked up or
+//!   written; trees: materialized or reused). This covers the time between
+//!   a client's FindMissingBlobs and its build, and between `materialize`
+//!   and the run directory's `spec.json` appearing;
+//! - a materialized tree named as `input_dir` by the `spec.json` of any run
+//!   directory under `STATE/runs`: a build holds its run directory from
+//!   before the sandbox starts until after it ends, so a running build's
+//!   tree is never removed whatever its age.
+//!
+//! Blobs need no such lock: a build copies what it needs out of the store
+//! into its materialized tree before it runs, and a blob being downloaded
+//! stays readable through its open descriptor when it is unlinked. A blob
+//! evicted between a client's FindMissingBlobs and its Execute (only
+//! possible for a blob unused for the minimum age until that moment) makes
+//! the Execute fail with FAILED_PRECONDITION naming it; nothing is lost.
+//!
+//! Eviction is by rename-then-delete for trees and by unlink for blobs,
+//! both re-checking the last use first, so a crash mid-collection leaves
+//! only `.tmp-` names that the next start removes.
+
+use crate::error::DaemonError;
+use crate::materialize::InputTrees;
+use crate::store::BlobStore;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// When and how much to collect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcPolicy {
+    /// Cap on the content store's blob bytes; 0: no cap.
+    pub cas_max_bytes: u64,
+    /// Cap on the materialized trees' file bytes; 0: no cap.
+    pub inputs_max_bytes: u64,
+    /// Nothing used more recently than this is evicted.
+    pub min_age: Duration,
+}
+
+/// What one collection found and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GcReport {
+    pub blobs_removed: u64,
+    pub blob_bytes_removed: u64,
+    pub blobs_kept: u64,
+    pub blob_bytes_kept: u64,
+    pub trees_removed: u64,
+    pub tree_bytes_removed: u64,
+    pub trees_kept: u64,
+    pub tree_bytes_kept: u64,
+    /// Trees kept because a run directory names them.
+    pub trees_in_use: u64,
+}
+
+impl std::fmt::Display for GcReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = |b: u64| bytesize::ByteSize(b).to_string();
+        write!(
+            f,
+            "content store: removed {} blob(s) ({}), kept {} ({}); materialized trees: removed {} ({}), kept {} ({}), {} in use by a running build",
+            self.blobs_removed,
+            size(self.blob_bytes_removed),
+            self.blobs_kept,
+            size(self.blob_bytes_kept),
+            self.trees_removed,
+            size(self.tree_bytes_removed),
+            self.trees_kept,
+            size(self.tree_bytes_kept),
+            self.trees_in_use,
+        )
+    }
+}
+
+/// Materialized trees named by the `spec.json` of a run directory. A run
+/// directory without a readable spec yet protects nothing by itself; the
+/// minimum age covers that moment.
+fn trees_in_use(runs_dir: &Path) -> HashSet<PathBuf> {
+    let mut in_use = HashSet::new();
+    let Ok(runs) = std::fs::read_dir(runs_dir) else {
+        return in_use;
+    };
+    for run in runs.flatten() {
+        let spec = std::fs::read(run.path().join("spec.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<attest_sandbox::SandboxSpec>(&bytes).ok());
+        if let Some(spec) = spec {
+            in_use.insert(spec.input_dir);
+        }
+    }
+    in_use
+}
+
+/// One collection pass. With `dry_run`, reports what it would remove and
+/// removes nothing.
+pub fn collect(
+    store: &BlobStore,
+    inputs: &InputTrees,
+    runs_dir: &Path,
+    policy: &GcPolicy,
+    dry_run: bool,
+) -> Result<GcReport, DaemonError> {
+    let now = SystemTime::now();
+    let old_enough = |last_used: SystemTime| {
+        now.duration_since(last_used)
+            .map(|age| age >= policy.min_age)
+            .unwrap_or(false)
+    };
+    let mut report = GcReport::default();
+
+    // Trees first: a tree no longer needed may be what keeps a build from
+    // needing its blobs, but blobs never keep a tree.
+    let mut trees = inputs.list()?;
+    trees.sort_by_key(|t| t.last_used);
+    let in_use = trees_in_use(runs_dir);
+    let mut tree_total: u64 = trees.iter().map(|t| t.bytes).sum();
+    for tree in &trees {
+        let over = policy.inputs_max_bytes != 0 && tree_total > policy.inputs_max_bytes;
+        if in_use.contains(&tree.path) {
+            report.trees_in_use += 1;
+        } else if over && old_enough(tree.last_used) {
+            let removed = dry_run || inputs.evict_unused_since(tree, tree.last_used)?;
+            if removed {
+                tracing::info!(tree = %tree.path.display(), bytes = tree.bytes, dry_run, "evicting a materialized tree");
+                report.trees_removed += 1;
+                report.tree_bytes_removed += tree.bytes;
+                tree_total -= tree.bytes;
+                continue;
+            }
+        }
+        report.trees_kept += 1;
+        report.tree_bytes_kept += tree.bytes;
+    }
+
+    let mut blobs = store.list()?;
+    blobs.sort_by_key(|b| b.last_used);
+    let mut blob_total: u64 = blobs.iter().map(|b| b.size).sum();
+    for blob in &blobs {
+        let over = policy.cas_max_bytes != 0 && blob_total > policy.cas_max_bytes;
+        if over && old_enough(blob.last_used) {
+            let removed = dry_run || store.remove_unused_since(blob, blob.last_used)?;
+            if removed {
+                tracing::debug!(blob = %blob.path.display(), bytes = blob.size, dry_run, "evicting a blob");
+                report.blobs_removed += 1;
+                report.blob_bytes_removed += blob.size;
+                blob_total -= blob.size;
+                continue;
+            }
+        }
+        report.blobs_kept += 1;
+        report.blob_bytes_kept += blob.size;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_tree::Digest;
+    use std::fs::File;
+
+    struct State {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        store: BlobStore,
+        inputs: InputTrees,
+        runs: PathBuf,
+    }
+
+    fn state() -> State {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let runs = root.join("runs");
+        std::fs::create_dir(&runs).unwrap();
+        State {
+            store: BlobStore::open(&root.join("cas")).unwrap(),
+            inputs: InputTrees::open(&root.join("inputs")).unwrap(),
+            root,
+            runs,
+            _dir: dir,
+        }
+    }
+
+    fn age(path: &Path, seconds: u64) {
+        File::open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(seconds))
+            .unwrap();
+    }
+
+    /// A one-file tree of `size` bytes, uploaded and materialized.
+    fn tree(state: &State, name: &str, size: usize) -> (Digest, PathBuf) {
+        let src = state.root.join("src").join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), name.repeat(size / name.len())).unwrap();
+        let tree = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
+        for (_, bytes) in &tree.directories {
+            state.store.put_bytes(bytes).unwrap();
+        }
+        for file in &tree.files {
+            state.store.put_file(&file.path).unwrap();
+        }
+        let dir = state.inputs.materialize(&state.store, &tree.root).unwrap();
+        (tree.root, dir)
+    }
+
+    fn policy(cas: u64, inputs: u64, min_age_s: u64) -> GcPolicy {
+        GcPolicy {
+            cas_max_bytes: cas,
+            inputs_max_bytes: inputs,
+            min_age: Duration::from_secs(min_age_s),
+        }
+    }
+
+    #[test]
+    fn under_the_caps_nothing_is_removed() {
+        let s = state();
+        tree(&s, "a", 1000);
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 0, 0), false).unwrap();
+        assert_eq!(report.blobs_removed + report.trees_removed, 0);
+        assert_eq!(report.trees_kept, 1);
+        assert_eq!(report.blobs_kept, 2);
+    }
+
+    #[test]
+    fn least_recently_used_trees_go_first_until_under_the_cap() {
+        let s = state();
+        let (_, oldest) = tree(&s, "a", 1000);
+        let (_, middle) = tree(&s, "b", 1000);
+        let (root_c, newest) = tree(&s, "c", 1000);
+        age(&oldest, 3000);
+        age(&middle, 2000);
+        age(&newest, 1000);
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1500, 60), false).unwrap();
+        assert_eq!(report.trees_removed, 2);
+        assert!(!oldest.exists() && !middle.exists());
+        assert!(newest.exists());
+        // Reuse refreshes the last use.
+        assert_eq!(s.inputs.materialize(&s.store, &root_c).unwrap(), newest);
+        let listed = s.inputs.list().unwrap();
+        assert!(listed[0].last_used > SystemTime::now() - Duration::from_secs(60));
+        // No half-evicted leftovers.
+        let names: Vec<_> = std::fs::read_dir(s.root.join("inputs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn a_tree_a_running_build_names_is_kept_whatever_its_age() {
+        let s = state();
+        let (_, used) = tree(&s, "a", 1000);
+        let (_, unused) = tree(&s, "b", 1000);
+        age(&used, 5000);
+        age(&unused, 5000);
+        // A run directory as the executor leaves it while the step runs.
+        let run = s.runs.join("0000-run");
+        std::fs::create_dir(&run).unwrap();
+        let spec = attest_sandbox::SandboxSpec {
+            run_id: "0000-run".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            input_dir: used.clone(),
+            cwd: String::new(),
+            outputs: vec!["out".into()],
+            out_dir: run.join("out"),
+            scratch_dir: run.join("scratch"),
+            rootfs: attest_sandbox::RootfsSpec::host_default(),
+            limits: attest_sandbox::Limits {
+                timeout_ms: 1000,
+                memory_bytes: 1 << 30,
+                pids: 64,
+                cpu_time_ms: 1000,
+                max_output_bytes: 1 << 20,
+                tmp_bytes: 1 << 20,
+            },
+            source_date_epoch: 0,
+            hostname: "attestd".into(),
+        };
+        attest_sandbox::write_spec(&run.join("spec.json"), &spec).unwrap();
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1, 0), false).unwrap();
+        assert_eq!(report.trees_in_use, 1);
+        assert_eq!(report.trees_removed, 1);
+        assert!(used.exists());
+        assert!(!unused.exists());
+        // Once the run is gone, the tree can go too.
+        std::fs::remove_dir_all(&run).unwrap();
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1, 0), false).unwrap();
+        assert_eq!(report.trees_removed, 1);
+        assert!(!used.exists());
+    }
+
+    #[test]
+    fn blobs_used_within_the_minimum_age_survive_even_over_the_cap() {
+        let s = state();
+        let (root_a, _) = tree(&s, "a", 4000);
+        let (root_b, _) = tree(&s, "b", 4000);
+        let blobs = s.store.list().unwrap();
+        assert_eq!(blobs.len(), 4);
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(1, 0, 3600), false).unwrap();
+        assert_eq!(report.blobs_removed, 0, "everything was just used");
+
+        // Age tree a's blobs: they go, b's stay though still over the cap.
+        for blob in &blobs {
+            let name = blob.path.file_name().unwrap().to_string_lossy();
+            let is_b_file = std::fs::read(&blob.path).unwrap().starts_with(b"bbbb");
+            if !is_b_file && name != root_b.hex() {
+                age(&blob.path, 7200);
+            }
+        }
+        let dry = collect(&s.store, &s.inputs, &s.runs, &policy(1, 0, 3600), true).unwrap();
+        assert_eq!(dry.blobs_removed, 2);
+        assert_eq!(
+            s.store.list().unwrap().len(),
+            4,
+            "a dry run removes nothing"
+        );
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(1, 0, 3600), false).unwrap();
+        assert_eq!(report.blobs_removed, 2);
+        assert_eq!(report.blobs_kept, 2);
+        assert!(!s.store.contains(&root_a));
+        assert!(s.store.contains(&root_b));
+        // The materialized tree of a is a copy: it still serves builds.
+        assert!(s.inputs.materialize(&s.store, &root_a).unwrap().exists());
+    }
+}
