@@ -3,8 +3,9 @@
 //! working daemon.
 
 use crate::error::DaemonError;
+use crate::gc::GcPolicy;
 use attest_sandbox::Limits;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,19 +25,19 @@ pub struct Cli {
     /// Directory for the content store, attestation index, signing key and
     /// build scratch space. Default: /var/lib/attestd as root,
     /// $XDG_STATE_HOME/attestd (or ~/.local/state/attestd) otherwise.
-    #[arg(long, env = "ATTESTD_STATE_DIR", value_name = "DIR")]
+    #[arg(long, env = "ATTESTD_STATE_DIR", value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
     /// Unix socket to listen on. Default: /run/attestd/attestd.sock as root,
     /// $XDG_RUNTIME_DIR/attestd/attestd.sock or /tmp/attestd-UID/attestd.sock
     /// otherwise (the same path `attest` dials by default).
-    #[arg(long, env = "ATTESTD_SOCKET", value_name = "PATH")]
+    #[arg(long, env = "ATTESTD_SOCKET", value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
 
     /// TOML config file. Default: /etc/attestd/attestd.toml as root,
     /// ~/.config/attestd/attestd.toml otherwise; a missing default file is
     /// not an error, a missing named file is.
-    #[arg(long, env = "ATTESTD_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "ATTESTD_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
     /// The SLSA builder.id written into every provenance: a URI that names
@@ -46,7 +47,12 @@ pub struct Cli {
 
     /// The sandbox helper binary. Default: `attestd-sandbox` next to this
     /// executable, then on $PATH.
-    #[arg(long, env = "ATTESTD_SANDBOX_HELPER", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "ATTESTD_SANDBOX_HELPER",
+        value_name = "PATH",
+        global = true
+    )]
     pub sandbox_helper: Option<PathBuf>,
 
     /// How many steps may run at once; further requests wait (their stream
@@ -86,14 +92,51 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_cpu_time: Option<Duration>,
 
+    /// Size cap of the content store (blobs): over it, the least recently
+    /// used blobs are evicted. 0: no cap. Default: 20GiB.
+    #[arg(long, env = "ATTESTD_CAS_MAX_SIZE", value_name = "SIZE", value_parser = parse_size, global = true)]
+    pub cas_max_size: Option<u64>,
+    /// Size cap of the materialized input trees (STATE/inputs): over it, the
+    /// least recently used trees are evicted. 0: no cap. Default: 10GiB.
+    #[arg(long, env = "ATTESTD_INPUTS_MAX_SIZE", value_name = "SIZE", value_parser = parse_size, global = true)]
+    pub inputs_max_size: Option<u64>,
+    /// Nothing used more recently than this is evicted, whatever the caps
+    /// (covers the time between a client's upload and its build). Default: 1h.
+    #[arg(long, env = "ATTESTD_GC_MIN_AGE", value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub gc_min_age: Option<Duration>,
+    /// How often the running daemon collects (also once at start); "0s"
+    /// turns automatic collection off (`attestd gc` still works). Default: 10m.
+    #[arg(long, env = "ATTESTD_GC_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "attestd=debug").
     #[arg(
         long,
         env = "ATTESTD_LOG",
         default_value = "info",
-        value_name = "FILTER"
+        value_name = "FILTER",
+        global = true
     )]
     pub log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect garbage now: evict least recently used blobs and materialized
+    /// trees until the content store and the tree cache are under their caps
+    /// (--cas-max-size, --inputs-max-size), sparing anything used within
+    /// --gc-min-age and any tree a build's run directory names. Refuses to
+    /// run while a daemon uses the state dir (the daemon collects by itself
+    /// every --gc-interval).
+    Gc {
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Parses "90s", "15m", "1h 30m" (humantime syntax).
@@ -124,6 +167,10 @@ struct FileConfig {
     builder_id: Option<String>,
     sandbox_helper: Option<PathBuf>,
     max_parallel_builds: Option<usize>,
+    cas_max_size: Option<String>,
+    inputs_max_size: Option<String>,
+    gc_min_age: Option<String>,
+    gc_interval: Option<String>,
     #[serde(default)]
     limits: FileLimits,
 }
@@ -200,6 +247,9 @@ pub struct Config {
     pub sandbox_helper: PathBuf,
     pub max_parallel_builds: usize,
     pub limits: LimitPolicy,
+    pub gc: GcPolicy,
+    /// None: no automatic collection.
+    pub gc_interval: Option<Duration>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -330,6 +380,33 @@ impl Config {
             )?,
             tmp_bytes: 0,
         };
+        let gc = GcPolicy {
+            cas_max_bytes: size(
+                cli.cas_max_size,
+                &file.cas_max_size,
+                "cas-max-size",
+                20 * GIB,
+            )?,
+            inputs_max_bytes: size(
+                cli.inputs_max_size,
+                &file.inputs_max_size,
+                "inputs-max-size",
+                10 * GIB,
+            )?,
+            min_age: Duration::from_millis(dur(
+                cli.gc_min_age,
+                &file.gc_min_age,
+                "gc-min-age",
+                60 * min,
+            )?),
+        };
+        let gc_interval = Some(Duration::from_millis(dur(
+            cli.gc_interval,
+            &file.gc_interval,
+            "gc-interval",
+            10 * min,
+        )?))
+        .filter(|d| !d.is_zero());
         Ok(Config {
             state_dir,
             socket,
@@ -337,6 +414,8 @@ impl Config {
             sandbox_helper,
             max_parallel_builds,
             limits: LimitPolicy { defaults, maxima },
+            gc,
+            gc_interval,
         })
     }
 }
@@ -451,6 +530,36 @@ mod tests {
         assert_eq!(limits.memory_bytes, GIB);
         assert_eq!(limits.timeout_ms, 10_000);
         assert_eq!(limits.tmp_bytes, limits.max_output_bytes);
+    }
+
+    #[test]
+    fn gc_settings_have_documented_defaults_and_zero_interval_turns_it_off() {
+        let cfg = Config::resolve(&cli(&[])).unwrap();
+        assert_eq!(
+            cfg.gc,
+            GcPolicy {
+                cas_max_bytes: 20 * GIB,
+                inputs_max_bytes: 10 * GIB,
+                min_age: Duration::from_secs(3600),
+            }
+        );
+        assert_eq!(cfg.gc_interval, Some(Duration::from_secs(600)));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(&file, "cas_max_size = \"1G\"\ngc_interval = \"0s\"\n").unwrap();
+        let cfg = Config::resolve(&cli(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--inputs-max-size",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.gc.cas_max_bytes, GIB);
+        assert_eq!(cfg.gc.inputs_max_bytes, 0);
+        assert_eq!(cfg.gc_interval, None);
+        let gc = Cli::parse_from(["attestd", "gc", "--dry-run", "--cas-max-size", "1M"]);
+        assert!(matches!(gc.command, Some(Command::Gc { dry_run: true })));
+        assert_eq!(gc.cas_max_size, Some(1 << 20));
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! both re-checking the last use first, so a crash mid-collection leaves
 //! only `.tmp-` names that the next start removes.
 
+use crate::config::Config;
 use crate::error::DaemonError;
+use crate::index::AttestationIndex;
 use crate::materialize::InputTrees;
 use crate::store::BlobStore;
 use std::collections::HashSet;
@@ -154,6 +156,33 @@ pub fn collect(
         report.blob_bytes_kept += blob.size;
     }
     Ok(report)
+}
+
+/// `attestd gc`: one collection of a state dir no daemon is using. The
+/// attestation index's file lock (redb refuses a second open) is the state
+/// dir's lock: held for the whole collection, it also keeps a daemon from
+/// starting meanwhile.
+pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, DaemonError> {
+    let state = &config.state_dir;
+    let cas = state.join("cas");
+    if !cas.is_dir() {
+        return Err(DaemonError::Setting {
+            name: "state-dir",
+            reason: format!("{} holds no content store", state.display()),
+        });
+    }
+    let index = state.join("index.redb");
+    let _lock = AttestationIndex::open(&index).map_err(|e| DaemonError::Setting {
+        name: "state-dir",
+        reason: format!(
+            "cannot lock {} ({}); a running attestd collects by itself every --gc-interval, stop it to collect now",
+            index.display(),
+            crate::error::error_chain(&e)
+        ),
+    })?;
+    let store = BlobStore::open(&cas)?;
+    let inputs = InputTrees::open(&state.join("inputs"))?;
+    collect(&store, &inputs, &state.join("runs"), &config.gc, dry_run)
 }
 
 #[cfg(test)]

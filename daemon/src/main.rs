@@ -1,8 +1,8 @@
 //! `attestd`: parse the configuration, open the state, serve until SIGINT
-//! or SIGTERM.
+//! or SIGTERM; or `attestd gc`: collect garbage in a stopped daemon's state.
 
 use anyhow::Context;
-use attestd::config::{Cli, Config};
+use attestd::config::{Cli, Command, Config};
 use attestd::executor::Daemon;
 use clap::Parser;
 use std::sync::Arc;
@@ -17,6 +17,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::resolve(&cli)?;
+    if let Some(Command::Gc { dry_run }) = cli.command {
+        let report =
+            attestd::gc::collect_offline(&config, dry_run).context("garbage collection failed")?;
+        println!("{}{report}", if dry_run { "dry run: " } else { "" });
+        return Ok(());
+    }
     tracing::info!(
         state_dir = %config.state_dir.display(),
         builder_id = %config.builder_id,
@@ -26,11 +32,47 @@ async fn main() -> anyhow::Result<()> {
     let socket = config.socket.clone();
     let daemon = Arc::new(Daemon::open(config).context("cannot open the daemon's state")?);
     tracing::info!(keyid = %daemon.signer.keyid(), "signing key loaded");
+    if let Some(interval) = daemon.config.gc_interval {
+        tokio::spawn(collect_periodically(daemon.clone(), interval));
+    }
     attestd::server::serve(daemon, &socket, shutdown_signal())
         .await
         .context("the server stopped with an error")?;
     tracing::info!("attestd stopped");
     Ok(())
+}
+
+/// The automatic policy: one collection at start, then one every
+/// `interval`, each on a blocking thread so builds are not held up.
+async fn collect_periodically(daemon: Arc<Daemon>, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let daemon = daemon.clone();
+        let runs_dir = daemon.config.state_dir.join("runs");
+        let result = tokio::task::spawn_blocking(move || {
+            attestd::gc::collect(
+                &daemon.store,
+                &daemon.inputs,
+                &runs_dir,
+                &daemon.config.gc,
+                false,
+            )
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) if report.blobs_removed + report.trees_removed > 0 => {
+                tracing::info!(%report, "garbage collected")
+            }
+            Ok(Ok(report)) => tracing::debug!(%report, "nothing to collect"),
+            Ok(Err(e)) => tracing::warn!(
+                error = %attestd::error::error_chain(&e),
+                "garbage collection failed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "garbage collection task failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
