@@ -16,5 +16,6 @@ pub use cache::DigestCache;
 pub use digest::{hash_bytes, hash_file, Digest, HASH_BUFFER_BYTES};
 pub use error::TreeError;
 pub use merkle::{
-    build_tree, directory_digest, validate_directory, validate_name, Tree, TreeFile, MAX_TREE_DEPTH,
+    build_tree, directory_digest, encode_directory, validate_directory, validate_name, Tree,
+    TreeFile, MAX_TREE_DEPTH,
 };

@@ -63,6 +63,12 @@ pub fn directory_digest(directory: &Directory) -> Digest {
     hash_bytes(&directory.encode_to_vec())
 }
 
+/// A `Directory` message's wire bytes and their digest, as uploaded.
+pub fn encode_directory(directory: &Directory) -> (Digest, Vec<u8>) {
+    let bytes = directory.encode_to_vec();
+    (hash_bytes(&bytes), bytes)
+}
+
 /// Checks that one path component may appear in a tree.
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
