@@ -302,11 +302,23 @@ fn prepare(
 ) -> Result<Prepared, SandboxError> {
     let s = &spec.scratch_dir;
     let (root, work, tmp) = (s.join("root"), s.join("work"), s.join("tmp"));
-    for d in [&root, &work, &tmp] {
-        sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
-    }
     if !mount_ns_ready {
         private_mount_ns(sys, privileged)?;
+    }
+    // A.2b A small tmpfs over the scratch dir, in our namespace only: the
+    //      three mount points below live there, so nothing is created on the
+    //      host's disk (each mkdir and rmdir there costs a journal update)
+    //      and they vanish with our namespace.
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        s,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=16,mode=0711"),
+    )
+    .map_err(sys_at("mount scratch tmpfs", s))?;
+    for d in [&root, &work, &tmp] {
+        sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
     }
     // A.3 The work layer: a tmpfs, then a copy of the inputs owned by the
     //     step, then the size capped to what the inputs use plus the output
@@ -856,12 +868,10 @@ fn supervise(
         Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
         _ => crate::outputs::collect(&prep.work, &spec.outputs, &spec.out_dir),
     };
-    // B.8 Unmount the work layer and /tmp and remove our scratch dirs.
+    // B.8 Unmount the work layer and /tmp; the scratch tmpfs holding their
+    //     mount points goes with our mount namespace.
     for d in [&prep.work, &prep.tmp] {
         let _ = sys.umount(d, MntFlags::MNT_DETACH);
-    }
-    for d in [&prep.work, &prep.tmp, &prep.root] {
-        let _ = std::fs::remove_dir(d);
     }
     Ok(SandboxReport {
         outcome,
