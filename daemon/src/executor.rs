@@ -134,13 +134,14 @@ fn clean_stale_runs(helper: &Path, runs_dir: &Path) -> Result<(), DaemonError> {
         .map_err(DaemonError::io("list", runs_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
-    if stale.is_empty() {
-        return Ok(());
+    // Always run: besides stale runs, a crash can leave warm helpers'
+    // cgroups whose keepers were killed along with the daemon.
+    if !stale.is_empty() {
+        tracing::warn!(
+            count = stale.len(),
+            "cleaning up builds left by an earlier daemon"
+        );
     }
-    tracing::warn!(
-        count = stale.len(),
-        "cleaning up builds left by an earlier daemon"
-    );
     let status = attest_sandbox::cleanup_command(helper, runs_dir)
         .stdin(Stdio::null())
         .status()

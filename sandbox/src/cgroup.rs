@@ -312,9 +312,11 @@ impl Cgroup {
     }
 }
 
-/// Finds leftover `attestd-*` cgroups in every hierarchy (depth-limited walk),
-/// kills their processes and removes them. Returns the directories removed.
-pub fn cleanup_leftovers(sys: &dyn Syscalls) -> Vec<PathBuf> {
+/// Finds leftover `attestd-*` cgroups in every hierarchy (depth-limited walk):
+/// those of `stale_runs` (the crashed daemon's run ids) and of warm helpers
+/// whose keeper is dead; kills their processes and removes them. Returns the
+/// directories removed.
+pub fn cleanup_leftovers(sys: &dyn Syscalls, stale_runs: &[String]) -> Vec<PathBuf> {
     let Some(mi) = read(Path::new("/proc/self/mountinfo")) else {
         return vec![];
     };
@@ -322,7 +324,7 @@ pub fn cleanup_leftovers(sys: &dyn Syscalls) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for root in [m.v2, m.v1_memory, m.v1_pids].into_iter().flatten() {
         let mut found = Vec::new();
-        walk(&root, 0, &mut found);
+        walk(&root, 0, &|name| is_leftover(name, stale_runs), &mut found);
         for d in found {
             let cg = if root.join("cgroup.controllers").exists() {
                 Cgroup::V2(d.clone())
@@ -349,8 +351,20 @@ pub fn pool_keeper(name: &str) -> Option<i32> {
     pid.parse().ok()
 }
 
+/// Whether a warm helper's keeper still runs. A killed keeper whose parent
+/// died too stays a zombie until it is reaped, and a zombie still shows its
+/// name: it counts as dead.
 fn keeper_alive(pid: i32) -> bool {
-    read(Path::new(&format!("/proc/{pid}/comm"))).is_some_and(|c| c.trim() == "attestd-sandbox")
+    let Some(stat) = read(Path::new(&format!("/proc/{pid}/stat"))) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may hold spaces, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+    let state = tail.split_whitespace().next().unwrap_or("Z");
+    comm == "attestd-sandbox" && state != "Z" && state != "X"
 }
 
 /// The pids listed in `cgroup.procs` text, without `me`.
@@ -362,7 +376,20 @@ pub fn others(procs: &str, me: i32) -> Vec<i32> {
         .collect()
 }
 
-fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+/// Whether a cgroup named `name` is ours to remove after a crash: a warm
+/// helper's whose keeper is dead (a dead keeper took its zygote along,
+/// parent-death signal), or a cold run's whose run directory the restarting
+/// daemon found stale. Another daemon's live runs and pools are left alone.
+fn is_leftover(name: &str, stale_runs: &[String]) -> bool {
+    match pool_keeper(name) {
+        Some(keeper) => !keeper_alive(keeper),
+        None => name
+            .strip_prefix(PREFIX)
+            .is_some_and(|run_id| stale_runs.iter().any(|r| r == run_id)),
+    }
+}
+
+fn walk(dir: &Path, depth: usize, is_leftover: &dyn Fn(&str) -> bool, found: &mut Vec<PathBuf>) {
     if depth > 4 {
         return;
     }
@@ -376,14 +403,11 @@ fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(PREFIX) {
-            // A warm helper's cgroup whose keeper is alive is not a leftover:
-            // the keeper removes it (another daemon's pool, say). A dead
-            // keeper took its zygote along (parent-death signal).
-            if !pool_keeper(&name).is_some_and(keeper_alive) {
+            if is_leftover(&name) {
                 found.push(p);
             }
         } else {
-            walk(&p, depth + 1, found);
+            walk(&p, depth + 1, is_leftover, found);
         }
     }
 }
@@ -391,6 +415,18 @@ fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_daemons_stale_runs_and_dead_pools_are_leftovers() {
+        let stale = vec!["run-a".to_string()];
+        assert!(is_leftover("attestd-run-a", &stale));
+        assert!(
+            !is_leftover("attestd-run-b", &stale),
+            "another daemon's live run"
+        );
+        // pid 0 is never a live attestd-sandbox keeper.
+        assert!(is_leftover("attestd-pool-0-123", &stale));
+    }
 
     const MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

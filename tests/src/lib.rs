@@ -70,11 +70,14 @@ impl TestDaemon {
         daemon
     }
 
-    /// Kills the daemon with SIGKILL (a crash: no clean-up of its own) and
-    /// starts a new one on the same state dir and socket.
-    pub fn crash_and_restart(&mut self) {
+    /// Kills the daemon with SIGKILL: a crash, no clean-up of its own.
+    pub fn crash(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a new daemon on the same state dir and socket.
+    pub fn restart(&mut self) {
         self.child = spawn_daemon(self.dir.path(), &self.socket, &self.state_dir, &[]);
         self.wait_listening();
     }

@@ -396,6 +396,51 @@ fn a_step_ended_by_a_limit_exits_with_its_code_and_a_sentence_naming_the_limit()
     assert!(!work.join("never.intoto.jsonl").exists());
 }
 
+/// Pids of the processes below `root` (children, grandchildren...) whose
+/// command name is `comm`.
+fn descendants_named(root: u32, comm: &str) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head
+            .split_once('(')
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default();
+        let ppid = tail
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        parent_of.push((pid, ppid, name));
+    }
+    let mut below = vec![root];
+    let mut i = 0;
+    while i < below.len() {
+        let parent = below[i];
+        below.extend(
+            parent_of
+                .iter()
+                .filter(|(_, ppid, _)| *ppid == parent)
+                .map(|(pid, _, _)| *pid),
+        );
+        i += 1;
+    }
+    parent_of
+        .iter()
+        .filter(|(pid, _, name)| *pid != root && below.contains(pid) && name == comm)
+        .map(|(pid, _, _)| *pid)
+        .collect()
+}
+
 /// Every directory under /sys/fs/cgroup whose name contains `needle`.
 fn cgroups_named(needle: &str) -> Vec<std::path::PathBuf> {
     fn walk(
@@ -463,15 +508,20 @@ fn a_restart_after_a_crash_cleans_what_the_crash_left_behind() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(run_ids.len(), 1);
-    // The crash: daemon and helper die at once, with no chance to clean up.
-    let helpers = processes_with(&format!("{}/{}/spec.json", runs.display(), run_ids[0]));
-    for helper in &helpers {
-        let pid = helper.split(':').next().unwrap();
+    // The crash: the daemon and every sandbox helper it started (cold, or
+    // a warm pool's keeper and zygote) die at once, with no chance to clean up.
+    let helpers = descendants_named(daemon.pid(), "attestd-sandbox");
+    assert!(
+        !helpers.is_empty(),
+        "no sandbox helper found under the daemon"
+    );
+    daemon.crash();
+    for pid in &helpers {
         let _ = std::process::Command::new("kill")
-            .args(["-9", pid])
+            .args(["-9", &pid.to_string()])
             .status();
     }
-    daemon.crash_and_restart();
+    daemon.restart();
     let _ = client.wait();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -500,6 +550,14 @@ fn a_restart_after_a_crash_cleans_what_the_crash_left_behind() {
         Vec::<std::path::PathBuf>::new(),
         "its cgroups are still there"
     );
+    for pid in &helpers {
+        let pool = format!("attestd-pool-{pid}-");
+        assert_eq!(
+            cgroups_named(&pool),
+            Vec::<std::path::PathBuf>::new(),
+            "a killed warm helper's cgroup is still there"
+        );
+    }
     // And the restarted daemon works.
     let again = daemon.attest_run(
         &work,

@@ -71,7 +71,17 @@ fn main() {
         }
         Ok(Cmd::Serve) => attest_sandbox::warm::serve(&sys),
         Ok(Cmd::Cleanup { scratch_root }) => {
-            attest_sandbox::cgroup::cleanup_leftovers(&sys);
+            // The run directories under the scratch root are this daemon's
+            // stale runs: only their cgroups (and dead pools') are removed.
+            let stale_runs: Vec<String> = std::fs::read_dir(&scratch_root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            attest_sandbox::cgroup::cleanup_leftovers(&sys, &stale_runs);
             attest_sandbox::run::unmount_under(&sys, &scratch_root);
             let left = attest_sandbox::run::unmount_under(&sys, &scratch_root);
             i32::from(!left.is_empty())
