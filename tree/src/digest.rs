@@ -86,13 +86,30 @@ pub fn hash_file(path: &Path) -> Result<Digest, TreeError> {
     hash_reader(&mut file).map_err(io_err)
 }
 
-/// Streams any reader through sha256.
+/// Streams any reader through sha256, through one read buffer per thread:
+/// allocating (and zeroing) a fresh 1 MiB buffer per file cost more than
+/// hashing the small files of a source tree.
 pub(crate) fn hash_reader(reader: &mut impl Read) -> std::io::Result<Digest> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < HASH_BUFFER_BYTES {
+                buffer.resize(HASH_BUFFER_BYTES, 0);
+            }
+            hash_with(reader, &mut buffer)
+        }
+        // Re-entered on this thread (not done today): a buffer of its own.
+        Err(_) => hash_with(reader, &mut vec![0u8; HASH_BUFFER_BYTES]),
+    })
+}
+
+fn hash_with(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<Digest> {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; HASH_BUFFER_BYTES];
     let mut size = 0u64;
     loop {
-        let n = match reader.read(&mut buffer) {
+        let n = match reader.read(buffer) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
