@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Hashing and content store benchmarks (docs/BENCHMARKS.md, "Hashing and
+# content store"). On the same data, in one run:
+#   1. a 1 GiB file: tree's hash_file (1 and all cores: N copies at once),
+#      ring vs sha2 per read size, `sha256sum` and `openssl dgst -sha256`
+#      (1 and N at once);
+#   2. a 20,000-file tree of about 300 MB: build_tree (no cache) on 1 and
+#      all threads;
+#   3. `attest run` over that tree, first (empty store, no digest cache) and
+#      second (cached) run, vs `in-toto-run --materials TREE --products OUT`;
+#   4. peak memory of the daemon and the client while a 1 GiB file goes
+#      through `attest run`.
+# Usage: bench/hashing.sh [DATA_DIR]   (default /tmp/attest-bench; needs
+# about 3.5 GB there). Warm page cache: every input is read once first.
+# Timed figures, never assertions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+data=${1:-/tmp/attest-bench}
+cpus=$(nproc)
+mkdir -p "$data"
+chmod 711 "$data"
+
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
+command -v in-toto-run >/dev/null || pip install -q in-toto==3.1.0
+
+echo "==> building (release)"
+cargo build --quiet --release --bins -p attestd -p attest -p attest-sandbox
+cargo build --quiet --release -p attest-tree --example hash_bench
+bin=$root/target/release
+hb=$bin/examples/hash_bench
+
+now() { python3 -c 'import time; print(time.time())'; }
+elapsed() { python3 -c "print(f'{$(now) - $1:.3f}')"; }
+
+echo "==> data in $data"
+big=$data/1g.bin
+[ -f "$big" ] || head -c 1073741824 /dev/urandom > "$big"
+tree=$data/tree
+if [ ! -f "$data/tree.done" ]; then
+  rm -rf "$tree"
+  python3 - "$tree" <<'EOF'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(5)
+total = 0
+for i in range(20000):
+    d = os.path.join(root, f"d{i % 40:02}", f"s{i % 13:02}")
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(1000, 29000)  # mean 15 kB -> about 300 MB
+    with open(os.path.join(d, f"f{i:05}.dat"), "wb") as f:
+        f.write(os.urandom(size))
+    total += size
+print(f"tree: 20000 files, {total / 1e6:.0f} MB")
+EOF
+  touch "$data/tree.done"
+fi
+# Warm the page cache.
+cat "$big" > /dev/null
+find "$tree" -type f -print0 | xargs -0 cat > /dev/null
+
+echo "==> 1. one 1 GiB file"
+$hb engines "$big"
+$hb file "$big" 1
+$hb file "$big" "$cpus"
+for tool in "sha256sum" "openssl dgst -sha256"; do
+  t=$(now); $tool "$big" > /dev/null; echo "$tool threads=1 seconds=$(elapsed "$t")"
+  t=$(now)
+  for _ in $(seq "$cpus"); do $tool "$big" > /dev/null & done
+  wait
+  echo "$tool threads=$cpus seconds=$(elapsed "$t") (x$cpus GiB)"
+done
+
+echo "==> 2. the 20,000-file tree, no digest cache"
+$hb tree "$tree" 1
+$hb tree "$tree" "$cpus"
+
+echo "==> 3. attest run over the tree vs in-toto-run"
+work=$(mktemp -d "$data/run.XXXXXX")
+chmod 711 "$work"
+export ATTEST_SOCKET=$work/attestd.sock
+export XDG_CACHE_HOME=$work/cache
+daemon_pid=
+stop_daemon() {
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  daemon_pid=
+}
+start_daemon() {
+  rm -rf "$work/state"
+  "$bin/attestd" --state-dir "$work/state" --socket "$ATTEST_SOCKET" --config /dev/null \
+    --sandbox-helper "$bin/attestd-sandbox" 2>>"$work/attestd.log" &
+  daemon_pid=$!
+  for _ in $(seq 1 400); do
+    [ -S "$ATTEST_SOCKET" ] && return
+    sleep 0.05
+  done
+  cat "$work/attestd.log"; echo "attestd did not start" >&2; exit 1
+}
+trap 'stop_daemon; rm -rf "$work"' EXIT
+start_daemon
+cd "$work"
+step=(--out out -- sh -c 'echo done > out')
+t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
+echo "attest run first (hash, upload, store, materialize, sandbox, sign) seconds=$(elapsed "$t")"
+t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
+echo "attest run second (cached) seconds=$(elapsed "$t")"
+t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
+echo "attest run third (cached) seconds=$(elapsed "$t")"
+openssl genpkey -algorithm ed25519 -out "$work/intoto.pem" 2>/dev/null
+t=$(now)
+in-toto-run -n bench --signing-key "$work/intoto.pem" --materials "$tree" --products out -- sh -c 'echo done > out'
+echo "in-toto-run --materials TREE --products out seconds=$(elapsed "$t")"
+stop_daemon
+
+echo "==> 4. peak memory, 1 GiB file through attest run"
+mkdir -p "$work/bigsrc"
+ln "$big" "$work/bigsrc/1g.bin" 2>/dev/null || cp "$big" "$work/bigsrc/1g.bin"
+start_daemon
+/usr/bin/time -f "client max RSS %M KiB, wall %e s" \
+  "$bin/attest" run --quiet --src "$work/bigsrc" --max-output 2G --out copy.bin -- cp 1g.bin copy.bin > /dev/null
+echo "daemon $(grep VmHWM /proc/$daemon_pid/status)"
