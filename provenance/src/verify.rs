@@ -47,7 +47,8 @@
 //!
 //! # Sources
 //!
-//! The source candidates are `buildDefinition.resolvedDependencies` and
+//! The source candidates are the `buildDefinition.resolvedDependencies` that
+//! have a `uri` (per-file materials without one are not sources) and
 //! `buildDefinition.externalParameters.source` (an object with `uri` and
 //! `digest`) in SLSA v1; `materials` and `invocation.configSource` in v0.2.
 //! URIs compare after removing a `git+` prefix, an `@ref` suffix, a `.git`
@@ -422,9 +423,14 @@ fn hermetic_of(internal: Option<&Value>) -> Result<(), String> {
 
 fn view_v1(p: &Provenance) -> PredicateView {
     let bd = &p.build_definition;
+    // A resolved dependency is a source candidate only if it says where it
+    // came from: per-file materials (a name and a digest, no uri) are not,
+    // or any input file holding the right bytes would satisfy an expected
+    // source digest.
     let mut sources: Vec<Source> = bd
         .resolved_dependencies
         .iter()
+        .filter(|d| d.uri.is_some())
         .map(|d| Source {
             uri: d.uri.clone(),
             digest: d.digest.clone(),

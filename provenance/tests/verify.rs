@@ -527,6 +527,32 @@ fn step2_slsa_v02_is_read() {
 }
 
 #[test]
+fn step4_source_digest_is_not_satisfied_by_a_per_file_material() {
+    // Regression: any input file whose bytes hash to the expected source
+    // digest used to pass --source-digest on its own.
+    let key = ed();
+    let planted = "c".repeat(64);
+    let mut p = provenance(true);
+    p.build_definition
+        .resolved_dependencies
+        .push(ResourceDescriptor::file("src/planted.bin", planted.clone()));
+    let env = signed(&statement_for(&p, &artifact()), &key);
+    let expect = Expectations {
+        source_digest: Some(format!("sha256:{planted}")),
+        ..Default::default()
+    };
+    assert!(matches!(
+        check(&env, &key, &expect),
+        Err(VerifyError::SourceDigest { .. })
+    ));
+    let commit = Expectations {
+        source_digest: Some(format!("gitCommit:{COMMIT}")),
+        ..Default::default()
+    };
+    assert_eq!(check(&env, &key, &commit), Ok(()));
+}
+
+#[test]
 fn step3_artifact_must_be_a_subject() {
     let key = ed();
     let env = signed(&statement_for(&provenance(true), &artifact()), &key);
