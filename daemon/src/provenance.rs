@@ -99,6 +99,12 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         },
     });
     let s = facts.settings;
+    // Hermetic means what the sandbox reports it enforced, not what was
+    // asked for: its own network namespace with nothing but loopback, the
+    // net namespace among those created, and no_new_privs set.
+    let hermetic = s.network == "none (loopback only)"
+        && s.namespaces.iter().any(|n| n == "net")
+        && s.no_new_privs;
     let internal_parameters = json!({
         "sandbox": {
             "namespaces": s.namespaces,
@@ -107,6 +113,7 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
             "gidMap": s.gid_map,
             "stepUid": s.step_uid,
             "stepGid": s.step_gid,
+            "noNewPrivs": s.no_new_privs,
             "hostname": s.hostname,
             "seccompProfileSha256": s.seccomp_profile_sha256,
             "cgroup": s.cgroup,
@@ -123,8 +130,8 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         },
         "sourceDateEpoch": facts.source_date_epoch,
         // No option that weakens the sandbox exists yet; when one does, it
-        // is listed here and `hermetic` becomes false.
-        "hermetic": true,
+        // is listed here and makes `hermetic` false.
+        "hermetic": hermetic,
         "dangerousOptions": [],
     });
 
@@ -309,5 +316,96 @@ mod tests {
         let (verified, _) =
             attest_provenance::link::verify_link(&bytes, &[key.public_key()]).unwrap();
         assert_eq!(verified, link);
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            namespaces: ["user", "mount", "pid", "net", "uts", "ipc", "cgroup"]
+                .map(String::from)
+                .to_vec(),
+            uid_map: "0 100000 65536".into(),
+            gid_map: "0 100000 65536".into(),
+            step_uid: 1000,
+            step_gid: 1000,
+            seccomp_profile_sha256: "0".repeat(64),
+            cgroup: "v1 (memory, pids)".into(),
+            limits: attest_sandbox::Limits {
+                timeout_ms: 1,
+                memory_bytes: 1,
+                pids: 1,
+                cpu_time_ms: 1,
+                max_output_bytes: 1,
+                tmp_bytes: 1,
+            },
+            network: "none (loopback only)".into(),
+            hostname: "attestd".into(),
+            rootfs_binds: vec!["/usr".into(), "/bin -> usr/bin".into()],
+            work_layer: "copy on tmpfs".into(),
+            no_new_privs: true,
+        }
+    }
+
+    fn statement_with(settings: &Settings) -> serde_json::Value {
+        let digest = attest_tree::hash_bytes(b"x");
+        let statement = build_statement(&BuildFacts {
+            invocation_id: "inv",
+            builder_id: "urn:attestd:host:test",
+            argv: &["true".into()],
+            env: &[],
+            working_directory: "",
+            output_paths: &["out".into()],
+            requested_limits: None,
+            source: None,
+            input_root: digest,
+            input_files: &[("a.c".into(), digest)],
+            settings,
+            source_date_epoch: 0,
+            outputs: &[("out".into(), digest)],
+            stdout: digest,
+            stderr: digest,
+            exit_code: 0,
+            usage: &Usage::default(),
+            started_on: "2026-01-01T00:00:00Z",
+            finished_on: "2026-01-01T00:00:01Z",
+        });
+        serde_json::to_value(&statement).unwrap()
+    }
+
+    #[test]
+    fn hermetic_follows_what_the_sandbox_reports() {
+        let full = statement_with(&settings());
+        assert_eq!(
+            full["predicate"]["buildDefinition"]["internalParameters"]["hermetic"],
+            true
+        );
+        let mut networked = settings();
+        networked.network = "host".into();
+        let weakened = statement_with(&networked);
+        assert_eq!(
+            weakened["predicate"]["buildDefinition"]["internalParameters"]["hermetic"],
+            false
+        );
+        let mut no_nnp = settings();
+        no_nnp.no_new_privs = false;
+        assert_eq!(
+            statement_with(&no_nnp)["predicate"]["buildDefinition"]["internalParameters"]
+                ["hermetic"],
+            false
+        );
+    }
+
+    #[test]
+    fn rootfs_links_become_uris_with_their_target_annotated() {
+        let st = statement_with(&settings());
+        let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        let bin = deps.iter().find(|d| d["name"] == "rootfs:/bin").unwrap();
+        assert_eq!(bin["uri"], "file:///bin");
+        assert_eq!(bin["annotations"]["symlinkTarget"], "usr/bin");
+        assert_eq!(bin["annotations"]["hashed"], false);
+        let statement =
+            attest_provenance::statement::Statement::from_json(st.to_string().as_bytes()).unwrap();
+        statement.validate().unwrap();
     }
 }
