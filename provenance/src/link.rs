@@ -13,6 +13,12 @@
 //! SHA-256 (ASN.1 DER), exactly as securesystemslib's `ed25519` and
 //! `ecdsa-sha2-nistp256` schemes sign. Keyids are securesystemslib's, so a
 //! layout that lists our key finds our link under `<step>.<keyid:8>.link`.
+//!
+//! Not built on the `in-toto` crate's `LinkMetadata`/`Metablock`: those sign
+//! only with that crate's own key types, whose keyids and key formats differ
+//! from securesystemslib's (see [`crate::keys`]), so in-toto-verify would not
+//! match the signature to the layout's key. The interop tests check this
+//! module's canonical JSON byte for byte against securesystemslib's.
 
 use crate::json::{parse_strict, JsonError};
 use crate::keys::{KeyIdScheme, PublicKey, SigningKey};
