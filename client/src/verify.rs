@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// a malformed envelope or key): distinct from every failed check.
 pub const EXIT_BAD_INPUT: i32 = 2;
 
-/// An artifact as named on the command line: a file, or `sha256:HEX`.
+/// An artifact as named on the command line: a file (its sha256 and sha512
+/// computed), or `sha256:HEX`, or `sha512:HEX` (provenance whose subjects
+/// carry only sha512, as npm publishes, is checked against that).
 pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
     if let Some(hex) = arg.strip_prefix("sha256:") {
         let hex = hex.to_ascii_lowercase();
@@ -20,19 +22,57 @@ pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
         return Ok(Artifact {
             name: arg.to_string(),
             sha256: hex,
+            sha512: None,
         });
     }
+    if let Some(hex) = arg.strip_prefix("sha512:") {
+        let hex = hex.to_ascii_lowercase();
+        if hex.len() != 128 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ClientError::Invalid(format!(
+                "{arg}: expected 128 hex characters after sha512:, found {}",
+                hex.len()
+            )));
+        }
+        return Ok(Artifact::from_sha512(arg, hex));
+    }
     let path = Path::new(arg);
-    let digest = attest_tree::hash_file(path)
-        .map_err(|e| ClientError::Invalid(format!("artifact {}", crate::error::chain(&e))))?;
+    let (sha256, sha512) = hash_file_sha256_sha512(path).map_err(|source| {
+        let e = attest_tree::TreeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        ClientError::Invalid(format!("artifact {}", crate::error::chain(&e)))
+    })?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| arg.to_string());
     Ok(Artifact {
         name,
-        sha256: digest.hex(),
+        sha256,
+        sha512: Some(sha512),
     })
+}
+
+/// Streams a file once through sha256 and sha512 with a 1 MiB buffer;
+/// returns both as lowercase hex.
+fn hash_file_sha256_sha512(path: &Path) -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut sha512 = ring::digest::Context::new(&ring::digest::SHA512);
+    let mut buffer = vec![0u8; attest_tree::HASH_BUFFER_BYTES];
+    loop {
+        let n = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha256.update(&buffer[..n]);
+        sha512.update(&buffer[..n]);
+    }
+    Ok((hex::encode(sha256.finish()), hex::encode(sha512.finish())))
 }
 
 /// Reads a file whole, or stdin when the path is `-`.

@@ -11,9 +11,12 @@
 //! 2. the payload is a Statement (`_type` v1, or v0.1 read-only) carrying a
 //!    SLSA provenance (predicateType v1, or v0.2 read-only) that passes the
 //!    strict validators;
-//! 3. every artifact's sha256 equals a subject's sha256 (matched by digest,
-//!    since files get renamed; with [`Expectations::require_name`] the
-//!    subject's name must equal the artifact's name too);
+//! 3. every artifact is a subject: matched by digest, since files get
+//!    renamed (with [`Expectations::require_name`] the subject's name must
+//!    equal the artifact's name too). A subject matches when it shares at
+//!    least one algorithm with the artifact among sha256 and sha512 (npm's
+//!    provenance carries only sha512) and every shared one is equal; a
+//!    subject with only other algorithms never matches;
 //! 4. the expectations: builder id, build type, source uri, source digest,
 //!    maximum age, hermeticity, in that order.
 //!
@@ -60,7 +63,9 @@
 use crate::dsse::{Envelope, INTOTO_PAYLOAD_TYPE};
 use crate::keys::{KeyIdScheme, PublicKey};
 use crate::slsa::{self, Provenance, ProvenanceError};
-use crate::statement::{Statement, StatementError, STATEMENT_TYPE_V01, STATEMENT_TYPE_V1};
+use crate::statement::{
+    ResourceDescriptor, Statement, StatementError, STATEMENT_TYPE_V01, STATEMENT_TYPE_V1,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -77,22 +82,81 @@ pub const DANGEROUS_OPTIONS_FIELD: &str = "dangerousOptions";
 /// the maximum-age check refuses it.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// An artifact to check against the subjects.
+/// An artifact to check against the subjects, by its digests: at least
+/// one of `sha256` and `sha512` must be known (step 3 fails closed with
+/// [`VerifyError::InvalidArtifact`] otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
     /// Its name (file name, or what the user called it).
     pub name: String,
-    /// Lowercase hex sha256 of its bytes.
+    /// Lowercase hex sha256 of its bytes; empty when unknown (an artifact
+    /// given only as `sha512:HEX`).
     pub sha256: String,
+    /// Lowercase hex sha512 of its bytes, when known.
+    pub sha512: Option<String>,
 }
 
 impl Artifact {
-    /// An artifact with its content's sha256 computed here.
+    /// An artifact with its content's sha256 and sha512 computed here.
     pub fn from_bytes(name: impl Into<String>, bytes: &[u8]) -> Artifact {
         Artifact {
             name: name.into(),
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes)),
+            sha512: Some(hex::encode(ring::digest::digest(
+                &ring::digest::SHA512,
+                bytes,
+            ))),
         }
+    }
+
+    /// An artifact known only by its sha512 (lowercase hex).
+    pub fn from_sha512(name: impl Into<String>, sha512_hex: impl Into<String>) -> Artifact {
+        Artifact {
+            name: name.into(),
+            sha256: String::new(),
+            sha512: Some(sha512_hex.into()),
+        }
+    }
+
+    /// The digests it has, as (in-toto algorithm name, hex).
+    pub fn digests(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let sha256 = (!self.sha256.is_empty()).then_some(("sha256", self.sha256.as_str()));
+        let sha512 = self.sha512.as_deref().map(|d| ("sha512", d));
+        sha256.into_iter().chain(sha512)
+    }
+
+    /// Its digest for messages: `sha256:HEX` when known, else `sha512:HEX`
+    /// (empty if it has neither).
+    pub fn digest_display(&self) -> String {
+        self.digests()
+            .next()
+            .map(|(alg, hex)| format!("{alg}:{hex}"))
+            .unwrap_or_default()
+    }
+
+    /// The artifact's digest as [`VerifyError`]'s `sha256` fields carry it:
+    /// the bare sha256 hex, or `sha512:HEX` when it has no sha256 or no
+    /// subject carries a sha256 (so the message compares like with like).
+    fn error_digest(&self, subjects: &[ResourceDescriptor]) -> String {
+        match &self.sha512 {
+            Some(d)
+                if self.sha256.is_empty()
+                    || !subjects.iter().any(|s| s.digest.contains_key("sha256")) =>
+            {
+                format!("sha512:{d}")
+            }
+            _ => self.sha256.clone(),
+        }
+    }
+}
+
+/// How [`VerifyError`] messages show an artifact digest field: bare hex is a
+/// sha256, anything else already names its algorithm.
+fn shown_digest(d: &str) -> String {
+    if d.contains(':') {
+        d.to_string()
+    } else {
+        format!("sha256:{d}")
     }
 }
 
@@ -221,30 +285,35 @@ pub enum VerifyError {
     /// No artifact was given to check.
     #[error("expected at least one artifact to check against the subjects, found none")]
     NoArtifacts,
-    /// An artifact's digest is not 64 hex characters.
-    #[error("expected artifact {name:?} to have a sha256 of 64 hex characters, found {sha256:?}")]
+    /// An artifact has no digest, or its sha256 is not 64 hex characters, or
+    /// its sha512 not 128.
+    #[error("expected artifact {name:?} to have a sha256 of 64 hex characters or a sha512 of 128, found {sha256:?}")]
     InvalidArtifact {
         /// The artifact's name.
         name: String,
-        /// The digest given.
+        /// The digest given: the sha256, or `sha512:HEX` when that is the
+        /// bad one (empty when the artifact has neither).
         sha256: String,
     },
     /// No subject has the artifact's digest.
-    #[error("expected artifact {name:?} (sha256:{sha256}) to be a subject of the provenance, found no subject with that digest (subjects: {})", list(.subjects))]
+    #[error("expected artifact {name:?} ({}) to be a subject of the provenance, found no subject with that digest (subjects: {})", shown_digest(.sha256), list(.subjects))]
     ArtifactNotSubject {
         /// The artifact's name.
         name: String,
-        /// Its sha256.
+        /// Its sha256 hex, or `sha512:HEX` when it has no sha256 or no
+        /// subject has one.
         sha256: String,
-        /// The statement's subjects, as `name sha256:HEX`.
+        /// The statement's subjects, as `name sha256:HEX` (and/or
+        /// `sha512:HEX`), or `name (no sha256 or sha512)`.
         subjects: Vec<String>,
     },
     /// With `require_name`, subjects carry the digest but under another name.
-    #[error("expected a subject named {name:?} with sha256:{sha256}, found that digest only under {}", list(.subject_names))]
+    #[error("expected a subject named {name:?} with {}, found that digest only under {}", shown_digest(.sha256), list(.subject_names))]
     SubjectNameMismatch {
         /// The artifact's name.
         name: String,
-        /// Its sha256.
+        /// Its sha256 hex, or `sha512:HEX` when it has no sha256 or no
+        /// subject has one.
         sha256: String,
         /// Names of the subjects with that digest.
         subject_names: Vec<String>,
@@ -537,8 +606,60 @@ fn digest_matches(expected: &str, digest: &BTreeMap<String, String>) -> bool {
     }
 }
 
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The artifact's digests are well-formed and there is at least one;
+/// otherwise the [`VerifyError::InvalidArtifact`] to report.
+fn check_artifact(a: &Artifact) -> Result<(), VerifyError> {
+    let invalid = |sha256: String| VerifyError::InvalidArtifact {
+        name: a.name.clone(),
+        sha256,
+    };
+    if !a.sha256.is_empty() && !is_hex(&a.sha256, 64) {
+        return Err(invalid(a.sha256.clone()));
+    }
+    if let Some(d) = &a.sha512 {
+        if !is_hex(d, 128) {
+            return Err(invalid(format!("sha512:{d}")));
+        }
+    }
+    if a.digests().next().is_none() {
+        return Err(invalid(String::new()));
+    }
+    Ok(())
+}
+
+/// A subject is the artifact when they share at least one algorithm
+/// (sha256, sha512) and every shared one is equal. Fails closed: a subject
+/// with only algorithms the artifact lacks never matches.
+fn subject_matches(subject: &ResourceDescriptor, a: &Artifact) -> bool {
+    let mut shared = false;
+    for (alg, ours) in a.digests() {
+        if let Some(theirs) = subject.digest.get(alg) {
+            if !theirs.eq_ignore_ascii_case(ours) {
+                return false;
+            }
+            shared = true;
+        }
+    }
+    shared
+}
+
+/// A subject for [`VerifyError::ArtifactNotSubject`]: `name sha256:HEX`,
+/// with its sha512 too when it has one.
+fn describe_subject(s: &ResourceDescriptor) -> String {
+    let name = s.name.as_deref().unwrap_or("(unnamed)");
+    let digests: Vec<String> = ["sha256", "sha512"]
+        .into_iter()
+        .filter_map(|alg| s.digest.get(alg).map(|d| format!("{alg}:{d}")))
+        .collect();
+    if digests.is_empty() {
+        format!("{name} (no sha256 or sha512)")
+    } else {
+        format!("{name} {}", digests.join(" "))
+    }
 }
 
 /// Run the four verification steps on one envelope. `now` is the time the
@@ -638,35 +759,17 @@ fn match_subjects(
     }
     let mut matched = Vec::with_capacity(artifacts.len());
     for a in artifacts {
-        if !is_sha256_hex(&a.sha256) {
-            return Err(VerifyError::InvalidArtifact {
-                name: a.name.clone(),
-                sha256: a.sha256.clone(),
-            });
-        }
-        let same_digest: Vec<&crate::statement::ResourceDescriptor> = statement
+        check_artifact(a)?;
+        let same_digest: Vec<&ResourceDescriptor> = statement
             .subject
             .iter()
-            .filter(|s| {
-                s.sha256()
-                    .is_some_and(|d| d.eq_ignore_ascii_case(&a.sha256))
-            })
+            .filter(|s| subject_matches(s, a))
             .collect();
         if same_digest.is_empty() {
             return Err(VerifyError::ArtifactNotSubject {
                 name: a.name.clone(),
-                sha256: a.sha256.clone(),
-                subjects: statement
-                    .subject
-                    .iter()
-                    .map(|s| {
-                        let name = s.name.as_deref().unwrap_or("(unnamed)");
-                        match s.sha256() {
-                            Some(d) => format!("{name} sha256:{d}"),
-                            None => format!("{name} (no sha256)"),
-                        }
-                    })
-                    .collect(),
+                sha256: a.error_digest(&statement.subject),
+                subjects: statement.subject.iter().map(describe_subject).collect(),
             });
         }
         let chosen = if require_name {
@@ -675,7 +778,7 @@ fn match_subjects(
                 .find(|s| s.name.as_deref() == Some(a.name.as_str()))
                 .ok_or_else(|| VerifyError::SubjectNameMismatch {
                     name: a.name.clone(),
-                    sha256: a.sha256.clone(),
+                    sha256: a.error_digest(&statement.subject),
                     subject_names: same_digest
                         .iter()
                         .map(|s| s.name.clone().unwrap_or_default())
@@ -786,12 +889,9 @@ fn mentions_all(envelope: &Envelope, artifacts: &[Artifact]) -> bool {
         return false;
     };
     !artifacts.is_empty()
-        && artifacts.iter().all(|a| {
-            st.subject.iter().any(|s| {
-                s.sha256()
-                    .is_some_and(|d| d.eq_ignore_ascii_case(&a.sha256))
-            })
-        })
+        && artifacts
+            .iter()
+            .all(|a| st.subject.iter().any(|s| subject_matches(s, a)))
 }
 
 /// Verify a set of envelopes (the lines of a `.intoto.jsonl`) and return

@@ -578,7 +578,7 @@ fn step3_artifact_must_be_a_subject() {
     // Matched by digest: a renamed file passes, and the subject's name is reported.
     let renamed = Artifact {
         name: "renamed.bin".into(),
-        sha256: artifact().sha256,
+        ..artifact()
     };
     let v = verify_envelope(
         &env,
@@ -614,21 +614,191 @@ fn step3_artifact_must_be_a_subject() {
     let bad = Artifact {
         name: "x".into(),
         sha256: "xyz".into(),
+        sha512: None,
     };
-    assert!(matches!(
-        verify_envelope(
-            &env,
-            &[key.public_key()],
-            &[bad],
-            &Expectations::default(),
-            t0()
-        ),
-        Err(VerifyError::InvalidArtifact { .. })
-    ));
+    // A malformed sha512, and no digest at all, are refused the same way.
+    let bad512 = Artifact::from_sha512("y", "ab".repeat(63));
+    let none = Artifact {
+        name: "z".into(),
+        sha256: String::new(),
+        sha512: None,
+    };
+    for (a, shown) in [
+        (bad, "xyz".to_string()),
+        (bad512, format!("sha512:{}", "ab".repeat(63))),
+        (none, String::new()),
+    ] {
+        assert_eq!(
+            verify_envelope(
+                &env,
+                &[key.public_key()],
+                std::slice::from_ref(&a),
+                &Expectations::default(),
+                t0()
+            ),
+            Err(VerifyError::InvalidArtifact {
+                name: a.name.clone(),
+                sha256: shown,
+            })
+        );
+    }
+}
+
+/// A statement whose one subject carries exactly these digests.
+fn statement_with_subject_digests(digest: &[(&str, String)]) -> Statement {
+    let mut subject = ResourceDescriptor::file("pkg.tgz", "");
+    subject.digest = digest
+        .iter()
+        .map(|(alg, hex)| (alg.to_string(), hex.clone()))
+        .collect();
+    let st = Statement::new(
+        vec![subject],
+        slsa::PREDICATE_TYPE_V1,
+        provenance(true).to_value(),
+    );
+    assert_eq!(st.validate(), Ok(()));
+    st
 }
 
 #[test]
-fn step3_sha512_only_subjects_parse_but_do_not_match_a_sha256() {
+fn step3_sha512_only_subject_is_checked_against_the_artifact_bytes() {
+    let key = ed();
+    let pkg = Artifact::from_bytes("pkg.tgz", b"the npm tarball\n");
+    let sha512 = pkg.sha512.clone().unwrap();
+    assert_eq!(sha512.len(), 128);
+    let env = signed(
+        &statement_with_subject_digests(&[("sha512", sha512.clone())]),
+        &key,
+    );
+    let run = |a: &Artifact| {
+        verify_any(
+            std::slice::from_ref(&env),
+            &[key.public_key()],
+            std::slice::from_ref(a),
+            &Expectations::default(),
+            t0(),
+        )
+    };
+
+    // The right bytes verify, from the bytes or from the sha512 alone.
+    let v = run(&pkg).unwrap();
+    assert_eq!(v.matched, vec![(pkg.clone(), "pkg.tgz".to_string())]);
+    let by_digest = Artifact::from_sha512("sha512:x", sha512.to_ascii_uppercase());
+    assert!(run(&by_digest).is_ok());
+
+    // Other bytes do not: exit 13, and the message names both sides' sha512.
+    let other = Artifact::from_bytes("pkg.tgz", b"a tampered tarball\n");
+    let err = run(&other).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::ArtifactNotSubject {
+            name: "pkg.tgz".into(),
+            sha256: format!("sha512:{}", other.sha512.as_deref().unwrap()),
+            subjects: vec![format!("pkg.tgz sha512:{sha512}")],
+        }
+    );
+    assert_eq!((err.exit_code(), err.step()), (13, 3));
+    let other512 = Artifact::from_sha512("o", other.sha512.clone().unwrap());
+    let err = run(&other512).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("(sha512:{})", other512.sha512.as_deref().unwrap())),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 13);
+
+    // An artifact known only by sha256 cannot be checked against it.
+    let sha256_only = Artifact {
+        sha512: None,
+        ..pkg.clone()
+    };
+    assert_eq!(run(&sha256_only).unwrap_err().exit_code(), 13);
+
+    // With require_name the subject's name must match as well.
+    let strict = Expectations {
+        require_name: true,
+        ..Default::default()
+    };
+    let renamed = Artifact::from_sha512("elsewhere.tgz", sha512.clone());
+    assert_eq!(
+        verify_envelope(&env, &[key.public_key()], &[renamed], &strict, t0()),
+        Err(VerifyError::SubjectNameMismatch {
+            name: "elsewhere.tgz".into(),
+            sha256: format!("sha512:{sha512}"),
+            subject_names: vec!["pkg.tgz".into()],
+        })
+    );
+}
+
+#[test]
+fn step3_every_shared_digest_must_agree() {
+    let key = ed();
+    let pkg = Artifact::from_bytes("pkg.tgz", b"the npm tarball\n");
+    let other = Artifact::from_bytes("pkg.tgz", b"something else\n");
+    let run = |digests: &[(&str, String)]| {
+        verify_envelope(
+            &signed(&statement_with_subject_digests(digests), &key),
+            &[key.public_key()],
+            std::slice::from_ref(&pkg),
+            &Expectations::default(),
+            t0(),
+        )
+        .map(|_| ())
+    };
+    let sha512 = |a: &Artifact| a.sha512.clone().unwrap();
+    assert_eq!(
+        run(&[("sha256", pkg.sha256.clone()), ("sha512", sha512(&pkg))]),
+        Ok(())
+    );
+    // One algorithm right and the other wrong is not this artifact.
+    for digests in [
+        vec![("sha256", pkg.sha256.clone()), ("sha512", sha512(&other))],
+        vec![("sha256", other.sha256.clone()), ("sha512", sha512(&pkg))],
+    ] {
+        assert!(
+            matches!(run(&digests), Err(VerifyError::ArtifactNotSubject { .. })),
+            "{digests:?}"
+        );
+    }
+}
+
+#[test]
+fn step3_subject_with_only_unknown_algorithms_never_matches() {
+    let key = ed();
+    let pkg = Artifact::from_bytes("pkg.tgz", b"the npm tarball\n");
+    // Algorithms we do not compute, even carrying the artifact's own hex.
+    for digests in [
+        vec![("sha384", "ab".repeat(48))],
+        vec![("sha3_256", pkg.sha256.clone())],
+        vec![("sha3_512", pkg.sha512.clone().unwrap())],
+        vec![("blake3", pkg.sha256.clone())],
+        vec![("gitBlob", "cd".repeat(20))],
+    ] {
+        let env = signed(&statement_with_subject_digests(&digests), &key);
+        for a in [
+            pkg.clone(),
+            Artifact::from_sha512("x", pkg.sha512.clone().unwrap()),
+        ] {
+            let err = verify_any(
+                std::slice::from_ref(&env),
+                &[key.public_key()],
+                &[a],
+                &Expectations::default(),
+                t0(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, VerifyError::ArtifactNotSubject { subjects, .. }
+                    if subjects == &["pkg.tgz (no sha256 or sha512)".to_string()]),
+                "{digests:?}: {err}"
+            );
+            assert_eq!(err.exit_code(), 13);
+        }
+    }
+}
+
+#[test]
+fn step3_sha512_only_subject_with_another_digest_does_not_match() {
     let key = ed();
     let a = artifact();
     let mut subject = ResourceDescriptor::file("app.bin", "");
