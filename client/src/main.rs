@@ -165,7 +165,7 @@ struct RunArgs {
 struct VerifyArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Files to verify, or `sha256:HEX` digests.
+    /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests.
     #[arg(required = true, value_name = "ARTIFACT")]
     artifacts: Vec<String>,
     /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
@@ -505,6 +505,13 @@ fn verify_command(args: VerifyArgs) -> i32 {
                         "start runtime for",
                         "--from-daemon",
                     ))?;
+                // The daemon indexes attestations by sha256 only.
+                if artifacts[0].sha256.is_empty() {
+                    return Err(attest::ClientError::Invalid(format!(
+                        "--from-daemon looks attestations up by sha256; {} names only a sha512",
+                        artifacts[0].name
+                    )));
+                }
                 runtime.block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
             }
         };
@@ -539,7 +546,7 @@ fn verify_command(args: VerifyArgs) -> i32 {
                 let matched: Vec<_> = verified
                     .matched
                     .iter()
-                    .map(|(a, subject)| serde_json::json!({"artifact": a.name, "sha256": a.sha256, "subject": subject}))
+                    .map(|(a, subject)| serde_json::json!({"artifact": a.name, "digest": a.digest_display(), "subject": subject}))
                     .collect();
                 println!(
                     "{}",
@@ -548,8 +555,10 @@ fn verify_command(args: VerifyArgs) -> i32 {
             } else {
                 for (artifact, subject) in &verified.matched {
                     println!(
-                        "PASSED: {} (sha256:{}) is subject {:?}",
-                        artifact.name, artifact.sha256, subject
+                        "PASSED: {} ({}) is subject {:?}",
+                        artifact.name,
+                        artifact.digest_display(),
+                        subject
                     );
                 }
                 println!("signed by: {}", verified.signer_keyids.join(", "));

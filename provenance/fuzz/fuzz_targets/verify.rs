@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let artifacts = [Artifact {
         name: "artifact.txt".into(),
         sha256: "257a0c7bff90e1d706ad8da1709a0a27255550237b021b9bfd32edfe57f1fb75".into(),
+        sha512: None,
     }];
     let expect = Expectations {
         builder_id: Some("https://example.com/foreign-builder".into()),
