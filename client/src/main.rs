@@ -118,13 +118,13 @@ struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Memory limit, e.g. 512M (capped by the daemon's maximum).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = attest_proto::parse_size)]
     memory: Option<u64>,
     /// Process limit (capped by the daemon's maximum).
     #[arg(long, value_name = "N")]
     pids: Option<u64>,
     /// Limit on what the step writes, e.g. 1G (capped by the daemon's maximum).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = attest_proto::parse_size)]
     max_output: Option<u64>,
     /// CPU-time limit, e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -221,18 +221,6 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         return Err(format!("{text:?} has an empty name"));
     }
     Ok((k.to_string(), v.to_string()))
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let normalized = match t.chars().last() {
-        Some('K' | 'M' | 'G' | 'T') => format!("{t}iB"),
-        _ => t.to_string(),
-    };
-    normalized
-        .parse::<bytesize::ByteSize>()
-        .map(|s| s.as_u64())
-        .map_err(|e| format!("{text:?} is not a size like 512M: {e}"))
 }
 
 fn main() {

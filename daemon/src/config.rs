@@ -145,18 +145,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like 90s or 15m: {e}"))
 }
 
-/// Parses "512M", "2GiB", "1000000" (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let normalized = match trimmed.chars().last() {
-        Some('K' | 'M' | 'G' | 'T') => format!("{trimmed}iB"),
-        _ => trimmed.to_string(),
-    };
-    normalized
-        .parse::<bytesize::ByteSize>()
-        .map(|s| s.as_u64())
-        .map_err(|e| format!("{text:?} is not a size like 512M or 2GiB: {e}"))
-}
+pub use attest_proto::parse_size;
 
 /// The config file's shape. Same names as the flags.
 #[derive(Debug, Default, Deserialize)]

@@ -50,6 +50,22 @@ pub fn client_socket_path() -> PathBuf {
     }
 }
 
+/// Parses a size as users write it for limits on both sides of the
+/// contract (`attest run --memory 512M`, `attestd --max-memory 16G`, the
+/// config file): `512M`, `2G` and `2GiB` are binary units, plain digits
+/// are bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let normalized = match trimmed.chars().last() {
+        Some('K' | 'M' | 'G' | 'T') => format!("{trimmed}iB"),
+        _ => trimmed.to_string(),
+    };
+    normalized
+        .parse::<bytesize::ByteSize>()
+        .map(|s| s.as_u64())
+        .map_err(|e| format!("{text:?} is not a size like 512M or 2GiB: {e}"))
+}
+
 /// The real uid of this process, read from `/proc/self/status` so that this
 /// crate needs no unsafe code and no libc.
 pub fn current_uid() -> u32 {
