@@ -4,6 +4,7 @@
 
 use crate::error::DaemonError;
 use crate::gc::GcPolicy;
+use attest_provenance::keys::KeyIdScheme;
 use attest_sandbox::Limits;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -44,6 +45,15 @@ pub struct Cli {
     /// this daemon's trust boundary. Default: urn:attestd:host:HOSTNAME.
     #[arg(long, env = "ATTESTD_BUILDER_ID", value_name = "URI")]
     pub builder_id: Option<String>,
+
+    /// The keyid written beside each envelope signature: `securesystemslib`
+    /// (what in-toto and securesystemslib compute, the default),
+    /// `sha256-fingerprint` (sha256 of the public key's DER) or `none`
+    /// (empty, as cosign and sigstore-go expect). Verifiers treat it as a
+    /// hint only; link metadata always uses securesystemslib keyids, which
+    /// in-toto layouts name.
+    #[arg(long, env = "ATTESTD_KEYID_SCHEME", value_name = "SCHEME")]
+    pub keyid_scheme: Option<KeyIdScheme>,
 
     /// The sandbox helper binary. Default: `attestd-sandbox` next to this
     /// executable, then on $PATH.
@@ -154,6 +164,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     builder_id: Option<String>,
+    keyid_scheme: Option<String>,
     sandbox_helper: Option<PathBuf>,
     max_parallel_builds: Option<usize>,
     cas_max_size: Option<String>,
@@ -233,6 +244,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub builder_id: String,
+    /// How envelope signatures name their key.
+    pub keyid_scheme: KeyIdScheme,
     pub sandbox_helper: PathBuf,
     pub max_parallel_builds: usize,
     pub limits: LimitPolicy,
@@ -263,6 +276,19 @@ impl Config {
             .clone()
             .or(file.socket)
             .unwrap_or_else(attest_proto::default_socket_path);
+        let keyid_scheme = match (cli.keyid_scheme, &file.keyid_scheme) {
+            (Some(scheme), _) => scheme,
+            (None, Some(text)) => {
+                text.parse()
+                    .map_err(
+                        |e: attest_provenance::keys::KeyError| DaemonError::Setting {
+                            name: "keyid_scheme",
+                            reason: e.to_string(),
+                        },
+                    )?
+            }
+            (None, None) => KeyIdScheme::Securesystemslib,
+        };
         let builder_id = cli
             .builder_id
             .clone()
@@ -400,6 +426,7 @@ impl Config {
             state_dir,
             socket,
             builder_id,
+            keyid_scheme,
             sandbox_helper,
             max_parallel_builds,
             limits: LimitPolicy { defaults, maxima },

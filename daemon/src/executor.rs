@@ -577,7 +577,7 @@ async fn run(
     let envelope = attest_provenance::sign_statement(
         &statement,
         &[daemon.signer.key()],
-        attest_provenance::keys::KeyIdScheme::Securesystemslib,
+        daemon.config.keyid_scheme,
     )
     .map_err(|e| DaemonError::Signing(error_chain(&e)))?;
     let envelope_json = envelope.to_json();
@@ -612,7 +612,7 @@ async fn run(
     send(
         tx,
         Event::Signed(Signed {
-            keyids: vec![daemon.signer.keyid()],
+            keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
         }),
     )
     .await;

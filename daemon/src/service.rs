@@ -10,7 +10,7 @@ use attest_proto::v1::{
     GetByInvocationRequest, GetPublicKeysRequest, GetPublicKeysResponse, ListBySubjectRequest,
     ListBySubjectResponse, PublicKey, UploadBlobsRequest, UploadBlobsResponse,
 };
-use attest_provenance::keys::{KeyAlgorithm, KeyIdScheme};
+use attest_provenance::keys::KeyAlgorithm;
 use attest_tree::Digest;
 use futures::Stream;
 use std::io::Read;
@@ -283,7 +283,7 @@ impl Keys for Services {
         };
         Ok(Response::new(GetPublicKeysResponse {
             keys: vec![PublicKey {
-                keyid: public.keyid(KeyIdScheme::Securesystemslib),
+                keyid: public.keyid(self.daemon.config.keyid_scheme),
                 algorithm: algorithm.into(),
                 pem: public.to_spki_pem(),
             }],

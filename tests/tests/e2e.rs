@@ -566,3 +566,36 @@ fn a_restart_after_a_crash_cleans_what_the_crash_left_behind() {
     );
     assert!(again.status.success(), "{}", daemon.log());
 }
+
+#[test]
+fn keyid_scheme_none_signs_with_an_empty_keyid_that_still_verifies() {
+    let daemon = TestDaemon::start_with(&["--keyid-scheme", "none"]);
+    let src = example_src(&daemon);
+    let work = daemon.work_dir("work");
+    let built = daemon.attest_run(
+        &work,
+        &src,
+        &["--out", "hello", "--", "cc", "-o", "hello", "hello.c"],
+    );
+    assert!(built.status.success(), "{}", daemon.log());
+    let line = std::fs::read_to_string(work.join("hello.intoto.jsonl")).unwrap();
+    let envelope: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        envelope["signatures"][0]["keyid"], "",
+        "cosign-style envelopes carry no keyid"
+    );
+    std::fs::write(
+        work.join("key.pem"),
+        run(daemon.attest().arg("pubkey")).stdout,
+    )
+    .unwrap();
+    let verified = run(daemon.attest().current_dir(&work).args([
+        "verify",
+        "hello",
+        "--provenance",
+        "hello.intoto.jsonl",
+        "--key",
+        "key.pem",
+    ]));
+    assert_eq!(verified.status.code(), Some(0));
+}
