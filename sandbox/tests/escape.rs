@@ -117,6 +117,17 @@ impl Run {
         self
     }
 
+    /// A run of `args`, through a warm helper when `warm` (else as `new`
+    /// chooses: cold, or warm under ATTEST_ESCAPE_WARM=1).
+    fn in_mode(args: &[&str], warm: bool) -> Run {
+        let run = Run::new(args);
+        if warm {
+            run.warm()
+        } else {
+            run
+        }
+    }
+
     fn start(&self) -> Child {
         let spec_path = self.dir.path().join("spec.json");
         write_spec(&spec_path, &self.spec).unwrap();
@@ -525,10 +536,8 @@ fn dotdot_and_absolute_outputs_are_refused_before_anything_runs() {
     assert_eq!(std::fs::read_dir(&r.spec.out_dir).unwrap().count(), 0);
 }
 
-#[test]
-fn fork_bomb_is_contained_by_the_pids_limit() {
-    needs_root!();
-    let mut r = Run::new(&["forkbomb"]);
+fn pids_limit_contains_a_fork_bomb(warm: bool) {
+    let mut r = Run::in_mode(&["forkbomb"], warm);
     r.spec.limits.pids = 32;
     let d = r.run();
     assert_eq!(
@@ -540,9 +549,13 @@ fn fork_bomb_is_contained_by_the_pids_limit() {
 }
 
 #[test]
-fn memory_hog_is_oom_killed_and_reported() {
+fn fork_bomb_is_contained_by_the_pids_limit() {
     needs_root!();
-    let mut r = Run::new(&["memhog"]);
+    pids_limit_contains_a_fork_bomb(false);
+}
+
+fn memory_hog_is_oom_killed_and_reported_by_a_surviving_helper(warm: bool) {
+    let mut r = Run::in_mode(&["memhog"], warm);
     r.spec.limits.memory_bytes = 64 << 20;
     let d = r.run();
     assert_eq!(
@@ -554,6 +567,12 @@ fn memory_hog_is_oom_killed_and_reported() {
         d.stdout
     );
     assert!(d.report.outcome.describe().contains("64 MiB memory limit"));
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    needs_root!();
+    memory_hog_is_oom_killed_and_reported_by_a_surviving_helper(false);
 }
 
 #[test]
@@ -588,19 +607,21 @@ fn disk_filler_hits_the_tmp_limit() {
     );
 }
 
-#[test]
-fn infinite_loop_times_out_and_nothing_is_left_running() {
-    needs_root!();
-    let mut r = Run::new(&["spin"]);
+fn infinite_loop_times_out(warm: bool) {
+    let mut r = Run::in_mode(&["spin"], warm);
     r.spec.limits.timeout_ms = 1000;
     let d = r.run(); // run() asserts no process, cgroup or mount is left
     assert_eq!(d.report.outcome, Outcome::TimedOut { limit_ms: 1000 });
 }
 
 #[test]
-fn sigterm_cancels_and_nothing_is_left_running() {
+fn infinite_loop_times_out_and_nothing_is_left_running() {
     needs_root!();
-    let r = Run::new(&["spin"]);
+    infinite_loop_times_out(false);
+}
+
+fn sigterm_cancels(warm: bool) {
+    let r = Run::in_mode(&["spin"], warm);
     let child = r.start();
     std::thread::sleep(Duration::from_millis(500));
     nix::sys::signal::kill(
@@ -613,14 +634,24 @@ fn sigterm_cancels_and_nothing_is_left_running() {
 }
 
 #[test]
-fn daemon_death_eof_on_stdin_cancels() {
+fn sigterm_cancels_and_nothing_is_left_running() {
     needs_root!();
-    let r = Run::new(&["spin"]);
+    sigterm_cancels(false);
+}
+
+fn stdin_eof_cancels(warm: bool) {
+    let r = Run::in_mode(&["spin"], warm);
     let mut child = r.start();
     std::thread::sleep(Duration::from_millis(500));
     drop(child.stdin.take());
     let d = r.finish(child);
     assert_eq!(d.report.outcome, Outcome::Cancelled);
+}
+
+#[test]
+fn daemon_death_eof_on_stdin_cancels() {
+    needs_root!();
+    stdin_eof_cancels(false);
 }
 
 #[test]
@@ -647,66 +678,32 @@ fn command_not_found_is_a_setup_failure() {
 #[test]
 fn warm_fork_bomb_is_contained_by_the_pids_limit() {
     needs_root!();
-    let mut r = Run::new(&["forkbomb"]).warm();
-    r.spec.limits.pids = 32;
-    let d = r.run();
-    assert_eq!(
-        d.report.outcome,
-        Outcome::PidsLimit { limit: 32 },
-        "{}",
-        d.stdout
-    );
+    pids_limit_contains_a_fork_bomb(true);
 }
 
 #[test]
 fn warm_memory_hog_is_oom_killed_and_the_helper_survives_to_report() {
     needs_root!();
-    let mut r = Run::new(&["memhog"]).warm();
-    r.spec.limits.memory_bytes = 64 << 20;
-    let d = r.run(); // run() requires a report, so the helper was not the victim
-    assert_eq!(
-        d.report.outcome,
-        Outcome::OutOfMemory {
-            limit_bytes: 64 << 20
-        },
-        "{}",
-        d.stdout
-    );
+    // run() requires a report, so the helper (in the step's cgroup) was not the victim.
+    memory_hog_is_oom_killed_and_reported_by_a_surviving_helper(true);
 }
 
 #[test]
 fn warm_infinite_loop_times_out_and_nothing_is_left_running() {
     needs_root!();
-    let mut r = Run::new(&["spin"]).warm();
-    r.spec.limits.timeout_ms = 1000;
-    let d = r.run();
-    assert_eq!(d.report.outcome, Outcome::TimedOut { limit_ms: 1000 });
+    infinite_loop_times_out(true);
 }
 
 #[test]
 fn warm_sigterm_cancels_and_nothing_is_left_running() {
     needs_root!();
-    let r = Run::new(&["spin"]).warm();
-    let child = r.start();
-    std::thread::sleep(Duration::from_millis(500));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let d = r.finish(child);
-    assert_eq!(d.report.outcome, Outcome::Cancelled);
+    sigterm_cancels(true);
 }
 
 #[test]
 fn warm_daemon_death_eof_on_stdin_cancels() {
     needs_root!();
-    let r = Run::new(&["spin"]).warm();
-    let mut child = r.start();
-    std::thread::sleep(Duration::from_millis(500));
-    drop(child.stdin.take());
-    let d = r.finish(child);
-    assert_eq!(d.report.outcome, Outcome::Cancelled);
+    stdin_eof_cancels(true);
 }
 
 #[test]
