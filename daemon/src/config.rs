@@ -119,6 +119,17 @@ pub struct Cli {
     #[arg(long, env = "ATTESTD_GC_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub gc_interval: Option<Duration>,
 
+    /// Hash the host rootfs that every sandbox binds read-only (/usr,
+    /// /etc/ssl...) and record a digest per bind in the provenance: `on` or
+    /// `off`. The first hash reads the whole rootfs on a background thread
+    /// at start (builds that end before it is done wait for it); its digests
+    /// are cached in STATE/rootfs-digests.bin, so after that each build pays
+    /// one stat per rootfs entry, overlapped with output collection. With
+    /// `off` the rootfs is named in the provenance with `hashed: false`.
+    /// Default: on.
+    #[arg(long, env = "ATTESTD_ROOTFS_HASHING", value_name = "on|off", value_parser = parse_on_off)]
+    pub rootfs_hashing: Option<bool>,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "attestd=debug").
     #[arg(
         long,
@@ -157,6 +168,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub use attest_proto::parse_size;
 
+/// Parses `on` or `off`.
+pub fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is neither on nor off")),
+    }
+}
+
 /// The config file's shape. Same names as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +191,7 @@ struct FileConfig {
     inputs_max_size: Option<String>,
     gc_min_age: Option<String>,
     gc_interval: Option<String>,
+    rootfs_hashing: Option<String>,
     #[serde(default)]
     limits: FileLimits,
 }
@@ -252,6 +273,8 @@ pub struct Config {
     pub gc: GcPolicy,
     /// None: no automatic collection.
     pub gc_interval: Option<Duration>,
+    /// Whether the host rootfs is hashed into the provenance.
+    pub rootfs_hashing: bool,
 }
 
 const GIB: u64 = 1 << 30;
@@ -422,6 +445,14 @@ impl Config {
             10 * min,
         )?))
         .filter(|d| !d.is_zero());
+        let rootfs_hashing = match (cli.rootfs_hashing, &file.rootfs_hashing) {
+            (Some(on), _) => on,
+            (None, Some(text)) => parse_on_off(text).map_err(|reason| DaemonError::Setting {
+                name: "rootfs-hashing",
+                reason,
+            })?,
+            (None, None) => true,
+        };
         Ok(Config {
             state_dir,
             socket,
@@ -432,6 +463,7 @@ impl Config {
             limits: LimitPolicy { defaults, maxima },
             gc,
             gc_interval,
+            rootfs_hashing,
         })
     }
 }
@@ -576,6 +608,33 @@ mod tests {
         let gc = Cli::parse_from(["attestd", "gc", "--dry-run", "--cas-max-size", "1M"]);
         assert!(matches!(gc.command, Some(Command::Gc { dry_run: true })));
         assert_eq!(gc.cas_max_size, Some(1 << 20));
+    }
+
+    #[test]
+    fn rootfs_hashing_is_on_unless_turned_off() {
+        assert!(Config::resolve(&cli(&[])).unwrap().rootfs_hashing);
+        let off = Config::resolve(&cli(&["--rootfs-hashing", "off"])).unwrap();
+        assert!(!off.rootfs_hashing);
+        assert!(Cli::try_parse_from(["attestd", "--rootfs-hashing", "maybe"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(&file, "rootfs_hashing = \"off\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert!(
+            !Config::resolve(&cli(&["--config", path]))
+                .unwrap()
+                .rootfs_hashing
+        );
+        let flag_wins = cli(&["--config", path, "--rootfs-hashing", "on"]);
+        assert!(Config::resolve(&flag_wins).unwrap().rootfs_hashing);
+        std::fs::write(&file, "rootfs_hashing = \"yes\"\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&cli(&["--config", path])),
+            Err(DaemonError::Setting {
+                name: "rootfs-hashing",
+                ..
+            })
+        ));
     }
 
     #[test]

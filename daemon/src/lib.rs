@@ -16,6 +16,7 @@ pub mod helper_pool;
 pub mod index;
 pub mod materialize;
 pub mod provenance;
+pub mod rootfs;
 pub mod server;
 pub mod service;
 pub mod signer;
