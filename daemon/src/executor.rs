@@ -43,6 +43,8 @@ pub struct Daemon {
     runs_dir: PathBuf,
     /// Warm sandbox helpers, one per build slot.
     pub helpers: std::sync::Arc<crate::helper_pool::HelperPool>,
+    /// None with `--rootfs-hashing off`.
+    pub rootfs: Option<Arc<crate::rootfs::RootfsHasher>>,
 }
 
 impl Daemon {
@@ -76,8 +78,12 @@ impl Daemon {
             config.max_parallel_builds,
         );
         helpers.refill_soon();
+        let rootfs = config
+            .rootfs_hashing
+            .then(|| crate::rootfs::RootfsHasher::start_for_host(state));
         Ok(Daemon {
             helpers,
+            rootfs,
             store: BlobStore::open(&cas_dir)?,
             inputs: InputTrees::open(&inputs_dir)?,
             index: {
@@ -450,6 +456,7 @@ async fn run(
         .map_err(|e| DaemonError::Sandbox(error_chain(&e)))?;
 
     let started_on = now_rfc3339();
+    let rootfs_watch = daemon.rootfs.as_ref().map(|r| r.step_starting());
     // A warm helper from the pool, else a cold one (helper_pool.rs).
     let started = daemon
         .helpers
@@ -533,6 +540,9 @@ async fn run(
         });
     }
 
+    // Walks the rootfs again (stat only, through the digest cache) while
+    // the outputs are collected.
+    let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
     send(tx, Event::Collecting(Collecting {})).await;
     let collected = {
         let store = daemon.store.clone();
@@ -553,6 +563,7 @@ async fn run(
     };
 
     let named: Vec<(String, Digest)> = outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
+    let rootfs = rootfs_check.facts().await;
     let statement = build_statement(&BuildFacts {
         invocation_id,
         builder_id: &daemon.config.builder_id,
@@ -565,6 +576,7 @@ async fn run(
         input_root: request.input_root,
         input_files: &input_files,
         settings: &report.settings,
+        rootfs: &rootfs,
         source_date_epoch: request.source_date_epoch,
         outputs: &named,
         stdout,

@@ -2,6 +2,7 @@
 //! whose subjects are the products, with a SLSA Provenance v1 predicate of
 //! build type [`BUILD_TYPE`] (documented in docs/buildtype-v1.md).
 
+use crate::rootfs::{BindStatus, NodeKind, RootfsFacts, TREE_MEDIA_TYPE};
 use attest_provenance::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PREDICATE_TYPE_V1,
 };
@@ -33,6 +34,8 @@ pub struct BuildFacts<'a> {
     pub input_root: Digest,
     pub input_files: &'a [(String, Digest)],
     pub settings: &'a Settings,
+    /// What the daemon measured of the host rootfs around the step.
+    pub rootfs: &'a RootfsFacts,
     pub source_date_epoch: u64,
     pub outputs: &'a [(String, Digest)],
     pub stdout: Digest,
@@ -49,6 +52,79 @@ fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
         digest: BTreeMap::from([("sha256".to_string(), digest.hex())]),
         ..Default::default()
     }
+}
+
+/// The `rootfs:<path>` dependency of one bind as the sandbox reported it
+/// (`"/usr"`, or `"/bin -> usr/bin"` for a host symlink recreated as such),
+/// with the digest the daemon measured when it describes what the step saw.
+fn rootfs_descriptor(bind: &str, rootfs: &RootfsFacts) -> ResourceDescriptor {
+    let (path, link_target) = match bind.split_once(" -> ") {
+        Some((path, target)) => (path, Some(target)),
+        None => (bind, None),
+    };
+    let mut annotations = serde_json::Map::new();
+    if let Some(target) = link_target {
+        annotations.insert("symlinkTarget".into(), json!(target));
+    }
+    let mut descriptor = ResourceDescriptor {
+        name: Some(format!("rootfs:{path}")),
+        uri: Some(format!("file://{path}")),
+        ..Default::default()
+    };
+    let mut status = rootfs.status(std::path::Path::new(path));
+    // The helper resolved the bind itself when it set the sandbox up; a
+    // measurement of something else (a symlink retargeted, a directory
+    // replaced by a link) does not describe what the step saw.
+    if let BindStatus::Hashed {
+        kind,
+        symlink_target,
+        ..
+    } = &status
+    {
+        let measured_target = symlink_target.as_ref().map(|t| t.display().to_string());
+        if (*kind == NodeKind::Symlink) != link_target.is_some()
+            || measured_target.as_deref() != link_target
+        {
+            status = BindStatus::ChangedDuringBuild {
+                reason: format!(
+                    "the sandbox bound {bind:?} but the daemon measured a {} afterwards",
+                    match measured_target {
+                        Some(t) => format!("symlink to {t:?}"),
+                        None => kind.name().to_string(),
+                    }
+                ),
+            };
+        }
+    }
+    match status {
+        BindStatus::Hashed {
+            kind,
+            digest,
+            special_files,
+            ..
+        } => {
+            annotations.insert("hashed".into(), json!(true));
+            annotations.insert("kind".into(), json!(kind.name()));
+            if special_files > 0 {
+                annotations.insert("specialFiles".into(), json!(special_files));
+            }
+            if kind == NodeKind::Directory {
+                descriptor.media_type = Some(TREE_MEDIA_TYPE.to_string());
+            }
+            descriptor.digest = BTreeMap::from([("sha256".to_string(), hex::encode(digest))]);
+        }
+        BindStatus::ChangedDuringBuild { reason } => {
+            annotations.insert("hashed".into(), json!(false));
+            annotations.insert("changedDuringBuild".into(), json!(true));
+            annotations.insert("reason".into(), json!(reason));
+        }
+        BindStatus::NotHashed { reason } => {
+            annotations.insert("hashed".into(), json!(false));
+            annotations.insert("reason".into(), json!(reason));
+        }
+    }
+    descriptor.annotations = Some(annotations);
+    descriptor
 }
 
 /// Builds the statement; signing is the caller's.
@@ -140,24 +216,7 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
     root.media_type = Some(DIRECTORY_MEDIA_TYPE.to_string());
     resolved.push(root);
     for bind in &s.rootfs_binds {
-        // The host rootfs is bound read-only but not hashed yet (see the
-        // README's "missing" list); it is named so verifiers see it was used.
-        // A bind that is a symlink on the host is reported as "path -> target".
-        let (path, link_target) = match bind.split_once(" -> ") {
-            Some((path, target)) => (path, Some(target)),
-            None => (bind.as_str(), None),
-        };
-        let mut annotations = serde_json::Map::new();
-        annotations.insert("hashed".into(), json!(false));
-        if let Some(target) = link_target {
-            annotations.insert("symlinkTarget".into(), json!(target));
-        }
-        resolved.push(ResourceDescriptor {
-            name: Some(format!("rootfs:{path}")),
-            uri: Some(format!("file://{path}")),
-            annotations: Some(annotations),
-            ..Default::default()
-        });
+        resolved.push(rootfs_descriptor(bind, facts.rootfs));
     }
     for (path, digest) in facts.input_files {
         resolved.push(sha256_descriptor(path, digest));
@@ -346,6 +405,10 @@ mod tests {
     }
 
     fn statement_with(settings: &Settings) -> serde_json::Value {
+        statement_with_rootfs(settings, &RootfsFacts::off())
+    }
+
+    fn statement_with_rootfs(settings: &Settings, rootfs: &RootfsFacts) -> serde_json::Value {
         let digest = attest_tree::hash_bytes(b"x");
         let statement = build_statement(&BuildFacts {
             invocation_id: "inv",
@@ -359,6 +422,7 @@ mod tests {
             input_root: digest,
             input_files: &[("a.c".into(), digest)],
             settings,
+            rootfs,
             source_date_epoch: 0,
             outputs: &[("out".into(), digest)],
             stdout: digest,
@@ -407,5 +471,91 @@ mod tests {
         let statement =
             attest_provenance::statement::Statement::from_json(st.to_string().as_bytes()).unwrap();
         statement.validate().unwrap();
+        assert!(bin["annotations"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--rootfs-hashing off"));
+    }
+
+    fn deps_named(st: &serde_json::Value, name: &str) -> serde_json::Value {
+        st["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    }
+
+    #[test]
+    fn measured_rootfs_binds_carry_their_digest_and_changes_withhold_it() {
+        let usr = [1u8; 32];
+        let facts = RootfsFacts::from_binds(vec![
+            (
+                "/usr".into(),
+                BindStatus::Hashed {
+                    kind: NodeKind::Directory,
+                    digest: usr,
+                    symlink_target: None,
+                    special_files: 0,
+                },
+            ),
+            (
+                "/bin".into(),
+                BindStatus::Hashed {
+                    kind: NodeKind::Symlink,
+                    digest: hash_bytes(b"usr/bin").hash,
+                    symlink_target: Some("usr/bin".into()),
+                    special_files: 0,
+                },
+            ),
+        ]);
+        let st = statement_with_rootfs(&settings(), &facts);
+        let usr_dep = deps_named(&st, "rootfs:/usr");
+        assert_eq!(usr_dep["digest"]["sha256"], hex::encode(usr));
+        assert_eq!(usr_dep["mediaType"], TREE_MEDIA_TYPE);
+        assert_eq!(usr_dep["annotations"]["hashed"], true);
+        assert_eq!(usr_dep["annotations"]["kind"], "directory");
+        let bin = deps_named(&st, "rootfs:/bin");
+        assert_eq!(bin["digest"]["sha256"], hash_bytes(b"usr/bin").hex());
+        assert_eq!(bin["annotations"]["symlinkTarget"], "usr/bin");
+        assert!(bin.get("mediaType").is_none());
+        attest_provenance::statement::Statement::from_json(st.to_string().as_bytes())
+            .unwrap()
+            .validate()
+            .unwrap();
+
+        // The sandbox bound /bin -> usr/bin, the daemon then found another
+        // target: no digest.
+        let retargeted = RootfsFacts::from_binds(vec![(
+            "/bin".into(),
+            BindStatus::Hashed {
+                kind: NodeKind::Symlink,
+                digest: hash_bytes(b"elsewhere").hash,
+                symlink_target: Some("elsewhere".into()),
+                special_files: 0,
+            },
+        )]);
+        let bin = deps_named(
+            &statement_with_rootfs(&settings(), &retargeted),
+            "rootfs:/bin",
+        );
+        assert!(bin.get("digest").is_none() || bin["digest"].as_object().unwrap().is_empty());
+        assert_eq!(bin["annotations"]["hashed"], false);
+        assert_eq!(bin["annotations"]["changedDuringBuild"], true);
+
+        let changed = RootfsFacts::from_binds(vec![(
+            "/usr".into(),
+            BindStatus::ChangedDuringBuild {
+                reason: "/usr/bin/cc changed".into(),
+            },
+        )]);
+        let usr_dep = deps_named(&statement_with_rootfs(&settings(), &changed), "rootfs:/usr");
+        assert_eq!(usr_dep["annotations"]["hashed"], false);
+        assert_eq!(usr_dep["annotations"]["changedDuringBuild"], true);
+        assert_eq!(usr_dep["annotations"]["reason"], "/usr/bin/cc changed");
+        // A bind the daemon did not measure is named, unhashed.
+        let bin = deps_named(&statement_with_rootfs(&settings(), &changed), "rootfs:/bin");
+        assert_eq!(bin["annotations"]["hashed"], false);
     }
 }

@@ -174,6 +174,9 @@ fn spawn_daemon(dir: &Path, socket: &Path, state_dir: &Path, extra: &[&str]) -> 
         .arg(bin("attestd-sandbox"))
         .arg("--config")
         .arg("/dev/null")
+        // Every daemon would otherwise read the host's whole /usr into its
+        // fresh state dir; tests of rootfs hashing pass `--rootfs-hashing on`.
+        .env("ATTESTD_ROOTFS_HASHING", "off")
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
