@@ -257,12 +257,9 @@ fn the_longest_allowed_name_is_hashed_and_a_path_past_path_max_is_named() {
     }
 }
 
-fn pending(path: &Path) -> PendingFile {
-    PendingFile {
-        path: path.to_path_buf(),
-        relative: "f".into(),
-        metadata: std::fs::symlink_metadata(path).unwrap(),
-    }
+/// The stat data an earlier look at the file saw (the walk, with a cache).
+fn seen(path: &Path) -> std::fs::Metadata {
+    std::fs::symlink_metadata(path).unwrap()
 }
 
 #[test]
@@ -270,9 +267,9 @@ fn a_file_that_grew_after_the_walk_is_refused_not_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f");
     std::fs::write(&path, b"before").unwrap();
-    let seen = pending(&path);
+    let seen = seen(&path);
     std::fs::write(&path, b"before and after").unwrap();
-    match hash_stable(&seen, None) {
+    match hash_stable(&path, Some(&seen)) {
         Err(TreeError::ChangedWhileHashing { path: named }) => assert_eq!(named, path),
         other => panic!("expected ChangedWhileHashing, got {other:?}"),
     }
@@ -290,27 +287,26 @@ fn a_same_size_rewrite_or_a_replaced_inode_is_refused_not_hashed() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let seen = pending(&path);
+    let before = seen(&path);
     // Same size, new bytes, new mtime.
     std::fs::write(&path, b"bbbb").unwrap();
     assert!(matches!(
-        hash_stable(&seen, None),
+        hash_stable(&path, Some(&before)),
         Err(TreeError::ChangedWhileHashing { .. })
     ));
     // Same size and bytes, but a different file renamed over it.
-    let seen = pending(&path);
+    let before = seen(&path);
     let other = dir.path().join("g");
     std::fs::write(&other, b"bbbb").unwrap();
     std::fs::rename(&other, &path).unwrap();
     assert!(matches!(
-        hash_stable(&seen, None),
+        hash_stable(&path, Some(&before)),
         Err(TreeError::ChangedWhileHashing { .. })
     ));
     // Unchanged: hashed, and the cache gets nothing it cannot trust.
-    let seen = pending(&path);
-    let (digest, read) = hash_stable(&seen, None).unwrap();
-    assert!(read);
-    assert_eq!(digest, hash_bytes(b"bbbb"));
+    let hashed = hash_stable(&path, Some(&seen(&path))).unwrap();
+    assert!(hashed.read);
+    assert_eq!(hashed.digest, hash_bytes(b"bbbb"));
 }
 
 #[test]
@@ -324,7 +320,7 @@ fn a_file_changing_while_it_is_read_is_never_given_a_digest_of_other_bytes() {
     let versions: Vec<Vec<u8>> = (0u8..4).map(|v| vec![v; 4 << 20]).collect();
     std::fs::write(&path, &versions[0]).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let outcomes: Vec<Result<(Digest, bool), TreeError>> = std::thread::scope(|s| {
+    let outcomes: Vec<Result<Hashed, TreeError>> = std::thread::scope(|s| {
         s.spawn(|| {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -332,8 +328,16 @@ fn a_file_changing_while_it_is_read_is_never_given_a_digest_of_other_bytes() {
                 let _ = std::fs::write(&path, &versions[i % versions.len()]);
             }
         });
+        // Half as with a digest cache (stat data taken before opening),
+        // half as without one (the opened file's own fstat is the baseline).
         let outcomes = (0..50)
-            .map(|_| hash_stable(&pending(&path), None))
+            .map(|i| {
+                if i % 2 == 0 {
+                    hash_stable(&path, Some(&seen(&path)))
+                } else {
+                    hash_stable(&path, None)
+                }
+            })
             .collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         outcomes
@@ -344,7 +348,7 @@ fn a_file_changing_while_it_is_read_is_never_given_a_digest_of_other_bytes() {
             // The walk may have seen the file mid-rewrite (truncated, or
             // partly written): a prefix of one version is a state the file
             // was in. A mix of two versions never was.
-            Ok((digest, _)) => assert!(
+            Ok(Hashed { digest, .. }) => assert!(
                 versions.iter().any(|v| {
                     (digest.size as usize) <= v.len()
                         && hash_bytes(&v[..digest.size as usize]) == digest
@@ -356,4 +360,78 @@ fn a_file_changing_while_it_is_read_is_never_given_a_digest_of_other_bytes() {
         }
     }
     eprintln!("{refused} of 50 hashes were refused as changed");
+}
+
+#[test]
+fn an_entry_that_became_a_symlink_fifo_or_socket_after_the_walk_is_refused_not_followed() {
+    // Without a digest cache the walk does not stat files: the opened file
+    // itself is judged. A symlink is not followed (O_NOFOLLOW), a FIFO is
+    // not waited on (O_NONBLOCK: this test would hang otherwise).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("target"), b"outside bytes").unwrap();
+    let link = dir.path().join("link");
+    symlink(dir.path().join("target"), &link).unwrap();
+    match hash_stable(&link, None) {
+        Err(TreeError::ChangedWhileHashing { path }) => assert_eq!(path, link),
+        other => panic!("a symlink was hashed: {other:?}"),
+    }
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    match hash_stable(&fifo, None) {
+        Err(TreeError::UnsupportedFileType { path, kind }) => {
+            assert_eq!(path, fifo);
+            assert_eq!(kind, "FIFO");
+        }
+        other => panic!("expected a FIFO refusal, got {other:?}"),
+    }
+    let socket = dir.path().join("daemon.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    match hash_stable(&socket, None) {
+        Err(TreeError::UnsupportedFileType { path, kind }) => {
+            assert_eq!(path, socket);
+            assert_eq!(kind, "socket");
+        }
+        other => panic!("expected a socket refusal, got {other:?}"),
+    }
+    let subdir = dir.path().join("now-a-directory");
+    std::fs::create_dir(&subdir).unwrap();
+    assert!(matches!(
+        hash_stable(&subdir, None),
+        Err(TreeError::ChangedWhileHashing { .. })
+    ));
+}
+
+#[test]
+fn a_fault_in_a_deep_directory_is_found_by_the_parallel_walk() {
+    // Faults are found by whichever walk job reads their directory; the
+    // error still names the path.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..30 {
+        let sub = dir.path().join(format!("d{i}")).join("inner");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("f"), b"x").unwrap();
+    }
+    let fifo = dir.path().join("d17/inner/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for threads in [1, 2, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        match pool.install(|| build_tree(dir.path(), None, &no_progress)) {
+            Err(TreeError::UnsupportedFileType { path, kind }) => {
+                assert_eq!(path, fifo);
+                assert_eq!(kind, "FIFO");
+            }
+            other => panic!("{threads} threads: expected a FIFO refusal, got {other:?}"),
+        }
+    }
 }

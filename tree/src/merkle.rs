@@ -3,9 +3,10 @@ use crate::{hash_bytes, Digest, DigestCache, TreeError};
 use attest_proto::v1::{Directory, DirectoryNode, FileNode, SymlinkNode};
 use prost::Message;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Deepest directory nesting a tree may have, on both sides: the client
 /// refuses to build a deeper tree and the daemon refuses to accept one (a
@@ -144,137 +145,244 @@ pub fn validate_directory(directory: &Directory) -> Result<(), TreeError> {
     Ok(())
 }
 
-/// What the walk found in one directory, before file contents are hashed.
-#[derive(Default)]
-struct PendingDirectory {
-    files: Vec<(String, usize)>,
-    directories: Vec<(String, PathBuf)>,
-    symlinks: Vec<(String, String)>,
-}
-
-/// A regular file found by the walk, with the stat data it had then.
+/// A regular file found by the walk (by its directory entry's type, which
+/// is checked again on the opened file).
 struct PendingFile {
     path: PathBuf,
     relative: String,
-    metadata: std::fs::Metadata,
+}
+
+/// One entry of a directory as the walk found it, before any file is read.
+enum Walked {
+    File(PendingFile),
+    /// A subdirectory, by the id of its own entry list.
+    Directory(usize),
+    /// A symlink's target: recorded, never followed.
+    Symlink(String),
+}
+
+/// One directory's entries as the walk found them, sorted by name.
+type WalkedEntries = Vec<(String, Walked)>;
+
+/// One entry of a directory once the files are numbered in tree order.
+enum Node {
+    /// Index into the tree's file list.
+    File(usize),
+    Directory(usize),
+    Symlink(String),
+}
+
+/// What the walk's jobs share. Directory ids are handed out by the job
+/// that finds the directory, so a child's id is always larger than its
+/// parent's: encoding in decreasing id order sees every child first.
+struct Walk {
+    next_id: AtomicUsize,
+    /// Each walked directory's entries, sorted by name, at its id.
+    walked: Mutex<Vec<Option<WalkedEntries>>>,
+    /// The first error a job met; once set, no new directory is read.
+    error: Mutex<Option<TreeError>>,
+    failed: AtomicBool,
+}
+
+/// A subdirectory found in one directory, to be walked by its own job.
+struct Subdirectory {
+    id: usize,
+    path: PathBuf,
+    relative: String,
+}
+
+/// What hashing one file gives.
+#[derive(Debug)]
+struct Hashed {
+    digest: Digest,
+    executable: bool,
+    /// False when the digest came from the cache.
+    read: bool,
 }
 
 /// Builds the Merkle tree of the directory at `root`.
 ///
 /// Symlinks are recorded as links and never followed; FIFOs, sockets and
-/// device nodes are refused. Files are hashed in parallel; with a `cache`,
-/// a file whose (device, inode, size, mtime, ctime) are unchanged since it
+/// device nodes are refused. Directories are walked in parallel (one rayon
+/// job per directory) and files are hashed in parallel; with a `cache`, a
+/// file whose (device, inode, size, mtime, ctime) are unchanged since it
 /// was last hashed is not read at all. `on_hashed` is told the size of
-/// each file as it is hashed (for progress displays).
+/// each file as it is hashed (for progress displays). The result does not
+/// depend on the number of threads; when the tree has several faults,
+/// which one is reported may.
 pub fn build_tree(
     root: &Path,
     cache: Option<&DigestCache>,
     on_hashed: &(dyn Fn(u64) + Sync),
 ) -> Result<Tree, TreeError> {
-    let mut pending_dirs: BTreeMap<PathBuf, PendingDirectory> = BTreeMap::new();
-    let mut files: Vec<PendingFile> = Vec::new();
-    walk(root, root, 0, &mut pending_dirs, &mut files)?;
+    let walk = Walk {
+        next_id: AtomicUsize::new(1),
+        walked: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+    };
+    rayon::scope(|scope| walk_directory(scope, &walk, 0, root.to_path_buf(), String::new(), 0));
+    if let Some(error) = walk
+        .error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        return Err(error);
+    }
+    let mut walked: Vec<WalkedEntries> = walk
+        .walked
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|entries| entries.expect("without an error every directory is walked"))
+        .collect();
 
-    let hashed: Vec<(Digest, bool)> = files
+    // Number files and list directories in depth-first name order, the
+    // order `Tree` has always had (a directory before its contents).
+    let mut nodes: Vec<Vec<(String, Node)>> = Vec::new();
+    nodes.resize_with(walked.len(), Vec::new);
+    let mut preorder = Vec::with_capacity(walked.len());
+    let mut files = Vec::new();
+    flatten(0, &mut walked, &mut nodes, &mut preorder, &mut files);
+
+    let hashed: Vec<Hashed> = files
         .par_iter()
         .map(|file| {
-            let (digest, read) = hash_stable(file, cache)?;
-            on_hashed(digest.size);
-            Ok((digest, read))
+            let hashed = hash_pending(file, cache)?;
+            on_hashed(hashed.digest.size);
+            Ok(hashed)
         })
         .collect::<Result<_, TreeError>>()?;
-    let files_read = hashed.iter().filter(|(_, read)| *read).count();
-    let digests: Vec<Digest> = hashed.into_iter().map(|(d, _)| d).collect();
+    let files_read = hashed.iter().filter(|h| h.read).count();
 
-    let mut encoded: BTreeMap<PathBuf, (Digest, Vec<u8>)> = BTreeMap::new();
-    // Children sort after their parents in a BTreeMap of paths, so walking
-    // it backwards encodes every subdirectory before the directory naming it.
-    for (path, pending) in pending_dirs.iter().rev() {
+    let mut encoded: Vec<Option<(Digest, Vec<u8>)>> = vec![None; nodes.len()];
+    for id in (0..nodes.len()).rev() {
         let mut directory = Directory::default();
-        for (name, index) in &pending.files {
-            directory.files.push(FileNode {
-                name: name.clone(),
-                digest: Some(digests[*index].to_proto()),
-                is_executable: files[*index].metadata.permissions().mode() & 0o111 != 0,
-            });
+        for (name, node) in std::mem::take(&mut nodes[id]) {
+            match node {
+                Node::File(index) => directory.files.push(FileNode {
+                    name,
+                    digest: Some(hashed[index].digest.to_proto()),
+                    is_executable: hashed[index].executable,
+                }),
+                Node::Directory(child) => {
+                    let (digest, _) = encoded[child]
+                        .as_ref()
+                        .expect("children have larger ids, so are encoded first");
+                    directory.directories.push(DirectoryNode {
+                        name,
+                        digest: Some(digest.to_proto()),
+                    });
+                }
+                Node::Symlink(target) => directory.symlinks.push(SymlinkNode { name, target }),
+            }
         }
-        for (name, child) in &pending.directories {
-            let (digest, _) = encoded
-                .get(child)
-                .expect("subdirectories are encoded first");
-            directory.directories.push(DirectoryNode {
-                name: name.clone(),
-                digest: Some(digest.to_proto()),
-            });
-        }
-        for (name, target) in &pending.symlinks {
-            directory.symlinks.push(SymlinkNode {
-                name: name.clone(),
-                target: target.clone(),
-            });
-        }
-        let bytes = directory.encode_to_vec();
-        encoded.insert(path.clone(), (hash_bytes(&bytes), bytes));
+        encoded[id] = Some(encode_directory(&directory));
     }
-    let root_digest = encoded
-        .get(root)
-        .map(|(d, _)| *d)
-        .expect("the root is walked");
+    let directories: Vec<(Digest, Vec<u8>)> = preorder
+        .into_iter()
+        .map(|id| encoded[id].take().expect("every directory is encoded"))
+        .collect();
+    let root_digest = directories[0].0;
     let tree_files = files
         .into_iter()
-        .zip(digests)
-        .map(|(file, digest)| TreeFile {
-            executable: file.metadata.permissions().mode() & 0o111 != 0,
+        .zip(hashed)
+        .map(|(file, hashed)| TreeFile {
             path: file.path,
             relative: file.relative,
-            digest,
+            digest: hashed.digest,
+            executable: hashed.executable,
         })
         .collect();
     Ok(Tree {
         root: root_digest,
-        directories: encoded.into_values().collect(),
+        directories,
         files: tree_files,
         files_read,
     })
 }
 
-fn walk(
-    root: &Path,
-    dir: &Path,
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One walk job: reads one directory, records its entries, and spawns a job
+/// for each subdirectory.
+fn walk_directory<'s>(
+    scope: &rayon::Scope<'s>,
+    walk: &'s Walk,
+    id: usize,
+    dir: PathBuf,
+    relative: String,
     depth: usize,
-    pending_dirs: &mut BTreeMap<PathBuf, PendingDirectory>,
-    files: &mut Vec<PendingFile>,
-) -> Result<(), TreeError> {
+) {
+    if walk.failed.load(Ordering::Relaxed) {
+        return;
+    }
+    match read_directory(walk, &dir, &relative, depth) {
+        Ok((entries, subdirectories)) => {
+            {
+                let mut walked = lock(&walk.walked);
+                if walked.len() <= id {
+                    walked.resize_with(id + 1, || None);
+                }
+                walked[id] = Some(entries);
+            }
+            for sub in subdirectories {
+                scope.spawn(move |scope| {
+                    walk_directory(scope, walk, sub.id, sub.path, sub.relative, depth + 1)
+                });
+            }
+        }
+        Err(error) => {
+            walk.failed.store(true, Ordering::Relaxed);
+            let mut first = lock(&walk.error);
+            if first.is_none() {
+                *first = Some(error);
+            }
+        }
+    }
+}
+
+/// Lists one directory, sorted by name, judging each entry by the type its
+/// directory entry carries (no stat per file: the kernel fills `d_type` on
+/// ext4, xfs, btrfs and tmpfs, and std falls back to `lstat` where it does
+/// not). Every entry of this directory is judged before any subdirectory is
+/// walked, so a fault here is reported before faults further down.
+fn read_directory(
+    walk: &Walk,
+    dir: &Path,
+    relative: &str,
+    depth: usize,
+) -> Result<(WalkedEntries, Vec<Subdirectory>), TreeError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TreeError::Io { path, source }
     };
-    let mut entries: Vec<(String, PathBuf, std::fs::Metadata)> = Vec::new();
+    let mut listed: Vec<(String, std::fs::FileType)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
+        let kind = entry.file_type().map_err(|source| TreeError::Io {
+            path: entry.path(),
+            source,
+        })?;
         let name = entry
             .file_name()
             .into_string()
             .map_err(|_| TreeError::BadName {
-                path: path.clone(),
+                path: entry.path(),
                 reason: "not valid UTF-8",
             })?;
-        let metadata = std::fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        entries.push((name, path, metadata));
+        listed.push((name, kind));
     }
-    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut pending = PendingDirectory::default();
-    for (name, path, metadata) in entries {
-        let kind = metadata.file_type();
+    listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut entries = Vec::with_capacity(listed.len());
+    let mut subdirectories = Vec::new();
+    for (name, kind) in listed {
+        let path = dir.join(&name);
         if kind.is_file() {
-            let relative = relative_path(root, &path);
-            pending.files.push((name, files.len()));
-            files.push(PendingFile {
-                path,
-                relative,
-                metadata,
-            });
+            let relative = child_relative(relative, &name);
+            entries.push((name, Walked::File(PendingFile { path, relative })));
         } else if kind.is_dir() {
             if depth + 1 > MAX_TREE_DEPTH {
                 return Err(TreeError::TooDeep {
@@ -282,8 +390,13 @@ fn walk(
                     max: MAX_TREE_DEPTH,
                 });
             }
-            walk(root, &path, depth + 1, pending_dirs, files)?;
-            pending.directories.push((name, path));
+            let id = walk.next_id.fetch_add(1, Ordering::Relaxed);
+            subdirectories.push(Subdirectory {
+                id,
+                relative: child_relative(relative, &name),
+                path,
+            });
+            entries.push((name, Walked::Directory(id)));
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(io_err(&path))?;
             let target = target
@@ -293,72 +406,166 @@ fn walk(
                     path: path.clone(),
                     reason: "symlink target is not valid UTF-8",
                 })?;
-            pending.symlinks.push((name, target));
+            entries.push((name, Walked::Symlink(target)));
         } else {
-            let kind = if kind.is_fifo() {
-                "FIFO"
-            } else if kind.is_socket() {
-                "socket"
-            } else if kind.is_block_device() {
-                "block device"
-            } else if kind.is_char_device() {
-                "character device"
-            } else {
-                "special file"
-            };
-            return Err(TreeError::UnsupportedFileType { path, kind });
+            return Err(TreeError::UnsupportedFileType {
+                path,
+                kind: special_kind(kind),
+            });
         }
     }
-    pending_dirs.insert(dir.to_path_buf(), pending);
-    Ok(())
+    Ok((entries, subdirectories))
 }
 
-fn relative_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// Hashes one file, through the cache when it can, and makes sure the bytes
-/// hashed are the bytes the walk saw: the opened file must be the same inode
-/// with the same size and times before and after reading. Returns whether
-/// the file was read (false: the digest came from the cache).
-fn hash_stable(
-    file: &PendingFile,
-    cache: Option<&DigestCache>,
-) -> Result<(Digest, bool), TreeError> {
-    if let Some(hash) = cache.and_then(|c| c.lookup(&file.metadata)) {
-        let digest = Digest {
-            hash,
-            size: file.metadata.len(),
-        };
-        return Ok((digest, false));
+/// Names a file type that cannot be a build input.
+fn special_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_char_device() {
+        "character device"
+    } else {
+        "special file"
     }
-    let io_err = |source| TreeError::Io {
+}
+
+fn child_relative(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        return name.to_owned();
+    }
+    let mut relative = String::with_capacity(parent.len() + 1 + name.len());
+    relative.push_str(parent);
+    relative.push('/');
+    relative.push_str(name);
+    relative
+}
+
+/// Numbers the walked files and lists directory ids, both depth first in
+/// name order.
+fn flatten(
+    id: usize,
+    walked: &mut [WalkedEntries],
+    nodes: &mut [Vec<(String, Node)>],
+    preorder: &mut Vec<usize>,
+    files: &mut Vec<PendingFile>,
+) {
+    preorder.push(id);
+    let entries = std::mem::take(&mut walked[id]);
+    let mut numbered = Vec::with_capacity(entries.len());
+    for (name, entry) in entries {
+        let node = match entry {
+            Walked::File(file) => {
+                files.push(file);
+                Node::File(files.len() - 1)
+            }
+            Walked::Directory(child) => {
+                flatten(child, walked, nodes, preorder, files);
+                Node::Directory(child)
+            }
+            Walked::Symlink(target) => Node::Symlink(target),
+        };
+        numbered.push((name, node));
+    }
+    nodes[id] = numbered;
+}
+
+/// Hashes one walked file. Without a cache the file is opened straight
+/// away and its own fstat is what the hash is checked against; with one,
+/// it is `lstat`ed first (the cache is keyed on stat data) and read only on
+/// a miss.
+fn hash_pending(file: &PendingFile, cache: Option<&DigestCache>) -> Result<Hashed, TreeError> {
+    let Some(cache) = cache else {
+        return hash_stable(&file.path, None);
+    };
+    let seen = std::fs::symlink_metadata(&file.path).map_err(|source| TreeError::Io {
         path: file.path.clone(),
         source,
-    };
-    let mut opened = std::fs::File::open(&file.path).map_err(io_err)?;
-    let before = opened.metadata().map_err(io_err)?;
-    if !same_stat(&before, &file.metadata) {
-        return Err(TreeError::ChangedWhileHashing {
-            path: file.path.clone(),
+    })?;
+    if !seen.file_type().is_file() {
+        return Err(no_longer_a_file(&file.path, seen.file_type()));
+    }
+    if let Some(hash) = cache.lookup(&seen) {
+        return Ok(Hashed {
+            digest: Digest {
+                hash,
+                size: seen.len(),
+            },
+            executable: is_executable(&seen),
+            read: false,
         });
+    }
+    let hashed = hash_stable(&file.path, Some(&seen))?;
+    cache.insert(&seen, hashed.digest.hash);
+    Ok(hashed)
+}
+
+/// Hashes one file and makes sure the bytes hashed are one state the file
+/// was in: the opened file must be a regular file (never a symlink
+/// followed: `O_NOFOLLOW`; never a FIFO waited on: `O_NONBLOCK`) with the
+/// same inode, size and times before and after reading, and, when `seen`
+/// is given, the same as `seen`.
+fn hash_stable(path: &Path, seen: Option<&std::fs::Metadata>) -> Result<Hashed, TreeError> {
+    let io_err = |source| TreeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let changed = || TreeError::ChangedWhileHashing {
+        path: path.to_path_buf(),
+    };
+    let mut opened = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(opened) => opened,
+        // ELOOP (now a symlink), ENXIO (now a socket) and the like: say
+        // what the entry has become when it can be told.
+        Err(source) => {
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(now) if !now.file_type().is_file() => no_longer_a_file(path, now.file_type()),
+                _ => io_err(source),
+            })
+        }
+    };
+    let before = opened.metadata().map_err(io_err)?;
+    if !before.file_type().is_file() {
+        return Err(no_longer_a_file(path, before.file_type()));
+    }
+    if seen.is_some_and(|seen| !same_stat(&before, seen)) {
+        return Err(changed());
     }
     let digest = hash_reader(&mut opened).map_err(io_err)?;
     let after = opened.metadata().map_err(io_err)?;
-    if !same_stat(&after, &file.metadata) || digest.size != file.metadata.len() {
-        return Err(TreeError::ChangedWhileHashing {
-            path: file.path.clone(),
-        });
+    if !same_stat(&after, &before) || digest.size != before.len() {
+        return Err(changed());
     }
-    if let Some(cache) = cache {
-        cache.insert(&file.metadata, digest.hash);
+    Ok(Hashed {
+        digest,
+        executable: is_executable(&before),
+        read: true,
+    })
+}
+
+/// The error for an entry the walk saw as a regular file that is now of
+/// `kind`: a changed tree, or a refused special file.
+fn no_longer_a_file(path: &Path, kind: std::fs::FileType) -> TreeError {
+    if kind.is_dir() || kind.is_symlink() {
+        TreeError::ChangedWhileHashing {
+            path: path.to_path_buf(),
+        }
+    } else {
+        TreeError::UnsupportedFileType {
+            path: path.to_path_buf(),
+            kind: special_kind(kind),
+        }
     }
-    Ok((digest, true))
+}
+
+fn is_executable(metadata: &std::fs::Metadata) -> bool {
+    metadata.permissions().mode() & 0o111 != 0
 }
 
 fn same_stat(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
@@ -396,6 +603,116 @@ mod tests {
         std::fs::write(b.path().join("src/nested/x.h"), b"#define X 2").unwrap();
         let tb2 = build_tree(b.path(), None, &no_progress).unwrap();
         assert_ne!(ta.root, tb2.root);
+    }
+
+    /// Builds `root` on a rayon pool of `threads` threads.
+    fn build_on(threads: usize, root: &Path) -> Tree {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| build_tree(root, None, &no_progress).unwrap())
+    }
+
+    /// Everything a tree says, in its order, for comparing two builds.
+    fn listing(tree: &Tree) -> Vec<String> {
+        let mut lines = vec![format!("root {} read {}", tree.root, tree.files_read)];
+        for (digest, bytes) in &tree.directories {
+            lines.push(format!("directory {digest} {}", hex::encode(bytes)));
+        }
+        for file in &tree.files {
+            lines.push(format!(
+                "file {} {} {} {}",
+                file.path.display(),
+                file.relative,
+                file.digest,
+                file.executable
+            ));
+        }
+        lines
+    }
+
+    #[test]
+    fn the_parallel_walk_gives_the_tree_one_thread_gives() {
+        // Many directories at several depths, so that the walk's jobs run
+        // in a different order on every pool size.
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..240 {
+            let sub = dir
+                .path()
+                .join(format!("d{}", i % 12))
+                .join(format!("e{}", i % 5))
+                .join(format!("f{}", i % 4));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("file{i}")), vec![i as u8; i * 37]).unwrap();
+            if i % 7 == 0 {
+                symlink(format!("file{i}"), sub.join(format!("link{i}"))).unwrap();
+            }
+            if i % 11 == 0 {
+                std::fs::create_dir_all(sub.join(format!("empty{i}"))).unwrap();
+            }
+        }
+        let one = listing(&build_on(1, dir.path()));
+        assert_eq!(one.iter().filter(|l| l.starts_with("file ")).count(), 240);
+        for threads in [2, 4, 8] {
+            assert_eq!(
+                listing(&build_on(threads, dir.path())),
+                one,
+                "{threads} threads"
+            );
+        }
+    }
+
+    #[test]
+    fn the_root_digest_and_order_are_those_of_the_sequential_walk() {
+        // The tree's root digest and file order as computed by the single-
+        // threaded walk this crate had before the walk went parallel: the
+        // wire form must not change with how the tree is walked.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["a/b", "a.b", "a-b/c/d", "empty1", "empty2", "z"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for (path, bytes) in [
+            ("a/b/f", "x\n"),
+            ("a.b/g", "y\n"),
+            ("a-b/c/d/h", "z\n"),
+            ("a/0", "w\n"),
+            ("a/zz", "q\n"),
+            ("A", "r\n"),
+            ("_", "s\n"),
+            ("z/emptyfile", ""),
+        ] {
+            std::fs::write(root.join(path), bytes).unwrap();
+        }
+        std::fs::set_permissions(root.join("a/zz"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        symlink("../a", root.join("z/link")).unwrap();
+        symlink("nowhere", root.join("dangling")).unwrap();
+        for threads in [1, 2] {
+            let tree = build_on(threads, root);
+            assert_eq!(
+                tree.root.hex(),
+                "74e5ec8eb2dbdd83cb73039d069dc271d064d130512df6812909bac85629a517"
+            );
+            let order: Vec<&str> = tree.files.iter().map(|f| f.relative.as_str()).collect();
+            assert_eq!(
+                order,
+                [
+                    "A",
+                    "_",
+                    "a/0",
+                    "a/b/f",
+                    "a/zz",
+                    "a-b/c/d/h",
+                    "a.b/g",
+                    "z/emptyfile"
+                ]
+            );
+            // Directories depth first in name order: "a/b" before "a-b".
+            let sizes: Vec<usize> = tree.directories.iter().map(|(_, b)| b.len()).collect();
+            assert_eq!(sizes, [632, 228, 75, 75, 75, 75, 75, 0, 0, 95]);
+        }
     }
 
     #[test]
