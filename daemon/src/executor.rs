@@ -73,9 +73,20 @@ impl Daemon {
         set_mode(&inputs_dir, 0o700)?;
         clean_stale_runs(&config.sandbox_helper, &runs_dir)?;
         // After the cleanup, which removes every `attestd-*` cgroup.
+        // Where warm helpers mount their scratch tmpfs, each in its own
+        // mount namespace (so all share the one empty directory); traversed
+        // by the sandbox's mapped root like the run directories.
+        let pool_scratch = state.join("pool-scratch");
+        std::fs::create_dir_all(&pool_scratch).map_err(DaemonError::io("create", &pool_scratch))?;
+        set_mode(&pool_scratch, 0o711)?;
         let helpers = crate::helper_pool::HelperPool::new(
             config.sandbox_helper.clone(),
             config.max_parallel_builds,
+            attest_sandbox::run::Shape {
+                scratch_dir: pool_scratch,
+                rootfs: RootfsSpec::host_default(),
+                hostname: attest_sandbox::launch::DEFAULT_HOSTNAME.into(),
+            },
         );
         helpers.refill_soon();
         let rootfs = config
@@ -448,7 +459,8 @@ async fn run(
         rootfs: RootfsSpec::host_default(),
         limits,
         source_date_epoch: request.source_date_epoch,
-        hostname: "attestd".into(),
+        hostname: attest_sandbox::launch::DEFAULT_HOSTNAME.into(),
+        work_layer: attest_sandbox::WorkLayer::Copy,
     };
     let spec_path = run_dir.join("spec.json");
     let report_path = run_dir.join("report.json");
@@ -487,167 +499,197 @@ async fn run(
         daemon.store.writer_unnamed()?,
     ));
 
+    // The helper lets go of the step's output pipes once its report is in
+    // place (all of the step's processes gone, outputs collected), before it
+    // has finished tearing the sandbox down: EOF on both is the signal to
+    // read the report. Its exit is awaited at the end of the build.
     let mut cancelled = false;
-    let status = tokio::select! {
-        status = child.wait() => status,
+    let pumped = async { tokio::join!(stdout_task, stderr_task) };
+    tokio::pin!(pumped);
+    let (stdout, stderr) = tokio::select! {
+        pumped = &mut pumped => pumped,
         () = tx.closed() => {
             cancelled = true;
             tracing::info!(invocation_id, "client went away: cancelling the step");
             if let Some(pid) = child.id() {
                 let _ = attest_sandbox::request_stop(pid);
             }
-            child.wait().await
+            pumped.await
         }
-    }
-    .map_err(|e| DaemonError::Sandbox(format!("waiting for the helper failed: {e}")))?;
-    let stdout = stdout_task
-        .await
-        .map_err(|e| DaemonError::Sandbox(e.to_string()))??;
-    let stderr = stderr_task
-        .await
-        .map_err(|e| DaemonError::Sandbox(e.to_string()))??;
+    };
+    let stdout = stdout.map_err(|e| DaemonError::Sandbox(e.to_string()))??;
+    let stderr = stderr.map_err(|e| DaemonError::Sandbox(e.to_string()))??;
     let finished_on = now_rfc3339();
     if cancelled {
+        let _ = child.wait().await;
         return Ok(Ending::failed(
             Termination::Cancelled,
             attest_sandbox::EXIT_CANCELLED,
             "the build was cancelled because its client went away".into(),
         ));
     }
-    let report = attest_sandbox::read_report(&report_path).map_err(|e| {
-        DaemonError::Sandbox(format!(
-            "the helper exited with {status} without a usable report: {}",
-            error_chain(&e)
-        ))
-    })?;
-    let usage = ResourceUsage {
-        wall_ms: report.usage.wall_ms,
-        user_cpu_ms: report.usage.user_cpu_ms,
-        sys_cpu_ms: report.usage.sys_cpu_ms,
-        max_rss_kib: report.usage.max_rss_kib,
-    };
-    if !report.outcome.is_success() {
-        let (termination, exit_code) = termination_of(&report.outcome);
-        return Ok(Ending {
-            termination,
-            exit_code,
-            exit_status: report.outcome.exit_code(),
-            message: report.outcome.describe(),
-            outputs: Vec::new(),
-            envelope: Vec::new(),
-            link: Vec::new(),
-            usage: Some(usage),
-        });
-    }
-
-    // Walks the rootfs again (stat only, through the digest cache) while
-    // the outputs are collected.
-    let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
-    send(tx, Event::Collecting(Collecting {})).await;
-    let collected = {
-        let store = daemon.store.clone();
-        let outputs = report.outputs.clone();
-        let declared = request.outputs.clone();
-        tokio::task::spawn_blocking(move || collect_outputs(&store, &out_dir, &declared, &outputs))
-            .await
-            .map_err(|e| DaemonError::Sandbox(format!("collect task failed: {e}")))??
-    };
-    let outputs = match collected {
-        Ok(outputs) => outputs,
-        Err(message) => {
-            let mut ending =
-                Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
-            ending.usage = Some(usage);
-            return Ok(ending);
+    let report = match attest_sandbox::read_report(&report_path) {
+        Ok(report) => report,
+        Err(e) => {
+            // No report: the helper died. Its status says how.
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| DaemonError::Sandbox(format!("waiting for the helper failed: {e}")))?;
+            return Err(DaemonError::Sandbox(format!(
+                "the helper exited with {status} without a usable report: {}",
+                error_chain(&e)
+            )));
         }
     };
+    // The helper's own exit (sandbox teardown) runs alongside the rest of
+    // the build and is awaited before its result is returned.
+    let helper_exit = tokio::spawn(async move { child.wait().await });
+    let result: Result<Ending, DaemonError> = async {
+        let usage = ResourceUsage {
+            wall_ms: report.usage.wall_ms,
+            user_cpu_ms: report.usage.user_cpu_ms,
+            sys_cpu_ms: report.usage.sys_cpu_ms,
+            max_rss_kib: report.usage.max_rss_kib,
+        };
+        if !report.outcome.is_success() {
+            let (termination, exit_code) = termination_of(&report.outcome);
+            return Ok(Ending {
+                termination,
+                exit_code,
+                exit_status: report.outcome.exit_code(),
+                message: report.outcome.describe(),
+                outputs: Vec::new(),
+                envelope: Vec::new(),
+                link: Vec::new(),
+                usage: Some(usage),
+            });
+        }
 
-    let named: Vec<(String, Digest)> = outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
-    let rootfs = rootfs_check.facts().await;
-    let statement = build_statement(&BuildFacts {
-        invocation_id,
-        builder_id: &daemon.config.builder_id,
-        argv: &request.argv,
-        env: &request.env,
-        working_directory: &request.working_directory,
-        output_paths: &request.outputs,
-        requested_limits: request.limits.as_ref(),
-        source: request.source.as_ref(),
-        input_root: request.input_root,
-        input_files: &input_files,
-        settings: &report.settings,
-        rootfs: &rootfs,
-        source_date_epoch: request.source_date_epoch,
-        outputs: &named,
-        stdout,
-        stderr,
-        exit_code: 0,
-        usage: &report.usage,
-        started_on: &started_on,
-        finished_on: &finished_on,
-    });
-    let envelope = attest_provenance::sign_statement(
-        &statement,
-        &[daemon.signer.key()],
-        daemon.config.keyid_scheme,
-    )
-    .map_err(|e| DaemonError::Signing(error_chain(&e)))?;
-    let envelope_json = envelope.to_json();
-    let link = match &request.link_name {
-        Some(name) => build_link(&LinkFacts {
-            name,
+        // Walks the rootfs again (stat only, through the digest cache) while
+        // the outputs are collected.
+        let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
+        send(tx, Event::Collecting(Collecting {})).await;
+        let collected = {
+            let store = daemon.store.clone();
+            let outputs = report.outputs.clone();
+            let declared = request.outputs.clone();
+            tokio::task::spawn_blocking(move || {
+                collect_outputs(&store, &out_dir, &declared, &outputs)
+            })
+            .await
+            .map_err(|e| DaemonError::Sandbox(format!("collect task failed: {e}")))??
+        };
+        let outputs = match collected {
+            Ok(outputs) => outputs,
+            Err(message) => {
+                let mut ending =
+                    Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
+                ending.usage = Some(usage);
+                return Ok(ending);
+            }
+        };
+
+        let named: Vec<(String, Digest)> =
+            outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
+        let rootfs = rootfs_check.facts().await;
+        let statement = build_statement(&BuildFacts {
             invocation_id,
+            builder_id: &daemon.config.builder_id,
             argv: &request.argv,
+            env: &request.env,
             working_directory: &request.working_directory,
+            output_paths: &request.outputs,
+            requested_limits: request.limits.as_ref(),
+            source: request.source.as_ref(),
+            input_root: request.input_root,
             input_files: &input_files,
+            settings: &report.settings,
+            rootfs: &rootfs,
+            source_date_epoch: request.source_date_epoch,
             outputs: &named,
             stdout,
             stderr,
             exit_code: 0,
-        })
-        .sign(&[daemon.signer.key()])
-        .map_err(|e| DaemonError::Signing(error_chain(&e)))?,
-        None => Vec::new(),
-    };
-    let record = IndexedAttestation {
-        invocation_id: invocation_id.to_string(),
-        envelope: envelope_json.clone(),
-        signed_on: now_rfc3339(),
-    };
-    let subjects: Vec<String> = named.iter().map(|(_, d)| d.hex()).collect();
-    {
-        let daemon = daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
-            .await
-            .map_err(|e| DaemonError::Index(e.to_string()))??;
-    }
-    send(
-        tx,
-        Event::Signed(Signed {
-            keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
-        }),
-    )
-    .await;
-    Ok(Ending {
-        termination: Termination::Exited,
-        exit_code: 0,
-        exit_status: 0,
-        message: format!(
-            "the step succeeded; {} output file(s) attested",
-            outputs.len()
-        ),
-        outputs: outputs
-            .into_iter()
-            .map(|(path, digest, is_executable)| OutputFile {
-                path,
-                digest: Some(digest.to_proto()),
-                is_executable,
+            usage: &report.usage,
+            started_on: &started_on,
+            finished_on: &finished_on,
+        });
+        let envelope = attest_provenance::sign_statement(
+            &statement,
+            &[daemon.signer.key()],
+            daemon.config.keyid_scheme,
+        )
+        .map_err(|e| DaemonError::Signing(error_chain(&e)))?;
+        let envelope_json = envelope.to_json();
+        let link = match &request.link_name {
+            Some(name) => build_link(&LinkFacts {
+                name,
+                invocation_id,
+                argv: &request.argv,
+                working_directory: &request.working_directory,
+                input_files: &input_files,
+                outputs: &named,
+                stdout,
+                stderr,
+                exit_code: 0,
             })
-            .collect(),
-        envelope: envelope_json.into_bytes(),
-        link,
-        usage: Some(usage),
-    })
+            .sign(&[daemon.signer.key()])
+            .map_err(|e| DaemonError::Signing(error_chain(&e)))?,
+            None => Vec::new(),
+        };
+        let record = IndexedAttestation {
+            invocation_id: invocation_id.to_string(),
+            envelope: envelope_json.clone(),
+            signed_on: now_rfc3339(),
+        };
+        let subjects: Vec<String> = named.iter().map(|(_, d)| d.hex()).collect();
+        {
+            let daemon = daemon.clone();
+            tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
+                .await
+                .map_err(|e| DaemonError::Index(e.to_string()))??;
+        }
+        send(
+            tx,
+            Event::Signed(Signed {
+                keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
+            }),
+        )
+        .await;
+        Ok(Ending {
+            termination: Termination::Exited,
+            exit_code: 0,
+            exit_status: 0,
+            message: format!(
+                "the step succeeded; {} output file(s) attested",
+                outputs.len()
+            ),
+            outputs: outputs
+                .into_iter()
+                .map(|(path, digest, is_executable)| OutputFile {
+                    path,
+                    digest: Some(digest.to_proto()),
+                    is_executable,
+                })
+                .collect(),
+            envelope: envelope_json.into_bytes(),
+            link,
+            usage: Some(usage),
+        })
+    }
+    .await;
+    match helper_exit.await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => {
+            tracing::warn!(invocation_id, %status, "the sandbox helper exited with a failure after its report")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(invocation_id, error = %e, "waiting for the sandbox helper failed")
+        }
+        Err(e) => tracing::warn!(invocation_id, error = %e, "the helper-exit task failed"),
+    }
+    result
 }
 
 fn termination_of(outcome: &Outcome) -> (Termination, i32) {

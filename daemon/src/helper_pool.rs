@@ -1,8 +1,9 @@
 //! A small pool of warm sandbox helpers (`attestd-sandbox serve`).
 //!
-//! A warm helper has already joined its cgroup and made its mount namespace
-//! (the slow, spec-independent part of a sandbox start: see
-//! `attest_sandbox::warm`), so handing it a build costs one line on its
+//! A warm helper has already joined its cgroup and built its whole sandbox
+//! for the daemon's rootfs and hostname, up to a hardened step process
+//! waiting for what to exec (the spec-independent part of a sandbox start:
+//! see `attest_sandbox::warm`), so handing it a build costs one line on its
 //! stdin. Each helper serves exactly one build, because its stdout and stderr
 //! are that build's output pipes. The pool keeps `target` idle helpers,
 //! refills in the background after each take, and a build falls back to a
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
+use attest_sandbox::run::Shape;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -37,16 +39,21 @@ pub struct Started {
 pub struct HelperPool {
     helper: PathBuf,
     target: usize,
+    /// What idle helpers build their sandbox for (the daemon's rootfs and
+    /// hostname); a spec of another shape still runs, rebuilt.
+    shape: Shape,
     idle: Mutex<VecDeque<Child>>,
 }
 
 impl HelperPool {
-    /// A pool of `target` warm helpers of binary `helper` (0 = always cold).
-    /// Nothing is spawned until [`HelperPool::fill`].
-    pub fn new(helper: PathBuf, target: usize) -> Arc<HelperPool> {
+    /// A pool of `target` warm helpers of binary `helper` (0 = always cold),
+    /// each building its sandbox ahead for `shape`. Nothing is spawned until
+    /// [`HelperPool::fill`].
+    pub fn new(helper: PathBuf, target: usize, shape: Shape) -> Arc<HelperPool> {
         Arc::new(HelperPool {
             helper,
             target,
+            shape,
             idle: Mutex::new(VecDeque::new()),
         })
     }
@@ -67,7 +74,7 @@ impl HelperPool {
             if self.lock().len() >= self.target {
                 return;
             }
-            let spawned = Command::from(attest_sandbox::serve_command(&self.helper))
+            let spawned = Command::from(attest_sandbox::serve_command(&self.helper, &self.shape))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -161,6 +168,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn shape() -> Shape {
+        Shape {
+            scratch_dir: "/nonexistent".into(),
+            rootfs: attest_sandbox::RootfsSpec::Host { ro_binds: vec![] },
+            hostname: "attestd".into(),
+        }
+    }
+
     /// A fake helper: `serve` records its request line to `$0.req` and exits
     /// 0; `run --spec S --report R` records its args to `$0.cold`.
     fn fake_helper(dir: &Path) -> PathBuf {
@@ -178,7 +193,7 @@ mod tests {
     async fn a_build_takes_a_warm_helper_and_the_pool_refills() {
         let t = tempfile::tempdir().unwrap();
         let h = fake_helper(t.path());
-        let pool = HelperPool::new(h.clone(), 2);
+        let pool = HelperPool::new(h.clone(), 2, shape());
         pool.fill();
         assert_eq!(pool.idle(), 2);
         let mut s = pool
@@ -204,7 +219,7 @@ mod tests {
     async fn an_empty_pool_falls_back_to_a_cold_start() {
         let t = tempfile::tempdir().unwrap();
         let h = fake_helper(t.path());
-        let pool = HelperPool::new(h.clone(), 0);
+        let pool = HelperPool::new(h.clone(), 0, shape());
         let mut s = pool
             .start(Path::new("/r/s"), Path::new("/r/r"))
             .await
@@ -222,7 +237,7 @@ mod tests {
     async fn a_dead_idle_helper_is_skipped() {
         let t = tempfile::tempdir().unwrap();
         let h = fake_helper(t.path());
-        let pool = HelperPool::new(h.clone(), 1);
+        let pool = HelperPool::new(h.clone(), 1, shape());
         pool.fill();
         // Kill the idle helper behind the pool's back.
         let mut c = pool.lock().pop_front().unwrap();
@@ -240,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn unframeable_paths_are_refused() {
         let t = tempfile::tempdir().unwrap();
-        let pool = HelperPool::new(fake_helper(t.path()), 0);
+        let pool = HelperPool::new(fake_helper(t.path()), 0, shape());
         let e = pool
             .start(Path::new("/r/a\tb"), Path::new("/r/r"))
             .await

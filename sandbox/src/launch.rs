@@ -82,8 +82,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
 /// `attestd-sandbox run --spec SPEC --report REPORT`. The caller must give it
 /// stdin = a pipe it keeps open and never writes to (EOF = the daemon died:
 /// the helper kills the step), and stdout/stderr = where the step's output
-/// goes. SIGTERM to the helper cancels the step. Exit status 0 = a report was
-/// written.
+/// goes; they reach EOF once the report is written, which may be before the
+/// helper has finished cleaning up and exited. SIGTERM to the helper cancels
+/// the step. Exit status 0 = a report was written.
 pub fn helper_command(helper: &Path, spec_path: &Path, report_path: &Path) -> Command {
     let mut c = Command::new(helper);
     c.arg("run")
@@ -94,15 +95,33 @@ pub fn helper_command(helper: &Path, spec_path: &Path, report_path: &Path) -> Co
     c
 }
 
-/// `attestd-sandbox serve`: a warm helper, started before its build is
-/// known (it joins its cgroup and makes its mount namespace ahead of time).
-/// Same stdin/stdout/stderr contract as [`helper_command`]; hand it a build
-/// by writing [`crate::warm::request_line`] to its stdin, then keep stdin
-/// open. EOF before that ends it with nothing run (exit status
-/// [`crate::warm::EXIT_NO_REQUEST`]), cleaned up. One build per helper.
-pub fn serve_command(helper: &Path) -> Command {
+/// The hostname a warm helper builds its sandbox with unless told
+/// otherwise (the daemon's).
+pub const DEFAULT_HOSTNAME: &str = "attestd";
+
+/// `attestd-sandbox serve --scratch-dir DIR --hostname NAME --ro-bind
+/// PATH...`: a warm helper, started before its build is known. It joins
+/// its cgroup, makes its mount namespace and builds the whole sandbox for
+/// `shape` ahead of time, mounting its scratch tmpfs on `shape.scratch_dir`
+/// (an existing directory, seen only in the helper's own mount namespace, so
+/// any number of helpers may share it). Same stdin/stdout/stderr contract as
+/// [`helper_command`]; hand it a build by writing
+/// [`crate::warm::request_line`] to its stdin, then keep stdin open. Its
+/// stdout and stderr reach EOF once the report is written (before the
+/// helper exits). EOF before the request ends it with nothing run (exit
+/// status [`crate::warm::EXIT_NO_REQUEST`]), cleaned up. One build per
+/// helper; a spec with another rootfs or hostname gets its sandbox rebuilt.
+pub fn serve_command(helper: &Path, shape: &crate::run::Shape) -> Command {
     let mut c = Command::new(helper);
-    c.arg("serve");
+    c.arg("serve")
+        .arg("--scratch-dir")
+        .arg(&shape.scratch_dir)
+        .arg("--hostname")
+        .arg(&shape.hostname);
+    let crate::spec::RootfsSpec::Host { ro_binds } = &shape.rootfs;
+    for b in ro_binds {
+        c.arg("--ro-bind").arg(b);
+    }
     c
 }
 

@@ -55,6 +55,7 @@ pub(crate) mod tests {
             },
             source_date_epoch: 1_700_000_000,
             hostname: "attest".into(),
+            work_layer: WorkLayer::Copy,
         }
     }
 

@@ -3,7 +3,6 @@
 //! SIGTERM, EOF on stdin), then classify, collect outputs, clean up and
 //! report.
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
-use crate::setup::{enter_sandbox, ChildPlan, Role, RootEntry};
+use crate::setup::{enter_sandbox, ChildPlan, ExecPlan, Role, RootEntry};
 use crate::spec::*;
 use crate::sys::{Forked, LinuxSyscalls, Rlimit, Syscalls};
 
@@ -284,29 +283,96 @@ pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), Sand
     Ok(())
 }
 
-struct Prepared {
-    work: PathBuf,
-    tmp: PathBuf,
-    root: PathBuf,
+/// What a sandbox is built around before its step is known: where the
+/// helper mounts its scratch tmpfs, what the step sees as `/`, and the
+/// hostname. A warm helper builds its sandbox for the shape it was started
+/// with; a spec of another shape gets a sandbox rebuilt for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// Existing empty host directory the helper mounts its scratch tmpfs on
+    /// (in its private mount namespace only).
+    pub scratch_dir: PathBuf,
+    /// What the step sees as `/`.
+    pub rootfs: RootfsSpec,
+    /// Hostname in the sandbox's UTS namespace.
+    pub hostname: String,
 }
 
-/// Step A of the host side, in order: a private mount namespace for the
-/// helper (so nothing it mounts is ever visible on the host, and everything
-/// it mounts disappears with it), the work layer (a tmpfs holding a copy of
-/// the inputs, sized inputs + max_output_bytes), and /tmp.
-fn prepare(
-    sys: &dyn Syscalls,
-    spec: &SandboxSpec,
+impl Shape {
+    /// The shape a spec asks for.
+    pub fn of(spec: &SandboxSpec) -> Shape {
+        Shape {
+            scratch_dir: spec.scratch_dir.clone(),
+            rootfs: spec.rootfs.clone(),
+            hostname: spec.hostname.clone(),
+        }
+    }
+
+    /// Whether a sandbox of this shape can run `spec` (the scratch
+    /// directory is the helper's own business).
+    pub fn fits(&self, spec: &SandboxSpec) -> bool {
+        self.rootfs == spec.rootfs && self.hostname == spec.hostname
+    }
+}
+
+/// Mount points in the helper's scratch tmpfs.
+#[derive(Debug, Clone)]
+struct Scratch {
+    dir: PathBuf,
+    root: PathBuf,
+    work: PathBuf,
+    upper: PathBuf,
+    tmp: PathBuf,
+}
+
+/// A sandbox whose init and step are waiting: everything but the work
+/// layer is in place, and the step, fully hardened (ids, capabilities,
+/// no_new_privs, seccomp), waits for its [`ExecPlan`].
+pub struct Ready {
+    shape: Shape,
+    scratch: Scratch,
+    init: Pid,
+    exec_w: Option<OwnedFd>,
+    err_r: OwnedFd,
+    status_r: OwnedFd,
+    tmp_bytes: u64,
+}
+
+/// The size of /tmp in a sandbox prepared before its limits are known;
+/// resized (a remount) once they are.
+pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
+
+/// Bytes the init sends once the step is gone: its status (`i32`, `>= 0`
+/// exit code, `< 0` minus the signal), then user and system CPU
+/// milliseconds and the peak RSS in KiB of everything it reaped (`u64`
+/// each), little-endian.
+const STATUS_LEN: usize = 4 + 3 * 8;
+
+/// Steps A.2-A.6 and the clone: builds a sandbox of `shape` up to the point
+/// where only the step's own facts are missing. `join`: the cgroup the
+/// child is moved into before it runs anything (a cold helper's; a warm one
+/// sits in its cgroup already and the child inherits it).
+pub fn prepare(
+    sys: &LinuxSyscalls,
     privileged: bool,
+    shape: &Shape,
     mount_ns_ready: bool,
-) -> Result<Prepared, SandboxError> {
-    let s = &spec.scratch_dir;
-    let (root, work, tmp) = (s.join("root"), s.join("work"), s.join("tmp"));
+    join: Option<&Cgroup>,
+    oom_score_adj: Option<i32>,
+) -> Result<Ready, SandboxError> {
+    let s = &shape.scratch_dir;
+    let scratch = Scratch {
+        dir: s.clone(),
+        root: s.join("root"),
+        work: s.join("work"),
+        upper: s.join("upper"),
+        tmp: s.join("tmp"),
+    };
     if !mount_ns_ready {
         private_mount_ns(sys, privileged)?;
     }
     // A.2b A small tmpfs over the scratch dir, in our namespace only: the
-    //      three mount points below live there, so nothing is created on the
+    //      mount points below live there, so nothing is created on the
     //      host's disk (each mkdir and rmdir there costs a journal update)
     //      and they vanish with our namespace.
     sys.mount(
@@ -317,35 +383,306 @@ fn prepare(
         Some("size=64k,nr_inodes=16,mode=0711"),
     )
     .map_err(sys_at("mount scratch tmpfs", s))?;
-    for d in [&root, &work, &tmp] {
+    for d in [&scratch.root, &scratch.work, &scratch.upper, &scratch.tmp] {
         sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
     }
-    // A.3 The work layer: a tmpfs, then a copy of the inputs owned by the
-    //     step, then the size capped to what the inputs use plus the output
-    //     allowance. The shared input_dir is only read.
-    let owner = privileged.then_some((HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID));
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    // A.3 The work layer's mount point: an empty root-owned tmpfs with no
+    //     room, made *shared*, the only shared mount of our namespace. The
+    //     sandbox binds it at /build as a slave; the layer we mount on top
+    //     of it once the step is known (B.3) propagates there, and nothing
+    //     the sandbox mounts ever propagates back. (Not read-only: the
+    //     sandbox's bind remount could not clear that locked flag.)
     sys.mount(
         Some(Path::new("tmpfs")),
-        &work,
+        &scratch.work,
+        Some("tmpfs"),
+        base,
+        Some("size=4k,nr_inodes=2,mode=0755"),
+    )
+    .map_err(sys_at("mount work placeholder", &scratch.work))?;
+    sys.mount(None, &scratch.work, None, MsFlags::MS_SHARED, None)
+        .map_err(sys_at("make the work mount point shared", &scratch.work))?;
+    // A.4 /tmp: its own size-limited tmpfs (resized to the step's limit in
+    //     B.4 when that differs).
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &scratch.tmp,
+        Some("tmpfs"),
+        base,
+        Some(&format!("size={PREPARED_TMP_BYTES},mode=1777")),
+    )
+    .map_err(sys_at("mount /tmp tmpfs", &scratch.tmp))?;
+    let entries = root_entries(&shape.rootfs);
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| SandboxError::Syscall {
+            step: "pipe",
+            source,
+        })
+    };
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (exec_r, exec_w) = pipe()?;
+    let (setup_uid, setup_gid) = if privileged {
+        (0, 0)
+    } else {
+        (STEP_UID, STEP_GID)
+    };
+    let plan = ChildPlan {
+        sync_fd: sync_r.as_raw_fd(),
+        exec_fd: exec_r.as_raw_fd(),
+        setup_uid,
+        setup_gid,
+        privileged_map: privileged,
+        new_root: scratch.root.clone(),
+        work_src: scratch.work.clone(),
+        tmp_src: scratch.tmp.clone(),
+        root_entries: entries,
+        synthetic_files: synthetic_files(&shape.hostname),
+        hostname: shape.hostname.clone(),
+        step_uid: STEP_UID,
+        step_gid: STEP_GID,
+        seccomp: crate::seccomp::compile()?,
+        oom_score_adj,
+    };
+    // A.5 The sandbox: new user, mount, pid, net, uts and ipc namespaces;
+    //     it builds itself (setup.rs) once we have written its id maps.
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    let child = match sys
+        .clone_into_namespaces(flags)
+        .map_err(|source| SandboxError::Syscall {
+            step: "clone",
+            source,
+        })? {
+        Forked::Child => {
+            drop(sync_w);
+            drop(err_r);
+            drop(status_r);
+            drop(exec_w);
+            match enter_sandbox(sys, &plan) {
+                Ok(Role::Init { step }) => {
+                    drop(err_w);
+                    drop(exec_r);
+                    let code = init_loop(sys, step, &status_w);
+                    sys.exit_now(code)
+                }
+                Ok(Role::Execd) => sys.exit_now(127),
+                Err(e) => {
+                    write_all(&err_w, format!("{}\0{}", e.step(), e.chain()).as_bytes());
+                    sys.exit_now(127)
+                }
+            }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(sync_r);
+    drop(err_w);
+    drop(status_w);
+    drop(exec_r);
+    // A.6 Map the sandbox's ids (inside 0..65536 to an unprivileged host
+    //     range when root, else only our own id), and for a cold helper move
+    //     it into the run's cgroup, before it runs anything.
+    let mapped = (|| -> Result<(), SandboxError> {
+        let (um, gm) = if privileged {
+            (
+                format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}"),
+                format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}"),
+            )
+        } else {
+            (format!("{STEP_UID} 0 1"), format!("{STEP_GID} 0 1"))
+        };
+        for (f, v) in [("uid_map", um), ("gid_map", gm)] {
+            let p = PathBuf::from(format!("/proc/{child}/{f}"));
+            std::fs::write(&p, v).map_err(io_err("cannot write", &p))?;
+        }
+        if let Some(cg) = join {
+            cg.join(child.as_raw()).map_err(io_err(
+                "cannot join cgroup for pid",
+                Path::new(&child.to_string()),
+            ))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = mapped {
+        let _ = sys.kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    write_all(&sync_w, b"1");
+    Ok(Ready {
+        shape: shape.clone(),
+        scratch,
+        init: child,
+        exec_w: Some(exec_w),
+        err_r,
+        status_r,
+        tmp_bytes: PREPARED_TMP_BYTES,
+    })
+}
+
+impl Ready {
+    /// The shape this sandbox was built for.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// Gives the sandbox up without running anything: the waiting step
+    /// reads EOF, the init is killed (and with it the pid namespace), and
+    /// the scratch mounts are detached.
+    pub fn abandon(mut self, sys: &LinuxSyscalls) {
+        self.exec_w = None;
+        let _ = sys.kill(self.init, Signal::SIGKILL);
+        let _ = waitpid(self.init, None);
+        let _ = sys.umount(&self.scratch.dir, MntFlags::MNT_DETACH);
+    }
+}
+
+/// The overlayfs option string for `input` as the lower layer, or why
+/// overlayfs cannot name it (its option syntax splits on `,` and `:` and
+/// escapes with `\`).
+fn overlay_options(input: &Path, upper: &Path, work: &Path, privileged: bool) -> Option<String> {
+    let name = |p: &Path| {
+        p.to_str()
+            .filter(|s| !s.contains([',', ':', '\\']) && !s.chars().any(char::is_whitespace))
+            .map(str::to_string)
+    };
+    let mut o = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        name(input)?,
+        name(upper)?,
+        name(work)?
+    );
+    if !privileged {
+        // In a user namespace the trusted.* xattrs are out of reach.
+        o.push_str(",userxattr");
+    }
+    Some(o)
+}
+
+/// Steps B.3-B.5, once the spec is known: the work layer mounted on the
+/// shared mount point (it propagates into the waiting sandbox's /build),
+/// the step's cwd, /tmp resized, and the [`ExecPlan`] sent, on which the
+/// step execs. Returns the work layer's description for the settings.
+fn start_step(
+    sys: &LinuxSyscalls,
+    ready: &mut Ready,
+    spec: &SandboxSpec,
+    privileged: bool,
+    nproc_rlimit: bool,
+) -> Result<String, SandboxError> {
+    let sc = ready.scratch.clone();
+    let owner = privileged.then_some((HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID));
+    // B.3 The work layer, mounted over the placeholder.
+    let layer = match spec.work_layer {
+        WorkLayer::Overlay => match overlay_layer(sys, spec, &sc, owner, privileged) {
+            Ok(l) => l,
+            Err(e) => {
+                // Falls back to the copy, and says why.
+                let _ = sys.umount(&sc.upper, MntFlags::MNT_DETACH);
+                let copied = copy_layer(sys, spec, &sc, owner)?;
+                format!("{copied} (overlay refused: {})", e.chain())
+            }
+        },
+        WorkLayer::Copy => copy_layer(sys, spec, &sc, owner)?,
+    };
+    finish_start(sys, ready, spec, owner, nproc_rlimit)?;
+    Ok(layer)
+}
+
+/// B.3a The overlay work layer: the input tree read-only below, the step's
+/// changes in `upper` on a tmpfs of max_output_bytes. Mounted by us, so
+/// copy-up runs with our credentials and keeps owners; the input tree is
+/// only ever read.
+fn overlay_layer(
+    sys: &LinuxSyscalls,
+    spec: &SandboxSpec,
+    sc: &Scratch,
+    owner: Option<(u32, u32)>,
+    privileged: bool,
+) -> Result<String, SandboxError> {
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let (up, wk) = (sc.upper.join("u"), sc.upper.join("w"));
+    let opts = overlay_options(&spec.input_dir, &up, &wk, privileged).ok_or_else(|| {
+        SandboxError::InvalidSpec {
+            field: "input_dir",
+            reason: "overlayfs cannot name it (it holds `,` `:` `\\` or a space)".into(),
+        }
+    })?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &sc.upper,
+        Some("tmpfs"),
+        base,
+        Some(&format!("size={},mode=0700", spec.limits.max_output_bytes)),
+    )
+    .map_err(sys_at("mount the upper tmpfs", &sc.upper))?;
+    for d in [&up, &wk] {
+        sys.mkdir(d, 0o755).map_err(sys_at("mkdir", d))?;
+    }
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::lchown(&up, Some(u), Some(g)).map_err(io_err("cannot chown", &up))?;
+    }
+    sys.mount(
+        Some(Path::new("overlay")),
+        &sc.work,
+        Some("overlay"),
+        base,
+        Some(&opts),
+    )
+    .map_err(sys_at("mount the overlay work layer", &sc.work))?;
+    Ok("overlay over the input tree, upper on tmpfs".into())
+}
+
+/// B.3b The copy work layer: a tmpfs, then a copy of the inputs owned by
+/// the step, then the size capped to what the inputs use plus the output
+/// allowance. The shared input_dir is only read.
+fn copy_layer(
+    sys: &LinuxSyscalls,
+    spec: &SandboxSpec,
+    sc: &Scratch,
+    owner: Option<(u32, u32)>,
+) -> Result<String, SandboxError> {
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let work = &sc.work;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        work,
         Some("tmpfs"),
         base,
         Some("mode=0755"),
     )
-    .map_err(sys_at("mount work tmpfs", &work))?;
-    crate::outputs::copy_input(&spec.input_dir, &work, owner)
+    .map_err(sys_at("mount work tmpfs", work))?;
+    crate::outputs::copy_input(&spec.input_dir, work, owner)
         .map_err(io_err("cannot copy the input tree from", &spec.input_dir))?;
-    let used = fs_usage(&work).map(|(u, _)| u).unwrap_or(0);
+    let used = fs_usage(work).map(|(u, _)| u).unwrap_or(0);
     let size = used.saturating_add(spec.limits.max_output_bytes);
     sys.mount(
         None,
-        &work,
+        work,
         Some("tmpfs"),
         MsFlags::MS_REMOUNT | base,
         Some(&format!("size={size},mode=0755")),
     )
-    .map_err(sys_at("cap work tmpfs size", &work))?;
-    // A.4 The step's cwd, created if absent, never through a symlink.
+    .map_err(sys_at("cap work tmpfs size", work))?;
+    Ok("copy on tmpfs".into())
+}
+
+/// B.4-B.5: the cwd, /tmp's size, and the exec plan.
+fn finish_start(
+    sys: &LinuxSyscalls,
+    ready: &mut Ready,
+    spec: &SandboxSpec,
+    owner: Option<(u32, u32)>,
+    nproc_rlimit: bool,
+) -> Result<(), SandboxError> {
+    let work = ready.scratch.work.clone();
+    // B.4 The step's cwd, created if absent, never through a symlink.
     let mut cur = work.clone();
     for c in spec.cwd.split('/').filter(|c| !c.is_empty()) {
         cur.push(c);
@@ -366,27 +703,82 @@ fn prepare(
             }
         }
     }
-    // A.5 /tmp: its own size-limited tmpfs.
-    sys.mount(
-        Some(Path::new("tmpfs")),
-        &tmp,
-        Some("tmpfs"),
-        base,
-        Some(&format!("size={},mode=1777", spec.limits.tmp_bytes)),
-    )
-    .map_err(sys_at("mount /tmp tmpfs", &tmp))?;
-    Ok(Prepared { work, tmp, root })
+    // B.4b /tmp at the step's size.
+    if spec.limits.tmp_bytes != ready.tmp_bytes {
+        let tmp = &ready.scratch.tmp;
+        sys.mount(
+            None,
+            tmp,
+            Some("tmpfs"),
+            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&format!("size={},mode=1777", spec.limits.tmp_bytes)),
+        )
+        .map_err(sys_at("resize /tmp tmpfs", tmp))?;
+        ready.tmp_bytes = spec.limits.tmp_bytes;
+    }
+    // B.5 The plan: the waiting step chdirs, sets its rlimits and execs.
+    let plan = exec_plan(spec, nproc_rlimit)?;
+    let bytes = serde_json::to_vec(&plan).map_err(|source| SandboxError::Json {
+        what: "exec plan",
+        path: PathBuf::from("(exec pipe)"),
+        source,
+    })?;
+    if let Some(w) = ready.exec_w.take() {
+        // A dead step (its setup failed) makes this EPIPE; the supervision
+        // then reports the setup error it sent.
+        write_all(&w, &bytes);
+    }
+    Ok(())
 }
 
-fn cstrings(v: impl IntoIterator<Item = String>) -> Result<Vec<CString>, SandboxError> {
-    v.into_iter()
-        .map(|s| {
-            CString::new(s).map_err(|_| SandboxError::InvalidSpec {
-                field: "argv/env",
-                reason: "contains a NUL byte".into(),
-            })
+/// The step's [`ExecPlan`]: cwd, argv, the full environment, where to look
+/// for `argv[0]`, and the rlimits (the floor under the cgroup; RLIMIT_NPROC
+/// only where no pids cgroup counts for us).
+pub fn exec_plan(spec: &SandboxSpec, nproc_rlimit: bool) -> Result<ExecPlan, SandboxError> {
+    let env = step_env(spec);
+    let path_dirs: Vec<PathBuf> = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| {
+            v.split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(PathBuf::from)
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    let mut rlimits = vec![
+        (Rlimit::Core, 0, 0),
+        (
+            Rlimit::Fsize,
+            spec.limits.max_output_bytes,
+            spec.limits.max_output_bytes,
+        ),
+    ];
+    if spec.limits.cpu_time_ms > 0 {
+        let secs = spec.limits.cpu_time_ms.div_ceil(1000);
+        rlimits.push((Rlimit::Cpu, secs, secs + 1));
+    }
+    if nproc_rlimit {
+        rlimits.push((Rlimit::Nproc, spec.limits.pids, spec.limits.pids));
+    }
+    let mut cwd = PathBuf::from(WORK_MOUNT);
+    if !spec.cwd.is_empty() {
+        cwd.push(&spec.cwd);
+    }
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if spec.argv.iter().chain(&env).any(|s| s.contains('\0')) {
+        return Err(SandboxError::InvalidSpec {
+            field: "argv/env",
+            reason: "contains a NUL byte".into(),
+        });
+    }
+    Ok(ExecPlan {
+        cwd,
+        argv: spec.argv.clone(),
+        env,
+        path_dirs,
+        rlimits,
+    })
 }
 
 fn write_all(fd: &OwnedFd, mut b: &[u8]) {
@@ -412,24 +804,63 @@ fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
     }
 }
 
-/// The init's job once the step runs: reap everything; when the step itself
-/// exits, send its status to the helper and exit, which makes the kernel
-/// kill every other process of the pid namespace.
-fn init_loop(step: Pid, status_w: &OwnedFd) -> i32 {
+/// The init's job once the step is forked: reap; when the step itself
+/// exits, kill and reap everything it left, then send the helper the
+/// step's status and the CPU use of everything reaped, and exit.
+fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i32 {
+    // I.1 Reap until the step itself exits.
+    let status = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p == step => break code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == step => break -(sig as i32),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+    };
+    // I.2 Kill what the step left behind (daemons, orphans): kill(-1) from
+    //     the init of a pid namespace reaches every other process in it, and
+    //     a fork racing with it fails (the kernel refuses to fork for a
+    //     process with a fatal signal pending).
+    let _ = sys.kill(Pid::from_raw(-1), Signal::SIGKILL);
+    // I.3 Reap until no child is left. Every process of the namespace
+    //     descends from us, so then none exists: when the helper reads the
+    //     status, the step's outputs can no longer change.
     loop {
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(p, code)) if p == step => {
-                write_all(status_w, &code.to_le_bytes());
-                return 0;
-            }
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == step => {
-                write_all(status_w, &(-(sig as i32)).to_le_bytes());
-                return 0;
-            }
+            Err(Errno::ECHILD) => break,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return 1,
         }
     }
+    // I.4 The status and the usage of everything reaped.
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
+    let tv_ms =
+        |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000;
+    let mut msg = Vec::with_capacity(STATUS_LEN);
+    msg.extend_from_slice(&status.to_le_bytes());
+    for v in [
+        ru.map(|r| tv_ms(r.user_time())).unwrap_or(0),
+        ru.map(|r| tv_ms(r.system_time())).unwrap_or(0),
+        ru.map(|r| r.max_rss() as u64).unwrap_or(0),
+    ] {
+        msg.extend_from_slice(&v.to_le_bytes());
+    }
+    write_all(status_w, &msg);
+    0
+}
+
+/// Decodes the init's status message: (status, usage without wall time).
+fn decode_status(b: &[u8]) -> Option<(i32, u64, u64, u64)> {
+    if b.len() != STATUS_LEN {
+        return None;
+    }
+    let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    Some((
+        i32::from_le_bytes(b[..4].try_into().ok()?),
+        u(4),
+        u(12),
+        u(20),
+    ))
 }
 
 /// What a warm helper (`attestd-sandbox serve`, see [`crate::warm`]) set up
@@ -454,24 +885,18 @@ pub fn warm_pids_max(step_pids: u64) -> u64 {
     step_pids.saturating_add(1)
 }
 
-/// Runs one spec; never fails: every error becomes the report's outcome.
-pub fn run(spec: &SandboxSpec) -> SandboxReport {
-    run_with(spec, None)
+/// Writes the report, then lets go of the step's output pipes: whoever
+/// reads them (the daemon) sees EOF once the report is in place, and can
+/// go on while this helper finishes its cleanup.
+pub fn deliver(sys: &dyn Syscalls, report_path: &Path, report: &SandboxReport) -> bool {
+    let written = crate::launch::write_report(report_path, report).is_ok();
+    let _ = sys.release_std_streams();
+    written
 }
 
-/// Runs one spec in a warm helper: the cgroup and mount namespace in `warm`
-/// are used instead of being made now.
-pub fn run_warm(spec: &SandboxSpec, warm: &Warm) -> SandboxReport {
-    run_with(spec, Some(warm))
-}
-
-fn run_with(spec: &SandboxSpec, warm: Option<&Warm>) -> SandboxReport {
-    let sys = LinuxSyscalls;
-    let start = Instant::now();
-    let privileged = nix::unistd::geteuid().is_root();
-    let entries = root_entries(&spec.rootfs);
-    let mut settings = settings(spec, privileged, &entries);
-    let fail = |settings: Settings, e: SandboxError| SandboxReport {
+/// The report of a run that failed before its step could start.
+pub fn setup_failed(settings: Settings, e: &SandboxError) -> SandboxReport {
+    SandboxReport {
         outcome: Outcome::SetupFailed {
             step: e.step().to_string(),
             message: e.chain(),
@@ -479,11 +904,150 @@ fn run_with(spec: &SandboxSpec, warm: Option<&Warm>) -> SandboxReport {
         usage: Usage::default(),
         settings,
         outputs: vec![],
-    };
-    if let Err(e) = spec.validate() {
-        return fail(settings, e);
     }
-    // B.1 Signals arrive through a signalfd, polled with stdin and the child.
+}
+
+/// `attestd-sandbox run`: one spec, cold (cgroup, mount namespace and
+/// sandbox made now). Writes the report to `report_path`; returns whether
+/// it was written. Every error becomes the report's outcome.
+pub fn run(spec: &SandboxSpec, report_path: &Path) -> bool {
+    let sys = LinuxSyscalls;
+    let start = Instant::now();
+    let privileged = nix::unistd::geteuid().is_root();
+    let entries = root_entries(&spec.rootfs);
+    let settings = settings(spec, privileged, &entries);
+    let report = (|| {
+        spec.validate()?;
+        let sfd = block_signals()?;
+        // B.2 The cgroup, with the memory and pids limits (root only).
+        let cg = if privileged {
+            Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids)
+        } else {
+            None
+        };
+        let result = prepare(&sys, privileged, &Shape::of(spec), false, cg.as_ref(), None)
+            .and_then(|ready| {
+                supervise(
+                    &sys,
+                    ready,
+                    spec,
+                    privileged,
+                    settings.clone(),
+                    &sfd,
+                    cg.as_ref(),
+                    start,
+                )
+            });
+        Ok::<_, SandboxError>((result, cg))
+    })();
+    match report {
+        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
+        Ok((result, cg)) => {
+            let report = match result {
+                Ok(Supervised { report, teardown }) => {
+                    let written = deliver(&sys, report_path, &report);
+                    teardown.finish(&sys);
+                    if let Some(cg) = &cg {
+                        cg.kill_all(&sys);
+                        cg.remove();
+                    }
+                    return written;
+                }
+                Err(e) => setup_failed(settings, &e),
+            };
+            if let Some(cg) = &cg {
+                cg.kill_all(&sys);
+                cg.remove();
+            }
+            deliver(&sys, report_path, &report)
+        }
+    }
+}
+
+/// Runs `spec` in a warm helper's prepared sandbox (or, when its shape does
+/// not fit, in one rebuilt for the spec), using the cgroup and mount
+/// namespace in `warm`. Writes the report; returns whether it was written.
+pub fn run_prepared(
+    spec: &SandboxSpec,
+    prepared: Result<Ready, SandboxError>,
+    warm: &Warm,
+    privileged: bool,
+    report_path: &Path,
+) -> bool {
+    let sys = LinuxSyscalls;
+    let start = Instant::now();
+    let entries = root_entries(&spec.rootfs);
+    let mut settings = settings(spec, privileged, &entries);
+    let result = (|| {
+        spec.validate()?;
+        let sfd = block_signals()?;
+        // B.2' A warm helper sits in its cgroup already: only the limits are
+        //      written (fast), pids.max one higher since it counts there
+        //      itself, and fails closed.
+        if let Some(cg) = &warm.cgroup {
+            settings.cgroup = cg.describe().to_string();
+            cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids))
+                .map_err(|source| SandboxError::Io {
+                    action: "cannot write the limits of cgroup",
+                    path: cg.dirs()[0].to_path_buf(),
+                    source,
+                })?;
+        }
+        let ready = match prepared {
+            Ok(r) if r.shape().fits(spec) => r,
+            Ok(r) => {
+                // B.2'' Built for another rootfs or hostname: rebuilt.
+                let shape = Shape {
+                    scratch_dir: r.shape().scratch_dir.clone(),
+                    ..Shape::of(spec)
+                };
+                r.abandon(&sys);
+                prepare(
+                    &sys,
+                    privileged,
+                    &shape,
+                    true,
+                    None,
+                    warm.child_oom_score_adj,
+                )?
+            }
+            Err(e) => return Err(e),
+        };
+        supervise(
+            &sys,
+            ready,
+            spec,
+            privileged,
+            settings.clone(),
+            &sfd,
+            warm.cgroup.as_ref(),
+            start,
+        )
+    })();
+    match result {
+        Ok(Supervised { report, teardown }) => {
+            let written = deliver(&sys, report_path, &report);
+            teardown.finish(&sys);
+            written
+        }
+        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
+    }
+}
+
+/// Adds `fd` to the poll set when `open`; its index.
+fn watch<'a>(
+    open: bool,
+    fd: std::os::fd::BorrowedFd<'a>,
+    fds: &mut Vec<nix::poll::PollFd<'a>>,
+) -> Option<usize> {
+    open.then(|| {
+        fds.push(nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN));
+        fds.len() - 1
+    })
+}
+
+/// B.1 Signals arrive through a signalfd, polled with stdin and the child.
+fn block_signals() -> Result<SignalFd, SandboxError> {
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGTERM,
@@ -494,246 +1058,93 @@ fn run_with(spec: &SandboxSpec, warm: Option<&Warm>) -> SandboxReport {
     ] {
         mask.add(s);
     }
-    if let Err(e) = mask.thread_block() {
-        return fail(
-            settings,
-            SandboxError::Syscall {
-                step: "sigprocmask",
-                source: e,
-            },
-        );
-    }
-    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                settings,
-                SandboxError::Syscall {
-                    step: "signalfd",
-                    source: e,
-                },
-            )
+    mask.thread_block()
+        .map_err(|source| SandboxError::Syscall {
+            step: "sigprocmask",
+            source,
+        })?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|source| {
+        SandboxError::Syscall {
+            step: "signalfd",
+            source,
         }
-    };
-    // B.2 The cgroup, with the memory and pids limits (root only). A warm
-    //     helper already sits in its cgroup: it only writes the limits (fast),
-    //     pids.max one higher since it counts there itself, and fails closed
-    //     if it cannot, since that cgroup has no limit yet.
-    let cg = match warm {
-        Some(Warm {
-            cgroup: Some(cg), ..
-        }) => {
-            let r = cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids));
-            if let Err(source) = r {
-                return fail(
-                    settings,
-                    SandboxError::Io {
-                        action: "cannot write the limits of cgroup",
-                        path: cg.dirs()[0].to_path_buf(),
-                        source,
-                    },
-                );
-            }
-            Some(cg.clone())
+    })
+}
+
+/// What is left once the report is known: the init may still be exiting
+/// (its namespaces being torn down), and the work layer is still mounted.
+struct Teardown {
+    init: Option<Pid>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Teardown {
+    /// Waits for the init, then detaches the run's mounts.
+    fn finish(self, sys: &LinuxSyscalls) {
+        if let Some(init) = self.init {
+            while let Err(Errno::EINTR) = waitpid(init, None) {}
         }
-        Some(_) => None,
-        None if privileged => {
-            Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids)
+        for d in &self.mounts {
+            let _ = sys.umount(d, MntFlags::MNT_DETACH);
         }
-        None => None,
-    };
-    if let Some(cg) = &cg {
-        settings.cgroup = cg.describe().to_string();
-    }
-    let report = supervise(
-        &sys,
-        spec,
-        privileged,
-        entries,
-        &settings,
-        &sfd,
-        cg.as_ref(),
-        warm,
-        start,
-    );
-    // B.9 Cleanup of the cgroup; the mounts die with our mount namespace. A
-    //     warm helper cannot remove the cgroup it sits in: its parent does,
-    //     once we have exited (see `crate::warm`).
-    if let Some(cg) = &cg {
-        cg.kill_all(&sys);
-        if warm.is_none() {
-            cg.remove();
-        }
-    }
-    match report {
-        Ok(r) => r,
-        Err(e) => fail(settings, e),
     }
 }
 
+struct Supervised {
+    report: SandboxReport,
+    teardown: Teardown,
+}
+
+/// Starts the prepared sandbox's step and watches it: the init's status
+/// (everything of the step is gone), the init's own exit, the wall clock,
+/// SIGTERM and friends, EOF on stdin. Then classifies, collects outputs and
+/// builds the report; the init's exit and the unmounts are left to
+/// [`Teardown::finish`], after the report is delivered.
 #[allow(clippy::too_many_arguments)]
 fn supervise(
     sys: &LinuxSyscalls,
+    mut ready: Ready,
     spec: &SandboxSpec,
     privileged: bool,
-    entries: Vec<RootEntry>,
-    settings: &Settings,
+    mut settings: Settings,
     sfd: &SignalFd,
     cg: Option<&Cgroup>,
-    warm: Option<&Warm>,
     start: Instant,
-) -> Result<SandboxReport, SandboxError> {
-    let prep = prepare(
-        sys,
-        spec,
-        privileged,
-        warm.is_some_and(|w| w.mount_ns_ready),
-    )?;
-    let env = step_env(spec);
-    let path_dirs: Vec<PathBuf> = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| {
-            v.split(':')
-                .filter(|d| d.starts_with('/'))
-                .map(PathBuf::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut rlimits = vec![
-        (Rlimit::Core, 0, 0),
-        (
-            Rlimit::Fsize,
-            spec.limits.max_output_bytes,
-            spec.limits.max_output_bytes,
-        ),
-    ];
-    if spec.limits.cpu_time_ms > 0 {
-        let secs = spec.limits.cpu_time_ms.div_ceil(1000);
-        rlimits.push((Rlimit::Cpu, secs, secs + 1));
+) -> Result<Supervised, SandboxError> {
+    if let Some(cg) = cg {
+        settings.cgroup = cg.describe().to_string();
     }
-    // RLIMIT_NPROC counts every process of the host uid, and concurrent
-    // steps share the mapped uid: with it, one build could exhaust another's
-    // process budget. So it is only the floor when no pids cgroup is there.
-    if privileged && cg.is_none() {
-        rlimits.push((Rlimit::Nproc, spec.limits.pids, spec.limits.pids));
-    }
-    let mut cwd = PathBuf::from(WORK_MOUNT);
-    if !spec.cwd.is_empty() {
-        cwd.push(&spec.cwd);
-    }
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| SandboxError::Syscall {
-            step: "pipe",
-            source,
-        })
-    };
-    let (sync_r, sync_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (status_r, status_w) = pipe()?;
-    let (setup_uid, setup_gid) = if privileged {
-        (0, 0)
-    } else {
-        (STEP_UID, STEP_GID)
-    };
-    let plan = ChildPlan {
-        sync_fd: sync_r.as_raw_fd(),
-        setup_uid,
-        setup_gid,
-        privileged_map: privileged,
-        new_root: prep.root.clone(),
-        work_src: prep.work.clone(),
-        tmp_src: prep.tmp.clone(),
-        root_entries: entries,
-        synthetic_files: synthetic_files(&spec.hostname),
-        hostname: spec.hostname.clone(),
-        cwd,
-        argv: cstrings(spec.argv.iter().cloned())?,
-        env: cstrings(env.iter().map(|(k, v)| format!("{k}={v}")))?,
-        path_dirs,
-        rlimits,
-        step_uid: STEP_UID,
-        step_gid: STEP_GID,
-        seccomp: crate::seccomp::compile()?,
-        oom_score_adj: warm.and_then(|w| w.child_oom_score_adj),
-    };
-    // B.3 Clone the sandbox: new user, mount, pid, net, uts and ipc
-    //     namespaces at once (cgroup comes later, from inside, once the child
-    //     is in the run's cgroup).
-    let flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    let child = match sys
-        .clone_into_namespaces(flags)
-        .map_err(|source| SandboxError::Syscall {
-            step: "clone",
-            source,
-        })? {
-        Forked::Child => {
-            drop(sync_w);
-            drop(err_r);
-            drop(status_r);
-            match enter_sandbox(sys, &plan) {
-                Ok(Role::Init { step }) => {
-                    drop(err_w);
-                    let code = init_loop(step, &status_w);
-                    sys.exit_now(code)
-                }
-                Ok(Role::Execd) => sys.exit_now(127),
-                Err(e) => {
-                    write_all(&err_w, format!("{}\0{}", e.step(), e.chain()).as_bytes());
-                    sys.exit_now(127)
-                }
-            }
-        }
-        Forked::Parent(pid) => pid,
-    };
-    drop(sync_r);
-    drop(err_w);
-    drop(status_w);
+    let child = ready.init;
     let killed = |sys: &LinuxSyscalls| {
         let _ = sys.kill(child, Signal::SIGKILL);
         if let Some(cg) = cg {
             cg.kill_all(sys);
         }
     };
-    // B.4 The id maps of the child's user namespace, then its cgroup (cold
-    //     helper only), then the go signal.
-    let map_result = (|| -> Result<(), SandboxError> {
-        let (um, gm) = if privileged {
-            (settings.uid_map.clone(), settings.gid_map.clone())
-        } else {
-            (format!("{STEP_UID} 0 1"), format!("{STEP_GID} 0 1"))
-        };
-        for (f, v) in [("uid_map", um), ("gid_map", gm)] {
-            let p = PathBuf::from(format!("/proc/{child}/{f}"));
-            std::fs::write(&p, v).map_err(io_err("cannot write", &p))?;
+    match start_step(
+        sys,
+        &mut ready,
+        spec,
+        privileged,
+        privileged && cg.is_none(),
+    ) {
+        Ok(layer) => settings.work_layer = layer,
+        Err(e) => {
+            ready.abandon(sys);
+            return Err(e);
         }
-        // A warm helper's child is already there: the clone inherited the
-        // cgroup the helper joined before its spec came (no slow join here).
-        if let (Some(cg), None) = (cg, warm) {
-            cg.join(child.as_raw()).map_err(io_err(
-                "cannot join cgroup for pid",
-                Path::new(&child.to_string()),
-            ))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = map_result {
-        killed(sys);
-        let _ = waitpid(child, None);
-        return Err(e);
     }
-    write_all(&sync_w, b"1");
-    drop(sync_w);
-    // B.5 Supervise: the child's exit, the deadline, SIGTERM, stdin EOF.
+    let Ready {
+        err_r,
+        status_r,
+        scratch,
+        ..
+    } = ready;
+    // B.6 Watch.
     let deadline = start + Duration::from_millis(spec.limits.timeout_ms);
     let mut err_buf = Vec::new();
-    let mut err_open = true;
-    let mut stdin_open = true;
+    let mut status_buf = Vec::new();
+    let (mut err_open, mut status_open, mut stdin_open) = (true, true, true);
     let mut ended = None;
     let mut init_reaped = false;
     while ended.is_none() {
@@ -744,6 +1155,10 @@ fn supervise(
                 ended = Some(Ended::Exited);
                 break;
             }
+        }
+        if status_buf.len() >= STATUS_LEN {
+            ended = Some(Ended::Exited);
+            break;
         }
         let now = Instant::now();
         if now >= deadline {
@@ -756,20 +1171,9 @@ fn supervise(
             sfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
-        let stdin_idx = stdin_open.then(|| {
-            fds.push(nix::poll::PollFd::new(
-                stdin.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            ));
-            fds.len() - 1
-        });
-        let err_idx = err_open.then(|| {
-            fds.push(nix::poll::PollFd::new(
-                err_r.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            ));
-            fds.len() - 1
-        });
+        let stdin_idx = watch(stdin_open, stdin.as_fd(), &mut fds);
+        let err_idx = watch(err_open, err_r.as_fd(), &mut fds);
+        let status_idx = watch(status_open, status_r.as_fd(), &mut fds);
         match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait_ms.max(1))) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(source) => {
@@ -788,6 +1192,7 @@ fn supervise(
         let sig_ready = rev(Some(0));
         let stdin_ready = rev(stdin_idx);
         let err_ready = rev(err_idx);
+        let status_ready = rev(status_idx);
         drop(fds);
         if !sig_ready.is_empty() {
             while let Ok(Some(si)) = sfd.read_signal() {
@@ -810,34 +1215,44 @@ fn supervise(
                 }
             }
         }
-        if !err_ready.is_empty() {
+        for (ready_flags, fd, buf, open) in [
+            (err_ready, &err_r, &mut err_buf, &mut err_open),
+            (status_ready, &status_r, &mut status_buf, &mut status_open),
+        ] {
+            if ready_flags.is_empty() {
+                continue;
+            }
             let mut b = [0u8; 4096];
-            match nix::unistd::read(&err_r, &mut b) {
-                Ok(0) => err_open = false,
-                Ok(n) => err_buf.extend_from_slice(&b[..n]),
+            match nix::unistd::read(fd, &mut b) {
+                Ok(0) => *open = false,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
-                Err(_) => err_open = false,
+                Err(_) => *open = false,
             }
         }
     }
     let ended = ended.unwrap_or(Ended::Exited);
-    // B.6 Whatever ended the loop, nothing of the step survives: the init's
-    //     death kills its pid namespace, the cgroup sweep catches the rest.
-    if !init_reaped {
+    let reported = ended == Ended::Exited && status_buf.len() >= STATUS_LEN;
+    if !reported && !init_reaped {
+        // Timeout, cancel, or an init that died without its status: kill the
+        // pid namespace and wait for it to be gone before touching outputs.
         killed(sys);
         let _ = waitpid(child, None);
+        init_reaped = true;
     }
-    if let Some(cg) = cg {
-        cg.kill_all(sys);
+    if !reported {
+        if let Some(cg) = cg {
+            cg.kill_all(sys);
+        }
     }
     let wall_ms = start.elapsed().as_millis() as u64;
-    if err_open {
+    if err_open && init_reaped {
         err_buf.extend(read_to_end(&err_r));
     }
-    let status_bytes = read_to_end(&status_r);
-    let status = <[u8; 4]>::try_from(status_bytes.as_slice())
-        .ok()
-        .map(i32::from_le_bytes);
+    if status_open && init_reaped && status_buf.len() < STATUS_LEN {
+        status_buf.extend(read_to_end(&status_r));
+    }
+    let decoded = decode_status(&status_buf);
     let setup_error = (!err_buf.is_empty()).then(|| {
         let s = String::from_utf8_lossy(&err_buf).into_owned();
         match s.split_once('\0') {
@@ -847,37 +1262,54 @@ fn supervise(
     });
     let facts = Facts {
         setup_error,
-        status,
+        status: decoded.map(|d| d.0),
         oom_killed: cg.is_some_and(|c| c.oom_killed()),
         pids_limit_hit: cg.is_some_and(|c| c.pids_limit_hit()),
-        work_full: fs_usage(&prep.work).is_some_and(|(_, full)| full),
-        tmp_full: fs_usage(&prep.tmp).is_some_and(|(_, full)| full),
+        work_full: fs_usage(&scratch.work).is_some_and(|(_, full)| full),
+        tmp_full: fs_usage(&scratch.tmp).is_some_and(|(_, full)| full),
     };
     let outcome = classify(ended, &facts, &spec.limits);
-    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
-    let tv_ms =
-        |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000;
-    let usage = Usage {
-        wall_ms,
-        user_cpu_ms: ru.map(|r| tv_ms(r.user_time())).unwrap_or(0),
-        sys_cpu_ms: ru.map(|r| tv_ms(r.system_time())).unwrap_or(0),
-        max_rss_kib: ru.map(|r| r.max_rss() as u64).unwrap_or(0),
+    let usage = match decoded {
+        Some((_, user, sys_ms, rss)) => Usage {
+            wall_ms,
+            user_cpu_ms: user,
+            sys_cpu_ms: sys_ms,
+            max_rss_kib: rss,
+        },
+        None => {
+            // The init did not report (killed): what we reaped of it.
+            let ru =
+                nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
+            let tv_ms = |t: nix::sys::time::TimeVal| {
+                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
+            };
+            Usage {
+                wall_ms,
+                user_cpu_ms: ru.map(|r| tv_ms(r.user_time())).unwrap_or(0),
+                sys_cpu_ms: ru.map(|r| tv_ms(r.system_time())).unwrap_or(0),
+                max_rss_kib: ru.map(|r| r.max_rss() as u64).unwrap_or(0),
+            }
+        }
     };
-    // B.7 Outputs, only from a step that ran to an end of its own.
     let outputs = match outcome {
         Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
-        _ => crate::outputs::collect(&prep.work, &spec.outputs, &spec.out_dir),
+        _ => crate::outputs::collect(&scratch.work, &spec.outputs, &spec.out_dir),
     };
-    // B.8 Unmount the work layer and /tmp; the scratch tmpfs holding their
-    //     mount points goes with our mount namespace.
-    for d in [&prep.work, &prep.tmp] {
-        let _ = sys.umount(d, MntFlags::MNT_DETACH);
-    }
-    Ok(SandboxReport {
-        outcome,
-        usage,
-        settings: settings.clone(),
-        outputs,
+    Ok(Supervised {
+        report: SandboxReport {
+            outcome,
+            usage,
+            settings,
+            outputs,
+        },
+        teardown: Teardown {
+            init: (!init_reaped).then_some(child),
+            mounts: vec![
+                scratch.work.clone(),
+                scratch.upper.clone(),
+                scratch.tmp.clone(),
+            ],
+        },
     })
 }
 

@@ -28,13 +28,17 @@ pub enum RootEntry {
     Symlink(PathBuf, PathBuf),
 }
 
-/// Everything the child needs, prepared by the helper before the clone (so
-/// the child allocates little and reads nothing from the host).
+/// Everything the child needs before the step is known, prepared by the
+/// helper before the clone (so the child allocates little and reads nothing
+/// from the host). What depends on the step comes later as an [`ExecPlan`].
 #[derive(Debug, Clone)]
 pub struct ChildPlan {
     /// Read end of the pipe the helper writes one byte on once the id maps
     /// and the cgroup are in place.
     pub sync_fd: RawFd,
+    /// Read end of the pipe the helper sends the [`ExecPlan`] on (then
+    /// closes it) once the step is known.
+    pub exec_fd: RawFd,
     /// The ids the setup runs as inside (0 when the helper is root, else the
     /// only mapped id).
     pub setup_uid: u32,
@@ -46,7 +50,9 @@ pub struct ChildPlan {
     /// Empty directory (in the helper's private mount namespace) where the new
     /// root is built.
     pub new_root: PathBuf,
-    /// The tmpfs holding the copy of the input tree, bound at `/build`.
+    /// The helper's mount point of the work layer, bound at `/build`. It is
+    /// the one shared mount of the helper: the layer the helper mounts there
+    /// once the step is known propagates into our (slave) `/build`.
     pub work_src: PathBuf,
     /// The tmpfs bound at `/tmp`.
     pub tmp_src: PathBuf,
@@ -57,16 +63,6 @@ pub struct ChildPlan {
     pub synthetic_files: Vec<(PathBuf, Vec<u8>)>,
     /// Hostname in the UTS namespace.
     pub hostname: String,
-    /// Absolute working directory of the step inside.
-    pub cwd: PathBuf,
-    /// argv of the step.
-    pub argv: Vec<CString>,
-    /// The full environment of the step, `K=V`.
-    pub env: Vec<CString>,
-    /// Directories searched when `argv[0]` holds no `/`.
-    pub path_dirs: Vec<PathBuf>,
-    /// Resource limits set on the step.
-    pub rlimits: Vec<(Rlimit, u64, u64)>,
     /// uid of the step inside.
     pub step_uid: u32,
     /// gid of the step inside.
@@ -79,6 +75,22 @@ pub struct ChildPlan {
     /// the helper could lower its own to -1000 (which we inherited), else
     /// 1000.
     pub oom_score_adj: Option<i32>,
+}
+
+/// What the waiting step receives once the helper knows it: everything of
+/// the exec that depends on the spec. Plain data (JSON on the exec pipe).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecPlan {
+    /// Absolute working directory of the step inside.
+    pub cwd: PathBuf,
+    /// argv of the step (no NUL bytes: checked by the helper).
+    pub argv: Vec<String>,
+    /// The full environment of the step, `K=V`.
+    pub env: Vec<String>,
+    /// Directories searched when `argv[0]` holds no `/`.
+    pub path_dirs: Vec<PathBuf>,
+    /// Resource limits set on the step.
+    pub rlimits: Vec<(Rlimit, u64, u64)>,
 }
 
 /// What [`enter_sandbox`] returns to its caller.
@@ -175,16 +187,18 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     //    sees its own cgroup as the root and learns nothing of the host's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(plain("unshare(CLONE_NEWCGROUP)"))?;
-    // 5. Make every mount private so nothing we mount propagates to the
-    //    helper's or the host's namespace, and host mounts do not appear here.
+    // 5. Make every mount a slave: nothing we mount propagates back to the
+    //    helper's or the host's namespace. The helper's namespace is private
+    //    but for its work-layer mount point, so the one thing that still
+    //    propagates in is the work layer the helper mounts there later.
     sys.mount(
         None,
         Path::new("/"),
         None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
     )
-    .map_err(at("make / private", Path::new("/")))?;
+    .map_err(at("make / a slave", Path::new("/")))?;
     // 6. A fresh tmpfs as the new root: only what we put there is reachable.
     sys.mount(
         Some(Path::new("tmpfs")),
@@ -232,8 +246,10 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         sys.create_file(&dst, contents, 0o644)
             .map_err(at("create synthetic file", &dst))?;
     }
-    // 9. The work layer at /build: the step's private copy of the inputs on a
-    //    size-limited tmpfs; writable, but nosuid and nodev.
+    // 9. The work layer at /build: the helper's (still empty) mount point,
+    //    bound here as a slave; the layer the helper mounts on it once the
+    //    step is known (the step's own copy of the inputs, or an overlay over
+    //    them) appears on top, nosuid and nodev.
     let build = under(root, Path::new(crate::spec::WORK_MOUNT));
     sys.mkdir(&build, 0o755).map_err(at("mkdir", &build))?;
     bind(sys, &plan.work_src, &build, nosuid_nodev)?;
@@ -314,9 +330,16 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         None,
     )
     .map_err(at("remount / read-only", Path::new("/")))?;
-    // 17. Fork the step; we stay pid 1 and reap.
+    // 17. Fork the step; we stay pid 1 and reap. The step gets ready as far
+    //     as it can without knowing what it runs, then waits for its plan.
     match sys.fork().map_err(plain("fork the step"))? {
-        Forked::Parent(step) => return Ok(Role::Init { step }),
+        Forked::Parent(step) => {
+            // 17b. Let go of the step's output pipes: only the step writes
+            //      there, and the daemon reads them to EOF.
+            sys.release_std_streams()
+                .map_err(plain("release stdout and stderr"))?;
+            return Ok(Role::Init { step });
+        }
         Forked::Child => {}
     }
     // --- in the step from here on ---
@@ -328,63 +351,83 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     //     pipe and must not reach the step.
     sys.stdin_from_dev_null()
         .map_err(plain("stdin from /dev/null"))?;
-    // 21. Start in the declared directory of the work layer.
-    sys.chdir(&plan.cwd).map_err(at("chdir", &plan.cwd))?;
-    // 22. A fixed umask, for reproducible file modes.
+    // 21. A fixed umask, for reproducible file modes.
     sys.umask(0o022);
-    // 23. Resource limits: the floor under the cgroup (no core dumps, file
-    //     size, CPU time, processes).
-    for (which, soft, hard) in &plan.rlimits {
-        sys.setrlimit(*which, *soft, *hard)
-            .map_err(plain("setrlimit"))?;
-    }
-    // 24. no_new_privs: exec can never grant privileges (setuid bits, file
+    // 22. no_new_privs: exec can never grant privileges (setuid bits, file
     //     capabilities), and it is required for an unprivileged seccomp.
     sys.set_no_new_privs()
         .map_err(plain("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-    // 25. Empty the bounding set: no capability can ever come back.
+    // 23. Empty the bounding set: no capability can ever come back.
     sys.drop_bounding_set()
         .map_err(plain("prctl(PR_CAPBSET_DROP)"))?;
-    // 26. Empty the ambient set: exec keeps no capability.
+    // 24. Empty the ambient set: exec keeps no capability.
     sys.clear_ambient_caps()
         .map_err(plain("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
-    // 27. No supplementary groups (only a privileged helper may call it).
+    // 25. No supplementary groups (only a privileged helper may call it).
     if plan.privileged_map {
         sys.clear_groups().map_err(plain("setgroups"))?;
     }
-    // 28. The fixed unprivileged step ids (gid first).
+    // 26. The fixed unprivileged step ids (gid first).
     sys.setresgid(plan.step_gid).map_err(plain("setresgid"))?;
     sys.setresuid(plan.step_uid).map_err(plain("setresuid"))?;
-    // 29. Empty effective, permitted and inheritable sets.
+    // 27. Empty effective, permitted and inheritable sets.
     sys.clear_capabilities().map_err(plain("capset"))?;
-    // 30. Every inherited descriptor but 0, 1, 2 is closed by the exec.
+    // 28. Every inherited descriptor but 0, 1, 2 is closed by the exec.
     sys.cloexec_from(3).map_err(plain("close_range"))?;
-    // 31. The seccomp filter, last, so the setup above may use what it denies.
+    // 29. The seccomp filter, last of the hardening, so the setup above may
+    //     use what it denies. From here on we hold nothing a step could not.
     sys.load_seccomp(&plan.seccomp).map_err(plain("seccomp"))?;
-    // 32. exec, searching PATH when argv[0] has no '/'.
-    exec_step(sys, plan)?;
+    // 30. Wait for the plan (EOF without one: the helper gave this sandbox
+    //     up; an error ends us, and the init with us).
+    let bytes = sys
+        .read_to_eof(plan.exec_fd)
+        .map_err(plain("read the exec plan"))?;
+    let exec: ExecPlan = serde_json::from_slice(&bytes).map_err(|_| SandboxError::Syscall {
+        step: "read the exec plan",
+        source: Errno::EPIPE,
+    })?;
+    // 31. Start in the declared directory of the work layer.
+    sys.chdir(&exec.cwd).map_err(at("chdir", &exec.cwd))?;
+    // 32. Resource limits: the floor under the cgroup (no core dumps, file
+    //     size, CPU time, processes). Lowering needs no capability.
+    for (which, soft, hard) in &exec.rlimits {
+        sys.setrlimit(*which, *soft, *hard)
+            .map_err(plain("setrlimit"))?;
+    }
+    // 33. exec, searching PATH when argv[0] has no '/'.
+    exec_step(sys, &exec)?;
     Ok(Role::Execd)
 }
 
-fn exec_step(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<(), SandboxError> {
-    use std::os::unix::ffi::OsStrExt;
+fn exec_step(sys: &dyn Syscalls, plan: &ExecPlan) -> Result<(), SandboxError> {
+    let cstrings = |v: &[String]| -> Result<Vec<CString>, SandboxError> {
+        v.iter()
+            .map(|s| CString::new(s.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| SandboxError::Syscall {
+                step: "exec",
+                source: Errno::EINVAL,
+            })
+    };
+    let argv = cstrings(&plan.argv)?;
+    let env = cstrings(&plan.env)?;
     let arg0 = plan.argv.first().ok_or(SandboxError::Syscall {
         step: "exec",
         source: Errno::EINVAL,
     })?;
-    let arg0_path = Path::new(std::ffi::OsStr::from_bytes(arg0.as_bytes()));
-    if arg0.as_bytes().contains(&b'/') {
+    let arg0_path = Path::new(arg0);
+    if arg0.contains('/') {
         return sys
-            .execve(arg0, &plan.argv, &plan.env)
+            .execve(&argv[0], &argv, &env)
             .map_err(at("exec", arg0_path));
     }
     let mut last = Errno::ENOENT;
     for dir in &plan.path_dirs {
         let cand = dir.join(arg0_path);
-        let Ok(c) = CString::new(cand.as_os_str().as_bytes()) else {
+        let Some(Ok(c)) = cand.to_str().map(CString::new) else {
             continue;
         };
-        match sys.execve(&c, &plan.argv, &plan.env) {
+        match sys.execve(&c, &argv, &env) {
             Ok(()) => return Ok(()),
             Err(Errno::ENOENT | Errno::ENOTDIR) => {}
             Err(e) => last = e,
@@ -421,15 +464,30 @@ mod tests {
                 b"builder:x:1000:1000::/build:/bin/sh\n".to_vec(),
             )],
             hostname: "attest".into(),
-            cwd: "/build/src".into(),
-            argv: vec![CString::new("make").unwrap(), CString::new("all").unwrap()],
-            env: vec![CString::new("PATH=/usr/bin:/bin").unwrap()],
-            path_dirs: vec!["/usr/local/bin".into(), "/usr/bin".into()],
-            rlimits: vec![(Rlimit::Core, 0, 0), (Rlimit::Nproc, 64, 64)],
+            exec_fd: 7,
             step_uid: 1000,
             step_gid: 1000,
             seccomp: crate::seccomp::compile().unwrap(),
             oom_score_adj: None,
+        }
+    }
+
+    fn exec_plan() -> Vec<u8> {
+        serde_json::to_vec(&ExecPlan {
+            cwd: "/build/src".into(),
+            argv: vec!["make".into(), "all".into()],
+            env: vec!["PATH=/usr/bin:/bin".into()],
+            path_dirs: vec!["/usr/local/bin".into(), "/usr/bin".into()],
+            rlimits: vec![(Rlimit::Core, 0, 0), (Rlimit::Nproc, 64, 64)],
+        })
+        .unwrap()
+    }
+
+    /// The fake, handing the step [`exec_plan`].
+    fn fake() -> RecordingSyscalls {
+        RecordingSyscalls {
+            exec_plan: exec_plan(),
+            ..Default::default()
         }
     }
 
@@ -443,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_warm_child_resets_the_inherited_oom_score_adj_before_anything_else() {
-        let sys = RecordingSyscalls::default();
+        let sys = fake();
         let mut p = plan();
         p.oom_score_adj = Some(0);
         enter_sandbox(&sys, &p).expect("setup");
@@ -458,7 +516,7 @@ mod tests {
             1
         );
         // A cold child does not touch it.
-        let sys = RecordingSyscalls::default();
+        let sys = fake();
         enter_sandbox(&sys, &plan()).expect("setup");
         assert!(!sys
             .calls()
@@ -470,7 +528,7 @@ mod tests {
     fn step_branch_order() {
         let sys = RecordingSyscalls {
             exec_enoent: vec!["/usr/local/bin/make".into()],
-            ..Default::default()
+            ..fake()
         };
         let role = enter_sandbox(&sys, &plan()).expect("setup");
         assert_eq!(role, Role::Execd);
@@ -481,13 +539,18 @@ mod tests {
         // The cgroup namespace comes after the sync (we are in the cgroup).
         let cg = pos(&c, |x| *x == Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
         assert!(cg > 1);
-        // Mounts are made private before anything is mounted.
-        let private = pos(
+        // Mounts are made slaves (nothing propagates out) before anything
+        // is mounted; none is made private, which would cut /build off from
+        // the work layer the helper mounts later.
+        let slave = pos(
             &c,
-            |x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_PRIVATE)),
+            |x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_REC | MsFlags::MS_SLAVE)),
         );
         let root_tmpfs = pos(&c, |x| is_mount_to(x, "/s/root"));
-        assert!(private < root_tmpfs);
+        assert!(slave < root_tmpfs);
+        assert!(!c.iter().any(
+            |x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_PRIVATE))
+        ));
         // pivot_root comes after every bind and /proc, before the fork.
         let pivot = pos(&c, |x| matches!(x, Call::PivotRoot(..)));
         let last_bind = c
@@ -529,7 +592,15 @@ mod tests {
         assert!(fork < nnp);
         assert!(nnp < bset && bset < amb && amb < groups && groups < gid && gid < uid);
         assert!(uid < caps && caps < fds && fds < sec);
-        assert_eq!(sec + 1, exec, "seccomp is the last call before exec");
+        // The plan is read only once every privilege is gone; then only
+        // chdir, the rlimits and exec follow.
+        let read = pos(&c, |x| *x == Call::ReadExecPlan);
+        assert_eq!(sec + 1, read, "the plan is awaited fully hardened");
+        let chdir = pos(&c, |x| *x == Call::Chdir("/build/src".into()));
+        assert_eq!(read + 1, chdir);
+        assert_eq!(c[chdir + 1], Call::Setrlimit(Rlimit::Core, 0, 0));
+        assert_eq!(c[chdir + 2], Call::Setrlimit(Rlimit::Nproc, 64, 64));
+        assert_eq!(chdir + 3, exec);
         // PATH search: /usr/local/bin/make is ENOENT, /usr/bin/make is used.
         let execs: Vec<_> = c
             .iter()
@@ -551,15 +622,16 @@ mod tests {
                 ),
             ]
         );
-        // The step's cwd and umask are set before the privilege drop.
-        assert!(pos(&c, |x| *x == Call::Chdir("/build/src".into())) < nnp);
+        // The umask is set before the privilege drop, stdin replaced, and
+        // the step keeps the output pipes (only the init lets them go).
         assert!(pos(&c, |x| *x == Call::Umask(0o022)) < nnp);
         assert!(pos(&c, |x| *x == Call::StdinFromDevNull) < exec);
+        assert!(!c.contains(&Call::ReleaseStdStreams));
     }
 
     #[test]
     fn minimal_dev_has_only_the_five_devices() {
-        let sys = RecordingSyscalls::default();
+        let sys = fake();
         enter_sandbox(&sys, &plan()).unwrap();
         let binds: Vec<PathBuf> = sys
             .calls()
@@ -591,15 +663,16 @@ mod tests {
             }
         );
         let c = sys.calls();
-        assert_eq!(c.last(), Some(&Call::Fork));
-        assert!(!c
-            .iter()
-            .any(|x| matches!(x, Call::Execve(..) | Call::LoadSeccomp(_))));
+        assert_eq!(&c[c.len() - 2..], &[Call::Fork, Call::ReleaseStdStreams]);
+        assert!(!c.iter().any(|x| matches!(
+            x,
+            Call::Execve(..) | Call::LoadSeccomp(_) | Call::ReadExecPlan
+        )));
     }
 
     #[test]
     fn unprivileged_map_skips_setgroups() {
-        let sys = RecordingSyscalls::default();
+        let sys = fake();
         let mut p = plan();
         p.privileged_map = false;
         enter_sandbox(&sys, &p).unwrap();
@@ -625,10 +698,25 @@ mod tests {
     }
 
     #[test]
+    fn a_step_given_no_plan_never_execs() {
+        // EOF on the exec pipe: the helper gave the prepared sandbox up.
+        let sys = RecordingSyscalls::default();
+        let err = enter_sandbox(&sys, &plan()).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::Syscall {
+                step: "read the exec plan",
+                ..
+            }
+        ));
+        assert!(!sys.calls().iter().any(|x| matches!(x, Call::Execve(..))));
+    }
+
+    #[test]
     fn command_not_found_is_an_exec_error() {
         let sys = RecordingSyscalls {
             exec_enoent: vec!["/usr/local/bin/make".into(), "/usr/bin/make".into()],
-            ..Default::default()
+            ..fake()
         };
         let err = enter_sandbox(&sys, &plan()).unwrap_err();
         assert!(matches!(

@@ -66,6 +66,27 @@ pub struct SandboxSpec {
     pub source_date_epoch: u64,
     /// Hostname in the step's UTS namespace (1..=64 bytes, `[A-Za-z0-9.-]`).
     pub hostname: String,
+    /// How the step gets its writable view of the input tree.
+    #[serde(default)]
+    pub work_layer: WorkLayer,
+}
+
+/// How the work mount is made from the input tree.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkLayer {
+    /// A size-limited tmpfs holding a copy of the input tree, owned by the
+    /// step. Costs a copy of every input byte per build.
+    #[default]
+    Copy,
+    /// An overlayfs: the input tree is the read-only lower layer, the step's
+    /// changes go to an upper layer on a tmpfs of `max_output_bytes`. Costs
+    /// nothing per input byte; the input tree must be owned by the step's
+    /// host ids with owner-writable modes (else the step cannot change what
+    /// it was given), which the daemon's materialized trees are. Where the
+    /// overlay cannot be mounted (no overlayfs, a lower path overlayfs cannot
+    /// name), the helper falls back to `Copy` and says so in the settings.
+    Overlay,
 }
 
 /// What the step sees as its root filesystem.

@@ -25,7 +25,7 @@ pub enum Forked {
 }
 
 /// A resource limit the step gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rlimit {
     /// Core dump size.
     Core,
@@ -87,6 +87,11 @@ pub trait Syscalls {
     fn unblock_signals(&self) -> SysResult<()>;
     /// Opens `/dev/null` and makes it fd 0.
     fn stdin_from_dev_null(&self) -> SysResult<()>;
+    /// Opens `/dev/null` and makes it fds 1 and 2: this process lets go of
+    /// the step's output pipes, whose reader sees EOF once every holder has.
+    fn release_std_streams(&self) -> SysResult<()>;
+    /// Reads `fd` to EOF (the exec plan the helper sends the waiting step).
+    fn read_to_eof(&self, fd: RawFd) -> SysResult<Vec<u8>>;
     /// `umask(2)`.
     fn umask(&self, mode: u32);
     /// `setrlimit(2)` with soft and hard.
@@ -305,6 +310,39 @@ impl Syscalls for LinuxSyscalls {
         Errno::result(r).map(drop)
     }
 
+    fn release_std_streams(&self) -> SysResult<()> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        for target in [1, 2] {
+            // SAFETY: dup2 onto fd 1 or 2 only replaces our stdout/stderr
+            // (closing our end of the output pipe); `fd` stays valid until
+            // dropped below.
+            let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+            Errno::result(r)?;
+        }
+        Ok(())
+    }
+
+    fn read_to_eof(&self, fd: RawFd) -> SysResult<Vec<u8>> {
+        // SAFETY: `fd` is the read end of the exec pipe, owned by the caller
+        // and open for the duration of this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn umask(&self, mode: u32) {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mode));
     }
@@ -498,6 +536,8 @@ pub mod fake {
         Setsid,
         UnblockSignals,
         StdinFromDevNull,
+        ReleaseStdStreams,
+        ReadExecPlan,
         Umask(u32),
         Setrlimit(Rlimit, u64, u64),
         SetNoNewPrivs,
@@ -523,6 +563,8 @@ pub mod fake {
         pub fork_result: Forked,
         pub exec_enoent: Vec<String>,
         pub fail_on: Option<String>,
+        /// What `read_to_eof` returns (the exec plan the step receives).
+        pub exec_plan: Vec<u8>,
     }
 
     impl Default for RecordingSyscalls {
@@ -532,6 +574,7 @@ pub mod fake {
                 fork_result: Forked::Child,
                 exec_enoent: Vec::new(),
                 fail_on: None,
+                exec_plan: Vec::new(),
             }
         }
     }
@@ -633,6 +676,13 @@ pub mod fake {
         }
         fn stdin_from_dev_null(&self) -> SysResult<()> {
             self.rec(Call::StdinFromDevNull)
+        }
+        fn release_std_streams(&self) -> SysResult<()> {
+            self.rec(Call::ReleaseStdStreams)
+        }
+        fn read_to_eof(&self, _fd: RawFd) -> SysResult<Vec<u8>> {
+            self.rec(Call::ReadExecPlan)?;
+            Ok(self.exec_plan.clone())
         }
         fn umask(&self, mode: u32) {
             let _ = self.rec(Call::Umask(mode));

@@ -19,11 +19,24 @@
 //!   shares the step's memory cgroup and must never be the OOM killer's
 //!   pick; the sandbox's child resets its own to 0, or raises it to 1000
 //!   where the host refuses to lower the zygote's), enters its private mount
-//!   namespace, then waits for one request line on stdin:
-//!   `SPEC_PATH <TAB> REPORT_PATH <LF>` ([`request_line`]). It then runs the
-//!   spec exactly as `attestd-sandbox run` would ([`crate::run::run_warm`]),
-//!   writing the limits into its cgroup first (pids.max one higher: it counts
-//!   there itself), and writes the report.
+//!   namespace, and builds the sandbox itself for the [`Shape`] it was
+//!   started with (`--scratch-dir`, `--hostname`, the host's default
+//!   rootfs): namespaces, id maps, rootfs, /dev, /proc, /tmp, loopback,
+//!   pivot_root, and the step's process forked and fully hardened (ids,
+//!   capabilities, no_new_privs, seccomp), waiting for what to exec
+//!   ([`crate::run::prepare`]). Then it waits for one request line on
+//!   stdin: `SPEC_PATH <TAB> REPORT_PATH <LF>` ([`request_line`]). What is
+//!   left then is the step's own part ([`crate::run::run_prepared`]): the
+//!   limits written into the cgroup (pids.max one higher: it counts there
+//!   itself), the work layer mounted (it propagates into the waiting
+//!   sandbox), and the exec plan sent. A spec of another shape gets a
+//!   sandbox rebuilt for it. The spec's `scratch_dir` is not used: the
+//!   helper's own is.
+//!
+//! The report is written as soon as the step's processes are all gone and
+//! its outputs collected; the zygote then lets go of the output pipes, so
+//! the daemon, reading them to EOF, can go on while the namespaces are torn
+//! down (the keeper let go of them at the start).
 //!
 //! Stdin stays the liveness pipe: EOF before the request (the daemon shut its
 //! pool down, or died) ends the helper with nothing run and exit status
@@ -42,9 +55,8 @@ use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, PREFIX};
 use crate::error::SandboxError;
-use crate::run::Warm;
-use crate::spec::{Outcome, SandboxReport};
-use crate::sys::{Forked, Syscalls};
+use crate::run::{Shape, Warm};
+use crate::sys::{Forked, LinuxSyscalls, Syscalls};
 
 /// Exit status of a warm helper that ended before any request arrived (EOF
 /// or a signal on an idle helper: nothing ran, no report).
@@ -165,7 +177,7 @@ fn pool_cgroup_name() -> String {
 }
 
 /// The keeper: returns the exit status of the helper.
-pub fn serve(sys: &dyn Syscalls) -> i32 {
+pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
     // K.1 Block the stop signals and SIGCHLD before the fork, so none is lost
     //     between the fork and the loop (the zygote inherits the mask).
     let Ok(sfd) = signal_fd(true) else {
@@ -184,7 +196,7 @@ pub fn serve(sys: &dyn Syscalls) -> i32 {
     let zygote = match sys.fork() {
         Ok(Forked::Child) => {
             drop(sfd);
-            sys.exit_now(zygote(sys, keeper, cg))
+            sys.exit_now(zygote(sys, keeper, cg, shape))
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(_) => {
@@ -194,6 +206,9 @@ pub fn serve(sys: &dyn Syscalls) -> i32 {
             return 1;
         }
     };
+    // K.3b We never write to the step's output pipes: let go of them, so
+    //      their reader sees EOF as soon as the zygote delivers its report.
+    let _ = sys.release_std_streams();
     // K.4 Forward stop signals; wait for the zygote.
     let code = keep(sys, &sfd, zygote);
     // K.5 Nothing of the run outlives us: sweep and remove the cgroup.
@@ -246,7 +261,8 @@ fn keep(sys: &dyn Syscalls, sfd: &SignalFd, zygote: Pid) -> i32 {
 }
 
 /// The zygote: returns its exit status (0 = a report was written).
-fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>) -> i32 {
+fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) -> i32 {
+    // Decided once, before any user namespace could make us look like root.
     let privileged = nix::unistd::geteuid().is_root();
     // Z.1 Die with the keeper (whose death the daemon would take for ours);
     //     it may already be gone.
@@ -257,27 +273,35 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>) -> i32 {
         return 1;
     };
     let warm = prepare_warm(sys, privileged, cg);
+    // Z.4b The sandbox, built for `shape` and waiting for its step. An
+    //      error is kept and becomes the report's outcome once a request
+    //      arrives. (The init dies with us: its parent-death signal.)
+    let prepared = crate::run::prepare(
+        &LinuxSyscalls,
+        privileged,
+        shape,
+        warm.mount_ns_ready,
+        None,
+        warm.child_oom_score_adj,
+    );
     // Z.5 Wait for the request, a stop signal, or EOF.
     let (spec_path, report_path) = match wait_for_request(&sfd) {
         Request::Run(s, r) => (s, r),
         Request::Stop => return EXIT_NO_REQUEST,
     };
     drop(sfd); // a pending stop signal stays pending for run's signalfd
-    let report = match crate::launch::read_spec(&spec_path) {
-        Ok(spec) => crate::run::run_warm(&spec, &warm),
-        Err(e) => SandboxReport {
-            outcome: Outcome::SetupFailed {
-                step: e.step().into(),
-                message: e.chain(),
-            },
-            usage: Default::default(),
-            settings: crate::run::unknown_settings(),
-            outputs: vec![],
-        },
+    let written = match crate::launch::read_spec(&spec_path) {
+        Ok(spec) => crate::run::run_prepared(&spec, prepared, &warm, privileged, &report_path),
+        Err(e) => crate::run::deliver(
+            sys,
+            &report_path,
+            &crate::run::setup_failed(crate::run::unknown_settings(), &e),
+        ),
     };
-    match crate::launch::write_report(&report_path, &report) {
-        Ok(()) => 0,
-        Err(_) => 1,
+    if written {
+        0
+    } else {
+        1
     }
 }
 

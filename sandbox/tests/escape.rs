@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use std::io::Write;
 
+use attest_sandbox::run::Shape;
 use attest_sandbox::{
     helper_command, read_report, request_line, serve_command, write_spec, Limits, Outcome,
-    OutputState, RootfsSpec, SandboxReport, SandboxSpec,
+    OutputState, RootfsSpec, SandboxReport, SandboxSpec, WorkLayer,
 };
 
 const HELPER: &str = env!("CARGO_BIN_EXE_attestd-sandbox");
@@ -101,6 +102,7 @@ impl Run {
             limits: default_limits(),
             source_date_epoch: 1_700_000_000,
             hostname: "attest-sandbox".into(),
+            work_layer: WorkLayer::Copy,
         };
         let warm = std::env::var_os("ATTEST_ESCAPE_WARM").is_some_and(|v| v == "1");
         Run {
@@ -139,7 +141,7 @@ impl Run {
                 .spawn()
                 .expect("spawn the helper");
         }
-        let mut child = start_idle();
+        let mut child = start_idle(&Shape::of(&self.spec));
         // As in the daemon's pool: the helper had time to get warm.
         std::thread::sleep(Duration::from_millis(50));
         child
@@ -222,8 +224,8 @@ impl Run {
 }
 
 /// `attestd-sandbox serve` with its stdin, stdout and stderr piped.
-fn start_idle() -> Child {
-    serve_command(Path::new(HELPER))
+fn start_idle(shape: &Shape) -> Child {
+    serve_command(Path::new(HELPER), shape)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -727,7 +729,15 @@ fn warm_step_keeps_every_isolation_setting() {
 fn warm_helper_without_a_spec_leaves_nothing_on_eof_or_sigterm() {
     needs_root!();
     for by_signal in [false, true] {
-        let mut child = start_idle();
+        let scratch = tempfile::Builder::new()
+            .prefix("attest-idle-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        let mut child = start_idle(&Shape {
+            scratch_dir: scratch.path().to_path_buf(),
+            rootfs: RootfsSpec::host_default(),
+            hostname: "attest-sandbox".into(),
+        });
         let pid = child.id();
         std::thread::sleep(Duration::from_millis(100));
         let prefix = format!("attestd-pool-{pid}-");

@@ -1,5 +1,6 @@
 //! `attestd-sandbox run --spec F --report F`,
-//! `attestd-sandbox serve` (a warm helper: reads `SPEC<TAB>REPORT` on stdin,
+//! `attestd-sandbox serve --scratch-dir DIR [--hostname NAME] [--ro-bind P]...` (a warm
+//! helper: builds its sandbox ahead, then reads `SPEC<TAB>REPORT` on stdin,
 //! see `attest_sandbox::warm`) and `attestd-sandbox cleanup --scratch-root DIR`.
 //!
 //! Writes nothing to stdout or stderr itself: those carry only the step's
@@ -8,19 +9,22 @@
 
 use std::path::PathBuf;
 
+use attest_sandbox::run::Shape;
 use attest_sandbox::sys::{LinuxSyscalls, Syscalls};
-use attest_sandbox::{launch, SandboxError};
+use attest_sandbox::{launch, RootfsSpec, SandboxError};
 
 enum Cmd {
     Run { spec: PathBuf, report: PathBuf },
-    Serve,
+    Serve(Shape),
     Cleanup { scratch_root: PathBuf },
 }
 
 fn parse(args: &[String]) -> Result<Cmd, SandboxError> {
     let usage = || {
         SandboxError::Usage(
-            "attestd-sandbox run --spec FILE --report FILE | serve | cleanup --scratch-root DIR"
+            "attestd-sandbox run --spec FILE --report FILE \
+             | serve --scratch-dir DIR [--hostname NAME] [--ro-bind PATH]... \
+             | cleanup --scratch-root DIR"
                 .into(),
         )
     };
@@ -33,12 +37,37 @@ fn parse(args: &[String]) -> Result<Cmd, SandboxError> {
             spec: get("--spec").ok_or_else(usage)?,
             report: get("--report").ok_or_else(usage)?,
         }),
-        Some("serve") if args.len() == 1 => Ok(Cmd::Serve),
+        Some("serve") => parse_serve(&args[1..]).ok_or_else(usage),
         Some("cleanup") if args.len() == 3 => Ok(Cmd::Cleanup {
             scratch_root: get("--scratch-root").ok_or_else(usage)?,
         }),
         _ => Err(usage()),
     }
+}
+
+/// `--scratch-dir DIR [--hostname NAME] [--ro-bind PATH]...`; without any
+/// `--ro-bind`, the host's default rootfs.
+fn parse_serve(args: &[String]) -> Option<Cmd> {
+    let (mut scratch_dir, mut hostname, mut binds) = (None, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next()?;
+        match flag.as_str() {
+            "--scratch-dir" => scratch_dir = Some(PathBuf::from(value)),
+            "--hostname" => hostname = Some(value.clone()),
+            "--ro-bind" => binds.push(PathBuf::from(value)),
+            _ => return None,
+        }
+    }
+    Some(Cmd::Serve(Shape {
+        scratch_dir: scratch_dir?,
+        rootfs: if binds.is_empty() {
+            RootfsSpec::host_default()
+        } else {
+            RootfsSpec::Host { ro_binds: binds }
+        },
+        hostname: hostname.unwrap_or_else(|| launch::DEFAULT_HOSTNAME.to_string()),
+    }))
 }
 
 fn main() {
@@ -52,24 +81,17 @@ fn main() {
     let code = match parse(&args) {
         Err(_) => 2,
         Ok(Cmd::Run { spec, report }) => {
-            let r = match launch::read_spec(&spec) {
-                Ok(s) => attest_sandbox::run::run(&s),
-                Err(e) => attest_sandbox::SandboxReport {
-                    outcome: attest_sandbox::Outcome::SetupFailed {
-                        step: e.step().into(),
-                        message: e.chain(),
-                    },
-                    usage: Default::default(),
-                    settings: attest_sandbox::run::unknown_settings(),
-                    outputs: vec![],
-                },
+            let written = match launch::read_spec(&spec) {
+                Ok(s) => attest_sandbox::run::run(&s, &report),
+                Err(e) => attest_sandbox::run::deliver(
+                    &sys,
+                    &report,
+                    &attest_sandbox::run::setup_failed(attest_sandbox::run::unknown_settings(), &e),
+                ),
             };
-            match launch::write_report(&report, &r) {
-                Ok(()) => 0,
-                Err(_) => 1,
-            }
+            i32::from(!written)
         }
-        Ok(Cmd::Serve) => attest_sandbox::warm::serve(&sys),
+        Ok(Cmd::Serve(shape)) => attest_sandbox::warm::serve(&sys, &shape),
         Ok(Cmd::Cleanup { scratch_root }) => {
             // The run directories under the scratch root are this daemon's
             // stale runs: only their cgroups (and dead pools') are removed.
