@@ -403,6 +403,113 @@ fn input_tree_is_unchanged_after_the_step_modifies_its_copy() {
     );
 }
 
+/// Makes `dir` what the daemon's materialized trees are for an overlay
+/// work layer: owned by the step's host ids, owner-writable.
+fn hand_to_the_step(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let (u, g) = (
+        attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_UID,
+        attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_GID,
+    );
+    std::os::unix::fs::lchown(dir, Some(u), Some(g)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let md = e.path().symlink_metadata().unwrap();
+        if md.is_dir() {
+            hand_to_the_step(&e.path());
+        } else {
+            std::os::unix::fs::lchown(e.path(), Some(u), Some(g)).unwrap();
+            let mode = md.permissions().mode() | 0o200;
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn overlay_work_layer_changes_nothing_below_and_a_later_build_sees_the_original() {
+    needs_root!();
+    let mut r = Run::new(&["modify-input"]);
+    r.spec.work_layer = WorkLayer::Overlay;
+    r.spec.outputs = vec!["input.txt".into(), "new.txt".into()];
+    hand_to_the_step(&r.spec.input_dir);
+    let before = tree(&r.spec.input_dir);
+    let d = r.run();
+    assert_probe_clean(&d, 0);
+    assert!(
+        d.report.settings.work_layer.starts_with("overlay"),
+        "{}",
+        d.report.settings.work_layer
+    );
+    assert_eq!(tree(&r.spec.input_dir), before, "the lower layer changed");
+    let out = r.spec.out_dir.clone();
+    assert_eq!(
+        std::fs::read_to_string(out.join("input.txt")).unwrap(),
+        "changed by the step"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("new.txt")).unwrap(), "new");
+    // A later build over the same (shared, cached) tree sees the original.
+    let mut r2 = Run::in_mode(&[], r.warm);
+    r2.spec.work_layer = WorkLayer::Overlay;
+    r2.spec.input_dir = r.spec.input_dir.clone();
+    r2.spec.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "cat input.txt > seen.txt".into(),
+    ];
+    r2.spec.outputs = vec!["seen.txt".into()];
+    let d2 = r2.run();
+    assert_eq!(
+        d2.report.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        d2.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(r2.spec.out_dir.join("seen.txt")).unwrap(),
+        "original input"
+    );
+}
+
+#[test]
+fn overlay_disk_filler_hits_the_output_limit() {
+    needs_root!();
+    let mut r = Run::new(&["fill", "/build/fill"]);
+    r.spec.work_layer = WorkLayer::Overlay;
+    r.spec.limits.max_output_bytes = 4 << 20;
+    hand_to_the_step(&r.spec.input_dir);
+    let d = r.run();
+    assert!(d.report.settings.work_layer.starts_with("overlay"));
+    assert_eq!(
+        d.report.outcome,
+        Outcome::OutputLimit {
+            limit_bytes: 4 << 20
+        },
+        "{}",
+        d.stdout
+    );
+}
+
+#[test]
+fn an_input_path_overlayfs_cannot_name_falls_back_to_a_copy_and_says_so() {
+    needs_root!();
+    let mut r = Run::new(&["modify-input"]);
+    r.spec.work_layer = WorkLayer::Overlay;
+    let odd = r.dir.path().join("in,odd");
+    std::fs::rename(&r.spec.input_dir, &odd).unwrap();
+    r.spec.input_dir = odd;
+    r.spec.outputs = vec!["input.txt".into()];
+    let d = r.run();
+    assert_probe_clean(&d, 0);
+    let layer = &d.report.settings.work_layer;
+    assert!(
+        layer.starts_with("copy on tmpfs") && layer.contains("overlay refused"),
+        "{layer}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.spec.out_dir.join("input.txt")).unwrap(),
+        "changed by the step"
+    );
+}
+
 #[test]
 fn host_processes_are_invisible_and_unsignalable() {
     needs_root!();
