@@ -12,12 +12,25 @@
 //!   before the sandbox starts until after it ends, so a running build's
 //!   tree is never removed whatever its age.
 //!
-//! Blobs need no such lock: a build copies what it needs out of the store
-//! into its materialized tree before it runs, and a blob being downloaded
-//! stays readable through its open descriptor when it is unlinked. A blob
-//! evicted between a client's FindMissingBlobs and its Execute (only
-//! possible for a blob unused for the minimum age until that moment) makes
-//! the Execute fail with FAILED_PRECONDITION naming it; nothing is lost.
+//! Blobs need no such lock: a materialized tree hardlinks (or, for
+//! executables, copies) what it needs out of the store before the build
+//! runs, so removing a blob's store name leaves every tree that links it
+//! whole, and a blob being downloaded stays readable through its open
+//! descriptor when it is unlinked. A blob evicted between a client's
+//! FindMissingBlobs and its Execute (only possible for a blob unused for
+//! the minimum age until that moment) makes the Execute fail with
+//! FAILED_PRECONDITION naming it; nothing is lost.
+//!
+//! Sizes and hardlinks. A blob's bytes are freed only once its store name
+//! and every materialized file linking it are gone. The store's size is
+//! the full size of every blob it names, shared with trees or not; a
+//! tree's size counts only what no other name keeps (directories, its file
+//! list, copies, and files whose blob left the store: `MaterializedTree`).
+//! So the two caps never count the same bytes twice. They can undercount:
+//! a file linked by two trees after its blob left the store is counted by
+//! neither until one of them goes, and removing a blob still linked by a
+//! tree frees nothing until that tree goes (the report's removed bytes
+//! are store bytes, not disk space freed).
 //!
 //! Eviction is by rename-then-delete for trees and by unlink for blobs,
 //! both re-checking the last use first, so a crash mid-collection leaves
@@ -263,7 +276,12 @@ mod tests {
         age(&oldest, 3000);
         age(&middle, 2000);
         age(&newest, 1000);
-        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1500, 60), false).unwrap();
+        // Each tree holds the same bytes of its own (its file is the
+        // store's blob): room for one and a half of them.
+        let one = s.inputs.list().unwrap()[0].bytes;
+        assert!(one > 0);
+        let cap = one + one / 2;
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, cap, 60), false).unwrap();
         assert_eq!(report.trees_removed, 2);
         assert!(!oldest.exists() && !middle.exists());
         assert!(newest.exists());
@@ -271,12 +289,14 @@ mod tests {
         assert_eq!(s.inputs.materialize(&s.store, &root_c).unwrap(), newest);
         let listed = s.inputs.list().unwrap();
         assert!(listed[0].last_used > SystemTime::now() - Duration::from_secs(60));
-        // No half-evicted leftovers.
-        let names: Vec<_> = std::fs::read_dir(s.root.join("inputs"))
+        // No half-evicted leftovers: the kept tree and its file list.
+        let mut names: Vec<_> = std::fs::read_dir(s.root.join("inputs"))
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
+        names.sort();
+        let kept = newest.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(names, [format!(".files-{kept}"), kept]);
     }
 
     #[test]
@@ -309,6 +329,7 @@ mod tests {
             },
             source_date_epoch: 0,
             hostname: "attestd".into(),
+            work_layer: attest_sandbox::WorkLayer::Copy,
         };
         attest_sandbox::write_spec(&run.join("spec.json"), &spec).unwrap();
         let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1, 0), false).unwrap();
@@ -353,7 +374,42 @@ mod tests {
         assert_eq!(report.blobs_kept, 2);
         assert!(!s.store.contains(&root_a));
         assert!(s.store.contains(&root_b));
-        // The materialized tree of a is a copy: it still serves builds.
-        assert!(s.inputs.materialize(&s.store, &root_a).unwrap().exists());
+        // The materialized tree of a links its own copy of the bytes: it
+        // still serves builds.
+        let tree_a = s.inputs.materialize(&s.store, &root_a).unwrap();
+        assert_eq!(std::fs::read(tree_a.join("f")).unwrap(), b"a".repeat(4000));
+    }
+
+    #[test]
+    fn hardlinked_bytes_are_counted_once_and_freed_with_the_last_name() {
+        use std::os::unix::fs::MetadataExt;
+        let s = state();
+        let (root, dir) = tree(&s, "a", 4000);
+        let file = std::fs::metadata(dir.join("f")).unwrap();
+        assert_eq!(file.nlink(), 2, "the tree's file is the store's blob");
+        // The tree's own bytes: its directory and its file list, not the
+        // linked file, which is the store's.
+        let own = s.inputs.list().unwrap()[0].bytes;
+        let stored: u64 = s.store.list().unwrap().iter().map(|b| b.size).sum();
+        assert!(stored >= 4000);
+
+        // Evict every blob: the tree keeps the file, which now counts as
+        // the tree's own bytes.
+        for blob in s.store.list().unwrap() {
+            age(&blob.path, 7200);
+        }
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(1, 0, 3600), false).unwrap();
+        assert_eq!(report.blobs_removed, 2);
+        assert_eq!(std::fs::metadata(dir.join("f")).unwrap().nlink(), 1);
+        assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"a".repeat(4000));
+        assert_eq!(s.inputs.list().unwrap()[0].bytes, own + 4000);
+
+        // Then the tree goes over the inputs cap and takes the bytes along.
+        age(&dir, 7200);
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1, 3600), false).unwrap();
+        assert_eq!(report.trees_removed, 1);
+        assert_eq!(report.tree_bytes_removed, own + 4000);
+        assert!(!dir.exists());
+        assert!(!s.store.contains(&root));
     }
 }

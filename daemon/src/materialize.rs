@@ -6,9 +6,32 @@
 //! A tree is built under a temporary name and renamed into place whole, so
 //! a crash never leaves a half-materialized tree under a digest's name.
 //!
-//! Last use and eviction. Each `materialize` call sets the tree
-//! directory's mtime to now, so the collector (`gc.rs`) can evict the
-//! least recently used trees. A tree is evicted by renaming it to a
+//! Files are hardlinks to the store's blobs, not copies: a blob is 0444,
+//! which is what a non-executable file of the tree needs. An executable
+//! file (0555) is a copy, since a link shares the blob's inode and so its
+//! mode; trees are mostly non-executable, so copies stay rare. A blob on
+//! another filesystem, or at the filesystem's link limit, is copied too.
+//!
+//! Ownership. When the daemon runs as root, every entry of a tree (files,
+//! directories, symlinks) belongs to the step's host ids
+//! (`HOST_ID_BASE + STEP_UID` / `STEP_GID`), so that inside the sandbox
+//! the step owns its inputs. A hardlinked file shares its inode with the
+//! store, so the store's copy of such a blob is owned by that uid too; the
+//! store and `inputs/` are 0700 root and never mounted into a sandbox, so
+//! no process of a step can reach either by path. Without root, the tree
+//! is owned by the daemon's uid, as everything it creates.
+//!
+//! File lists. Next to each tree, `inputs/.files-<root digest>` records its
+//! files (path, digest) with a checksum, written before the tree is
+//! renamed into place. The root digest fixes the contents, so a later
+//! build of the same tree reads its completeness and its materials from
+//! there instead of walking 20,000 stored blobs again; a missing or
+//! damaged list is rebuilt by a walk.
+//!
+//! Last use and eviction. Each `materialize` call, and each completeness
+//! check answered from a tree's list, sets the tree directory's mtime to
+//! now, so the collector (`gc.rs`) can evict the least recently used
+//! trees. A tree is evicted by removing its list and renaming it to a
 //! `.tmp-` name under the same lock `materialize` takes, so a build either
 //! gets the tree before it goes (and the collector then sees it used within
 //! its minimum age and keeps it) or builds it anew; the renamed tree is
@@ -19,7 +42,8 @@ use crate::store::BlobStore;
 use attest_proto::v1::Directory;
 use attest_tree::{validate_directory, Digest, MAX_TREE_DEPTH};
 use prost::Message;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -35,7 +59,12 @@ pub struct TreeStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MaterializedTree {
     pub path: PathBuf,
-    /// Bytes of its files (what it costs on disk, near enough).
+    /// Bytes only this tree keeps on disk: its directories, its file list,
+    /// and its files that have no other name (copies, and hardlinks whose
+    /// store blob was evicted). A file still linked from the store is the
+    /// store's bytes and is not counted here, so nothing is counted twice;
+    /// a file shared by several trees after its blob left the store is
+    /// counted by none of them until all but one are gone.
     pub bytes: u64,
     pub last_used: SystemTime,
 }
@@ -47,6 +76,8 @@ pub struct InputTrees {
     /// Taken by `materialize` to find-and-touch a tree and by `evict` to
     /// judge-and-rename one, so the two never interleave.
     lock: Arc<Mutex<()>>,
+    /// Owner given to every entry of a tree, when the daemon may chown.
+    owner: Option<(u32, u32)>,
 }
 
 impl InputTrees {
@@ -55,14 +86,35 @@ impl InputTrees {
         std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
         for entry in std::fs::read_dir(dir).map_err(DaemonError::io("list", dir))? {
             let entry = entry.map_err(DaemonError::io("list", dir))?;
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                remove_tree(&entry.path())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path())?;
+                } else {
+                    std::fs::remove_file(entry.path())
+                        .map_err(DaemonError::io("remove", entry.path()))?;
+                }
+            } else if let Some(tree) = name.strip_prefix(FILE_LIST_PREFIX) {
+                // A list whose tree is gone (a crash mid-eviction).
+                if !dir.join(tree).is_dir() {
+                    std::fs::remove_file(entry.path())
+                        .map_err(DaemonError::io("remove", entry.path()))?;
+                }
             }
         }
+        let owner = (attest_proto::current_uid() == 0).then_some((
+            attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_UID,
+            attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_GID,
+        ));
         Ok(InputTrees {
             dir: dir.to_path_buf(),
             lock: Arc::new(Mutex::new(())),
+            owner,
         })
+    }
+
+    fn list_path(&self, root: &Digest) -> PathBuf {
+        self.dir.join(format!("{FILE_LIST_PREFIX}{}", root.hex()))
     }
 
     /// Every materialized tree with its size and last use.
@@ -79,8 +131,14 @@ impl InputTrees {
             if !meta.is_dir() {
                 continue;
             }
+            let list_bytes = std::fs::metadata(self.dir.join(format!(
+                "{FILE_LIST_PREFIX}{}",
+                entry.file_name().to_string_lossy()
+            )))
+            .map(|m| m.len())
+            .unwrap_or(0);
             trees.push(MaterializedTree {
-                bytes: tree_bytes(&entry.path()),
+                bytes: tree_bytes(&entry.path()) + list_bytes,
                 path: entry.path(),
                 last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             });
@@ -111,20 +169,41 @@ impl InputTrees {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(DaemonError::io("stat", &tree.path)(e)),
             }
+            // The list first: a crash between the two leaves a tree without
+            // a list (rebuilt on use), never a list claiming a tree.
+            let list = self.dir.join(format!("{FILE_LIST_PREFIX}{name}"));
+            match std::fs::remove_file(&list) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DaemonError::io("remove", &list)(e)),
+            }
             std::fs::rename(&tree.path, &doomed).map_err(DaemonError::io("evict", &tree.path))?;
         }
         remove_tree(&doomed)?;
         Ok(true)
     }
 
-    /// Checks that the tree named by `root` is complete in the store: every
-    /// directory message parses and is canonical, every blob is present.
-    /// Returns its size, or BlobNotFound naming the first missing blob.
+    /// Checks that the tree named by `root` is complete: already
+    /// materialized with its file list (then it counts as a use of the
+    /// tree, which keeps the collector off it for its minimum age), or
+    /// complete in the store: every directory message parses and is
+    /// canonical, every blob is present. Returns its size, or BlobNotFound
+    /// naming the first missing blob.
     pub fn check_complete(
         &self,
         store: &BlobStore,
         root: &Digest,
     ) -> Result<TreeStats, DaemonError> {
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let tree = self.dir.join(root.hex());
+            if tree.is_dir() {
+                if let Some(files) = read_file_list(&self.list_path(root)) {
+                    touch(&tree)?;
+                    return Ok(stats_of(&files));
+                }
+            }
+        }
         let mut stats = TreeStats::default();
         walk(store, root, &mut |_, node| {
             if let Node::File { digest, .. } = node {
@@ -140,25 +219,42 @@ impl InputTrees {
     }
 
     /// Every regular file of the tree with its path (`/`-separated, relative
-    /// to the root) and digest, in walk order: the per-file materials.
+    /// to the root) and digest, sorted: the per-file materials. Read from
+    /// the tree's file list when there is one.
     pub fn list_files(
         &self,
         store: &BlobStore,
         root: &Digest,
     ) -> Result<Vec<(String, Digest)>, DaemonError> {
-        let mut files = Vec::new();
-        walk(store, root, &mut |relative, node| {
-            if let Node::File { digest, .. } = node {
-                files.push((relative.to_string_lossy().into_owned(), digest));
+        let started = std::time::Instant::now();
+        let list_path = self.list_path(root);
+        if let Some(files) = read_file_list(&list_path) {
+            tracing::debug!(
+                files = files.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "input files read from the tree's list"
+            );
+            return Ok(files);
+        }
+        let files = walk_files(store, root)?;
+        // Worth keeping only next to its tree: a list alone would make
+        // check_complete skip the store check for a tree that is not there.
+        if self.dir.join(root.hex()).is_dir() {
+            if let Err(e) = self.write_file_list(&list_path, &files) {
+                tracing::warn!(error = %crate::error::error_chain(&e), "could not save a tree's file list");
             }
-            Ok(())
-        })?;
-        files.sort();
+        }
+        tracing::debug!(
+            files = files.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "input files listed by a walk"
+        );
         Ok(files)
     }
 
     /// The directory holding the tree, materializing it first if needed.
     pub fn materialize(&self, store: &BlobStore, root: &Digest) -> Result<PathBuf, DaemonError> {
+        let started = std::time::Instant::now();
         let final_dir = self.dir.join(root.hex());
         {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,27 +266,51 @@ impl InputTrees {
         let tmp_dir = self
             .dir
             .join(format!(".tmp-{}-{}", root.hex(), uuid::Uuid::new_v4()));
+        let mut counts = LinkCounts::default();
         let result = (|| {
             std::fs::create_dir(&tmp_dir).map_err(DaemonError::io("create", &tmp_dir))?;
+            self.chown(&tmp_dir)?;
             let mut directories = Vec::new();
+            let mut files = Vec::new();
             walk(store, root, &mut |relative, node| {
                 let path = tmp_dir.join(relative);
                 match node {
                     Node::Directory => {
                         std::fs::create_dir(&path).map_err(DaemonError::io("create", &path))?;
+                        self.chown(&path)?;
                         directories.push(path);
                     }
                     Node::File { digest, executable } => {
                         let blob = store.path(&digest);
-                        std::fs::copy(&blob, &path)
-                            .map_err(DaemonError::io("materialize", &path))?;
-                        let mode = if executable { 0o555 } else { 0o444 };
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                            .map_err(DaemonError::io("chmod", &path))?;
+                        if executable {
+                            copy_file(&blob, &path, 0o555)?;
+                            counts.copied += 1;
+                        } else {
+                            match std::fs::hard_link(&blob, &path) {
+                                Ok(()) => counts.linked += 1,
+                                // Another filesystem, or the blob's link
+                                // count at its limit: a copy will do.
+                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                    tracing::debug!(error = %e, path = %path.display(), "cannot hardlink a blob, copying it");
+                                    copy_file(&blob, &path, 0o444)?;
+                                    counts.copied += 1;
+                                }
+                                Err(e) => {
+                                    return Err(if blob.exists() {
+                                        DaemonError::io("materialize", &path)(e)
+                                    } else {
+                                        DaemonError::BlobNotFound(digest.to_string())
+                                    })
+                                }
+                            }
+                        }
+                        self.chown(&path)?;
+                        files.push((relative.to_string_lossy().into_owned(), digest));
                     }
                     Node::Symlink { target } => {
                         std::os::unix::fs::symlink(target, &path)
                             .map_err(DaemonError::io("create symlink", &path))?;
+                        self.chown(&path)?;
                     }
                 }
                 Ok(())
@@ -201,22 +321,142 @@ impl InputTrees {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
                     .map_err(DaemonError::io("chmod", dir))?;
             }
+            files.sort();
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            match std::fs::rename(&tmp_dir, &final_dir) {
-                Ok(()) => touch(&final_dir),
+            if final_dir.is_dir() {
                 // Another build materialized the same tree first: use theirs.
-                Err(_) if final_dir.is_dir() => {
-                    touch(&final_dir)?;
-                    remove_tree(&tmp_dir)
-                }
-                Err(e) => Err(DaemonError::io("rename", &final_dir)(e)),
+                touch(&final_dir)?;
+                return remove_tree(&tmp_dir);
             }
+            self.write_file_list(&self.list_path(root), &files)?;
+            std::fs::rename(&tmp_dir, &final_dir).map_err(DaemonError::io("rename", &final_dir))?;
+            touch(&final_dir)
         })();
         if result.is_err() && tmp_dir.exists() {
             let _ = remove_tree(&tmp_dir);
         }
+        tracing::debug!(
+            linked = counts.linked,
+            copied = counts.copied,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "input tree materialized"
+        );
         result.map(|()| final_dir)
     }
+
+    /// Gives an entry of a tree to the step's ids (see the module comment);
+    /// a no-op without root. Never follows a symlink.
+    fn chown(&self, path: &Path) -> Result<(), DaemonError> {
+        match self.owner {
+            Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .map_err(DaemonError::io("chown", path)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a tree's file list through a temporary name.
+    fn write_file_list(&self, path: &Path, files: &[(String, Digest)]) -> Result<(), DaemonError> {
+        let tmp = self.dir.join(format!(".tmp-list-{}", uuid::Uuid::new_v4()));
+        let result = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(DaemonError::io("create", &tmp))?;
+            file.write_all(&encode_file_list(files))
+                .map_err(DaemonError::io("write", &tmp))?;
+            drop(file);
+            std::fs::rename(&tmp, path).map_err(DaemonError::io("rename", path))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// How a materialization made its files, for the debug log.
+#[derive(Default)]
+struct LinkCounts {
+    linked: u64,
+    copied: u64,
+}
+
+/// Name prefix of a tree's file list (a dot name, which `list` and
+/// anything looking for trees skip).
+const FILE_LIST_PREFIX: &str = ".files-";
+/// First line of a file list; the rest is NUL-terminated
+/// `<hex digest> <size> <path>` records (paths cannot hold NUL).
+const FILE_LIST_MAGIC: &str = "attestd-file-list v1";
+
+/// `MAGIC <count> <sha256 of the records>\n` then the records: the
+/// checksum catches a list cut short or garbled by a crash (it is written
+/// without fsync, as the tree is).
+fn encode_file_list(files: &[(String, Digest)]) -> Vec<u8> {
+    let mut records = Vec::with_capacity(files.len() * 100);
+    for (path, digest) in files {
+        records.extend_from_slice(format!("{} {} {path}\0", digest.hex(), digest.size).as_bytes());
+    }
+    let mut out = format!(
+        "{FILE_LIST_MAGIC} {} {}\n",
+        files.len(),
+        attest_tree::hash_bytes(&records).hex()
+    )
+    .into_bytes();
+    out.extend_from_slice(&records);
+    out
+}
+
+/// Reads a tree's file list; None when it is missing or does not check.
+fn read_file_list(path: &Path) -> Option<Vec<(String, Digest)>> {
+    let bytes = std::fs::read(path).ok()?;
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
+    let records = &bytes[newline + 1..];
+    let rest = header.strip_prefix(FILE_LIST_MAGIC)?.trim_start();
+    let (count, checksum) = rest.split_once(' ')?;
+    let count: usize = count.parse().ok()?;
+    if attest_tree::hash_bytes(records).hex() != checksum {
+        return None;
+    }
+    let mut files = Vec::with_capacity(count);
+    for record in records.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let record = std::str::from_utf8(record).ok()?;
+        let (hex, rest) = record.split_once(' ')?;
+        let (size, path) = rest.split_once(' ')?;
+        files.push((
+            path.to_string(),
+            Digest::from_hex(hex, size.parse().ok()?).ok()?,
+        ));
+    }
+    (files.len() == count).then_some(files)
+}
+
+fn stats_of(files: &[(String, Digest)]) -> TreeStats {
+    TreeStats {
+        files: files.len() as u64,
+        bytes: files.iter().map(|(_, d)| d.size).sum(),
+    }
+}
+
+/// Every file of a stored tree, sorted by path.
+fn walk_files(store: &BlobStore, root: &Digest) -> Result<Vec<(String, Digest)>, DaemonError> {
+    let mut files = Vec::new();
+    walk(store, root, &mut |relative, node| {
+        if let Node::File { digest, .. } = node {
+            files.push((relative.to_string_lossy().into_owned(), digest));
+        }
+        Ok(())
+    })?;
+    files.sort();
+    Ok(files)
+}
+
+/// Copies a blob into a tree as a file of its own with `mode`.
+fn copy_file(blob: &Path, path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::copy(blob, path).map_err(DaemonError::io("materialize", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(DaemonError::io("chmod", path))
 }
 
 /// Records a use of a materialized tree: its directory's mtime. A
@@ -227,9 +467,11 @@ fn touch(dir: &Path) -> Result<(), DaemonError> {
         .map_err(DaemonError::io("touch", dir))
 }
 
-/// Total size of the regular files under `dir` (symlinks not followed).
+/// Bytes only this tree holds (see [`MaterializedTree::bytes`]): its
+/// directories and its regular files with no other link (symlinks not
+/// followed).
 fn tree_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
+    let mut total = std::fs::symlink_metadata(dir).map(|m| m.len()).unwrap_or(0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -238,8 +480,9 @@ fn tree_bytes(dir: &Path) -> u64 {
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
+                total += meta.len();
                 stack.push(entry.path());
-            } else if meta.is_file() {
+            } else if meta.is_file() && meta.nlink() == 1 {
                 total += meta.len();
             }
         }
@@ -390,5 +633,120 @@ mod tests {
             }
             other => panic!("expected BlobNotFound, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn files_are_store_links_executables_copies_and_the_step_owns_them_as_root() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/data"), b"data").unwrap();
+        std::fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("sub/data", src.join("link")).unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
+        let out = trees.materialize(&store, &root).unwrap();
+
+        let data = std::fs::metadata(out.join("sub/data")).unwrap();
+        let blob = std::fs::metadata(store.path(&attest_tree::hash_bytes(b"data"))).unwrap();
+        assert_eq!((data.dev(), data.ino()), (blob.dev(), blob.ino()));
+        assert_eq!(data.mode() & 0o7777, 0o444);
+        let tool = std::fs::metadata(out.join("tool")).unwrap();
+        let tool_blob =
+            std::fs::metadata(store.path(&attest_tree::hash_bytes(b"#!/bin/sh\n"))).unwrap();
+        assert_ne!(tool.ino(), tool_blob.ino(), "an executable is a copy");
+        assert_eq!(tool.mode() & 0o7777, 0o555);
+        assert_eq!(tool_blob.mode() & 0o7777, 0o444, "the blob keeps its mode");
+
+        let (uid, gid) = if attest_proto::current_uid() == 0 {
+            (
+                attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_UID,
+                attest_sandbox::HOST_ID_BASE + attest_sandbox::STEP_GID,
+            )
+        } else {
+            let own = std::fs::metadata(dir.path()).unwrap();
+            (own.uid(), own.gid())
+        };
+        for path in ["", "sub", "sub/data", "tool", "link"] {
+            let meta = std::fs::symlink_metadata(out.join(path)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{path:?}");
+            if meta.is_dir() {
+                assert_eq!(meta.mode() & 0o7777, 0o555, "{path:?}");
+            }
+        }
+        assert_eq!(
+            attest_tree::build_tree(&out, None, &|_| {}).unwrap().root,
+            root
+        );
+        remove_tree(&out).unwrap();
+    }
+
+    #[test]
+    fn a_materialized_tree_answers_from_its_list_and_a_damaged_list_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("a")).unwrap();
+        std::fs::write(src.join("a/one"), b"one").unwrap();
+        std::fs::write(src.join("two\nlines"), b"two").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
+        let walked = walk_files(&store, &root).unwrap();
+        assert_eq!(walked.len(), 2);
+        trees.materialize(&store, &root).unwrap();
+        let list = trees.list_path(&root);
+        assert_eq!(read_file_list(&list).unwrap(), walked);
+        assert_eq!(trees.list_files(&store, &root).unwrap(), walked);
+
+        // The tree holds its files: with a blob gone from the store, the
+        // tree is still complete.
+        let one = store.path(&attest_tree::hash_bytes(b"one"));
+        std::fs::remove_file(&one).unwrap();
+        assert_eq!(
+            trees.check_complete(&store, &root).unwrap(),
+            TreeStats { files: 2, bytes: 6 }
+        );
+
+        // A list cut short by a crash does not check; the walk rebuilds it.
+        let bytes = std::fs::read(&list).unwrap();
+        std::fs::write(&list, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(read_file_list(&list).is_none());
+        assert_eq!(trees.list_files(&store, &root).unwrap(), walked);
+        assert_eq!(read_file_list(&list).unwrap(), walked);
+
+        // Without its list, a materialized tree is checked against the
+        // store again, which now lacks a blob.
+        std::fs::remove_file(&list).unwrap();
+        assert!(matches!(
+            trees.check_complete(&store, &root),
+            Err(DaemonError::BlobNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn eviction_takes_the_list_along_and_a_restart_drops_orphaned_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"f").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let inputs = dir.path().join("inputs");
+        let trees = InputTrees::open(&inputs).unwrap();
+        trees.materialize(&store, &root).unwrap();
+        let listed = trees.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(trees
+            .evict_unused_since(&listed[0], SystemTime::now())
+            .unwrap());
+        assert!(!trees.list_path(&root).exists());
+        assert_eq!(std::fs::read_dir(&inputs).unwrap().count(), 0);
+
+        std::fs::write(trees.list_path(&root), b"orphan").unwrap();
+        let trees = InputTrees::open(&inputs).unwrap();
+        assert!(!trees.list_path(&root).exists());
     }
 }
