@@ -247,6 +247,31 @@ impl Cgroup {
         others(&text, std::process::id() as i32)
     }
 
+    /// CPU time, in milliseconds (user, system), used so far by the
+    /// processes in the cgroup but us: for each, its own time plus what it
+    /// has reaped of its children (`/proc/PID/stat`). A process that exits
+    /// moves into its parent's count when reaped (orphans into the
+    /// sandbox's init, which sits here too), so nothing the step ran drops
+    /// out of the sum. This machine's v1 hierarchies have no cpuacct, hence
+    /// /proc.
+    pub fn cpu_ms(&self) -> (u64, u64) {
+        let mut pids = self.pids_in();
+        pids.sort_unstable();
+        pids.dedup();
+        let (user, system) = pids
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|s| stat_cpu_ticks(&s))
+            .fold((0u64, 0u64), |(u, s), (du, ds)| (u + du, s + ds));
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100) as u64;
+        let ms = |t: u64| t.saturating_mul(1000) / per_second;
+        (ms(user), ms(system))
+    }
+
     /// SIGKILLs every process in the cgroup but ourselves until it is empty
     /// of them (bounded). A warm helper sits in its step's cgroup (so the
     /// step inherits it at clone, without a slow join): it must sweep the
@@ -376,6 +401,21 @@ pub fn others(procs: &str, me: i32) -> Vec<i32> {
         .collect()
 }
 
+/// (utime + cutime, stime + cstime), in clock ticks, from the text of a
+/// `/proc/PID/stat` (fields 14-17; counted after the `)` that ends the
+/// command name, which may itself hold spaces and parentheses).
+pub fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state): utime is field 14, so index 11.
+    let v: Vec<u64> = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<i64>().ok().map(|v| v.max(0) as u64))
+        .collect::<Option<_>>()?;
+    Some((v[0] + v[2], v[1] + v[3]))
+}
+
 /// Whether a cgroup named `name` is ours to remove after a crash: a warm
 /// helper's whose keeper is dead (a dead keeper took its zygote along,
 /// parent-death signal), or a cold run's whose run directory the restarting
@@ -457,6 +497,12 @@ mod tests {
     #[test]
     fn the_sweep_never_lists_the_caller() {
         assert_eq!(others("12\n7\n 30\n\n", 7), [12, 30]);
+        // A command name with spaces and parentheses; utime 100, stime 20,
+        // cutime 300, cstime 4.
+        let stat = "4242 (a (b) c) R 1 4242 4242 0 -1 4194560 150 0 0 0 100 20 300 4 20 0 1 0 123 4096 1 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some((400, 24)));
+        assert_eq!(stat_cpu_ticks("4242 (x) R 1 2"), None);
+        assert_eq!(stat_cpu_ticks("garbage"), None);
         assert_eq!(others("7\n", 7), Vec::<i32>::new());
     }
 

@@ -34,6 +34,8 @@ pub enum Ended {
     TimedOut,
     /// SIGTERM/SIGINT/SIGHUP, or EOF on stdin.
     Cancelled,
+    /// The step's processes together used up the CPU-time limit.
+    CpuTimeExceeded,
 }
 
 /// Facts gathered after the step, from which the outcome follows.
@@ -62,6 +64,11 @@ pub fn classify(ended: Ended, f: &Facts, limits: &Limits) -> Outcome {
         Ended::TimedOut => {
             return Outcome::TimedOut {
                 limit_ms: limits.timeout_ms,
+            }
+        }
+        Ended::CpuTimeExceeded => {
+            return Outcome::CpuTimeLimit {
+                limit_ms: limits.cpu_time_ms,
             }
         }
         Ended::Exited => {}
@@ -337,6 +344,10 @@ pub struct Ready {
     status_r: OwnedFd,
     tmp_bytes: u64,
 }
+
+/// How often the step's total CPU time is summed while it runs: a step can
+/// overshoot its CPU-time limit by at most this much wall time on each core.
+const CPU_POLL_MS: u16 = 100;
 
 /// The size of /tmp in a sandbox prepared before its limits are known;
 /// resized (a remount) once they are.
@@ -1147,6 +1158,10 @@ fn supervise(
     let (mut err_open, mut status_open, mut stdin_open) = (true, true, true);
     let mut ended = None;
     let mut init_reaped = false;
+    // The step's CPU time as last read from its cgroup: what a killed step
+    // reports (the kernel's own count of processes killed with their pid
+    // namespace does not always reach us).
+    let mut last_cpu = (0u64, 0u64);
     while ended.is_none() {
         match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
@@ -1165,7 +1180,21 @@ fn supervise(
             ended = Some(Ended::TimedOut);
             break;
         }
-        let wait_ms = (deadline - now).as_millis().min(60_000) as u16;
+        // The CPU-time limit of all the step's processes together, where a
+        // cgroup lists them (else each has its RLIMIT_CPU only).
+        let cpu_watch = cg.filter(|_| spec.limits.cpu_time_ms > 0);
+        if let Some(cg) = cpu_watch {
+            let (user, system) = cg.cpu_ms();
+            last_cpu = (user, system);
+            if user + system > spec.limits.cpu_time_ms {
+                ended = Some(Ended::CpuTimeExceeded);
+                break;
+            }
+        }
+        let mut wait_ms = (deadline - now).as_millis().min(60_000) as u16;
+        if cpu_watch.is_some() {
+            wait_ms = wait_ms.min(CPU_POLL_MS);
+        }
         let stdin = std::io::stdin();
         let mut fds = vec![nix::poll::PollFd::new(
             sfd.as_fd(),
@@ -1236,6 +1265,10 @@ fn supervise(
     if !reported && !init_reaped {
         // Timeout, cancel, or an init that died without its status: kill the
         // pid namespace and wait for it to be gone before touching outputs.
+        if let Some(cg) = cg {
+            let (user, system) = cg.cpu_ms();
+            last_cpu = (last_cpu.0.max(user), last_cpu.1.max(system));
+        }
         killed(sys);
         let _ = waitpid(child, None);
         init_reaped = true;
@@ -1285,8 +1318,14 @@ fn supervise(
             };
             Usage {
                 wall_ms,
-                user_cpu_ms: ru.map(|r| tv_ms(r.user_time())).unwrap_or(0),
-                sys_cpu_ms: ru.map(|r| tv_ms(r.system_time())).unwrap_or(0),
+                user_cpu_ms: ru
+                    .map(|r| tv_ms(r.user_time()))
+                    .unwrap_or(0)
+                    .max(last_cpu.0),
+                sys_cpu_ms: ru
+                    .map(|r| tv_ms(r.system_time()))
+                    .unwrap_or(0)
+                    .max(last_cpu.1),
                 max_rss_kib: ru.map(|r| r.max_rss() as u64).unwrap_or(0),
             }
         }

@@ -148,7 +148,9 @@ pub struct Limits {
     /// where there is no pids cgroup, RLIMIT_NPROC of the mapped uid, which
     /// concurrent steps share).
     pub pids: u64,
-    /// CPU time per process (RLIMIT_CPU, rounded up to whole seconds); 0 = none.
+    /// CPU time of all the step's processes together, summed every 100 ms
+    /// where a cgroup lists them (root); RLIMIT_CPU per process (rounded up
+    /// to whole seconds) always, as the floor. 0 = none.
     pub cpu_time_ms: u64,
     /// Bytes the step may add to the work mount beyond the input tree, and
     /// the largest single file it may write (RLIMIT_FSIZE).
@@ -201,7 +203,8 @@ pub enum Outcome {
         /// The limit.
         limit: u64,
     },
-    /// A process used up its CPU time.
+    /// The step (all its processes together, or one of them where no cgroup
+    /// lists them) used up its CPU time.
     CpuTimeLimit {
         /// The limit in milliseconds.
         limit_ms: u64,
@@ -282,7 +285,7 @@ impl Outcome {
                 format!("the step tried to run more than its limit of {limit} processes and failed")
             }
             Outcome::CpuTimeLimit { limit_ms } => format!(
-                "a process of the step used more than its {} CPU time limit and was killed",
+                "the step used more than its {} CPU time limit and was killed",
                 human_ms(*limit_ms)
             ),
             Outcome::OutputLimit { limit_bytes } => format!(

@@ -700,6 +700,29 @@ fn disk_filler_hits_the_output_limit_in_build() {
     );
 }
 
+/// Two spinning processes, each under the limit on its own: their sum is
+/// what is capped (a per-process RLIMIT_CPU alone would let them burn
+/// twice the limit before either is killed).
+#[test]
+fn cpu_time_limit_caps_all_processes_together() {
+    needs_root!();
+    let mut r = Run::new(&["spin"]);
+    r.spec.limits.cpu_time_ms = 2_000;
+    r.spec.limits.timeout_ms = 120_000;
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::CpuTimeLimit { limit_ms: 2_000 },
+        "{}",
+        d.stdout
+    );
+    let used = d.report.usage.user_cpu_ms + d.report.usage.sys_cpu_ms;
+    assert!(
+        (2_000..3_000).contains(&used),
+        "the step used {used} ms of CPU against a 2000 ms limit"
+    );
+}
+
 #[test]
 fn disk_filler_hits_the_tmp_limit() {
     needs_root!();
