@@ -460,7 +460,11 @@ async fn run(
         limits,
         source_date_epoch: request.source_date_epoch,
         hostname: attest_sandbox::launch::DEFAULT_HOSTNAME.into(),
-        work_layer: attest_sandbox::WorkLayer::Copy,
+        // The materialized tree is owned by the step's ids with writable
+        // directories (materialize.rs): an overlay over it costs nothing per
+        // input byte. The helper falls back to a copy where it cannot mount
+        // one, and the provenance says which it was.
+        work_layer: attest_sandbox::WorkLayer::Overlay,
     };
     let spec_path = run_dir.join("spec.json");
     let report_path = run_dir.join("report.json");

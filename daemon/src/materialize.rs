@@ -6,11 +6,13 @@
 //! A tree is built under a temporary name and renamed into place whole, so
 //! a crash never leaves a half-materialized tree under a digest's name.
 //!
-//! Files are hardlinks to the store's blobs, not copies: a blob is 0444,
-//! which is what a non-executable file of the tree needs. An executable
-//! file (0555) is a copy, since a link shares the blob's inode and so its
-//! mode; trees are mostly non-executable, so copies stay rare. A blob on
-//! another filesystem, or at the filesystem's link limit, is copied too.
+//! Files are hardlinks to the store's blobs, not copies: a linked blob
+//! becomes 0644, which is what a non-executable file of the tree needs
+//! (owner-writable, since the step owns its inputs: see the overlay work
+//! layer in the sandbox). An executable file (0755) is a copy, since a link
+//! shares the blob's inode and so its mode; trees are mostly
+//! non-executable, so copies stay rare. A blob on another filesystem, or at
+//! the filesystem's link limit, is copied too.
 //!
 //! Ownership. When the daemon runs as root, every entry of a tree (files,
 //! directories, symlinks) belongs to the step's host ids
@@ -283,16 +285,26 @@ impl InputTrees {
                     Node::File { digest, executable } => {
                         let blob = store.path(&digest);
                         if executable {
-                            copy_file(&blob, &path, 0o555)?;
+                            copy_file(&blob, &path, 0o755)?;
                             counts.copied += 1;
                         } else {
                             match std::fs::hard_link(&blob, &path) {
-                                Ok(()) => counts.linked += 1,
+                                Ok(()) => {
+                                    // Owner-writable, as in the step's copy
+                                    // of old: the step rewrites an input in
+                                    // its overlay (copy-up), never here.
+                                    std::fs::set_permissions(
+                                        &path,
+                                        std::fs::Permissions::from_mode(0o644),
+                                    )
+                                    .map_err(DaemonError::io("chmod", &path))?;
+                                    counts.linked += 1
+                                }
                                 // Another filesystem, or the blob's link
                                 // count at its limit: a copy will do.
                                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                                     tracing::debug!(error = %e, path = %path.display(), "cannot hardlink a blob, copying it");
-                                    copy_file(&blob, &path, 0o444)?;
+                                    copy_file(&blob, &path, 0o644)?;
                                     counts.copied += 1;
                                 }
                                 Err(e) => {
@@ -315,10 +327,14 @@ impl InputTrees {
                 }
                 Ok(())
             })?;
-            // Directories become read-only last, children first, so that the
-            // shared tree cannot be changed through ordinary permissions.
+            // Directories 0755 (files 0644, executables 0755): the sandbox
+            // lays the step's overlay over the tree, and overlayfs checks
+            // the modes it finds here, so the step (their owner) can create,
+            // change, delete and rename files anywhere, as in a copy of its
+            // own. Nothing here is ever written by a step: overlayfs never
+            // writes its lower layer.
             for dir in directories.iter().rev().chain(std::iter::once(&tmp_dir)) {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
                     .map_err(DaemonError::io("chmod", dir))?;
             }
             files.sort();
@@ -653,12 +669,12 @@ mod tests {
         let data = std::fs::metadata(out.join("sub/data")).unwrap();
         let blob = std::fs::metadata(store.path(&attest_tree::hash_bytes(b"data"))).unwrap();
         assert_eq!((data.dev(), data.ino()), (blob.dev(), blob.ino()));
-        assert_eq!(data.mode() & 0o7777, 0o444);
+        assert_eq!(data.mode() & 0o7777, 0o644);
         let tool = std::fs::metadata(out.join("tool")).unwrap();
         let tool_blob =
             std::fs::metadata(store.path(&attest_tree::hash_bytes(b"#!/bin/sh\n"))).unwrap();
         assert_ne!(tool.ino(), tool_blob.ino(), "an executable is a copy");
-        assert_eq!(tool.mode() & 0o7777, 0o555);
+        assert_eq!(tool.mode() & 0o7777, 0o755);
         assert_eq!(tool_blob.mode() & 0o7777, 0o444, "the blob keeps its mode");
 
         let (uid, gid) = if attest_proto::current_uid() == 0 {
@@ -674,7 +690,7 @@ mod tests {
             let meta = std::fs::symlink_metadata(out.join(path)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{path:?}");
             if meta.is_dir() {
-                assert_eq!(meta.mode() & 0o7777, 0o555, "{path:?}");
+                assert_eq!(meta.mode() & 0o7777, 0o755, "{path:?}");
             }
         }
         assert_eq!(
