@@ -44,7 +44,7 @@ bwrap_() {
 }
 bare() { /bin/true; }
 
-# Warm: start `attestd-sandbox serve` (untimed), give it 50 ms to join its
+# Warm: start `attestd-sandbox serve` (untimed), give it 100 ms to join its
 # cgroup and build its sandbox up to the waiting step, as a pooled helper
 # would have while idle, then time from writing the request line to (a) EOF
 # on the helper's stdout+stderr, which is when the report is in place and
@@ -58,7 +58,7 @@ warm_once() { # -> adds the microseconds of one warm run to WARM_US, EXIT_US
   "$HELPER" serve --scratch-dir "$WORK/wscratch" --hostname attest "${SERVE_BINDS[@]}" \
     <"$fifo" >"$out" 2>&1 & pid=$!
   exec 5<"$out"
-  sleep 0.05
+  sleep 0.1
   t0=$EPOCHREALTIME
   printf '%s\t%s\n' "$WORK/spec.json" "$WORK/report.json" >&4
   while read -r -u 5 _; do :; done
