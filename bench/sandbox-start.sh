@@ -19,7 +19,7 @@ WORK=$(mktemp -d /var/tmp/attest-bench.XXXXXX)
 SLEEPER=
 trap '[ -n "$SLEEPER" ] && kill "$SLEEPER"; rm -rf "$WORK"' EXIT
 chmod 711 "$WORK" # the setup runs as the mapped uid 100000 and must traverse it
-mkdir -p "$WORK/in" "$WORK/out" "$WORK/scratch" "$WORK/wscratch"
+mkdir -p "$WORK/in" "$WORK/out" "$WORK/scratch" "$WORK/wscratch" "$WORK/reports"
 ROOTFS='["/usr","/bin","/sbin","/lib","/lib64","/etc/alternatives","/etc/ld.so.cache"]'
 SERVE_BINDS=()
 for b in /usr /bin /sbin /lib /lib64 /etc/alternatives /etc/ld.so.cache; do SERVE_BINDS+=(--ro-bind "$b"); done
@@ -36,7 +36,10 @@ JSON
 exec 3< <(exec sleep 100000 >/dev/null 2>&1)
 SLEEPER=$!
 
-ours() { "$HELPER" run --spec "$WORK/spec.json" --report "$WORK/report.json" <&3; }
+# Each run writes a report of its own, as each of the daemon's builds does
+# (replacing an existing file would make ext4 flush the new one first).
+RUN=0
+ours() { RUN=$((RUN + 1)); "$HELPER" run --spec "$WORK/spec.json" --report "$WORK/reports/$RUN.json" <&3; }
 bwrap_() {
   bwrap --unshare-all --die-with-parent --ro-bind /usr /usr \
     --symlink usr/bin /bin --symlink usr/sbin /sbin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
@@ -51,7 +54,7 @@ bare() { /bin/true; }
 # what the daemon waits for, and (b) the helper's exit, after it has waited
 # for the sandbox's namespaces to be torn down and removed its cgroup.
 # $EPOCHREALTIME and `read` are builtins: no fork in the timing.
-warm_once() { # -> adds the microseconds of one warm run to WARM_US, EXIT_US
+warm_once() { # -> W_REPORT, W_EXIT: microseconds to the report and to the exit
   local fifo="$WORK/fifo" out="$WORK/out.fifo" pid t0 t1 t2
   rm -f "$fifo" "$out"; mkfifo "$fifo" "$out"
   exec 4<>"$fifo"
@@ -59,45 +62,64 @@ warm_once() { # -> adds the microseconds of one warm run to WARM_US, EXIT_US
     <"$fifo" >"$out" 2>&1 & pid=$!
   exec 5<"$out"
   sleep 0.1
+  RUN=$((RUN + 1))
   t0=$EPOCHREALTIME
-  printf '%s\t%s\n' "$WORK/spec.json" "$WORK/report.json" >&4
+  printf '%s\t%s\n' "$WORK/spec.json" "$WORK/reports/$RUN.json" >&4
   while read -r -u 5 _; do :; done
   t1=$EPOCHREALTIME
   wait "$pid"
   t2=$EPOCHREALTIME
   exec 4>&- 5<&-
-  WARM_US=$((WARM_US + ${t1/./} - ${t0/./}))
-  EXIT_US=$((EXIT_US + ${t2/./} - ${t0/./}))
+  W_REPORT=$((${t1/./} - ${t0/./}))
+  W_EXIT=$((${t2/./} - ${t0/./}))
 }
-measure_warm() { # -> "mean ms to the report" "mean ms to the exit"
-  WARM_US=0 EXIT_US=0
-  for _ in $(seq 10); do warm_once; done
-  WARM_US=0 EXIT_US=0
-  for _ in $(seq "$N"); do warm_once; done
-  echo "$(echo "scale=3; $WARM_US / $N / 1000" | bc) $(echo "scale=3; $EXIT_US / $N / 1000" | bc)"
+
+# One call of a function, timed: -> T (microseconds).
+timed() {
+  local t0 t1
+  t0=$EPOCHREALTIME
+  "$@"
+  t1=$EPOCHREALTIME
+  T=$((${t1/./} - ${t0/./}))
 }
 
 # Sanity: each must succeed, and ours must report a clean exit.
-ours; grep -q '"kind": "exited"' "$WORK/report.json" && grep -q '"code": 0' "$WORK/report.json"
+last_report() { echo "$WORK/reports/$RUN.json"; }
+ours; grep -q '"kind": "exited"' "$(last_report)" && grep -q '"code": 0' "$(last_report)"
 bwrap_; bare
-rm -f "$WORK/report.json"; WARM_US=0 EXIT_US=0; warm_once
-grep -q '"kind": "exited"' "$WORK/report.json" && grep -q '"code": 0' "$WORK/report.json"
+warm_once
+grep -q '"kind": "exited"' "$(last_report)" && grep -q '"code": 0' "$(last_report)"
 
-measure() { # name, function -> mean ms per run
-  local start end
-  for _ in $(seq 10); do "$2"; done # warm-up
-  start=$(date +%s%N)
-  for _ in $(seq "$N"); do "$2"; done
-  end=$(date +%s%N)
-  echo "scale=3; ($end - $start) / $N / 1000000" | bc
+# Interleaved: each round runs every variant once, so a change in the
+# machine's load (these machines are shared) hits all of them alike, with a
+# pause after each so that the kernel's deferred teardown of one (network
+# namespaces are freed by a worker thread) is not charged to the next; the
+# first 10 rounds are warm-up. Medians, in ms.
+BARE_T=() BWRAP_T=() OURS_T=() WARM_T=() EXIT_T=()
+for i in $(seq $((N + 10))); do
+  timed bare; b=$T
+  sleep 0.02
+  timed bwrap_; w=$T
+  sleep 0.05
+  timed ours; o=$T
+  sleep 0.05
+  warm_once
+  sleep 0.05
+  if [ "$i" -gt 10 ]; then
+    BARE_T+=("$b") BWRAP_T+=("$w") OURS_T+=("$o") WARM_T+=("$W_REPORT") EXIT_T+=("$W_EXIT")
+  fi
+done
+median() {
+  printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
+    END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000 }'
 }
-
-BARE=$(measure bare bare)
-BWRAP=$(measure bwrap bwrap_)
-OURS=$(measure ours ours)
-read -r WARM WARM_EXIT <<<"$(measure_warm)"
-echo "iterations: $N    kernel: $(uname -r)    cpus: $(nproc)"
-echo "cgroup: $(grep -o '"cgroup": "[^"]*"' "$WORK/report.json")"
+BARE=$(median "${BARE_T[@]}")
+BWRAP=$(median "${BWRAP_T[@]}")
+OURS=$(median "${OURS_T[@]}")
+WARM=$(median "${WARM_T[@]}")
+WARM_EXIT=$(median "${EXIT_T[@]}")
+echo "rounds: $N (medians)    kernel: $(uname -r)    cpus: $(nproc)    load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cgroup: $(grep -o '"cgroup": "[^"]*"' "$(last_report)")"
 printf "%-34s %8s ms\n" "bare /bin/true" "$BARE"
 printf "%-34s %8s ms\n" "bwrap --unshare-all, ro /usr" "$BWRAP"
 printf "%-34s %8s ms\n" "attestd-sandbox run (cold, full)" "$OURS"

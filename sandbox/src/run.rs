@@ -457,6 +457,9 @@ pub fn prepare(
         seccomp: crate::seccomp::compile()?,
         oom_score_adj,
     };
+    // For the report's settings, computed now rather than once the step
+    // is known.
+    let _ = crate::seccomp::profile_digest();
     // A.5 The sandbox: new user, mount, pid, net, uts and ipc namespaces;
     //     it builds itself (setup.rs) once we have written its id maps.
     let flags = CloneFlags::CLONE_NEWUSER

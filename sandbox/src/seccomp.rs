@@ -323,6 +323,13 @@ pub fn profile() -> Vec<Entry> {
 
 /// sha256 (hex) of the canonical JSON of [`profile`] plus the architecture.
 pub fn profile_digest() -> String {
+    // Computed once per process: a warm helper does it while idle, and the
+    // table never changes at run time.
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(compute_profile_digest).clone()
+}
+
+fn compute_profile_digest() -> String {
     #[derive(Serialize)]
     struct Canonical {
         arch: &'static str,
