@@ -12,6 +12,12 @@
 #      through `attest run`.
 # Usage: bench/hashing.sh [DATA_DIR]   (default /tmp/attest-bench; needs
 # about 3.5 GB there). Warm page cache: every input is read once first.
+# PARTS="3" bench/hashing.sh runs only the listed parts (default "1 2 3 4").
+# Part 3 runs the daemon with --log attestd=debug and prints its timing
+# lines (FindMissingBlobs, UploadBlobs, completeness check, materialize,
+# file list, build finished) with timestamps, next to each run's start.
+# ATTESTD_ROOTFS_HASHING=off (read by attestd) leaves out the hashing of
+# the host rootfs, which in-toto-run does not do either.
 # Timed figures, never assertions. (Part 4 asks for --memory 4G: the
 # step's work tmpfs holds a copy of the 1 GiB input, charged to its cgroup.)
 set -euo pipefail
@@ -19,6 +25,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 data=${1:-/tmp/attest-bench}
 cpus=$(nproc)
+parts=${PARTS:-1 2 3 4}
+part() { [[ " $parts " == *" $1 "* ]]; }
 mkdir -p "$data"
 chmod 711 "$data"
 
@@ -60,6 +68,7 @@ fi
 cat "$big" > /dev/null
 find "$tree" -type f -print0 | xargs -0 cat > /dev/null
 
+if part 1; then
 echo "==> 1. one 1 GiB file"
 $hb engines "$big"
 $hb file "$big" 1
@@ -72,9 +81,13 @@ for tool in "sha256sum" "openssl dgst -sha256"; do
   echo "$tool threads=$cpus seconds=$(elapsed "$t") (x$cpus GiB)"
 done
 
+fi
+
+if part 2; then
 echo "==> 2. the 20,000-file tree, no digest cache"
 $hb tree "$tree" 1
 $hb tree "$tree" "$cpus"
+fi
 
 echo "==> 3. attest run over the tree vs in-toto-run"
 work=$(mktemp -d "$data/run.XXXXXX")
@@ -89,7 +102,7 @@ stop_daemon() {
 start_daemon() {
   rm -rf "$work/state"
   "$bin/attestd" --state-dir "$work/state" --socket "$ATTEST_SOCKET" --config /dev/null \
-    --sandbox-helper "$bin/attestd-sandbox" 2>>"$work/attestd.log" &
+    --log attestd=debug --sandbox-helper "$bin/attestd-sandbox" 2>>"$work/attestd.log" &
   daemon_pid=$!
   for _ in $(seq 1 400); do
     [ -S "$ATTEST_SOCKET" ] && return
@@ -98,21 +111,30 @@ start_daemon() {
   cat "$work/attestd.log"; echo "attestd did not start" >&2; exit 1
 }
 trap 'stop_daemon; rm -rf "$work"' EXIT
-start_daemon
 cd "$work"
+if part 3; then
+start_daemon
 step=(--out out -- sh -c 'echo done > out')
-t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
-echo "attest run first (hash, upload, store, materialize, sandbox, sign) seconds=$(elapsed "$t")"
-t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
-echo "attest run second (cached) seconds=$(elapsed "$t")"
-t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
-echo "attest run third (cached) seconds=$(elapsed "$t")"
+# Each run's start goes into the daemon's log too, so the timing lines
+# printed below read as a timeline.
+mark() { echo "$(date -u +%H:%M:%S.%6N) --- $1 (load average $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$work/attestd.log"; }
+for run in "first (hash, upload, store, materialize, sandbox, sign)" "second (cached)" "third (cached)"; do
+  mark "attest run $run"
+  t=$(now); "$bin/attest" run --quiet --src "$tree" "${step[@]}" > /dev/null
+  echo "attest run $run seconds=$(elapsed "$t")" | tee -a "$work/attestd.log"
+done
 openssl genpkey -algorithm ed25519 -out "$work/intoto.pem" 2>/dev/null
+mark "in-toto-run"
 t=$(now)
 in-toto-run -n bench --signing-key "$work/intoto.pem" --materials "$tree" --products out -- sh -c 'echo done > out'
 echo "in-toto-run --materials TREE --products out seconds=$(elapsed "$t")"
 stop_daemon
+echo "--- daemon timeline (UTC)"
+sed 's/\x1b\[[0-9;]*m//g' "$work/attestd.log" | grep -E -- 'elapsed_ms|build finished|^[0-9:.]+ ---|seconds=' \
+  | sed -E 's/^[0-9-]+T([0-9:.]+)Z/\1/'
+fi
 
+part 4 || exit 0
 echo "==> 4. peak memory, 1 GiB file through attest run"
 mkdir -p "$work/bigsrc"
 ln "$big" "$work/bigsrc/1g.bin" 2>/dev/null || cp "$big" "$work/bigsrc/1g.bin"
