@@ -22,9 +22,12 @@
 //!
 //! Links. Materialized input trees (`materialize.rs`) hardlink blobs
 //! rather than copy them, so a blob's inode may have more names than its
-//! store path, and when the daemon runs as root it is owned by the step's
-//! host uid (see `materialize.rs`). Its bytes never change either way:
-//! blobs are 0444 and every tree that links one is read-only too.
+//! store path, and takes the tree's file mode (0644) and, when the daemon
+//! runs as root, owner (the step's host uid). A blob is created 0444; once
+//! linked, its bytes stay unchanged only because nothing writes through
+//! either name: `cas/` and `inputs/` are 0700 root, and a step reaches its
+//! inputs only through an overlay, which never writes its lower layer
+//! (SECURITY.md).
 
 use crate::error::DaemonError;
 use attest_tree::{hash_bytes, Digest};
@@ -434,8 +437,8 @@ fn is_stale(meta: &std::fs::Metadata) -> bool {
 /// record it only makes the blob look older to the collector.
 fn touch_if_stale(path: &Path, meta: &std::fs::Metadata) {
     if is_stale(meta) {
-        // futimens on a read-only descriptor: the owner may set times
-        // without write permission, and blobs stay 0444.
+        // futimens on a read-only descriptor: the owner (or root) may set
+        // times without write permission, whatever the blob's mode.
         if let Ok(file) = File::open(path) {
             let _ = file.set_modified(SystemTime::now());
         }
