@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 /// The build type of every attestd provenance. Stable: a change to what
 /// it means gets a new URI.
-pub const BUILD_TYPE: &str = "https://attestd.dev/buildtypes/sandboxed-step/v1";
+pub const BUILD_TYPE: &str = attest_provenance::slsa::ATTESTD_BUILD_TYPE;
 
 /// Media type recorded for the input root: the digest is of a protobuf
 /// `attest.v1.Directory` message, not of a file.

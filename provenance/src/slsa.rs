@@ -15,6 +15,14 @@ pub const PREDICATE_TYPE_V1: &str = "https://slsa.dev/provenance/v1";
 /// predicateType of SLSA Provenance v0.2 (read-only; we emit v1).
 pub const PREDICATE_TYPE_V02: &str = "https://slsa.dev/provenance/v0.2";
 
+/// The buildType attestd writes (docs/buildtype-v1.md).
+pub const ATTESTD_BUILD_TYPE: &str = "https://attestd.dev/buildtypes/sandboxed-step/v1";
+
+/// In attestd's buildType, the name prefix of the resolved dependencies
+/// that describe the host rootfs binds the step saw (`rootfs:/usr`...):
+/// toolchain, never a source.
+pub const ROOTFS_DEPENDENCY_PREFIX: &str = "rootfs:";
+
 /// Why a predicate is not a valid SLSA Provenance v1.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProvenanceError {

@@ -51,7 +51,8 @@
 //! # Sources
 //!
 //! The source candidates are the `buildDefinition.resolvedDependencies` that
-//! have a `uri` (per-file materials without one are not sources) and
+//! have a `uri` (per-file materials without one are not sources; in
+//! attestd's own buildType, neither are the `rootfs:` entries) and
 //! `buildDefinition.externalParameters.source` (an object with `uri` and
 //! `digest`) in SLSA v1; `materials` and `invocation.configSource` in v0.2.
 //! URIs compare after removing a `git+` prefix, an `@ref` suffix, a `.git`
@@ -496,10 +497,19 @@ fn view_v1(p: &Provenance) -> PredicateView {
     // came from: per-file materials (a name and a digest, no uri) are not,
     // or any input file holding the right bytes would satisfy an expected
     // source digest.
+    // Nor are attestd's rootfs entries (the host's /usr...): their digests
+    // are the builder's toolchain, not what was built.
+    let ours = bd.build_type == slsa::ATTESTD_BUILD_TYPE;
+    let rootfs = |d: &ResourceDescriptor| {
+        ours && d
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(slsa::ROOTFS_DEPENDENCY_PREFIX))
+    };
     let mut sources: Vec<Source> = bd
         .resolved_dependencies
         .iter()
-        .filter(|d| d.uri.is_some())
+        .filter(|d| d.uri.is_some() && !rootfs(d))
         .map(|d| Source {
             uri: d.uri.clone(),
             digest: d.digest.clone(),

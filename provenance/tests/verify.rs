@@ -553,6 +553,36 @@ fn step4_source_digest_is_not_satisfied_by_a_per_file_material() {
 }
 
 #[test]
+fn step4_source_digest_is_not_satisfied_by_an_attestd_rootfs_entry() {
+    // The host's /usr is the builder's toolchain: its digest must not pass
+    // for the source in attestd's buildType (elsewhere a dependency with a
+    // uri still counts).
+    let key = ed();
+    let usr = "d".repeat(64);
+    let expect = Expectations {
+        source_digest: Some(format!("sha256:{usr}")),
+        ..Default::default()
+    };
+    for (build_type, passes) in [(slsa::ATTESTD_BUILD_TYPE, false), (BUILD_TYPE, true)] {
+        let mut p = provenance(true);
+        p.build_definition.build_type = build_type.into();
+        let mut rootfs = ResourceDescriptor::file("rootfs:/usr", usr.clone());
+        rootfs.uri = Some("file:///usr".into());
+        p.build_definition.resolved_dependencies.push(rootfs);
+        let env = signed(&statement_for(&p, &artifact()), &key);
+        let result = check(&env, &key, &expect);
+        if passes {
+            assert_eq!(result, Ok(()), "{build_type}");
+        } else {
+            assert!(
+                matches!(result, Err(VerifyError::SourceDigest { .. })),
+                "{build_type}: {result:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn step3_artifact_must_be_a_subject() {
     let key = ed();
     let env = signed(&statement_for(&provenance(true), &artifact()), &key);
