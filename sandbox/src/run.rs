@@ -11,8 +11,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -930,52 +930,41 @@ pub fn run(spec: &SandboxSpec, report_path: &Path) -> bool {
     let privileged = nix::unistd::geteuid().is_root();
     let entries = root_entries(&spec.rootfs);
     let settings = settings(spec, privileged, &entries);
-    let report = (|| {
+    let mut cg = None;
+    let result = (|| {
         spec.validate()?;
-        let sfd = block_signals()?;
+        // B.1 Signals arrive through a signalfd, polled with stdin and the
+        //     child.
+        let sfd = crate::warm::signal_fd(true)?;
         // B.2 The cgroup, with the memory and pids limits (root only).
-        let cg = if privileged {
-            Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids)
-        } else {
-            None
-        };
-        let result = prepare(&sys, privileged, &Shape::of(spec), false, cg.as_ref(), None)
-            .and_then(|ready| {
-                supervise(
-                    &sys,
-                    ready,
-                    spec,
-                    privileged,
-                    settings.clone(),
-                    &sfd,
-                    cg.as_ref(),
-                    start,
-                )
-            });
-        Ok::<_, SandboxError>((result, cg))
-    })();
-    match report {
-        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
-        Ok((result, cg)) => {
-            let report = match result {
-                Ok(Supervised { report, teardown }) => {
-                    let written = deliver(&sys, report_path, &report);
-                    teardown.finish(&sys);
-                    if let Some(cg) = &cg {
-                        cg.kill_all(&sys);
-                        cg.remove();
-                    }
-                    return written;
-                }
-                Err(e) => setup_failed(settings, &e),
-            };
-            if let Some(cg) = &cg {
-                cg.kill_all(&sys);
-                cg.remove();
-            }
-            deliver(&sys, report_path, &report)
+        if privileged {
+            cg = Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids);
         }
+        let ready = prepare(&sys, privileged, &Shape::of(spec), false, cg.as_ref(), None)?;
+        supervise(
+            &sys,
+            ready,
+            spec,
+            privileged,
+            settings.clone(),
+            &sfd,
+            cg.as_ref(),
+            start,
+        )
+    })();
+    let written = match result {
+        Ok(Supervised { report, teardown }) => {
+            let written = deliver(&sys, report_path, &report);
+            teardown.finish(&sys);
+            written
+        }
+        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
+    };
+    if let Some(cg) = &cg {
+        cg.kill_all(&sys);
+        cg.remove();
     }
+    written
 }
 
 /// Runs `spec` in a warm helper's prepared sandbox (or, when its shape does
@@ -994,7 +983,9 @@ pub fn run_prepared(
     let mut settings = settings(spec, privileged, &entries);
     let result = (|| {
         spec.validate()?;
-        let sfd = block_signals()?;
+        // B.1 Signals arrive through a signalfd, polled with stdin and the
+        //     child.
+        let sfd = crate::warm::signal_fd(true)?;
         // B.2' A warm helper sits in its cgroup already: only the limits are
         //      written (fast), pids.max one higher since it counts there
         //      itself, and fails closed.
@@ -1057,31 +1048,6 @@ fn watch<'a>(
     open.then(|| {
         fds.push(nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN));
         fds.len() - 1
-    })
-}
-
-/// B.1 Signals arrive through a signalfd, polled with stdin and the child.
-fn block_signals() -> Result<SignalFd, SandboxError> {
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-        Signal::SIGQUIT,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|source| SandboxError::Syscall {
-            step: "sigprocmask",
-            source,
-        })?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(|source| {
-        SandboxError::Syscall {
-            step: "signalfd",
-            source,
-        }
     })
 }
 

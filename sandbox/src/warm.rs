@@ -146,7 +146,7 @@ impl LineBuf {
 
 /// Blocks the stop signals (and SIGCHLD when `with_child`) and returns a
 /// signalfd reading them.
-fn signal_fd(with_child: bool) -> Result<SignalFd, SandboxError> {
+pub(crate) fn signal_fd(with_child: bool) -> Result<SignalFd, SandboxError> {
     let mut mask = SigSet::empty();
     for s in STOP_SIGNALS {
         mask.add(s);
