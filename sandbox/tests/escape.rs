@@ -472,20 +472,7 @@ fn overlay_work_layer_changes_nothing_below_and_a_later_build_sees_the_original(
 #[test]
 fn overlay_disk_filler_hits_the_output_limit() {
     needs_root!();
-    let mut r = Run::new(&["fill", "/build/fill"]);
-    r.spec.work_layer = WorkLayer::Overlay;
-    r.spec.limits.max_output_bytes = 4 << 20;
-    hand_to_the_step(&r.spec.input_dir);
-    let d = r.run();
-    assert!(d.report.settings.work_layer.starts_with("overlay"));
-    assert_eq!(
-        d.report.outcome,
-        Outcome::OutputLimit {
-            limit_bytes: 4 << 20
-        },
-        "{}",
-        d.stdout
-    );
+    disk_filler_hits_the_output_limit(WorkLayer::Overlay);
 }
 
 #[test]
@@ -684,12 +671,22 @@ fn memory_hog_is_oom_killed_and_reported() {
     memory_hog_is_oom_killed_and_reported_by_a_surviving_helper(false);
 }
 
-#[test]
-fn disk_filler_hits_the_output_limit_in_build() {
-    needs_root!();
+/// A step filling /build: the work layer (copy or overlay upper) caps
+/// what it may add, and the outcome names that limit.
+fn disk_filler_hits_the_output_limit(layer: WorkLayer) {
     let mut r = Run::new(&["fill", "/build/fill"]);
+    r.spec.work_layer = layer;
     r.spec.limits.max_output_bytes = 4 << 20;
+    if layer == WorkLayer::Overlay {
+        hand_to_the_step(&r.spec.input_dir);
+    }
     let d = r.run();
+    let kind = if layer == WorkLayer::Overlay {
+        "overlay"
+    } else {
+        "copy"
+    };
+    assert!(d.report.settings.work_layer.starts_with(kind));
     assert_eq!(
         d.report.outcome,
         Outcome::OutputLimit {
@@ -698,6 +695,12 @@ fn disk_filler_hits_the_output_limit_in_build() {
         "{}",
         d.stdout
     );
+}
+
+#[test]
+fn disk_filler_hits_the_output_limit_in_build() {
+    needs_root!();
+    disk_filler_hits_the_output_limit(WorkLayer::Copy);
 }
 
 /// Two spinning processes, each under the limit on its own: their sum is
