@@ -27,8 +27,10 @@
 //! files (path, digest) with a checksum, written before the tree is
 //! renamed into place. The root digest fixes the contents, so a later
 //! build of the same tree reads its completeness and its materials from
-//! there instead of walking 20,000 stored blobs again; a missing or
-//! damaged list is rebuilt by a walk.
+//! there instead of walking 20,000 stored blobs again; a damaged list is
+//! rebuilt by a walk. A tree with no list at all (left by an older daemon,
+//! with other owners and modes, or by a crash mid-eviction) is not reused
+//! but materialized anew.
 //!
 //! Last use and eviction. Each `materialize` call, and each completeness
 //! check answered from a tree's list, sets the tree directory's mtime to
@@ -258,12 +260,30 @@ impl InputTrees {
     pub fn materialize(&self, store: &BlobStore, root: &Digest) -> Result<PathBuf, DaemonError> {
         let started = std::time::Instant::now();
         let final_dir = self.dir.join(root.hex());
-        {
+        let stale = {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             if final_dir.is_dir() {
-                touch(&final_dir)?;
-                return Ok(final_dir);
+                if self.list_path(root).exists() {
+                    touch(&final_dir)?;
+                    return Ok(final_dir);
+                }
+                // A tree without its list was made by an older daemon (other
+                // owner and modes, copies) or lost its list to a crash
+                // mid-eviction: no running build uses it, so it is replaced.
+                let stale = self.dir.join(format!(
+                    ".tmp-stale-{}-{}",
+                    root.hex(),
+                    uuid::Uuid::new_v4()
+                ));
+                std::fs::rename(&final_dir, &stale)
+                    .map_err(DaemonError::io("replace", &final_dir))?;
+                Some(stale)
+            } else {
+                None
             }
+        };
+        if let Some(stale) = stale {
+            remove_tree(&stale)?;
         }
         let tmp_dir = self
             .dir
@@ -740,6 +760,36 @@ mod tests {
             trees.check_complete(&store, &root),
             Err(DaemonError::BlobNotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_tree_without_its_list_is_materialized_anew() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"f").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
+        // As an older daemon left it: a plain copy, no list.
+        let old = dir.path().join("inputs").join(root.hex());
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("f"), b"f").unwrap();
+        let old_ino = std::fs::metadata(old.join("f")).unwrap().ino();
+        let out = trees.materialize(&store, &root).unwrap();
+        assert_eq!(out, old);
+        let blob = std::fs::metadata(store.path(&attest_tree::hash_bytes(b"f"))).unwrap();
+        let new = std::fs::metadata(out.join("f")).unwrap();
+        assert_ne!(new.ino(), old_ino);
+        assert_eq!(new.ino(), blob.ino(), "now a link to the store's blob");
+        assert!(trees.list_path(&root).exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("inputs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[test]
