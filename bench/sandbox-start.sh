@@ -3,8 +3,8 @@
 # (`run`, a fresh helper per step) and warm (`serve`, a helper pre-started
 # before its spec is known, as the daemon's pool keeps them), vs bubblewrap
 # with the same isolation vs a bare /bin/true, in one run.
-# Usage: bench/sandbox-start.sh [ITERATIONS]   (run as root for the full
-# isolation: id-range mapping and cgroup limits)
+# Usage: [MODE=interleaved|sequential] bench/sandbox-start.sh [ITERATIONS]
+# (run as root for the full isolation: id-range mapping and cgroup limits)
 set -euo pipefail
 N=${1:-300}
 cd "$(dirname "$0")/.."
@@ -90,25 +90,47 @@ bwrap_; bare
 warm_once
 grep -q '"kind": "exited"' "$(last_report)" && grep -q '"code": 0' "$(last_report)"
 
-# Interleaved: each round runs every variant once, so a change in the
-# machine's load (these machines are shared) hits all of them alike, with a
-# pause after each so that the kernel's deferred teardown of one (network
-# namespaces are freed by a worker thread) is not charged to the next; the
-# first 10 rounds are warm-up. Medians, in ms.
+# MODE=interleaved (default): each round runs every variant once, so a
+# change in the machine's load (these machines are shared) hits all of
+# them alike, with a pause after each so that the kernel's deferred
+# teardown of one (network namespaces are freed by a worker thread) is not
+# charged to the next. MODE=sequential: N runs of each variant back to
+# back, as the earlier figures were taken (a warm helper still gets its
+# idle 100 ms before each timed request). The first 10 rounds are warm-up.
+# Medians, in ms.
 BARE_T=() BWRAP_T=() OURS_T=() WARM_T=() EXIT_T=()
-for i in $(seq $((N + 10))); do
-  timed bare; b=$T
-  sleep 0.02
-  timed bwrap_; w=$T
-  sleep 0.05
-  timed ours; o=$T
-  sleep 0.05
-  warm_once
-  sleep 0.05
-  if [ "$i" -gt 10 ]; then
-    BARE_T+=("$b") BWRAP_T+=("$w") OURS_T+=("$o") WARM_T+=("$W_REPORT") EXIT_T+=("$W_EXIT")
-  fi
-done
+MODE=${MODE:-interleaved}
+if [ "$MODE" = sequential ]; then
+  for f in bare bwrap_ ours; do
+    for i in $(seq $((N + 10))); do
+      timed "$f"
+      [ "$i" -gt 10 ] || continue
+      case $f in
+        bare) BARE_T+=("$T") ;;
+        bwrap_) BWRAP_T+=("$T") ;;
+        ours) OURS_T+=("$T") ;;
+      esac
+    done
+  done
+  for i in $(seq $((N + 10))); do
+    warm_once
+    [ "$i" -gt 10 ] && WARM_T+=("$W_REPORT") EXIT_T+=("$W_EXIT")
+  done
+else
+  for i in $(seq $((N + 10))); do
+    timed bare; b=$T
+    sleep 0.02
+    timed bwrap_; w=$T
+    sleep 0.05
+    timed ours; o=$T
+    sleep 0.05
+    warm_once
+    sleep 0.05
+    if [ "$i" -gt 10 ]; then
+      BARE_T+=("$b") BWRAP_T+=("$w") OURS_T+=("$o") WARM_T+=("$W_REPORT") EXIT_T+=("$W_EXIT")
+    fi
+  done
+fi
 median() {
   printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
     END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000 }'
@@ -118,7 +140,7 @@ BWRAP=$(median "${BWRAP_T[@]}")
 OURS=$(median "${OURS_T[@]}")
 WARM=$(median "${WARM_T[@]}")
 WARM_EXIT=$(median "${EXIT_T[@]}")
-echo "rounds: $N (medians)    kernel: $(uname -r)    cpus: $(nproc)    load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "mode: $MODE    rounds: $N (medians)    kernel: $(uname -r)    cpus: $(nproc)    load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "cgroup: $(grep -o '"cgroup": "[^"]*"' "$(last_report)")"
 printf "%-34s %8s ms\n" "bare /bin/true" "$BARE"
 printf "%-34s %8s ms\n" "bwrap --unshare-all, ro /usr" "$BWRAP"
