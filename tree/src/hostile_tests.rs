@@ -23,7 +23,15 @@ fn file_node(name: &str) -> FileNode {
     FileNode {
         name: name.into(),
         digest: Some(hash_bytes(b"").to_proto()),
-        is_executable: false,
+        ..Default::default()
+    }
+}
+
+fn raw_file_node(raw_name: &[u8]) -> FileNode {
+    FileNode {
+        raw_name: raw_name.to_vec(),
+        digest: Some(hash_bytes(b"").to_proto()),
+        ..Default::default()
     }
 }
 
@@ -40,6 +48,7 @@ fn dotdot_absolute_slash_nul_and_empty_names_are_refused_in_directory_messages()
             directories: vec![DirectoryNode {
                 name: name.into(),
                 digest: Some(hash_bytes(b"").to_proto()),
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -47,6 +56,7 @@ fn dotdot_absolute_slash_nul_and_empty_names_are_refused_in_directory_messages()
             symlinks: vec![SymlinkNode {
                 name: name.into(),
                 target: "x".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -70,6 +80,7 @@ fn symlink_targets_may_point_anywhere_but_not_be_empty_or_hold_nul() {
         symlinks: vec![SymlinkNode {
             name: "l".into(),
             target: target.into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
@@ -86,34 +97,119 @@ fn symlink_targets_may_point_anywhere_but_not_be_empty_or_hold_nul() {
 }
 
 #[test]
-fn a_non_utf8_file_name_is_refused_naming_the_path() {
+fn non_utf8_names_and_targets_round_trip_in_their_raw_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join(OsStr::from_bytes(b"caf\xe9.txt"));
-    std::fs::write(&bad, b"x").unwrap();
-    match build_tree(dir.path(), None, &no_progress) {
-        Err(TreeError::BadName { path, reason }) => {
-            assert_eq!(path, bad);
-            assert_eq!(reason, "not valid UTF-8");
-            // The message shows the raw byte, escaped, not a lossy U+FFFD.
-            let message = TreeError::BadName { path, reason }.to_string();
-            assert!(message.contains("caf\\xE9.txt"), "{message}");
-        }
-        other => panic!("expected BadName, got {other:?}"),
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(dir.path().join(latin1), b"x").unwrap();
+    let subdir = dir.path().join(OsStr::from_bytes(b"d\xff"));
+    std::fs::create_dir(&subdir).unwrap();
+    std::fs::write(subdir.join("inner"), b"y").unwrap();
+    symlink(OsStr::from_bytes(b"\xff\xfe"), dir.path().join("link")).unwrap();
+    symlink("caf\u{e9}", dir.path().join(OsStr::from_bytes(b"l\x80"))).unwrap();
+    let tree = build_tree(dir.path(), None, &no_progress).unwrap();
+    let relatives: Vec<&[u8]> = tree
+        .files
+        .iter()
+        .map(|f| f.relative.as_os_str().as_bytes())
+        .collect();
+    assert_eq!(relatives, [&b"caf\xe9.txt"[..], b"d\xff/inner"]);
+    assert_eq!(tree.files[0].path, dir.path().join(latin1));
+    let root = root_directory(&tree);
+    validate_directory(&root).unwrap();
+    assert_eq!(root.files[0].name, "");
+    assert_eq!(root.files[0].raw_name, b"caf\xe9.txt");
+    assert_eq!(root.directories[0].raw_name, b"d\xff");
+    let link = &root.symlinks[0];
+    assert_eq!((link.name.as_str(), link.target.as_str()), ("link", ""));
+    assert_eq!(link.raw_target, b"\xff\xfe");
+    let other = &root.symlinks[1];
+    assert_eq!(other.raw_name, b"l\x80");
+    assert_eq!(other.target, "caf\u{e9}");
+    assert!(other.raw_target.is_empty());
+    // The encoded directory decodes to the same bytes and digest.
+    for (digest, bytes) in &tree.directories {
+        let decoded = Directory::decode(bytes.as_slice()).unwrap();
+        validate_directory(&decoded).unwrap();
+        assert_eq!(directory_digest(&decoded), *digest);
     }
 }
 
 #[test]
-fn a_non_utf8_symlink_target_is_refused_naming_the_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("link");
-    symlink(OsStr::from_bytes(b"\xff\xfe"), &link).unwrap();
-    match build_tree(dir.path(), None, &no_progress) {
-        Err(TreeError::BadName { path, reason }) => {
-            assert_eq!(path, link);
-            assert!(reason.contains("target"), "{reason}");
-        }
-        other => panic!("expected BadName, got {other:?}"),
+fn a_raw_name_that_is_utf8_or_doubles_a_utf8_name_is_refused() {
+    // One name, one encoding: else one tree would have two digests.
+    let mut both = raw_file_node(b"caf\xe9");
+    both.name = "cafe".into();
+    let utf8_in_raw = raw_file_node(b"cafe");
+    for node in [both, utf8_in_raw] {
+        let directory = Directory {
+            files: vec![node],
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate_directory(&directory),
+            Err(TreeError::MalformedDirectory(m)) if m.contains("cafe")
+        ));
     }
+    let raw_target = Directory {
+        symlinks: vec![SymlinkNode {
+            name: "l".into(),
+            raw_target: b"utf8".to_vec(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(validate_directory(&raw_target).is_err());
+}
+
+#[test]
+fn raw_names_with_slash_nul_or_dots_are_refused_and_sorting_is_by_bytes() {
+    for name in [&b"a/\xff"[..], b"\xff\0", b"\xff/.."] {
+        let directory = Directory {
+            files: vec![raw_file_node(name)],
+            ..Default::default()
+        };
+        match validate_directory(&directory) {
+            // Shown with the byte escaped, never as U+FFFD.
+            Err(TreeError::MalformedDirectory(m)) => assert!(m.contains("\\xFF"), "{m}"),
+            other => panic!("{name:?} was accepted: {other:?}"),
+        }
+    }
+    let raw_target = |target: &[u8]| Directory {
+        symlinks: vec![SymlinkNode {
+            name: "l".into(),
+            raw_target: target.to_vec(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    validate_directory(&raw_target(b"../\xff")).unwrap();
+    assert!(validate_directory(&raw_target(b"\xff\0")).is_err());
+    // "z" (0x7a) sorts before 0xe9 as a byte.
+    let sorted = Directory {
+        files: vec![file_node("z"), raw_file_node(b"\xe9")],
+        ..Default::default()
+    };
+    validate_directory(&sorted).unwrap();
+    let unsorted = Directory {
+        files: vec![raw_file_node(b"\xe9"), file_node("z")],
+        ..Default::default()
+    };
+    assert!(validate_directory(&unsorted).is_err());
+    // A raw name and a UTF-8 name in two lists are still two names; the
+    // same bytes twice are refused whatever lists they are in.
+    let twice = Directory {
+        files: vec![raw_file_node(b"\xe9")],
+        directories: vec![DirectoryNode {
+            raw_name: b"\xe9".to_vec(),
+            digest: Some(hash_bytes(b"").to_proto()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        validate_directory(&twice),
+        Err(TreeError::MalformedDirectory(m)) if m.contains("appears twice")
+    ));
 }
 
 #[test]
@@ -189,7 +285,11 @@ fn hardlinks_are_two_files_with_one_blob() {
     std::fs::write(dir.path().join("one"), b"shared bytes").unwrap();
     std::fs::hard_link(dir.path().join("one"), dir.path().join("two")).unwrap();
     let tree = build_tree(dir.path(), None, &no_progress).unwrap();
-    let names: Vec<&str> = tree.files.iter().map(|f| f.relative.as_str()).collect();
+    let names: Vec<&str> = tree
+        .files
+        .iter()
+        .map(|f| f.relative.to_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["one", "two"]);
     assert_eq!(tree.files[0].digest, tree.files[1].digest);
     // One directory message and one file blob to upload.
@@ -208,7 +308,10 @@ fn a_tree_deeper_than_the_limit_is_refused_naming_the_first_directory_too_deep()
     // Exactly the limit is fine.
     let tree = build_tree(dir.path(), None, &no_progress).unwrap();
     assert_eq!(tree.directories.len(), MAX_TREE_DEPTH + 1);
-    assert_eq!(tree.files[0].relative.matches('/').count(), MAX_TREE_DEPTH);
+    assert_eq!(
+        tree.files[0].relative.components().count(),
+        MAX_TREE_DEPTH + 1
+    );
 
     // 300 deep is not.
     let mut deeper = path.clone();
@@ -231,7 +334,7 @@ fn the_longest_allowed_name_is_hashed_and_a_path_past_path_max_is_named() {
     let long = "n".repeat(255);
     std::fs::write(dir.path().join(&long), b"x").unwrap();
     let tree = build_tree(dir.path(), None, &no_progress).unwrap();
-    assert_eq!(tree.files[0].relative, long);
+    assert_eq!(tree.files[0].relative, Path::new(&long));
 
     // 20 directories of 250 bytes: each name is legal, the whole path is
     // longer than PATH_MAX (4096), so it cannot even be opened by name.

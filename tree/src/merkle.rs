@@ -1,8 +1,10 @@
 use crate::digest::hash_reader;
+use crate::names::{check_canonical, split_name, symlink_target, EntryName};
 use crate::{hash_bytes, Digest, DigestCache, TreeError};
 use attest_proto::v1::{Directory, DirectoryNode, FileNode, SymlinkNode};
 use prost::Message;
 use rayon::prelude::*;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,8 +20,9 @@ pub const MAX_TREE_DEPTH: usize = 256;
 pub struct TreeFile {
     /// Where the file is on disk.
     pub path: PathBuf,
-    /// Its path inside the tree, `/`-separated.
-    pub relative: String,
+    /// Its path inside the tree, `/`-separated: the names' bytes, which
+    /// need not be UTF-8.
+    pub relative: PathBuf,
     /// Digest of its bytes.
     pub digest: Digest,
     /// Whether any execute bit is set.
@@ -72,75 +75,122 @@ pub fn encode_directory(directory: &Directory) -> (Digest, Vec<u8>) {
 
 /// Checks that one path component may appear in a tree.
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    validate_name_bytes(name.as_bytes())
+}
+
+/// Checks that one path component, as bytes (not necessarily UTF-8), may
+/// appear in a tree: what a filesystem could hold as one entry's name.
+pub fn validate_name_bytes(name: &[u8]) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("empty name");
     }
-    if name == "." || name == ".." {
+    if name == b"." || name == b".." {
         return Err("\".\" and \"..\" are not entry names");
     }
-    if name.contains('/') {
+    if name.contains(&b'/') {
         return Err("a name cannot contain \"/\"");
     }
-    if name.contains('\0') {
+    if name.contains(&0) {
         return Err("a name cannot contain NUL");
     }
     Ok(())
 }
 
-/// Checks a `Directory` received from elsewhere: valid names, each list
-/// sorted, names unique across lists, digests well formed. Only canonical
-/// directories are accepted, so one tree has exactly one digest.
+/// A name for messages, quoted: as `{:?}` shows a string, with each byte
+/// that is not part of valid UTF-8 escaped (`\xE9`), never replaced.
+fn shown(name: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in name.utf8_chunks() {
+        out.extend(chunk.valid().chars().flat_map(char::escape_debug));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02X}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Checks a `Directory` received from elsewhere: each name in its one
+/// canonical field (`name` when UTF-8, `raw_name` otherwise) and valid as
+/// bytes, each list sorted by the names' bytes, names unique across lists,
+/// digests well formed, symlink targets likewise in their one field. Only
+/// canonical directories are accepted, so one tree has exactly one digest.
 pub fn validate_directory(directory: &Directory) -> Result<(), TreeError> {
     let bad = |why: String| Err(TreeError::MalformedDirectory(why));
     let mut all_names = Vec::new();
-    let lists: [Vec<&str>; 3] = [
-        directory.files.iter().map(|f| f.name.as_str()).collect(),
+    let lists: [Vec<&dyn EntryName>; 3] = [
+        directory
+            .files
+            .iter()
+            .map(|f| f as &dyn EntryName)
+            .collect(),
         directory
             .directories
             .iter()
-            .map(|d| d.name.as_str())
+            .map(|d| d as &dyn EntryName)
             .collect(),
-        directory.symlinks.iter().map(|s| s.name.as_str()).collect(),
+        directory
+            .symlinks
+            .iter()
+            .map(|s| s as &dyn EntryName)
+            .collect(),
     ];
-    for names in &lists {
-        for pair in names.windows(2) {
-            if pair[0] >= pair[1] {
+    for entries in &lists {
+        for entry in entries {
+            let (name, raw_name) = entry.name_fields();
+            if let Err(why) = check_canonical(name, raw_name) {
                 return bad(format!(
-                    "entries {:?} and {:?} are not in sorted order",
-                    pair[0], pair[1]
+                    "entry {}: {why}",
+                    shown(&[name.as_bytes(), raw_name].concat())
                 ));
             }
-        }
-        for name in names {
-            if let Err(why) = validate_name(name) {
-                return bad(format!("entry {name:?}: {why}"));
+            let name = entry.name_bytes();
+            if let Err(why) = validate_name_bytes(name) {
+                return bad(format!("entry {}: {why}", shown(name)));
             }
-            all_names.push(*name);
+            all_names.push(name);
+        }
+        for pair in entries.windows(2) {
+            if pair[0].name_bytes() >= pair[1].name_bytes() {
+                return bad(format!(
+                    "entries {} and {} are not in sorted order",
+                    shown(pair[0].name_bytes()),
+                    shown(pair[1].name_bytes())
+                ));
+            }
         }
     }
     all_names.sort_unstable();
     if let Some(pair) = all_names.windows(2).find(|p| p[0] == p[1]) {
-        return bad(format!("name {:?} appears twice", pair[0]));
+        return bad(format!("name {} appears twice", shown(pair[0])));
     }
     for file in &directory.files {
         let digest = file.digest.as_ref().ok_or_else(|| {
-            TreeError::MalformedDirectory(format!("file {:?} has no digest", file.name))
+            TreeError::MalformedDirectory(format!(
+                "file {} has no digest",
+                shown(file.name_bytes())
+            ))
         })?;
         Digest::from_proto(digest)?;
     }
     for dir in &directory.directories {
         let digest = dir.digest.as_ref().ok_or_else(|| {
-            TreeError::MalformedDirectory(format!("directory {:?} has no digest", dir.name))
+            TreeError::MalformedDirectory(format!(
+                "directory {} has no digest",
+                shown(dir.name_bytes())
+            ))
         })?;
         Digest::from_proto(digest)?;
     }
     for link in &directory.symlinks {
-        if link.target.is_empty() || link.target.contains('\0') {
-            return bad(format!(
-                "symlink {:?} has an empty or NUL-bearing target",
-                link.name
-            ));
-        }
+        let target = symlink_target(link);
+        let why = match check_canonical(&link.target, &link.raw_target) {
+            Err(why) => why,
+            Ok(()) if target.is_empty() => "empty target",
+            Ok(()) if target.contains(&0) => "a target cannot contain NUL",
+            Ok(()) => continue,
+        };
+        return bad(format!("symlink {}: {why}", shown(link.name_bytes())));
     }
     Ok(())
 }
@@ -149,7 +199,7 @@ pub fn validate_directory(directory: &Directory) -> Result<(), TreeError> {
 /// is checked again on the opened file).
 struct PendingFile {
     path: PathBuf,
-    relative: String,
+    relative: PathBuf,
 }
 
 /// One entry of a directory as the walk found it, before any file is read.
@@ -158,18 +208,19 @@ enum Walked {
     /// A subdirectory, by the id of its own entry list.
     Directory(usize),
     /// A symlink's target: recorded, never followed.
-    Symlink(String),
+    Symlink(Vec<u8>),
 }
 
-/// One directory's entries as the walk found them, sorted by name.
-type WalkedEntries = Vec<(String, Walked)>;
+/// One directory's entries as the walk found them, sorted by name (the
+/// names' bytes).
+type WalkedEntries = Vec<(Vec<u8>, Walked)>;
 
 /// One entry of a directory once the files are numbered in tree order.
 enum Node {
     /// Index into the tree's file list.
     File(usize),
     Directory(usize),
-    Symlink(String),
+    Symlink(Vec<u8>),
 }
 
 /// What the walk's jobs share. Directory ids are handed out by the job
@@ -188,7 +239,7 @@ struct Walk {
 struct Subdirectory {
     id: usize,
     path: PathBuf,
-    relative: String,
+    relative: PathBuf,
 }
 
 /// What hashing one file gives.
@@ -221,7 +272,7 @@ pub fn build_tree(
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
-    rayon::scope(|scope| walk_directory(scope, &walk, 0, root.to_path_buf(), String::new(), 0));
+    rayon::scope(|scope| walk_directory(scope, &walk, 0, root.to_path_buf(), PathBuf::new(), 0));
     if let Some(error) = walk
         .error
         .into_inner()
@@ -239,7 +290,7 @@ pub fn build_tree(
 
     // Number files and list directories in depth-first name order, the
     // order `Tree` has always had (a directory before its contents).
-    let mut nodes: Vec<Vec<(String, Node)>> = Vec::new();
+    let mut nodes: Vec<Vec<(Vec<u8>, Node)>> = Vec::new();
     nodes.resize_with(walked.len(), Vec::new);
     let mut preorder = Vec::with_capacity(walked.len());
     let mut files = Vec::new();
@@ -259,9 +310,11 @@ pub fn build_tree(
     for id in (0..nodes.len()).rev() {
         let mut directory = Directory::default();
         for (name, node) in std::mem::take(&mut nodes[id]) {
+            let (name, raw_name) = split_name(name);
             match node {
                 Node::File(index) => directory.files.push(FileNode {
                     name,
+                    raw_name,
                     digest: Some(hashed[index].digest.to_proto()),
                     is_executable: hashed[index].executable,
                 }),
@@ -271,10 +324,19 @@ pub fn build_tree(
                         .expect("children have larger ids, so are encoded first");
                     directory.directories.push(DirectoryNode {
                         name,
+                        raw_name,
                         digest: Some(digest.to_proto()),
                     });
                 }
-                Node::Symlink(target) => directory.symlinks.push(SymlinkNode { name, target }),
+                Node::Symlink(target) => {
+                    let (target, raw_target) = split_name(target);
+                    directory.symlinks.push(SymlinkNode {
+                        name,
+                        raw_name,
+                        target,
+                        raw_target,
+                    })
+                }
             }
         }
         encoded[id] = Some(encode_directory(&directory));
@@ -313,7 +375,7 @@ fn walk_directory<'s>(
     walk: &'s Walk,
     id: usize,
     dir: PathBuf,
-    relative: String,
+    relative: PathBuf,
     depth: usize,
 ) {
     if walk.failed.load(Ordering::Relaxed) {
@@ -352,36 +414,31 @@ fn walk_directory<'s>(
 fn read_directory(
     walk: &Walk,
     dir: &Path,
-    relative: &str,
+    relative: &Path,
     depth: usize,
 ) -> Result<(WalkedEntries, Vec<Subdirectory>), TreeError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TreeError::Io { path, source }
     };
-    let mut listed: Vec<(String, std::fs::FileType)> = Vec::new();
+    let mut listed: Vec<(Vec<u8>, std::fs::FileType)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let kind = entry.file_type().map_err(|source| TreeError::Io {
             path: entry.path(),
             source,
         })?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|_| TreeError::BadName {
-                path: entry.path(),
-                reason: "not valid UTF-8",
-            })?;
-        listed.push((name, kind));
+        // The name's bytes, UTF-8 or not: the tree carries them as they are.
+        listed.push((entry.file_name().into_vec(), kind));
     }
     listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut entries = Vec::with_capacity(listed.len());
     let mut subdirectories = Vec::new();
     for (name, kind) in listed {
-        let path = dir.join(&name);
+        let name_os = std::ffi::OsStr::from_bytes(&name);
+        let path = dir.join(name_os);
         if kind.is_file() {
-            let relative = child_relative(relative, &name);
+            let relative = relative.join(name_os);
             entries.push((name, Walked::File(PendingFile { path, relative })));
         } else if kind.is_dir() {
             if depth + 1 > MAX_TREE_DEPTH {
@@ -393,20 +450,13 @@ fn read_directory(
             let id = walk.next_id.fetch_add(1, Ordering::Relaxed);
             subdirectories.push(Subdirectory {
                 id,
-                relative: child_relative(relative, &name),
+                relative: relative.join(name_os),
                 path,
             });
             entries.push((name, Walked::Directory(id)));
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(io_err(&path))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| TreeError::BadName {
-                    path: path.clone(),
-                    reason: "symlink target is not valid UTF-8",
-                })?;
-            entries.push((name, Walked::Symlink(target)));
+            entries.push((name, Walked::Symlink(target.into_os_string().into_vec())));
         } else {
             return Err(TreeError::UnsupportedFileType {
                 path,
@@ -432,23 +482,12 @@ fn special_kind(kind: std::fs::FileType) -> &'static str {
     }
 }
 
-fn child_relative(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        return name.to_owned();
-    }
-    let mut relative = String::with_capacity(parent.len() + 1 + name.len());
-    relative.push_str(parent);
-    relative.push('/');
-    relative.push_str(name);
-    relative
-}
-
 /// Numbers the walked files and lists directory ids, both depth first in
 /// name order.
 fn flatten(
     id: usize,
     walked: &mut [WalkedEntries],
-    nodes: &mut [Vec<(String, Node)>],
+    nodes: &mut [Vec<(Vec<u8>, Node)>],
     preorder: &mut Vec<usize>,
     files: &mut Vec<PendingFile>,
 ) {
@@ -624,7 +663,7 @@ mod tests {
             lines.push(format!(
                 "file {} {} {} {}",
                 file.path.display(),
-                file.relative,
+                file.relative.display(),
                 file.digest,
                 file.executable
             ));
@@ -695,7 +734,11 @@ mod tests {
                 tree.root.hex(),
                 "74e5ec8eb2dbdd83cb73039d069dc271d064d130512df6812909bac85629a517"
             );
-            let order: Vec<&str> = tree.files.iter().map(|f| f.relative.as_str()).collect();
+            let order: Vec<&str> = tree
+                .files
+                .iter()
+                .map(|f| f.relative.to_str().unwrap())
+                .collect();
             assert_eq!(
                 order,
                 [
@@ -771,7 +814,7 @@ mod tests {
         let file = |name: &str| FileNode {
             name: name.into(),
             digest: Some(hash_bytes(b"").to_proto()),
-            is_executable: false,
+            ..Default::default()
         };
         let unsorted = Directory {
             files: vec![file("b"), file("a")],
@@ -788,6 +831,7 @@ mod tests {
             symlinks: vec![SymlinkNode {
                 name: "a".into(),
                 target: "x".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };
