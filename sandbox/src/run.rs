@@ -588,7 +588,7 @@ fn start_step(
     ready: &mut Ready,
     spec: &SandboxSpec,
     privileged: bool,
-    nproc_rlimit: bool,
+    floors: Floors,
 ) -> Result<String, SandboxError> {
     let sc = ready.scratch.clone();
     let owner = privileged.then_some((HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID));
@@ -605,7 +605,7 @@ fn start_step(
         },
         WorkLayer::Copy => copy_layer(sys, spec, &sc, owner)?,
     };
-    finish_start(sys, ready, spec, owner, nproc_rlimit)?;
+    finish_start(sys, ready, spec, owner, floors)?;
     Ok(layer)
 }
 
@@ -693,7 +693,7 @@ fn finish_start(
     ready: &mut Ready,
     spec: &SandboxSpec,
     owner: Option<(u32, u32)>,
-    nproc_rlimit: bool,
+    floors: Floors,
 ) -> Result<(), SandboxError> {
     let work = ready.scratch.work.clone();
     // B.4 The step's cwd, created if absent, never through a symlink.
@@ -731,7 +731,7 @@ fn finish_start(
         ready.tmp_bytes = spec.limits.tmp_bytes;
     }
     // B.5 The plan: the waiting step chdirs, sets its rlimits and execs.
-    let plan = exec_plan(spec, nproc_rlimit)?;
+    let plan = exec_plan(spec, floors)?;
     let bytes = serde_json::to_vec(&plan).map_err(|source| SandboxError::Json {
         what: "exec plan",
         path: PathBuf::from("(exec pipe)"),
@@ -745,10 +745,33 @@ fn finish_start(
     Ok(())
 }
 
+/// Which rlimits stand in for a cgroup the step does not have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Floors {
+    /// RLIMIT_NPROC at the pids limit: only as root (the mapped uid is ours
+    /// alone; without root it would count all of the daemon user's
+    /// processes) and only without a pids cgroup (concurrent steps share
+    /// the mapped uid).
+    pub nproc: bool,
+    /// RLIMIT_DATA at the memory limit, per process: without a memory
+    /// cgroup, the only bound on what a step allocates.
+    pub data: bool,
+}
+
+impl Floors {
+    /// The floors for a step run with (`Some`) or without a cgroup.
+    pub fn for_step(privileged: bool, cgroup: bool) -> Floors {
+        Floors {
+            nproc: privileged && !cgroup,
+            data: !cgroup,
+        }
+    }
+}
+
 /// The step's [`ExecPlan`]: cwd, argv, the full environment, where to look
-/// for `argv[0]`, and the rlimits (the floor under the cgroup; RLIMIT_NPROC
-/// only where no pids cgroup counts for us).
-pub fn exec_plan(spec: &SandboxSpec, nproc_rlimit: bool) -> Result<ExecPlan, SandboxError> {
+/// for `argv[0]`, and the rlimits (the floor under the cgroup, see
+/// [`Floors`]).
+pub fn exec_plan(spec: &SandboxSpec, floors: Floors) -> Result<ExecPlan, SandboxError> {
     let env = step_env(spec);
     let path_dirs: Vec<PathBuf> = env
         .iter()
@@ -772,8 +795,12 @@ pub fn exec_plan(spec: &SandboxSpec, nproc_rlimit: bool) -> Result<ExecPlan, San
         let secs = spec.limits.cpu_time_ms.div_ceil(1000);
         rlimits.push((Rlimit::Cpu, secs, secs + 1));
     }
-    if nproc_rlimit {
+    if floors.nproc {
         rlimits.push((Rlimit::Nproc, spec.limits.pids, spec.limits.pids));
+    }
+    if floors.data {
+        let m = spec.limits.memory_bytes;
+        rlimits.push((Rlimit::Data, m, m));
     }
     let mut cwd = PathBuf::from(WORK_MOUNT);
     if !spec.cwd.is_empty() {
@@ -1106,7 +1133,7 @@ fn supervise(
         &mut ready,
         spec,
         privileged,
-        privileged && cg.is_none(),
+        Floors::for_step(privileged, cg.is_some()),
     ) {
         Ok(layer) => settings.work_layer = layer,
         Err(e) => {
@@ -1522,6 +1549,30 @@ mod tests {
         assert!(env.contains(&("TZ".into(), "UTC".into())));
         assert!(env.contains(&("SOURCE_DATE_EPOCH".into(), "1700000000".into())));
         assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
+    }
+
+    #[test]
+    fn rlimits_stand_in_for_a_missing_cgroup() {
+        let spec = crate::tests::spec_for_tests();
+        let limits = |privileged, cgroup| {
+            exec_plan(&spec, Floors::for_step(privileged, cgroup))
+                .unwrap()
+                .rlimits
+                .into_iter()
+                .map(|(r, soft, _)| (r, soft))
+                .collect::<Vec<_>>()
+        };
+        let base = vec![(Rlimit::Core, 0), (Rlimit::Fsize, 1 << 20)];
+        // A cgroup counts memory and processes: only the base floor.
+        assert_eq!(limits(true, true), base);
+        // Root without a cgroup: the mapped uid is ours, NPROC is safe.
+        let mut root = base.clone();
+        root.extend([(Rlimit::Nproc, 64), (Rlimit::Data, 1 << 29)]);
+        assert_eq!(limits(true, false), root);
+        // Without root NPROC would count the daemon user's processes.
+        let mut user = base;
+        user.push((Rlimit::Data, 1 << 29));
+        assert_eq!(limits(false, false), user);
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl RootfsSpec {
 pub struct Limits {
     /// Wall-clock time from the start of the sandbox until the step is killed.
     pub timeout_ms: u64,
-    /// Memory of all processes of the step (cgroup memory limit, with swap).
+    /// Memory of all processes of the step (cgroup memory limit, with
+    /// swap); without a cgroup, only RLIMIT_DATA per process.
     pub memory_bytes: u64,
     /// Number of processes and threads of the step (cgroup pids.max; only
     /// where there is no pids cgroup, RLIMIT_NPROC of the mapped uid, which

@@ -35,6 +35,8 @@ pub enum Rlimit {
     Cpu,
     /// Processes of the real uid.
     Nproc,
+    /// Data segment and private writable mappings of the process.
+    Data,
 }
 
 /// The kernel interface of the sandbox.
@@ -354,6 +356,7 @@ impl Syscalls for LinuxSyscalls {
             Rlimit::Fsize => Resource::RLIMIT_FSIZE,
             Rlimit::Cpu => Resource::RLIMIT_CPU,
             Rlimit::Nproc => Resource::RLIMIT_NPROC,
+            Rlimit::Data => Resource::RLIMIT_DATA,
         };
         nix::sys::resource::setrlimit(r, soft, hard)
     }
