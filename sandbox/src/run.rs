@@ -220,7 +220,8 @@ pub fn settings(spec: &SandboxSpec, privileged: bool, entries: &[RootEntry]) -> 
         network: "none (loopback only)".into(),
         hostname: spec.hostname.clone(),
         rootfs_binds: describe_entries(entries),
-        work_layer: "copy on tmpfs".into(),
+        // Filled in once the layer is mounted (overlay, or the copy).
+        work_layer: String::new(),
         no_new_privs: true,
     }
 }

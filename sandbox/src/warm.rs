@@ -306,7 +306,7 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
 }
 
 /// Z.2-Z.4, everything that does not depend on the spec. A step that fails
-/// leaves its part undone, for `run_warm` to do or to refuse: a cgroup we
+/// leaves its part undone, for `run::prepare` to do or to refuse: a cgroup we
 /// could not join is not used (rlimits only, as `run` without a cgroup); a
 /// mount namespace not made is made later.
 pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) -> Warm {
