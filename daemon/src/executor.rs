@@ -429,7 +429,7 @@ async fn run(
         let daemon = daemon.clone();
         let root = request.input_root;
         tokio::task::spawn_blocking(
-            move || -> Result<(PathBuf, Vec<(String, Digest)>), DaemonError> {
+            move || -> Result<(PathBuf, crate::materialize::FileList), DaemonError> {
                 let dir = daemon.inputs.materialize(&daemon.store, &root)?;
                 let files = daemon.inputs.list_files(&daemon.store, &root)?;
                 Ok((dir, files))
@@ -637,7 +637,7 @@ async fn run(
                 stdout,
                 stderr,
                 exit_code: 0,
-            })
+            })?
             .sign(&[daemon.signer.key()])
             .map_err(|e| DaemonError::Signing(error_chain(&e)))?,
             None => Vec::new(),

@@ -24,7 +24,7 @@
 //! is owned by the daemon's uid, as everything it creates.
 //!
 //! File lists. Next to each tree, `inputs/.files-<root digest>` records its
-//! files (path, digest) with a checksum, written before the tree is
+//! files (path as the names' bytes, UTF-8 or not; digest) with a checksum, written before the tree is
 //! renamed into place. The root digest fixes the contents, so a later
 //! build of the same tree reads its completeness and its materials from
 //! there instead of walking 20,000 stored blobs again; a damaged list is
@@ -44,13 +44,19 @@
 use crate::error::DaemonError;
 use crate::store::BlobStore;
 use attest_proto::v1::Directory;
-use attest_tree::{validate_directory, Digest, MAX_TREE_DEPTH};
+use attest_tree::{symlink_target, validate_directory, Digest, EntryName, MAX_TREE_DEPTH};
 use prost::Message;
+use std::ffi::OsStr;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+/// A tree's regular files: each path (`/`-separated, relative to the root,
+/// the names' raw bytes, which need not be UTF-8) with its digest.
+pub type FileList = Vec<(Vec<u8>, Digest)>;
 
 /// Size of a materialized tree, for progress events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -223,13 +229,10 @@ impl InputTrees {
     }
 
     /// Every regular file of the tree with its path (`/`-separated, relative
-    /// to the root) and digest, sorted: the per-file materials. Read from
-    /// the tree's file list when there is one.
-    pub fn list_files(
-        &self,
-        store: &BlobStore,
-        root: &Digest,
-    ) -> Result<Vec<(String, Digest)>, DaemonError> {
+    /// to the root, the names' bytes, which need not be UTF-8) and digest,
+    /// sorted by those bytes: the per-file materials. Read from the tree's
+    /// file list when there is one.
+    pub fn list_files(&self, store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
         let started = std::time::Instant::now();
         let list_path = self.list_path(root);
         if let Some(files) = read_file_list(&list_path) {
@@ -337,10 +340,10 @@ impl InputTrees {
                             }
                         }
                         self.chown(&path)?;
-                        files.push((relative.to_string_lossy().into_owned(), digest));
+                        files.push((relative.as_os_str().as_bytes().to_vec(), digest));
                     }
                     Node::Symlink { target } => {
-                        std::os::unix::fs::symlink(target, &path)
+                        std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                             .map_err(DaemonError::io("create symlink", &path))?;
                         self.chown(&path)?;
                     }
@@ -391,7 +394,7 @@ impl InputTrees {
     }
 
     /// Writes a tree's file list through a temporary name.
-    fn write_file_list(&self, path: &Path, files: &[(String, Digest)]) -> Result<(), DaemonError> {
+    fn write_file_list(&self, path: &Path, files: &[(Vec<u8>, Digest)]) -> Result<(), DaemonError> {
         let tmp = self.dir.join(format!(".tmp-list-{}", uuid::Uuid::new_v4()));
         let result = (|| {
             let mut file = std::fs::OpenOptions::new()
@@ -422,16 +425,20 @@ struct LinkCounts {
 /// anything looking for trees skip).
 const FILE_LIST_PREFIX: &str = ".files-";
 /// First line of a file list; the rest is NUL-terminated
-/// `<hex digest> <size> <path>` records (paths cannot hold NUL).
+/// `<hex digest> <size> <path>` records, the path as its raw bytes (paths
+/// cannot hold NUL; lists written before names could be other than UTF-8
+/// only hold UTF-8 paths, which read the same).
 const FILE_LIST_MAGIC: &str = "attestd-file-list v1";
 
 /// `MAGIC <count> <sha256 of the records>\n` then the records: the
 /// checksum catches a list cut short or garbled by a crash (it is written
 /// without fsync, as the tree is).
-fn encode_file_list(files: &[(String, Digest)]) -> Vec<u8> {
+fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
     let mut records = Vec::with_capacity(files.len() * 100);
     for (path, digest) in files {
-        records.extend_from_slice(format!("{} {} {path}\0", digest.hex(), digest.size).as_bytes());
+        records.extend_from_slice(format!("{} {} ", digest.hex(), digest.size).as_bytes());
+        records.extend_from_slice(path);
+        records.push(0);
     }
     let mut out = format!(
         "{FILE_LIST_MAGIC} {} {}\n",
@@ -444,7 +451,7 @@ fn encode_file_list(files: &[(String, Digest)]) -> Vec<u8> {
 }
 
 /// Reads a tree's file list; None when it is missing or does not check.
-fn read_file_list(path: &Path) -> Option<Vec<(String, Digest)>> {
+fn read_file_list(path: &Path) -> Option<FileList> {
     let bytes = std::fs::read(path).ok()?;
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
@@ -457,18 +464,19 @@ fn read_file_list(path: &Path) -> Option<Vec<(String, Digest)>> {
     }
     let mut files = Vec::with_capacity(count);
     for record in records.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let record = std::str::from_utf8(record).ok()?;
-        let (hex, rest) = record.split_once(' ')?;
-        let (size, path) = rest.split_once(' ')?;
+        let mut fields = record.splitn(3, |&b| b == b' ');
+        let hex = std::str::from_utf8(fields.next()?).ok()?;
+        let size = std::str::from_utf8(fields.next()?).ok()?;
+        let path = fields.next()?;
         files.push((
-            path.to_string(),
+            path.to_vec(),
             Digest::from_hex(hex, size.parse().ok()?).ok()?,
         ));
     }
     (files.len() == count).then_some(files)
 }
 
-fn stats_of(files: &[(String, Digest)]) -> TreeStats {
+fn stats_of(files: &[(Vec<u8>, Digest)]) -> TreeStats {
     TreeStats {
         files: files.len() as u64,
         bytes: files.iter().map(|(_, d)| d.size).sum(),
@@ -476,11 +484,11 @@ fn stats_of(files: &[(String, Digest)]) -> TreeStats {
 }
 
 /// Every file of a stored tree, sorted by path.
-fn walk_files(store: &BlobStore, root: &Digest) -> Result<Vec<(String, Digest)>, DaemonError> {
+fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
     let mut files = Vec::new();
     walk(store, root, &mut |relative, node| {
         if let Node::File { digest, .. } = node {
-            files.push((relative.to_string_lossy().into_owned(), digest));
+            files.push((relative.as_os_str().as_bytes().to_vec(), digest));
         }
         Ok(())
     })?;
@@ -529,12 +537,19 @@ fn tree_bytes(dir: &Path) -> u64 {
 /// One entry met while walking a tree.
 enum Node {
     Directory,
-    File { digest: Digest, executable: bool },
-    Symlink { target: String },
+    File {
+        digest: Digest,
+        executable: bool,
+    },
+    /// The target's bytes, UTF-8 or not.
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// Depth-first walk of a stored tree, parents before children. `visit` gets
-/// each entry's path relative to the root (the root itself is not visited).
+/// each entry's path relative to the root (the root itself is not visited),
+/// made of the names' raw bytes.
 fn walk(
     store: &BlobStore,
     root: &Digest,
@@ -558,7 +573,7 @@ fn walk(
         for file in &directory.files {
             let digest = Digest::from_proto(file.digest.as_ref().expect("validated"))?;
             visit(
-                &relative.join(&file.name),
+                &relative.join(OsStr::from_bytes(file.name_bytes())),
                 Node::File {
                     digest,
                     executable: file.is_executable,
@@ -567,14 +582,14 @@ fn walk(
         }
         for link in &directory.symlinks {
             visit(
-                &relative.join(&link.name),
+                &relative.join(OsStr::from_bytes(link.name_bytes())),
                 Node::Symlink {
-                    target: link.target.clone(),
+                    target: symlink_target(link).to_vec(),
                 },
             )?;
         }
         for child in directory.directories.iter().rev() {
-            let child_path = relative.join(&child.name);
+            let child_path = relative.join(OsStr::from_bytes(child.name_bytes()));
             visit(&child_path, Node::Directory)?;
             let digest = Digest::from_proto(child.digest.as_ref().expect("validated"))?;
             stack.push((child_path, digest, depth + 1));
@@ -718,6 +733,49 @@ mod tests {
             root
         );
         remove_tree(&out).unwrap();
+    }
+
+    #[test]
+    fn names_and_targets_that_are_not_utf8_are_materialized_and_listed_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let subdir = src.join(OsStr::from_bytes(b"d\xff"));
+        std::fs::create_dir_all(&subdir).unwrap();
+        std::fs::write(src.join(OsStr::from_bytes(b"caf\xe9.txt")), b"latin-1").unwrap();
+        std::fs::write(subdir.join("100%"), b"percent").unwrap();
+        std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9.txt"), src.join("link")).unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
+        let out = trees.materialize(&store, &root).unwrap();
+        assert_eq!(
+            std::fs::read(out.join(OsStr::from_bytes(b"caf\xe9.txt"))).unwrap(),
+            b"latin-1"
+        );
+        assert_eq!(
+            std::fs::read(out.join(OsStr::from_bytes(b"d\xff/100%"))).unwrap(),
+            b"percent"
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("link"))
+                .unwrap()
+                .as_os_str()
+                .as_bytes(),
+            b"caf\xe9.txt"
+        );
+        // The materialized tree hashes back to the root it was made from.
+        assert_eq!(
+            attest_tree::build_tree(&out, None, &|_| {}).unwrap().root,
+            root
+        );
+        let expected = vec![
+            (b"caf\xe9.txt".to_vec(), attest_tree::hash_bytes(b"latin-1")),
+            (b"d\xff/100%".to_vec(), attest_tree::hash_bytes(b"percent")),
+        ];
+        assert_eq!(walk_files(&store, &root).unwrap(), expected);
+        // The list written next to the tree keeps the raw bytes.
+        assert_eq!(read_file_list(&trees.list_path(&root)).unwrap(), expected);
+        assert_eq!(trees.list_files(&store, &root).unwrap(), expected);
     }
 
     #[test]

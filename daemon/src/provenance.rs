@@ -2,13 +2,14 @@
 //! whose subjects are the products, with a SLSA Provenance v1 predicate of
 //! build type [`BUILD_TYPE`] (documented in docs/buildtype-v1.md).
 
-use crate::rootfs::{BindStatus, NodeKind, RootfsFacts, TREE_MEDIA_TYPE};
+use crate::error::DaemonError;
+use crate::rootfs::{BindStatus, NodeKind, RootfsFacts, FIRST_HASH_RUNNING, TREE_MEDIA_TYPE};
 use attest_provenance::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PREDICATE_TYPE_V1,
 };
 use attest_provenance::statement::{ResourceDescriptor, Statement, STATEMENT_TYPE_V1};
 use attest_sandbox::{Settings, Usage};
-use attest_tree::Digest;
+use attest_tree::{percent_bytes_encode, Digest, PERCENT_BYTES};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -32,7 +33,8 @@ pub struct BuildFacts<'a> {
     pub requested_limits: Option<&'a attest_proto::v1::Limits>,
     pub source: Option<&'a attest_proto::v1::SourceInfo>,
     pub input_root: Digest,
-    pub input_files: &'a [(String, Digest)],
+    /// Each input file's path (the names' bytes, UTF-8 or not) and digest.
+    pub input_files: &'a [(Vec<u8>, Digest)],
     pub settings: &'a Settings,
     /// What the daemon measured of the host rootfs around the step.
     pub rootfs: &'a RootfsFacts,
@@ -52,6 +54,29 @@ fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
         digest: BTreeMap::from([("sha256".to_string(), digest.hex())]),
         ..Default::default()
     }
+}
+
+/// The name a path has in the provenance and the link: the path itself
+/// when it is UTF-8, its `percent-bytes` encoding otherwise (see
+/// docs/buildtype-v1.md, "Paths that are not UTF-8"). The flag says which.
+pub fn path_name(path: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(path) {
+        Ok(name) => (name.to_string(), false),
+        Err(_) => (percent_bytes_encode(path), true),
+    }
+}
+
+/// A file named by its path: a path that is not UTF-8 gets the encoded
+/// name and the `pathEncoding` annotation that says so.
+fn path_descriptor(path: &[u8], digest: &Digest) -> ResourceDescriptor {
+    let (name, encoded) = path_name(path);
+    let mut descriptor = sha256_descriptor(&name, digest);
+    if encoded {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("pathEncoding".into(), json!(PERCENT_BYTES));
+        descriptor.annotations = Some(annotations);
+    }
+    descriptor
 }
 
 /// The `rootfs:<path>` dependency of one bind as the sandbox reported it
@@ -121,6 +146,10 @@ fn rootfs_descriptor(bind: &str, rootfs: &RootfsFacts) -> ResourceDescriptor {
         BindStatus::NotHashed { reason } => {
             annotations.insert("hashed".into(), json!(false));
             annotations.insert("reason".into(), json!(reason));
+        }
+        BindStatus::FirstHashRunning => {
+            annotations.insert("hashed".into(), json!(false));
+            annotations.insert("reason".into(), json!(FIRST_HASH_RUNNING));
         }
     }
     descriptor.annotations = Some(annotations);
@@ -219,7 +248,7 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         resolved.push(rootfs_descriptor(bind, facts.rootfs));
     }
     for (path, digest) in facts.input_files {
-        resolved.push(sha256_descriptor(path, digest));
+        resolved.push(path_descriptor(path, digest));
     }
 
     let execution = json!({
@@ -290,7 +319,8 @@ pub struct LinkFacts<'a> {
     pub invocation_id: &'a str,
     pub argv: &'a [String],
     pub working_directory: &'a str,
-    pub input_files: &'a [(String, Digest)],
+    /// Each input file's path (the names' bytes, UTF-8 or not) and digest.
+    pub input_files: &'a [(Vec<u8>, Digest)],
     pub outputs: &'a [(String, Digest)],
     pub stdout: Digest,
     pub stderr: Digest,
@@ -302,24 +332,35 @@ pub struct LinkFacts<'a> {
 /// the provenance names), with sha256. Byproducts carry the exit status and
 /// the digests of the logs (their bytes are in the content store), not the
 /// logs themselves. Signing is the caller's.
-pub fn build_link(facts: &LinkFacts<'_>) -> attest_provenance::link::Link {
-    let hashes = |files: &[(String, Digest)]| {
-        files
-            .iter()
-            .map(|(path, digest)| {
-                (
-                    path.clone(),
-                    BTreeMap::from([("sha256".to_string(), digest.hex())]),
-                )
-            })
-            .collect()
-    };
+///
+/// A material whose path is not UTF-8 is keyed by its `percent-bytes`
+/// encoding, as in the provenance; the link has no place to mark it, so a
+/// tree that also holds a file literally named that encoding would give two
+/// files one key. Such a tree is refused (InvalidRequest naming the path)
+/// rather than one file silently left out.
+pub fn build_link(facts: &LinkFacts<'_>) -> Result<attest_provenance::link::Link, DaemonError> {
+    let sha256 = |digest: &Digest| BTreeMap::from([("sha256".to_string(), digest.hex())]);
+    let mut materials = BTreeMap::new();
+    for (path, digest) in facts.input_files {
+        let (key, _) = path_name(path);
+        if materials.insert(key.clone(), sha256(digest)).is_some() {
+            return Err(DaemonError::InvalidRequest(format!(
+                "the input tree holds two files named {key:?} in the link: one literally, one \
+                 whose path is not UTF-8 and encodes to it"
+            )));
+        }
+    }
+    let products = facts
+        .outputs
+        .iter()
+        .map(|(path, digest)| (path.clone(), sha256(digest)))
+        .collect();
     let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
-    attest_provenance::link::Link {
+    Ok(attest_provenance::link::Link {
         name: facts.name.to_string(),
         command: facts.argv.to_vec(),
-        materials: hashes(facts.input_files),
-        products: hashes(facts.outputs),
+        materials,
+        products,
         byproducts: object(json!({
             "return-value": facts.exit_code,
             "stdout-sha256": facts.stdout.hex(),
@@ -330,7 +371,7 @@ pub fn build_link(facts: &LinkFacts<'_>) -> attest_provenance::link::Link {
             "invocationId": facts.invocation_id,
             "workdir": facts.working_directory,
         })),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -341,7 +382,7 @@ mod tests {
 
     #[test]
     fn the_link_names_inputs_as_materials_outputs_as_products_and_verifies() {
-        let input_files = vec![("src/hello.c".to_string(), hash_bytes(b"int main;"))];
+        let input_files = vec![(b"src/hello.c".to_vec(), hash_bytes(b"int main;"))];
         let outputs = vec![("hello".to_string(), hash_bytes(b"\x7fELF"))];
         let argv = vec!["cc".to_string(), "-o".into(), "hello".into()];
         let link = build_link(&LinkFacts {
@@ -354,7 +395,8 @@ mod tests {
             stdout: hash_bytes(b""),
             stderr: hash_bytes(b"warning"),
             exit_code: 0,
-        });
+        })
+        .unwrap();
         assert_eq!(link.name, "compile");
         assert_eq!(link.command, argv);
         assert_eq!(
@@ -375,6 +417,57 @@ mod tests {
         let (verified, _) =
             attest_provenance::link::verify_link(&bytes, &[key.public_key()]).unwrap();
         assert_eq!(verified, link);
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_named_by_its_marked_encoding_and_decodes_back() {
+        let digest = hash_bytes(b"x");
+        let input_files = vec![
+            (b"100%.txt".to_vec(), digest),
+            (b"src/caf\xe9.txt".to_vec(), digest),
+        ];
+        let st = statement_with_inputs(&settings(), &RootfsFacts::off(), &input_files);
+        // A UTF-8 name, "%" and all, is as it was: no annotation.
+        let plain = deps_named(&st, "100%.txt");
+        assert!(plain.get("annotations").is_none(), "{plain}");
+        let encoded = deps_named(&st, "src/caf%E9.txt");
+        assert_eq!(encoded["annotations"]["pathEncoding"], "percent-bytes");
+        assert_eq!(encoded["digest"]["sha256"], digest.hex());
+        assert_eq!(
+            attest_tree::percent_bytes_decode(encoded["name"].as_str().unwrap()).unwrap(),
+            b"src/caf\xe9.txt"
+        );
+        attest_provenance::statement::Statement::from_json(st.to_string().as_bytes())
+            .unwrap()
+            .validate()
+            .unwrap();
+
+        let link_facts = |input_files| LinkFacts {
+            name: "step",
+            invocation_id: "inv",
+            argv: &[],
+            working_directory: "",
+            input_files,
+            outputs: &[],
+            stdout: digest,
+            stderr: digest,
+            exit_code: 0,
+        };
+        let link = build_link(&link_facts(&input_files)).unwrap();
+        assert_eq!(
+            link.materials.keys().collect::<Vec<_>>(),
+            ["100%.txt", "src/caf%E9.txt"]
+        );
+        // A literal "caf%E9.txt" next to the Latin-1 one would share its
+        // key: refused, not one of them dropped.
+        let clash = vec![
+            (b"caf%E9.txt".to_vec(), digest),
+            (b"caf\xe9.txt".to_vec(), hash_bytes(b"y")),
+        ];
+        match build_link(&link_facts(&clash)) {
+            Err(DaemonError::InvalidRequest(m)) => assert!(m.contains("caf%E9.txt"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     fn settings() -> Settings {
@@ -410,6 +503,15 @@ mod tests {
 
     fn statement_with_rootfs(settings: &Settings, rootfs: &RootfsFacts) -> serde_json::Value {
         let digest = attest_tree::hash_bytes(b"x");
+        statement_with_inputs(settings, rootfs, &[(b"a.c".to_vec(), digest)])
+    }
+
+    fn statement_with_inputs(
+        settings: &Settings,
+        rootfs: &RootfsFacts,
+        input_files: &[(Vec<u8>, Digest)],
+    ) -> serde_json::Value {
+        let digest = attest_tree::hash_bytes(b"x");
         let statement = build_statement(&BuildFacts {
             invocation_id: "inv",
             builder_id: "urn:attestd:host:test",
@@ -420,7 +522,7 @@ mod tests {
             requested_limits: None,
             source: None,
             input_root: digest,
-            input_files: &[("a.c".into(), digest)],
+            input_files,
             settings,
             rootfs,
             source_date_epoch: 0,
