@@ -5,9 +5,11 @@
 //! RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` under the work layer's root and
 //! entries are examined with `AT_SYMLINK_NOFOLLOW`.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -130,11 +132,10 @@ fn collect_one(root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
     }
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let result = match kind {
-        SFlag::S_IFREG => {
-            copy_file_at(&pfd, name, &dst).map(|exe| OutputState::File { executable: exe })
-        }
+        SFlag::S_IFREG => copy_file_at(&pfd, OsStr::new(name), &dst)
+            .map(|exe| OutputState::File { executable: exe }),
         SFlag::S_IFDIR => {
-            let r = copy_dir_at(&pfd, name, &dst, path);
+            let r = copy_dir_at(&pfd, OsStr::new(name), &dst, Path::new(path));
             if r.is_err() {
                 let _ = fs::remove_dir_all(&dst);
             }
@@ -160,8 +161,9 @@ fn collect_one(root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
 }
 
 /// Copies the regular file `name` (in `dir`) to the new file `dst`; returns
-/// whether it is executable.
-fn copy_file_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path) -> Result<bool, String> {
+/// whether it is executable. Names are bytes, UTF-8 or not (`{:?}` on an
+/// `OsStr` or `Path` shows a byte that is not UTF-8 escaped, as `\xE9`).
+fn copy_file_at<Fd: AsFd>(dir: &Fd, name: &OsStr, dst: &Path) -> Result<bool, String> {
     let fd = nix::fcntl::openat(
         dir,
         name,
@@ -188,7 +190,9 @@ fn copy_file_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path) -> Result<bool, Stri
 
 /// Copies the directory `name` (in `dir`) to `dst` recursively; refuses the
 /// whole directory if it holds anything but directories and regular files.
-fn copy_dir_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path, shown: &str) -> Result<(), String> {
+/// Entries are named by their bytes, so a name that is not UTF-8 is copied
+/// under the same name.
+fn copy_dir_at<Fd: AsFd>(dir: &Fd, name: &OsStr, dst: &Path, shown: &Path) -> Result<(), String> {
     let fd = nix::fcntl::openat(
         dir,
         name,
@@ -197,22 +201,22 @@ fn copy_dir_at<Fd: AsFd>(dir: &Fd, name: &str, dst: &Path, shown: &str) -> Resul
     )
     .map_err(|e| format!("cannot open {shown:?}: {e}"))?;
     fs::create_dir(dst).map_err(|e| format!("cannot create {}: {e}", dst.display()))?;
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<OsString> = Vec::new();
     {
         let dup = fd.try_clone().map_err(|e| e.to_string())?;
         let mut d = nix::dir::Dir::from_fd(dup).map_err(|e| e.to_string())?;
         for e in d.iter() {
             let e = e.map_err(|e| e.to_string())?;
-            let n = e.file_name().to_string_lossy().into_owned();
+            let n = OsStr::from_bytes(e.file_name().to_bytes());
             if n != "." && n != ".." {
-                names.push(n);
+                names.push(n.to_os_string());
             }
         }
     }
     names.sort();
     for n in names {
-        let child_shown = format!("{shown}/{n}");
-        let st = fstatat(&fd, n.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        let child_shown = shown.join(&n);
+        let st = fstatat(&fd, n.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| format!("cannot stat {child_shown:?}: {e}"))?;
         let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
         let child_dst: PathBuf = dst.join(&n);
@@ -300,6 +304,29 @@ mod tests {
         let r = collect(&work, &["d/passwd".into()], &out);
         assert!(matches!(&r[0].state, OutputState::Refused { .. }), "{r:?}");
         assert!(!out.join("d").exists());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_in_an_output_directory_are_collected_byte_for_byte() {
+        let (_t, work, out) = setup();
+        let sub = work.join("d").join(OsStr::from_bytes(b"sub\xff"));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(OsStr::from_bytes(b"caf\xe9.txt")), "latin-1").unwrap();
+        let r = collect(&work, &["d".into()], &out);
+        assert_eq!(r[0].state, OutputState::Directory, "{r:?}");
+        assert_eq!(
+            fs::read(out.join(OsStr::from_bytes(b"d/sub\xff/caf\xe9.txt"))).unwrap(),
+            b"latin-1"
+        );
+        // A refusal under such a name shows its bytes escaped, not U+FFFD.
+        std::os::unix::fs::symlink("x", sub.join("z")).unwrap();
+        let again = out.join("again");
+        fs::create_dir(&again).unwrap();
+        let r = collect(&work, &["d".into()], &again);
+        assert!(
+            matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("d/sub\\xFF/z")),
+            "{r:?}"
+        );
     }
 
     #[test]
