@@ -5,6 +5,8 @@ use crate::error::ClientError;
 use attest_proto::v1::{build_event::Event, BuildDone, BuildRequest, EnvVar, Limits, SourceInfo};
 use attest_tree::{build_tree, Digest, DigestCache};
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -220,7 +222,9 @@ pub async fn run_build(
             .and_then(|d| {
                 Digest::from_proto(d).map_err(|e| ClientError::Protocol(e.to_string()))
             })?;
-        let dest = options.out_dir.join(&output.path);
+        // A path that is not UTF-8 comes as raw bytes (`raw_path`).
+        let path = attest_tree::joined(&output.path, &output.raw_path);
+        let dest = options.out_dir.join(OsStr::from_bytes(path));
         client
             .download(&digest, &dest, output.is_executable)
             .await?;

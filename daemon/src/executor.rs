@@ -19,6 +19,7 @@ use attest_proto::v1::{
 };
 use attest_sandbox::{CollectedOutput, Outcome, OutputState, RootfsSpec, SandboxSpec};
 use attest_tree::{validate_name, Digest};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -594,7 +595,7 @@ async fn run(
             }
         };
 
-        let named: Vec<(String, Digest)> =
+        let named: Vec<(Vec<u8>, Digest)> =
             outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
         let rootfs = rootfs_check.facts().await;
         let statement = build_statement(&BuildFacts {
@@ -671,10 +672,14 @@ async fn run(
             ),
             outputs: outputs
                 .into_iter()
-                .map(|(path, digest, is_executable)| OutputFile {
-                    path,
-                    digest: Some(digest.to_proto()),
-                    is_executable,
+                .map(|(path, digest, is_executable)| {
+                    let (path, raw_path) = attest_tree::split_name(path);
+                    OutputFile {
+                        path,
+                        raw_path,
+                        digest: Some(digest.to_proto()),
+                        is_executable,
+                    }
                 })
                 .collect(),
             envelope: envelope_json.into_bytes(),
@@ -743,15 +748,18 @@ async fn pump_log(
     tokio::task::block_in_place(|| blob.finish())
 }
 
+/// One collected output file: its path (the names' bytes, which need not
+/// be UTF-8 inside a declared directory), digest and executable bit.
+type Collected = (Vec<u8>, Digest, bool);
+
 /// Hashes and stores every declared output. Returns Err(message) when an
 /// output is missing or was refused by the helper.
-#[allow(clippy::type_complexity)]
 fn collect_outputs(
     store: &BlobStore,
     out_dir: &Path,
     declared: &[String],
     collected: &[CollectedOutput],
-) -> Result<Result<Vec<(String, Digest, bool)>, String>, DaemonError> {
+) -> Result<Result<Vec<Collected>, String>, DaemonError> {
     let mut outputs = Vec::new();
     for path in declared {
         let Some(found) = collected.iter().find(|c| &c.path == path) else {
@@ -772,10 +780,12 @@ fn collect_outputs(
             }
             OutputState::File { executable } => {
                 let digest = store.put_file(&out_dir.join(path))?;
-                outputs.push((path.clone(), digest, *executable));
+                outputs.push((path.as_bytes().to_vec(), digest, *executable));
             }
             OutputState::Directory => {
-                if let Err(message) = collect_directory(store, out_dir, path, &mut outputs)? {
+                if let Err(message) =
+                    collect_directory(store, out_dir, Path::new(path), &mut outputs)?
+                {
                     return Ok(Err(message));
                 }
             }
@@ -784,12 +794,13 @@ fn collect_outputs(
     Ok(Ok(outputs))
 }
 
-#[allow(clippy::type_complexity)]
+/// Collects every file under a declared directory, by the entries' byte
+/// names (UTF-8 or not), depth first in name order.
 fn collect_directory(
     store: &BlobStore,
     out_dir: &Path,
-    relative: &str,
-    outputs: &mut Vec<(String, Digest, bool)>,
+    relative: &Path,
+    outputs: &mut Vec<Collected>,
 ) -> Result<Result<(), String>, DaemonError> {
     let dir = out_dir.join(relative);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -798,12 +809,7 @@ fn collect_directory(
         .map_err(DaemonError::io("list", &dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let Ok(name) = entry.file_name().into_string() else {
-            return Ok(Err(format!(
-                "output directory {relative:?} holds a file whose name is not UTF-8"
-            )));
-        };
-        let child = format!("{relative}/{name}");
+        let child = relative.join(entry.file_name());
         let meta = std::fs::symlink_metadata(entry.path())
             .map_err(DaemonError::io("stat", entry.path()))?;
         if meta.is_dir() {
@@ -812,7 +818,11 @@ fn collect_directory(
             }
         } else if meta.is_file() {
             let digest = store.put_file(&entry.path())?;
-            outputs.push((child, digest, meta.permissions().mode() & 0o111 != 0));
+            outputs.push((
+                child.as_os_str().as_bytes().to_vec(),
+                digest,
+                meta.permissions().mode() & 0o111 != 0,
+            ));
         } else {
             return Ok(Err(format!(
                 "output {child:?} is not a regular file or directory"

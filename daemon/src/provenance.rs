@@ -39,7 +39,8 @@ pub struct BuildFacts<'a> {
     /// What the daemon measured of the host rootfs around the step.
     pub rootfs: &'a RootfsFacts,
     pub source_date_epoch: u64,
-    pub outputs: &'a [(String, Digest)],
+    /// Each collected output's path (bytes, UTF-8 or not) and digest.
+    pub outputs: &'a [(Vec<u8>, Digest)],
     pub stdout: Digest,
     pub stderr: Digest,
     pub exit_code: i32,
@@ -161,7 +162,7 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
     let subject = facts
         .outputs
         .iter()
-        .map(|(path, d)| sha256_descriptor(path, d))
+        .map(|(path, d)| path_descriptor(path, d))
         .collect();
 
     let env: serde_json::Map<String, serde_json::Value> = facts
@@ -321,7 +322,8 @@ pub struct LinkFacts<'a> {
     pub working_directory: &'a str,
     /// Each input file's path (the names' bytes, UTF-8 or not) and digest.
     pub input_files: &'a [(Vec<u8>, Digest)],
-    pub outputs: &'a [(String, Digest)],
+    /// Each collected output's path (bytes, UTF-8 or not) and digest.
+    pub outputs: &'a [(Vec<u8>, Digest)],
     pub stdout: Digest,
     pub stderr: Digest,
     pub exit_code: i32,
@@ -333,28 +335,28 @@ pub struct LinkFacts<'a> {
 /// the digests of the logs (their bytes are in the content store), not the
 /// logs themselves. Signing is the caller's.
 ///
-/// A material whose path is not UTF-8 is keyed by its `percent-bytes`
-/// encoding, as in the provenance; the link has no place to mark it, so a
-/// tree that also holds a file literally named that encoding would give two
-/// files one key. Such a tree is refused (InvalidRequest naming the path)
-/// rather than one file silently left out.
+/// A material or product whose path is not UTF-8 is keyed by its
+/// `percent-bytes` encoding, as in the provenance; the link has no place to
+/// mark it, so a tree that also holds a file literally named that encoding
+/// would give two files one key. Such a build is refused (InvalidRequest
+/// naming the key) rather than one file silently left out.
 pub fn build_link(facts: &LinkFacts<'_>) -> Result<attest_provenance::link::Link, DaemonError> {
-    let sha256 = |digest: &Digest| BTreeMap::from([("sha256".to_string(), digest.hex())]);
-    let mut materials = BTreeMap::new();
-    for (path, digest) in facts.input_files {
-        let (key, _) = path_name(path);
-        if materials.insert(key.clone(), sha256(digest)).is_some() {
-            return Err(DaemonError::InvalidRequest(format!(
-                "the input tree holds two files named {key:?} in the link: one literally, one \
-                 whose path is not UTF-8 and encodes to it"
-            )));
+    let hashes = |files: &[(Vec<u8>, Digest)], what: &str| {
+        let mut hashes = BTreeMap::new();
+        for (path, digest) in files {
+            let (key, _) = path_name(path);
+            let hash = BTreeMap::from([("sha256".to_string(), digest.hex())]);
+            if hashes.insert(key.clone(), hash).is_some() {
+                return Err(DaemonError::InvalidRequest(format!(
+                    "the {what} hold two files named {key:?} in the link: one literally, one \
+                     whose path is not UTF-8 and encodes to it"
+                )));
+            }
         }
-    }
-    let products = facts
-        .outputs
-        .iter()
-        .map(|(path, digest)| (path.clone(), sha256(digest)))
-        .collect();
+        Ok(hashes)
+    };
+    let materials = hashes(facts.input_files, "inputs")?;
+    let products = hashes(facts.outputs, "outputs")?;
     let object = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
     Ok(attest_provenance::link::Link {
         name: facts.name.to_string(),
@@ -383,7 +385,7 @@ mod tests {
     #[test]
     fn the_link_names_inputs_as_materials_outputs_as_products_and_verifies() {
         let input_files = vec![(b"src/hello.c".to_vec(), hash_bytes(b"int main;"))];
-        let outputs = vec![("hello".to_string(), hash_bytes(b"\x7fELF"))];
+        let outputs = vec![(b"hello".to_vec(), hash_bytes(b"\x7fELF"))];
         let argv = vec!["cc".to_string(), "-o".into(), "hello".into()];
         let link = build_link(&LinkFacts {
             name: "compile",
@@ -526,7 +528,7 @@ mod tests {
             settings,
             rootfs,
             source_date_epoch: 0,
-            outputs: &[("out".into(), digest)],
+            outputs: &[(b"out".to_vec(), digest)],
             stdout: digest,
             stderr: digest,
             exit_code: 0,

@@ -31,19 +31,141 @@ fn assert_still_serves(daemon: &mut TestDaemon) {
     assert_eq!(std::fs::read(work.join("copy")).unwrap(), b"still here");
 }
 
+/// The statement inside the DSSE envelope at `path`.
+fn statement_in(path: &Path) -> serde_json::Value {
+    use base64::Engine;
+    let envelope = std::fs::read_to_string(path).unwrap();
+    let envelope: serde_json::Value = serde_json::from_str(envelope.trim()).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The entry named `name` in a list of resource descriptors.
+fn descriptor<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {list}"))
+}
+
 #[test]
-fn non_utf8_names_and_special_files_in_the_source_are_refused_naming_the_path() {
+fn non_utf8_names_reach_the_step_byte_for_byte_and_the_provenance_encodes_them_losslessly() {
+    let mut daemon = TestDaemon::start();
+    let src = daemon.work_dir("latin1");
+    std::fs::write(src.join(OsStr::from_bytes(b"caf\xe9.txt")), b"latin-1").unwrap();
+    let subdir = src.join(OsStr::from_bytes(b"d\xff"));
+    std::fs::create_dir(&subdir).unwrap();
+    std::fs::write(subdir.join("100%"), b"inner").unwrap();
+    let work = daemon.work_dir("work");
+    // The step lists its tree (raw bytes, before anything else is made) and
+    // writes a declared output directory holding a name that is not UTF-8.
+    let script = "printf '%s\\n' * > listing && od -An -c listing > listing.od && \
+                  mkdir dist && cp caf*.txt \"dist/$(printf 'out\\351')\"";
+    let built = daemon.attest_run(
+        &work,
+        &src,
+        &[
+            "--out",
+            "listing",
+            "--out",
+            "listing.od",
+            "--out",
+            "dist",
+            "--link",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(
+        built.status.success(),
+        "{}\n{}",
+        stderr_of(&built),
+        daemon.log()
+    );
+    assert_eq!(
+        std::fs::read(work.join("listing")).unwrap(),
+        b"caf\xe9.txt\nd\xff\n"
+    );
+    let od = std::fs::read_to_string(work.join("listing.od")).unwrap();
+    assert!(od.contains("c   a   f 351"), "{od}");
+    // The output collected from the directory, under the same bytes.
+    assert_eq!(
+        std::fs::read(work.join(OsStr::from_bytes(b"dist/out\xe9"))).unwrap(),
+        b"latin-1"
+    );
+
+    // The provenance names each such path by its marked percent-bytes
+    // encoding, which decodes back to the bytes; UTF-8 names are as they are.
+    let statement = statement_in(&work.join("listing.intoto.jsonl"));
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    for (name, bytes, content) in [
+        ("caf%E9.txt", &b"caf\xe9.txt"[..], &b"latin-1"[..]),
+        ("d%FF/100%25", b"d\xff/100%", b"inner"),
+    ] {
+        let dep = descriptor(deps, name);
+        assert_eq!(dep["annotations"]["pathEncoding"], "percent-bytes", "{dep}");
+        assert_eq!(
+            dep["digest"]["sha256"],
+            attest_tree::hash_bytes(content).hex()
+        );
+        assert_eq!(attest_tree::percent_bytes_decode(name).unwrap(), bytes);
+    }
+    let subjects = &statement["subject"];
+    assert!(descriptor(subjects, "listing").get("annotations").is_none());
+    let out = descriptor(subjects, "dist/out%E9");
+    assert_eq!(out["annotations"]["pathEncoding"], "percent-bytes");
+    assert_eq!(
+        attest_tree::percent_bytes_decode("dist/out%E9").unwrap(),
+        b"dist/out\xe9"
+    );
+
+    // The link keys materials and products by the same names.
+    let link = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".link"))
+        .expect("a link beside the attestation")
+        .path();
+    let link: serde_json::Value = serde_json::from_slice(&std::fs::read(link).unwrap()).unwrap();
+    assert!(
+        link["signed"]["materials"]["caf%E9.txt"].is_object(),
+        "{link}"
+    );
+    assert!(
+        link["signed"]["materials"]["d%FF/100%25"].is_object(),
+        "{link}"
+    );
+    assert!(
+        link["signed"]["products"]["dist/out%E9"].is_object(),
+        "{link}"
+    );
+
+    // The daemon's materialized copy holds the same bytes.
+    let inputs = daemon.state_dir.join("inputs");
+    let tree = std::fs::read_dir(&inputs)
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("a materialized tree")
+        .path();
+    assert_eq!(
+        std::fs::read(tree.join(OsStr::from_bytes(b"d\xff/100%"))).unwrap(),
+        b"inner"
+    );
+    assert_still_serves(&mut daemon);
+}
+
+#[test]
+fn special_files_and_deep_trees_in_the_source_are_refused_naming_the_path() {
     let mut daemon = TestDaemon::start();
     let work = daemon.work_dir("work");
-
-    // Not UTF-8: refused (no lossless encoding yet), escaped in the message.
-    let src = daemon.work_dir("latin1");
-    std::fs::write(src.join(OsStr::from_bytes(b"caf\xe9.c")), b"x").unwrap();
-    let out = daemon.attest_run(&work, &src, &["--out", "o", "--", "true"]);
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = stderr_of(&out);
-    assert!(stderr.contains("caf\\xE9.c"), "{stderr}");
-    assert!(stderr.contains("UTF-8"), "{stderr}");
 
     // A FIFO (would block a reader forever) and a socket.
     let src = daemon.work_dir("fifo");
@@ -159,14 +281,12 @@ fn hostile_outputs_are_refused_naming_them_and_a_directory_output_is_attested_fi
         "mkdir dir-with-fifo && mkfifo dir-with-fifo/p",
         "p",
     );
-    // A non-UTF-8 name inside an output directory is refused. (The reason
-    // the helper gives today is a failed stat of the lossily decoded name,
-    // not "not UTF-8": sandbox/src/outputs.rs should say so; the refusal
-    // itself is what this pins.)
+    // A symlink under a name that is not UTF-8 in an output directory:
+    // refused, the name shown with its byte escaped.
     refused(
         "dir-latin1",
-        "mkdir dir-latin1 && touch \"dir-latin1/$(printf 'caf\\351')\"",
-        "refused",
+        "mkdir dir-latin1 && ln -s /etc \"dir-latin1/$(printf 'caf\\351')\"",
+        "caf\\xE9",
     );
 
     // A directory output: every file in it is a subject, at its path.
@@ -247,13 +367,28 @@ async fn hand_made_trees_with_escaping_names_or_300_levels_are_refused_by_the_da
             files: vec![FileNode {
                 name: name.into(),
                 digest: Some(file_digest.to_proto()),
-                is_executable: false,
+                ..Default::default()
             }],
             ..Default::default()
         };
         let (digest, bytes) = attest_tree::encode_directory(&directory);
         uploads.push((digest, BlobSource::Bytes(bytes)));
         roots.push((digest, format!("{name:?}")));
+    }
+    // Raw names: one with a "/" in it, and one that is UTF-8 and so belongs
+    // in `name` (two encodings of one name would give a tree two digests).
+    for (raw_name, needle) in [(&b"\xff/.."[..], "\\xFF/.."), (b"plain", "plain")] {
+        let directory = Directory {
+            files: vec![FileNode {
+                raw_name: raw_name.to_vec(),
+                digest: Some(file_digest.to_proto()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let (digest, bytes) = attest_tree::encode_directory(&directory);
+        uploads.push((digest, BlobSource::Bytes(bytes)));
+        roots.push((digest, needle.to_string()));
     }
     // 300 nested directories, each naming the next: no filesystem needed.
     let (mut child, empty) = attest_tree::encode_directory(&Directory::default());
@@ -263,6 +398,7 @@ async fn hand_made_trees_with_escaping_names_or_300_levels_are_refused_by_the_da
             directories: vec![DirectoryNode {
                 name: "d".into(),
                 digest: Some(child.to_proto()),
+                ..Default::default()
             }],
             ..Default::default()
         };

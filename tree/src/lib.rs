@@ -21,6 +21,6 @@ pub use merkle::{
     validate_name_bytes, Tree, TreeFile, MAX_TREE_DEPTH,
 };
 pub use names::{
-    percent_bytes_decode, percent_bytes_encode, split_name, symlink_target, EntryName,
+    joined, percent_bytes_decode, percent_bytes_encode, split_name, symlink_target, EntryName,
     PercentBytesError, PERCENT_BYTES,
 };

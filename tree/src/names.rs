@@ -23,8 +23,9 @@ pub fn split_name(bytes: Vec<u8>) -> (String, Vec<u8>) {
     }
 }
 
-/// The bytes of a name carried as `name` or `raw_name`.
-fn joined<'a>(name: &'a str, raw_name: &'a [u8]) -> &'a [u8] {
+/// The bytes of a name (or path) carried as a UTF-8 field and a raw one,
+/// as [`split_name`] makes them: the raw one when set.
+pub fn joined<'a>(name: &'a str, raw_name: &'a [u8]) -> &'a [u8] {
     if raw_name.is_empty() {
         name.as_bytes()
     } else {
