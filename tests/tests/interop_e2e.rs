@@ -155,6 +155,50 @@ fn securesystemslib_sigstore_specs_and_in_toto_attestation_accept_what_the_daemo
 
 /// `attest run --link --step STEP` in `work`, with the attestation and link
 /// written into `links`.
+#[test]
+fn in_toto_attestation_accepts_percent_bytes_names_and_python_percent_decoding_gives_the_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let daemon = TestDaemon::start();
+    let src = daemon.work_dir("src");
+    std::fs::write(
+        src.join(std::ffi::OsStr::from_bytes(b"caf\xe9 100%.txt")),
+        b"latin-1",
+    )
+    .unwrap();
+    let work = daemon.work_dir("work");
+    let built = daemon.attest_run(
+        &work,
+        &src,
+        &[
+            "--out",
+            "dist",
+            "--",
+            "sh",
+            "-c",
+            "mkdir dist && cp caf* dist/",
+        ],
+    );
+    assert!(built.status.success(), "{}", daemon.log());
+    let statement = work.join("statement.json");
+    let jsonl = std::fs::read(work.join("dist.intoto.jsonl")).unwrap();
+    let envelopes = read_envelopes(&jsonl).unwrap();
+    std::fs::write(&statement, &envelopes[0].payload).unwrap();
+    let validated = script_json("attestation_validate.py", &[&statement]);
+    assert_eq!(
+        validated["subjects"],
+        serde_json::json!(["dist/caf%E9 100%25.txt"])
+    );
+    // The documented decoding is Python's plain percent-decoding.
+    let decoded = run(Command::new(python()).args([
+        "-c",
+        "import sys, urllib.parse; \
+         sys.stdout.buffer.write(urllib.parse.unquote_to_bytes(sys.argv[1]))",
+        "dist/caf%E9 100%25.txt",
+    ]));
+    assert!(decoded.status.success());
+    assert_eq!(decoded.stdout, b"dist/caf\xe9 100%.txt");
+}
+
 fn linked_step(
     daemon: &TestDaemon,
     work: &Path,
