@@ -14,9 +14,6 @@ pub enum TreeError {
     /// so the digest would not describe the bytes that get uploaded.
     #[error("{path} changed while it was being hashed; retry once the file is stable")]
     ChangedWhileHashing { path: PathBuf },
-    /// A name that cannot be carried in a tree (not UTF-8, or reserved).
-    #[error("unsupported file name {path:?}: {reason}")]
-    BadName { path: PathBuf, reason: &'static str },
     /// A directory nested deeper than [`crate::MAX_TREE_DEPTH`]: the daemon
     /// would refuse the tree, so the client refuses it before uploading.
     #[error("{path} is nested deeper than {max} directories")]

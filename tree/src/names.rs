@@ -185,6 +185,37 @@ mod tests {
     }
 
     #[test]
+    fn percent_bytes_round_trips_every_short_byte_string() {
+        // Every string of up to two bytes, and every one of up to four over
+        // bytes that make escapes, partial and whole UTF-8 sequences.
+        let mut cases: Vec<Vec<u8>> = (0..=u16::MAX).map(|n| n.to_be_bytes().to_vec()).collect();
+        cases.extend((0..=u8::MAX).map(|b| vec![b]));
+        let alphabet = [
+            b'%', b'2', b'5', b'E', b'a', 0xc3, 0xa9, 0xe9, 0xf0, 0x9f, 0xff,
+        ];
+        for n in 0..alphabet.len().pow(4) {
+            let mut case = Vec::new();
+            let mut rest = n;
+            for _ in 0..4 {
+                case.push(alphabet[rest % alphabet.len()]);
+                rest /= alphabet.len();
+            }
+            cases.push(case);
+        }
+        for case in cases {
+            if std::str::from_utf8(&case).is_ok() {
+                continue;
+            }
+            let encoded = percent_bytes_encode(&case);
+            assert_eq!(
+                percent_bytes_decode(&encoded),
+                Ok(case.clone()),
+                "{encoded}"
+            );
+        }
+    }
+
+    #[test]
     fn percent_bytes_refuses_every_string_it_would_not_produce() {
         assert_eq!(
             percent_bytes_decode("caf%e9"),
