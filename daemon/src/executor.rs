@@ -571,8 +571,8 @@ async fn run(
             });
         }
 
-        // Walks the rootfs again (stat only, through the digest cache) while
-        // the outputs are collected.
+        // Re-validates the rootfs while the outputs are collected: the
+        // change feed, else a walk (stat only, through the digest cache).
         let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
         send(tx, Event::Collecting(Collecting {})).await;
         let collected = {

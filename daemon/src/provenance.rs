@@ -661,5 +661,16 @@ mod tests {
         // A bind the daemon did not measure is named, unhashed.
         let bin = deps_named(&statement_with_rootfs(&settings(), &changed), "rootfs:/bin");
         assert_eq!(bin["annotations"]["hashed"], false);
+
+        // A build that ended before the daemon's first hash: no digest, and
+        // why, but nothing changed either.
+        let early = RootfsFacts::from_binds(vec![("/usr".into(), BindStatus::FirstHashRunning)]);
+        let usr_dep = deps_named(&statement_with_rootfs(&settings(), &early), "rootfs:/usr");
+        assert_eq!(usr_dep["annotations"]["hashed"], false);
+        assert_eq!(usr_dep["annotations"]["reason"], FIRST_HASH_RUNNING);
+        assert!(usr_dep["annotations"].get("changedDuringBuild").is_none());
+        assert!(usr_dep
+            .get("digest")
+            .is_none_or(|d| d.as_object().unwrap().is_empty()));
     }
 }

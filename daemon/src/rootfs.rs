@@ -11,23 +11,38 @@
 //!
 //! When: the binds are live views of the host, so the step reads each file
 //! as it is at that moment. A digest describes what the step saw only if
-//! nothing under the bind changed while the step ran. After the step ends
-//! the daemon walks the rootfs again ([`RootfsHasher::measure_after`],
-//! concurrently with output collection) and checks every entry's ctime,
-//! which the kernel sets to the current time on any change of content,
-//! mode, owner, name or link count (and a directory's on any entry added,
-//! removed or renamed): an entry whose ctime is not older than the step's
-//! start (less [`RACY_WINDOW_NS`], for timestamp granularity) may have
-//! changed under the step, and its bind is recorded without a digest,
-//! `changedDuringBuild`. Mounts added or removed under a bind during the
-//! step change no ctime, so `/proc/self/mountinfo` is compared too.
+//! nothing under the bind changed while the step ran. Two ways to know it,
+//! tried in this order after each step ([`RootfsHasher::step_ended`]):
+//!
+//! 1. The change feed ([`feed`]): every walk puts an inotify watch on each
+//!    directory before reading it. If the kernel reported nothing under a
+//!    bind from the start of its latest walk to the end of the step, that
+//!    walk's digest is what the step saw, and the bind is not walked again.
+//! 2. Otherwise (an event, or a feed that is incomplete: queue overflow, a
+//!    watch refused at the inotify limit) the daemon walks the bind again
+//!    after the step ends, concurrently with output collection, and checks
+//!    every entry's ctime, which the kernel sets to the current time on any
+//!    change of content, mode, owner, name or link count (and a directory's
+//!    on any entry added, removed or renamed): an entry whose ctime is not
+//!    older than the step's start (less [`RACY_WINDOW_NS`], for timestamp
+//!    granularity) may have changed under the step, and its bind is
+//!    recorded without a digest, `changedDuringBuild`.
+//!
+//! Mounts added or removed under a bind change no ctime and raise no event,
+//! so `/proc/self/mountinfo` is compared too. The first walk of a bind reads
+//! every file (seconds to minutes for /usr); a build whose step ends before
+//! it is done records that bind unhashed with [`FIRST_HASH_RUNNING`] rather
+//! than waiting for it.
+
+mod feed;
 
 use crate::error::error_chain;
 use attest_tree::{hash_bytes, hash_file, DigestCache, MAX_TREE_DEPTH};
+pub use feed::{Feed, WatchError};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +61,18 @@ pub const MAX_WALK_THREADS: usize = 4;
 /// Media type of a directory bind's digest: sha256 of the bind's directory
 /// listing in the format of docs/buildtype-v1.md, not of any file.
 pub const TREE_MEDIA_TYPE: &str = "application/vnd.attestd.rootfs-tree.v1";
+
+/// The reason recorded for a bind whose first walk had not finished when
+/// the step ended.
+pub const FIRST_HASH_RUNNING: &str = "the daemon's first hash of the rootfs was still running \
+     when the step ended (it reads every file once per state dir); later builds carry the digest";
+
+/// Environment variable naming a FIFO that the daemon's first-hash thread
+/// opens for reading, and so waits on until something opens it for
+/// writing, before it starts. For tests: it holds the first hash for as long
+/// as a test needs without depending on how long hashing /usr takes. It
+/// only delays the digest; builds meanwhile record [`FIRST_HASH_RUNNING`].
+pub const FIRST_HASH_GATE_ENV: &str = "ATTESTD_TEST_ROOTFS_HASH_GATE";
 
 /// Why one bind could not be hashed.
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +138,46 @@ pub struct BindDigest {
     pub newest_change: (i128, PathBuf),
 }
 
+impl BindDigest {
+    fn status(&self) -> BindStatus {
+        BindStatus::Hashed {
+            kind: self.kind,
+            digest: self.digest,
+            symlink_target: self.symlink_target.clone(),
+            special_files: self.special_files,
+        }
+    }
+}
+
+/// One walk of one bind.
+#[derive(Debug)]
+pub struct BindWalkResult {
+    /// When the walk began and ended (monotonic).
+    pub started: Instant,
+    pub ended: Instant,
+    /// The change feed's generation when the walk began, every queued event
+    /// read; None without a feed.
+    generation: Option<u64>,
+    /// The first watch the walk could not add; None: every directory under
+    /// the bind (and on the way to it) was watched before it was read.
+    unwatched: Option<String>,
+    /// The mounts under the binds when the walk began, and whether they
+    /// were the same when it ended.
+    mounts: Vec<String>,
+    mounts_steady: bool,
+    /// `Err` is the reason the bind has no digest.
+    pub result: Result<BindDigest, String>,
+    /// Entries stat'ed.
+    pub entries: u64,
+    /// Files whose bytes were read (the rest came from the digest cache).
+    pub files_read: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+}
+
 /// One walk over every bind.
 #[derive(Debug)]
 pub struct Measurement {
-    /// When the walk began (monotonic: concurrent builds share a walk that
-    /// began after their step ended).
-    pub started: Instant,
     /// In bind order; `Err` is the reason the bind has no digest.
     pub binds: Vec<(PathBuf, Result<BindDigest, String>)>,
     /// Entries stat'ed, over all binds.
@@ -125,7 +186,7 @@ pub struct Measurement {
     pub files_read: u64,
     /// Bytes read.
     pub bytes_read: u64,
-    /// How long the walk took.
+    /// How long the walks took.
     pub elapsed: Duration,
 }
 
@@ -133,6 +194,9 @@ pub struct Measurement {
 #[derive(Debug, Clone)]
 pub struct StepWatch {
     started_ns: i128,
+    started: Instant,
+    /// The change feed's generation at the step's start (for the log).
+    generation: Option<u64>,
     mounts: Vec<String>,
 }
 
@@ -147,6 +211,9 @@ pub enum BindStatus {
     },
     /// Something under the bind may have changed while the step ran.
     ChangedDuringBuild { reason: String },
+    /// The daemon's first walk of the bind had not finished when the step
+    /// ended: no digest, [`FIRST_HASH_RUNNING`] says why.
+    FirstHashRunning,
     /// Not hashed: hashing is off, or it failed.
     NotHashed { reason: String },
 }
@@ -186,56 +253,146 @@ impl RootfsFacts {
     }
 }
 
-/// Hashes the rootfs binds, one walk at a time, through a persistent
-/// digest cache.
+/// How a hasher learns that nothing changed under a bind since its last
+/// walk.
+#[derive(Debug, Clone, Copy)]
+pub enum ChangeFeed {
+    /// inotify watches, at most this many ([`Feed::default_budget`] for
+    /// the daemon).
+    Inotify { max_watches: usize },
+    /// None: every step's end walks every bind again.
+    Off,
+}
+
+/// One bind's walks.
+#[derive(Debug, Default)]
+struct BindSlot {
+    /// Held for the whole of a walk of the bind: walks of one bind queue.
+    walking: Mutex<()>,
+    /// The latest completed walk.
+    latest: Mutex<Option<Arc<BindWalkResult>>>,
+}
+
+impl BindSlot {
+    fn latest(&self) -> Option<Arc<BindWalkResult>> {
+        lock(&self.latest).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Clears the flag when dropped, a panic included.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Hashes the rootfs binds, one walk per bind at a time, through a
+/// persistent digest cache, and keeps watching them for changes.
 pub struct RootfsHasher {
     binds: Vec<PathBuf>,
     cache: DigestCache,
     cache_path: PathBuf,
-    /// Held for the whole of a walk (walks queue on it) and holding the
-    /// latest measurement, which a caller that only needs a walk begun
-    /// after some instant may take instead of walking again.
-    latest: Mutex<Option<Arc<Measurement>>>,
+    /// None: inotify was not available or not asked for; every step walks.
+    feed: Option<Feed>,
+    slots: Vec<BindSlot>,
+    /// A first walk of every bind was started in the background and has
+    /// not finished: binds it has not reached yet are recorded
+    /// [`BindStatus::FirstHashRunning`] instead of being walked by the build.
+    first_hash_pending: AtomicBool,
+    /// Entries stat'ed by every walk so far.
+    entries_walked: AtomicU64,
     /// DigestCache::save writes one temporary file per process.
     saving: Mutex<()>,
+    /// Called by a walk with each directory it has listed (tests provoke
+    /// changes during a walk with it).
+    #[cfg(test)]
+    listed_hook: Option<Box<ListedHook>>,
 }
 
+/// What a test runs when a walk has listed a directory.
+#[cfg(test)]
+type ListedHook = dyn Fn(&Path) + Send + Sync;
+
 impl RootfsHasher {
-    /// A hasher of `binds` whose cache lives in `state_dir`.
+    /// A hasher of `binds` whose cache lives in `state_dir`, with an
+    /// inotify change feed holding at most half of the user's watches.
     pub fn new(binds: Vec<PathBuf>, state_dir: &Path) -> RootfsHasher {
+        let max_watches = Feed::default_budget();
+        RootfsHasher::with_feed(binds, state_dir, ChangeFeed::Inotify { max_watches })
+    }
+
+    /// Same, with the change feed given.
+    pub fn with_feed(binds: Vec<PathBuf>, state_dir: &Path, feed: ChangeFeed) -> RootfsHasher {
         let cache_path = state_dir.join(CACHE_FILE);
+        let feed = match feed {
+            ChangeFeed::Inotify { max_watches } => match Feed::new(binds.len(), max_watches) {
+                Ok(feed) => Some(feed),
+                Err(e) => {
+                    // EMFILE at fs.inotify.max_user_instances: correct
+                    // without it, only slower.
+                    tracing::warn!(
+                        error = %e,
+                        "cannot start the rootfs change feed (inotify): every step walks the rootfs binds again"
+                    );
+                    None
+                }
+            },
+            ChangeFeed::Off => None,
+        };
         RootfsHasher {
+            slots: binds.iter().map(|_| BindSlot::default()).collect(),
             binds,
             cache: DigestCache::open(&cache_path),
             cache_path,
-            latest: Mutex::new(None),
+            feed,
+            first_hash_pending: AtomicBool::new(false),
+            entries_walked: AtomicU64::new(0),
             saving: Mutex::new(()),
+            #[cfg(test)]
+            listed_hook: None,
         }
     }
 
     /// A hasher of the binds the executor gives every sandbox, which starts
-    /// reading them into its cache on a thread of its own: the first read of
-    /// /usr takes a while, and builds that end before it is done wait for it
-    /// (their walk queues behind it).
+    /// reading them into its cache on a thread of its own. Builds whose step
+    /// ends before a bind's first walk is done record it without a digest
+    /// ([`FIRST_HASH_RUNNING`]) rather than wait for it.
     pub fn start_for_host(state_dir: &Path) -> Arc<RootfsHasher> {
         let attest_sandbox::RootfsSpec::Host { ro_binds } =
             attest_sandbox::RootfsSpec::host_default();
         let hasher = Arc::new(RootfsHasher::new(ro_binds, state_dir));
+        hasher.first_hash_pending.store(true, Ordering::Release);
         let warming = hasher.clone();
         let spawned = std::thread::Builder::new()
             .name("rootfs-hash".into())
             .spawn(move || {
+                let _done = ClearOnDrop(&warming.first_hash_pending);
+                if let Some(gate) = std::env::var_os(FIRST_HASH_GATE_ENV) {
+                    tracing::info!(gate = %Path::new(&gate).display(), "the first rootfs hash waits for its test gate");
+                    if let Err(e) = std::fs::File::open(&gate) {
+                        tracing::warn!(error = %e, "cannot open the rootfs hash test gate");
+                    }
+                }
                 let m = warming.measure_after(Instant::now());
+                let watches = warming.feed.as_ref().map_or(0, |f| f.counts().0);
                 tracing::info!(
                     entries = m.entries,
                     files_read = m.files_read,
                     bytes_read = m.bytes_read,
                     elapsed_ms = m.elapsed.as_millis() as u64,
+                    watches,
                     "rootfs hashed"
                 );
             });
         if let Err(e) = spawned {
-            // Not fatal: the first build's walk reads the rootfs instead.
+            // Not fatal: builds walk the binds themselves.
+            hasher.first_hash_pending.store(false, Ordering::Release);
             tracing::warn!(error = %e, "cannot start the rootfs hashing thread");
         }
         hasher
@@ -246,24 +403,51 @@ impl RootfsHasher {
         &self.binds
     }
 
-    /// A measurement from a walk that began at or after `since`: the latest
-    /// one if it qualifies, else a new walk. Blocks (walks are long).
-    pub fn measure_after(&self, since: Instant) -> Arc<Measurement> {
-        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = latest.as_ref().filter(|m| m.started >= since) {
-            return m.clone();
-        }
-        let m = Arc::new(self.walk());
-        *latest = Some(m.clone());
-        drop(latest);
-        if m.files_read > 0 {
+    /// Entries stat'ed by all walks so far.
+    pub fn entries_walked(&self) -> u64 {
+        self.entries_walked.load(Ordering::Relaxed)
+    }
+
+    /// Every bind from a walk that began at or after `since`: the latest
+    /// walk of a bind if it qualifies, else a new one. Blocks (walks are
+    /// long).
+    pub fn measure_after(&self, since: Instant) -> Measurement {
+        let started = Instant::now();
+        let walks: Vec<_> = (0..self.binds.len())
+            .map(|i| self.walk_after(i, since))
+            .collect();
+        if walks.iter().any(|(w, fresh)| *fresh && w.files_read > 0) {
             self.save_cache();
         }
-        m
+        Measurement {
+            binds: self
+                .binds
+                .iter()
+                .cloned()
+                .zip(walks.iter().map(|(w, _)| w.result.clone()))
+                .collect(),
+            entries: walks.iter().map(|(w, _)| w.entries).sum(),
+            files_read: walks.iter().map(|(w, _)| w.files_read).sum(),
+            bytes_read: walks.iter().map(|(w, _)| w.bytes_read).sum(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Bind `i` from a walk that began at or after `since`, and whether
+    /// this call walked it.
+    fn walk_after(&self, i: usize, since: Instant) -> (Arc<BindWalkResult>, bool) {
+        let slot = &self.slots[i];
+        let _walking = lock(&slot.walking);
+        if let Some(w) = slot.latest().filter(|w| w.started >= since) {
+            return (w, false);
+        }
+        let w = Arc::new(self.walk(i));
+        *lock(&slot.latest) = Some(w.clone());
+        (w, true)
     }
 
     fn save_cache(&self) {
-        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let _saving = lock(&self.saving);
         let saved = self.cache.save().and_then(|()| {
             // Digests of host files are not secret, but nothing else in the
             // state dir is readable by others either.
@@ -274,30 +458,38 @@ impl RootfsHasher {
         }
     }
 
-    /// Walks every bind now.
-    fn walk(&self) -> Measurement {
+    /// Walks bind `i` now.
+    fn walk(&self, i: usize) -> BindWalkResult {
         let started = Instant::now();
-        let mut walker = Walker {
-            cache: &self.cache,
-            entries: 0,
-            files_read: 0,
-            bytes_read: 0,
-        };
-        let binds = self
-            .binds
-            .iter()
-            .map(|path| {
-                let result = walker.bind(path).map_err(|e| error_chain(&e));
-                (path.clone(), result)
-            })
-            .collect();
-        Measurement {
+        // Events queued before this point are about what the walk reads.
+        let generation = self.feed.as_ref().map(|f| f.sync().generation);
+        let mounts = self.mounts_under_binds();
+        let path = &self.binds[i];
+        let mut walker = Walker::new(&self.cache, self.feed.as_ref(), i);
+        #[cfg(test)]
+        {
+            walker.listed_hook = self.listed_hook.as_deref();
+        }
+        walker.watch_ancestors(path);
+        let result = walker.bind(path).map_err(|e| error_chain(&e));
+        let ended = Instant::now();
+        let mounts_steady = self.mounts_under_binds() == mounts;
+        self.entries_walked
+            .fetch_add(walker.entries, Ordering::Relaxed);
+        if let (Some(feed), Some(error)) = (&self.feed, &walker.unwatched) {
+            feed.note_failure(error);
+        }
+        BindWalkResult {
             started,
-            binds,
+            ended,
+            generation,
+            unwatched: walker.unwatched.as_ref().map(|e| error_chain(e)),
+            mounts,
+            mounts_steady,
+            result,
             entries: walker.entries,
             files_read: walker.files_read,
             bytes_read: walker.bytes_read,
-            elapsed: started.elapsed(),
         }
     }
 
@@ -305,62 +497,142 @@ impl RootfsHasher {
     pub fn step_starting(&self) -> StepWatch {
         StepWatch {
             started_ns: now_ns(),
+            started: Instant::now(),
+            generation: self.feed.as_ref().map(|f| f.sync().generation),
             mounts: self.mounts_under_binds(),
         }
     }
 
-    /// The facts of a step that has ended, from a walk begun after its end.
-    /// Blocks.
+    /// The facts of a step that has ended: per bind, the digest of its
+    /// latest walk when the change feed proves nothing changed since
+    /// ([`Self::reusable`]), else from a walk begun after the step's end.
+    /// Blocks while it walks; never waits for the first hash.
     pub fn step_ended(&self, watch: &StepWatch) -> RootfsFacts {
         let asked = Instant::now();
-        let m = self.measure_after(asked);
-        let mounts_now = self.mounts_under_binds();
+        // The kernel queues an event before the system call that made the
+        // change returns: every change made before the step ended is read
+        // here.
+        let snapshot = self.feed.as_ref().map(Feed::sync);
+        let mounts_at_end = self.mounts_under_binds();
+        let mut statuses: Vec<Option<BindStatus>> = vec![None; self.binds.len()];
+        let mut walked = Vec::new();
+        for (i, status) in statuses.iter_mut().enumerate() {
+            let latest = self.slots[i].latest();
+            if let (Some(w), Some(now)) = (&latest, &snapshot) {
+                if let Some(b) = self.reusable(i, w, watch, now, &mounts_at_end) {
+                    *status = Some(b.status());
+                    continue;
+                }
+            }
+            if latest.is_none() && self.first_hash_pending.load(Ordering::Acquire) {
+                *status = Some(BindStatus::FirstHashRunning);
+                continue;
+            }
+            walked.push((i, self.walk_after(i, asked)));
+        }
+        let mut entries = 0;
+        let mut files_read = 0;
+        let mut walk_ms = 0;
+        if !walked.is_empty() {
+            let mounts_now = self.mounts_under_binds();
+            for (i, (w, fresh)) in &walked {
+                statuses[*i] = Some(self.judge_walk(watch, w, &mounts_now));
+                if *fresh {
+                    entries += w.entries;
+                    files_read += w.files_read;
+                    walk_ms = walk_ms.max(w.ended.duration_since(w.started).as_millis() as u64);
+                }
+            }
+            if files_read > 0 {
+                self.save_cache();
+            }
+        }
+        let first_hash_running = statuses
+            .iter()
+            .filter(|s| matches!(s, Some(BindStatus::FirstHashRunning)))
+            .count();
         tracing::debug!(
-            entries = m.entries,
-            files_read = m.files_read,
-            walk_ms = m.elapsed.as_millis() as u64,
+            reused = self.binds.len() - walked.len() - first_hash_running,
+            walked = walked.len(),
+            first_hash_running,
+            entries,
+            files_read,
+            walk_ms,
             waited_ms = asked.elapsed().as_millis() as u64,
+            events_during_step = match (watch.generation, &snapshot) {
+                (Some(start), Some(end)) => end.generation - start,
+                _ => 0,
+            },
             "rootfs re-validated after the step"
         );
-        self.judge(watch, &m, &mounts_now)
+        RootfsFacts::from_binds(
+            self.binds
+                .iter()
+                .cloned()
+                .zip(statuses.into_iter().map(|s| s.expect("every bind judged")))
+                .collect(),
+        )
     }
 
-    /// Per bind: its digest if nothing under it changed since the step
-    /// started (less the racy window) and the mounts under the binds are as
-    /// they were.
-    fn judge(&self, watch: &StepWatch, m: &Measurement, mounts_now: &[String]) -> RootfsFacts {
-        let mounts_changed = watch.mounts != mounts_now;
-        let binds = m
-            .binds
-            .iter()
-            .map(|(path, result)| {
-                let status = match result {
-                    Err(reason) => BindStatus::NotHashed {
-                        reason: format!("hashing failed: {reason}"),
-                    },
-                    Ok(_) if mounts_changed => BindStatus::ChangedDuringBuild {
-                        reason: "mounts under the rootfs binds changed while the step ran".into(),
-                    },
-                    Ok(b) if b.newest_change.0 >= watch.started_ns - RACY_WINDOW_NS => {
-                        BindStatus::ChangedDuringBuild {
-                            reason: format!(
-                                "{} changed at or after the step's start (ctime {} ms after it)",
-                                b.newest_change.1.display(),
-                                (b.newest_change.0 - watch.started_ns) / 1_000_000
-                            ),
-                        }
-                    }
-                    Ok(b) => BindStatus::Hashed {
-                        kind: b.kind,
-                        digest: b.digest,
-                        symlink_target: b.symlink_target.clone(),
-                        special_files: b.special_files,
-                    },
-                };
-                (path.clone(), status)
-            })
-            .collect();
-        RootfsFacts::from_binds(binds)
+    /// The digest of `w`, bind `i`'s latest walk, if it is what a step begun
+    /// at `watch` and ended at `now` saw, with no walk:
+    ///
+    /// - the walk added a watch to every directory before reading it (and
+    ///   to the directories on the way to the bind), so a change after an
+    ///   entry was read raises an event;
+    /// - no event under the bind from the walk's start to the step's end;
+    /// - the mounts under the binds were the same all along;
+    /// - the walk ended before the step began, or (a walk that overlapped
+    ///   the step's start) no entry's ctime is in the racy window before the
+    ///   step's start or later: an entry read after the step began did not
+    ///   change between the step's start and its watch.
+    fn reusable<'w>(
+        &self,
+        i: usize,
+        w: &'w BindWalkResult,
+        watch: &StepWatch,
+        now: &feed::Snapshot,
+        mounts_at_end: &[String],
+    ) -> Option<&'w BindDigest> {
+        let digest = w.result.as_ref().ok()?;
+        let quiet = w.generation.is_some_and(|g| now.changed_at[i] <= g);
+        let watched = w.unwatched.is_none();
+        let mounts_same =
+            w.mounts_steady && w.mounts == watch.mounts && watch.mounts == mounts_at_end;
+        let before_step =
+            w.ended <= watch.started || digest.newest_change.0 < watch.started_ns - RACY_WINDOW_NS;
+        (quiet && watched && mounts_same && before_step).then_some(digest)
+    }
+
+    /// A walk begun after the step ended: its digest if no entry under the
+    /// bind has a ctime from the step's start on (less the racy window) and
+    /// the mounts under the binds are as they were when the step started.
+    fn judge_walk(
+        &self,
+        watch: &StepWatch,
+        w: &BindWalkResult,
+        mounts_now: &[String],
+    ) -> BindStatus {
+        match &w.result {
+            Err(reason) => BindStatus::NotHashed {
+                reason: format!("hashing failed: {reason}"),
+            },
+            Ok(_) if watch.mounts != mounts_now || !w.mounts_steady => {
+                BindStatus::ChangedDuringBuild {
+                    reason: "mounts under the rootfs binds changed while the step ran".into(),
+                }
+            }
+            Ok(b) if b.newest_change.0 >= watch.started_ns - RACY_WINDOW_NS => {
+                BindStatus::ChangedDuringBuild {
+                    reason: format!(
+                        "{} changed at or after the step's start (ctime {} ms after it)",
+                        b.newest_change.1.display(),
+                        (b.newest_change.0 - watch.started_ns) / 1_000_000
+                    ),
+                }
+            }
+            Ok(b) => b.status(),
+        }
     }
 
     /// Lines of /proc/self/mountinfo whose mount point is a bind or below
@@ -431,12 +703,21 @@ fn ctime_ns(meta: &std::fs::Metadata) -> i128 {
     i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
 }
 
-/// One walk's counters; per-bind state lives in [`BindWalk`].
+/// One walk of one bind: its counters and its watches; per-subtree state
+/// lives in [`BindWalk`].
 struct Walker<'a> {
     cache: &'a DigestCache,
+    feed: Option<&'a Feed>,
+    /// The bind's index, which the feed's events name.
+    bind: usize,
     entries: u64,
     files_read: u64,
     bytes_read: u64,
+    /// The first watch that could not be added; once one is missing the
+    /// bind is walked after every step anyway, so no more are tried.
+    unwatched: Option<WatchError>,
+    #[cfg(test)]
+    listed_hook: Option<&'a ListedHook>,
 }
 
 /// What one bind's walk accumulates. Errors do not stop it: the rest of the
@@ -478,7 +759,50 @@ struct Node {
     value: String,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(cache: &'a DigestCache, feed: Option<&'a Feed>, bind: usize) -> Walker<'a> {
+        Walker {
+            cache,
+            feed,
+            bind,
+            entries: 0,
+            files_read: 0,
+            bytes_read: 0,
+            unwatched: None,
+            #[cfg(test)]
+            listed_hook: None,
+        }
+    }
+
+    /// Adds a watch through `add`, unless there is no feed or one is
+    /// already missing.
+    fn watch(&mut self, add: impl FnOnce(&Feed, usize) -> Result<(), WatchError>) {
+        let Some(feed) = self.feed else {
+            return;
+        };
+        if self.unwatched.is_some() {
+            return;
+        }
+        if let Err(e) = add(feed, self.bind) {
+            self.unwatched = Some(e);
+        }
+    }
+
+    /// Watches each directory on the way to the bind for its next
+    /// component: renaming or replacing any of them changes what the bind's
+    /// path names. Before the bind is first stat'ed.
+    fn watch_ancestors(&mut self, path: &Path) {
+        let mut dir = PathBuf::new();
+        for component in path.components() {
+            if let Component::Normal(name) = component {
+                if !dir.as_os_str().is_empty() {
+                    self.watch(|feed, bind| feed.watch_entry(bind, &dir, name));
+                }
+            }
+            dir.push(component);
+        }
+    }
+
     fn bind(&mut self, path: &Path) -> Result<BindDigest, RootfsError> {
         let meta = std::fs::symlink_metadata(path).map_err(|source| RootfsError::Io {
             action: "stat",
@@ -597,6 +921,9 @@ impl Walker<'_> {
                 source,
             }
         };
+        // Before the listing: a change after the watch is an event, one
+        // before it is in what the listing and the stats below return.
+        self.watch(|feed, bind| feed.watch_dir(bind, path));
         let mut children = Vec::new();
         for entry in std::fs::read_dir(path).map_err(io("list", path))? {
             let entry = entry.map_err(io("list", path))?;
@@ -606,6 +933,10 @@ impl Walker<'_> {
             children.push((entry.file_name(), meta));
         }
         children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        #[cfg(test)]
+        if let Some(hook) = self.listed_hook {
+            hook(path);
+        }
         let nodes = if depth == 0 {
             self.nodes_in_parallel(walk, path, &children)
         } else {
@@ -662,17 +993,20 @@ impl Walker<'_> {
             .min(MAX_WALK_THREADS)
             .min(children.len());
         let cache = self.cache;
+        let feed = self.feed;
+        let bind = self.bind;
+        #[cfg(test)]
+        let listed_hook = self.listed_hook;
         let next = AtomicUsize::new(0);
         let parts = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut walker = Walker {
-                            cache,
-                            entries: 0,
-                            files_read: 0,
-                            bytes_read: 0,
-                        };
+                        let mut walker = Walker::new(cache, feed, bind);
+                        #[cfg(test)]
+                        {
+                            walker.listed_hook = listed_hook;
+                        }
                         let mut part = BindWalk::new(path);
                         let mut done = Vec::new();
                         loop {
@@ -697,6 +1031,9 @@ impl Walker<'_> {
             self.entries += walker.entries;
             self.files_read += walker.files_read;
             self.bytes_read += walker.bytes_read;
+            if self.unwatched.is_none() {
+                self.unwatched = walker.unwatched;
+            }
             walk.merge(part);
             for (i, node) in done {
                 nodes[i] = node;
@@ -708,6 +1045,22 @@ impl Walker<'_> {
     /// A regular file's sha256, from the cache when its stat data is
     /// unchanged, else read and checked to be the version the walk saw.
     fn file(&mut self, path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32], RootfsError> {
+        if meta.nlink() > 1 && self.feed.is_some() {
+            // A change through another link (maybe outside the binds) is
+            // reported to the file's own watch only. One made between the
+            // stat above and this watch shows in a second stat.
+            self.watch(|feed, bind| feed.watch_file(bind, path));
+            let now = std::fs::symlink_metadata(path).map_err(|source| RootfsError::Io {
+                action: "stat",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if !same_version(meta, &now) {
+                return Err(RootfsError::ChangedWhileHashing {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
         if let Some(hash) = self.cache.lookup(meta) {
             return Ok(hash);
         }
@@ -722,15 +1075,7 @@ impl Walker<'_> {
             path: path.to_path_buf(),
             source,
         })?;
-        let same = after.dev() == meta.dev()
-            && after.ino() == meta.ino()
-            && after.len() == meta.len()
-            && digest.size == meta.len()
-            && after.mtime() == meta.mtime()
-            && after.mtime_nsec() == meta.mtime_nsec()
-            && after.ctime() == meta.ctime()
-            && after.ctime_nsec() == meta.ctime_nsec();
-        if !same {
+        if !same_version(meta, &after) || digest.size != meta.len() {
             return Err(RootfsError::ChangedWhileHashing {
                 path: path.to_path_buf(),
             });
@@ -738,6 +1083,17 @@ impl Walker<'_> {
         self.cache.insert(meta, digest.hash);
         Ok(digest.hash)
     }
+}
+
+/// Whether two stats of a file are of the same version of it.
+fn same_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.dev() == b.dev()
+        && a.ino() == b.ino()
+        && a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
 }
 
 /// `major,minor` of a device number in glibc's encoding (what
@@ -888,9 +1244,12 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let hasher = RootfsHasher::new(make_rootfs(dir.path()), state.path());
         let before = Instant::now();
-        let first = hasher.measure_after(before);
-        assert!(Arc::ptr_eq(&first, &hasher.measure_after(before)));
-        assert!(!Arc::ptr_eq(&first, &hasher.measure_after(Instant::now())));
+        let (first, walked) = hasher.walk_after(0, before);
+        assert!(walked);
+        let (again, walked) = hasher.walk_after(0, before);
+        assert!(Arc::ptr_eq(&first, &again) && !walked);
+        let (newer, walked) = hasher.walk_after(0, Instant::now());
+        assert!(!Arc::ptr_eq(&first, &newer) && walked);
     }
 
     #[test]
@@ -959,20 +1318,241 @@ mod tests {
         // The other binds did not change and keep their digests.
         assert!(matches!(facts.status(&binds[1]), BindStatus::Hashed { .. }));
 
-        // A changed mount table withholds every digest.
-        let m = hasher.measure_after(Instant::now());
-        let facts = hasher.judge(
+        // A changed mount table withholds the digest.
+        let (w, _) = hasher.walk_after(1, Instant::now());
+        let status = hasher.judge_walk(
             &StepWatch {
                 started_ns: now_ns() + 10 * RACY_WINDOW_NS,
+                started: Instant::now(),
+                generation: None,
                 mounts: vec![],
             },
-            &m,
+            &w,
             &["1 0 8:1 / /x".into()],
         );
-        assert!(matches!(
-            facts.status(&binds[1]),
-            BindStatus::ChangedDuringBuild { .. }
-        ));
+        assert!(matches!(status, BindStatus::ChangedDuringBuild { .. }));
+    }
+
+    /// The step's facts, and how many entries its walks stat'ed.
+    fn step(hasher: &RootfsHasher, during: impl FnOnce()) -> (RootfsFacts, u64) {
+        let watch = hasher.step_starting();
+        during();
+        let before = hasher.entries_walked();
+        let facts = hasher.step_ended(&watch);
+        (facts, hasher.entries_walked() - before)
+    }
+
+    fn hashed(status: BindStatus) -> [u8; 32] {
+        match status {
+            BindStatus::Hashed { digest, .. } => digest,
+            other => panic!("expected a digest, got {other:?}"),
+        }
+    }
+
+    /// The digests of `binds` computed from scratch, by a hasher with no
+    /// cache and no feed.
+    fn fresh_digests(binds: &[PathBuf]) -> Vec<[u8; 32]> {
+        let state = tempfile::tempdir().unwrap();
+        digests(
+            &RootfsHasher::with_feed(binds.to_vec(), state.path(), ChangeFeed::Off)
+                .measure_after(Instant::now()),
+        )
+    }
+
+    /// Entries of bind `i` in its latest walk.
+    fn entries_of(hasher: &RootfsHasher, i: usize) -> u64 {
+        hasher.slots[i].latest().unwrap().entries
+    }
+
+    #[test]
+    fn with_no_event_a_step_reuses_the_latest_walk_without_walking() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        let state = tempfile::tempdir().unwrap();
+        let hasher = RootfsHasher::new(binds.clone(), state.path());
+        let first = digests(&hasher.measure_after(Instant::now()));
+        // Reading the rootfs, as a step does, is no change. The files are
+        // brand new (ctime within the racy window): the feed, not their
+        // ctime, says they did not change after the walk.
+        let (facts, walked) = step(&hasher, || {
+            std::fs::read(binds[0].join("bin/cc")).unwrap();
+            std::fs::read_dir(binds[0].join("lib")).unwrap().count();
+        });
+        assert_eq!(walked, 0, "nothing changed: no entry is stat'ed");
+        for (i, bind) in binds.iter().enumerate() {
+            assert_eq!(hashed(facts.status(bind)), first[i], "{}", bind.display());
+        }
+        // Without a feed the same step walks every bind.
+        let no_feed = RootfsHasher::with_feed(binds.clone(), state.path(), ChangeFeed::Off);
+        no_feed.measure_after(Instant::now());
+        let (_, walked) = step(&no_feed, || {});
+        assert_eq!(walked, (0..3).map(|i| entries_of(&no_feed, i)).sum::<u64>());
+    }
+
+    #[test]
+    fn a_change_makes_the_next_step_walk_that_bind_and_the_one_after_reuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        let state = tempfile::tempdir().unwrap();
+        let hasher = RootfsHasher::new(binds.clone(), state.path());
+        let mut seen = vec![digests(&hasher.measure_after(Instant::now()))[0]];
+        let usr = binds[0].clone();
+        type Change<'a> = (&'a str, Box<dyn Fn() + 'a>);
+        let changes: Vec<Change> = vec![
+            (
+                "new content",
+                Box::new(|| std::fs::write(usr.join("bin/cc"), b"#!/bin/sh\necho 2\n").unwrap()),
+            ),
+            (
+                "a file in a new directory",
+                Box::new(|| {
+                    std::fs::create_dir(usr.join("lib/new")).unwrap();
+                    std::fs::write(usr.join("lib/new/f"), b"1").unwrap();
+                }),
+            ),
+            // Seen only if the walk after the last change watched lib/new.
+            (
+                "a change in that new directory",
+                Box::new(|| std::fs::write(usr.join("lib/new/f"), b"2").unwrap()),
+            ),
+            (
+                "a rename",
+                Box::new(|| {
+                    std::fs::rename(usr.join("lib/libc.so"), usr.join("lib/libc.so.7")).unwrap()
+                }),
+            ),
+            (
+                "a mode",
+                Box::new(|| {
+                    std::fs::set_permissions(
+                        usr.join("bin/cc"),
+                        std::fs::Permissions::from_mode(0o700),
+                    )
+                    .unwrap()
+                }),
+            ),
+        ];
+        for (what, change) in changes {
+            change();
+            let (facts, walked) = step(&hasher, || {});
+            assert_eq!(
+                walked,
+                entries_of(&hasher, 0),
+                "{what}: /usr (only) is walked again"
+            );
+            let now = fresh_digests(&binds);
+            // Changed a moment before the step started: within the racy
+            // window, so withheld, unless the walk began 2 s after it.
+            match facts.status(&usr) {
+                BindStatus::ChangedDuringBuild { .. } => {}
+                status => assert_eq!(hashed(status), now[0], "{what}"),
+            }
+            let (facts, walked) = step(&hasher, || {});
+            assert_eq!(walked, 0, "{what}: nothing changed since the last walk");
+            let digest = hashed(facts.status(&usr));
+            assert_eq!(digest, now[0], "{what}");
+            assert!(!seen.contains(&digest), "{what} did not change the digest");
+            seen.push(digest);
+            assert_eq!(hashed(facts.status(&binds[1])), now[1]);
+        }
+    }
+
+    #[test]
+    fn a_change_during_a_walk_makes_that_walk_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        // Old enough for the digest cache: the walk below takes libc.so's
+        // digest from it by its stat, taken before the change.
+        std::thread::sleep(Duration::from_millis(2100));
+        let state = tempfile::tempdir().unwrap();
+        let mut hasher = RootfsHasher::new(binds.clone(), state.path());
+        let before = digests(&hasher.measure_after(Instant::now()));
+        let lib = binds[0].join("lib");
+        let armed = AtomicBool::new(true);
+        hasher.listed_hook = Some(Box::new(move |listed| {
+            // lib is listed and its entries stat'ed: its watch is in place.
+            if listed == lib && armed.swap(false, Ordering::SeqCst) {
+                std::fs::write(lib.join("libc.so"), vec![9u8; 100_000]).unwrap();
+            }
+        }));
+        let during = digests(&hasher.measure_after(Instant::now()));
+        assert_eq!(
+            during[0], before[0],
+            "the walk read libc.so before it changed"
+        );
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(
+            walked,
+            entries_of(&hasher, 0),
+            "the walk that saw the change is not reused"
+        );
+        let now = fresh_digests(&binds);
+        assert_ne!(now[0], before[0]);
+        match facts.status(&binds[0]) {
+            BindStatus::ChangedDuringBuild { .. } => {}
+            status => assert_eq!(hashed(status), now[0]),
+        }
+        let (facts, _) = step(&hasher, || {});
+        assert_eq!(hashed(facts.status(&binds[0])), now[0]);
+    }
+
+    #[test]
+    fn a_bind_the_feed_cannot_fully_watch_is_walked_after_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        std::thread::sleep(Duration::from_millis(2100));
+        let state = tempfile::tempdir().unwrap();
+        // Room for the directories on the way to the binds, /usr and one
+        // more: /usr has four directories.
+        let on_the_way = binds[0].ancestors().count() - 1;
+        let limit = on_the_way + 2;
+        let hasher = RootfsHasher::with_feed(
+            binds.clone(),
+            state.path(),
+            ChangeFeed::Inotify { max_watches: limit },
+        );
+        let first = digests(&hasher.measure_after(Instant::now()));
+        assert_eq!(hasher.feed.as_ref().unwrap().counts().0, limit);
+        for _ in 0..2 {
+            let (facts, walked) = step(&hasher, || {});
+            assert_eq!(
+                walked,
+                entries_of(&hasher, 0),
+                "/usr is walked, the others are not"
+            );
+            for (i, bind) in binds.iter().enumerate() {
+                assert_eq!(hashed(facts.status(bind)), first[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_step_that_ends_before_the_first_hash_does_not_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        let state = tempfile::tempdir().unwrap();
+        let hasher = RootfsHasher::new(binds.clone(), state.path());
+        // What start_for_host sets while its thread hashes.
+        hasher.first_hash_pending.store(true, Ordering::Release);
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(walked, 0);
+        for bind in &binds {
+            assert_eq!(facts.status(bind), BindStatus::FirstHashRunning);
+        }
+        // The first hash reaches the first bind only.
+        hasher.walk_after(0, Instant::now());
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(walked, 0);
+        assert!(matches!(facts.status(&binds[0]), BindStatus::Hashed { .. }));
+        assert_eq!(facts.status(&binds[1]), BindStatus::FirstHashRunning);
+        // Done.
+        hasher.measure_after(Instant::now());
+        hasher.first_hash_pending.store(false, Ordering::Release);
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(walked, 0);
+        for (bind, digest) in binds.iter().zip(fresh_digests(&binds)) {
+            assert_eq!(hashed(facts.status(bind)), digest);
+        }
     }
 
     #[test]

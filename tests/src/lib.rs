@@ -56,10 +56,15 @@ impl TestDaemon {
 
     /// Same, with extra flags.
     pub fn start_with(extra: &[&str]) -> TestDaemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Same, with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("attestd.sock");
         let state_dir = dir.path().join("state");
-        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra);
+        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra, env);
         let mut daemon = TestDaemon {
             dir,
             socket,
@@ -78,7 +83,7 @@ impl TestDaemon {
 
     /// Starts a new daemon on the same state dir and socket.
     pub fn restart(&mut self) {
-        self.child = spawn_daemon(self.dir.path(), &self.socket, &self.state_dir, &[]);
+        self.child = spawn_daemon(self.dir.path(), &self.socket, &self.state_dir, &[], &[]);
         self.wait_listening();
     }
 
@@ -159,7 +164,13 @@ impl Drop for TestDaemon {
     }
 }
 
-fn spawn_daemon(dir: &Path, socket: &Path, state_dir: &Path, extra: &[&str]) -> Child {
+fn spawn_daemon(
+    dir: &Path,
+    socket: &Path,
+    state_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -177,6 +188,7 @@ fn spawn_daemon(dir: &Path, socket: &Path, state_dir: &Path, extra: &[&str]) -> 
         // Every daemon would otherwise read the host's whole /usr into its
         // fresh state dir; tests of rootfs hashing pass `--rootfs-hashing on`.
         .env("ATTESTD_ROOTFS_HASHING", "off")
+        .envs(env.iter().copied())
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

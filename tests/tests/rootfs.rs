@@ -1,7 +1,9 @@
-//! The host rootfs in the provenance: with `--rootfs-hashing on` every
-//! `rootfs:<path>` dependency carries a digest this test recomputes on its
-//! own from docs/buildtype-v1.md ("Rootfs digests"), and foreign validators
-//! still accept the statement; with `off` the entries say why they have none.
+//! The host rootfs in the provenance: with `--rootfs-hashing on` a build
+//! that ends before the daemon's first hash of the rootfs does not wait for
+//! it and says so; after it every `rootfs:<path>` dependency carries a
+//! digest this test recomputes on its own from docs/buildtype-v1.md
+//! ("Rootfs digests"), and foreign validators still accept the statement;
+//! with `off` the entries say why they have none.
 
 use attest_e2e::{copy_tree, repo_root, run, TestDaemon};
 use attest_provenance::dsse::read_envelopes;
@@ -10,6 +12,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// attestd's test knob (daemon/src/rootfs.rs, FIRST_HASH_GATE_ENV): a FIFO
+/// its first-hash thread opens before it starts, so it waits until the test
+/// opens the other end.
+const FIRST_HASH_GATE_ENV: &str = "ATTESTD_TEST_ROOTFS_HASH_GATE";
 
 /// sha256 as lowercase hex, straight from ring.
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -81,11 +89,14 @@ fn documented_digest(path: &Path) -> String {
     }
 }
 
-/// Builds examples/hello-c on `daemon` and returns the statement.
-fn build_and_read_statement(daemon: &TestDaemon) -> Value {
+/// Builds examples/hello-c on `daemon` from `work/NAME` and returns the
+/// statement.
+fn build_and_read_statement(daemon: &TestDaemon, name: &str) -> Value {
     let src = daemon.dir.path().join("src");
-    copy_tree(&repo_root().join("examples/hello-c"), &src);
-    let work = daemon.work_dir("work");
+    if !src.exists() {
+        copy_tree(&repo_root().join("examples/hello-c"), &src);
+    }
+    let work = daemon.work_dir(name);
     let built = daemon.attest_run(
         &work,
         &src,
@@ -118,12 +129,69 @@ fn rootfs_deps(statement: &Value) -> Vec<Value> {
     deps
 }
 
+/// Opens the gate's writing end, which lets the daemon's first hash start.
+fn open_gate(gate: &Path) {
+    std::fs::OpenOptions::new().write(true).open(gate).unwrap();
+}
+
 #[test]
-fn hashed_rootfs_digests_match_an_independent_recomputation() {
-    let daemon = TestDaemon::start_with(&["--rootfs-hashing", "on"]);
-    // The build's rootfs walk queues behind the first hash of the rootfs
-    // the daemon starts with, so this waits for it.
-    let statement = build_and_read_statement(&daemon);
+fn digests_are_withheld_until_the_first_hash_and_then_match_an_independent_recomputation() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("first-hash-gate");
+    let made = run(Command::new("mkfifo").arg(&gate));
+    assert!(made.status.success());
+    let daemon = TestDaemon::start_with_env(
+        &["--rootfs-hashing", "on"],
+        &[(FIRST_HASH_GATE_ENV, gate.as_os_str())],
+    );
+
+    // The first hash cannot have finished: it has not started. A build that
+    // waited for it would wait until the watchdog opens the gate, and then
+    // carry digests, which the checks below refuse.
+    let (built, watchdog) = std::sync::mpsc::channel::<()>();
+    let watchdog_gate = gate.clone();
+    let watchdog = std::thread::spawn(move || {
+        let waited = watchdog.recv_timeout(Duration::from_secs(600)).is_err();
+        if waited {
+            open_gate(&watchdog_gate);
+        }
+        waited
+    });
+    let early = build_and_read_statement(&daemon, "early");
+    let _ = built.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "the build did not end until the first hash was let through"
+    );
+    for dep in rootfs_deps(&early) {
+        let annotations = &dep["annotations"];
+        assert_eq!(annotations["hashed"], false, "{dep}");
+        assert!(
+            annotations["reason"]
+                .as_str()
+                .unwrap()
+                .contains("first hash of the rootfs was still running"),
+            "{dep}"
+        );
+        assert!(annotations.get("changedDuringBuild").is_none(), "{dep}");
+        assert!(dep
+            .get("digest")
+            .is_none_or(|d| d.as_object().unwrap().is_empty()));
+    }
+    assert!(!daemon.log().contains("rootfs hashed"));
+
+    // Let the first hash run and wait for it (it reads all of /usr).
+    open_gate(&gate);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while !daemon.log().contains("rootfs hashed") {
+        assert!(
+            Instant::now() < deadline,
+            "no first hash in 15 minutes:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let statement = build_and_read_statement(&daemon, "work");
     for dep in rootfs_deps(&statement) {
         let name = dep["name"].as_str().unwrap();
         let path = name.strip_prefix("rootfs:").unwrap();
@@ -172,7 +240,7 @@ fn hashed_rootfs_digests_match_an_independent_recomputation() {
 #[test]
 fn with_rootfs_hashing_off_the_entries_say_so_and_carry_no_digest() {
     let daemon = TestDaemon::start_with(&["--rootfs-hashing", "off"]);
-    let statement = build_and_read_statement(&daemon);
+    let statement = build_and_read_statement(&daemon, "work");
     for dep in rootfs_deps(&statement) {
         assert_eq!(dep["annotations"]["hashed"], false);
         assert!(
