@@ -423,7 +423,16 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
                 .as_ref()
                 .map(|d| d.hash.as_str())
                 .unwrap_or("");
-            eprintln!("attest: product {} sha256:{hash}", output.path);
+            // A path that is not UTF-8 is shown quoted, its odd bytes escaped.
+            let path = if output.raw_path.is_empty() {
+                output.path.clone()
+            } else {
+                format!(
+                    "{:?}",
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&output.raw_path)
+                )
+            };
+            eprintln!("attest: product {path} sha256:{hash}");
         }
         if let Some(path) = &summary.attestation {
             eprintln!(
