@@ -122,9 +122,15 @@ pub struct Cli {
     /// Hash the host rootfs that every sandbox binds read-only (/usr,
     /// /etc/ssl...) and record a digest per bind in the provenance: `on` or
     /// `off`. The first hash reads the whole rootfs on a background thread
-    /// at start (builds that end before it is done wait for it); its digests
-    /// are cached in STATE/rootfs-digests.bin, so after that each build pays
-    /// one stat per rootfs entry, overlapped with output collection. With
+    /// at start (builds that end before it is done record the rootfs with
+    /// `hashed: false` and say why); its digests are cached in
+    /// STATE/rootfs-digests.bin. After a build, a bind with no inotify event
+    /// since its last walk keeps its digest; one with events is walked again
+    /// (one stat per entry). The watches (one per rootfs directory, about
+    /// 15,000 for a typical /usr) take at most half of
+    /// fs.inotify.max_user_watches; past that, a bind not fully watched is
+    /// walked after every build (logged once): raise the limit with `sysctl
+    /// fs.inotify.max_user_watches=N` (persist it in /etc/sysctl.d/). With
     /// `off` the rootfs is named in the provenance with `hashed: false`.
     /// Default: on.
     #[arg(long, env = "ATTESTD_ROOTFS_HASHING", value_name = "on|off", value_parser = parse_on_off)]
