@@ -140,8 +140,9 @@ pub fn validate_directory(directory: &Directory) -> Result<(), TreeError> {
             let (name, raw_name) = entry.name_fields();
             if let Err(why) = check_canonical(name, raw_name) {
                 return bad(format!(
-                    "entry {}: {why}",
-                    shown(&[name.as_bytes(), raw_name].concat())
+                    "entry {} (raw name {}): {why}",
+                    shown(name.as_bytes()),
+                    shown(raw_name)
                 ));
             }
             let name = entry.name_bytes();
