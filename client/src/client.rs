@@ -9,7 +9,9 @@ use attest_proto::v1::{
 };
 use attest_tree::Digest;
 use hyper_util::rt::TokioIo;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -18,6 +20,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const FIND_MISSING_BATCH: usize = 10_000;
 /// Bytes per upload chunk.
 pub const UPLOAD_CHUNK: usize = 1 << 20;
+/// Upload streams in flight at once: the daemon receives each on its own
+/// task, so several let it store blobs on more than one core (on two
+/// cores, 4 streams took a first upload of a 20,000-file tree from 13.5
+/// and 10.1 s with 2 to 11.3 and 8.1 s, alternating under load 5 to 6).
+pub const UPLOAD_STREAMS: usize = 4;
 /// Largest message accepted from the daemon.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -89,8 +96,19 @@ impl Client {
         Ok(missing)
     }
 
-    /// Uploads blobs in one stream; `on_sent` is told each chunk's size.
-    /// Returns the number of bytes the daemon received and hashed.
+    /// Uploads blobs over [`UPLOAD_STREAMS`] concurrent streams; `on_sent`
+    /// is told each chunk's size. Returns the number of bytes the daemon
+    /// received and hashed.
+    ///
+    /// A file is read as it is sent, in chunks of at most [`UPLOAD_CHUNK`]
+    /// and exactly as many bytes as its digest says (a file that grew is
+    /// cut at that size and the daemon judges the bytes; one that shrank is
+    /// an error). Each chunk is read into a buffer of its own size, never
+    /// zeroed first: for a tree of small files that is about the files'
+    /// size in allocations, where a fresh zeroed 1 MiB per read cost more
+    /// than the upload itself. At most a few chunks per stream are held at
+    /// once (the channel's depth), so memory stays bounded whatever the
+    /// files' sizes.
     pub async fn upload(
         &self,
         blobs: Vec<(Digest, BlobSource)>,
@@ -99,70 +117,62 @@ impl Client {
         if blobs.is_empty() {
             return Ok(0);
         }
+        let on_sent: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(on_sent);
+        // Dealt out in turn: trees mix sizes, so each stream gets about the
+        // same bytes without sorting.
+        let streams = UPLOAD_STREAMS.min(blobs.len());
+        let mut shares: Vec<Vec<(Digest, BlobSource)>> = (0..streams)
+            .map(|_| Vec::with_capacity(blobs.len() / streams + 1))
+            .collect();
+        for (i, blob) in blobs.into_iter().enumerate() {
+            shares[i % streams].push(blob);
+        }
+        let received = futures::future::try_join_all(
+            shares
+                .into_iter()
+                .map(|share| self.upload_stream(share, on_sent.clone())),
+        )
+        .await?;
+        Ok(received.into_iter().sum())
+    }
+
+    /// Uploads blobs in one stream, read on a blocking thread while the
+    /// stream sends.
+    async fn upload_stream(
+        &self,
+        blobs: Vec<(Digest, BlobSource)>,
+        on_sent: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<u64, ClientError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<UploadBlobsRequest>(8);
-        let (err_tx, mut err_rx) = tokio::sync::oneshot::channel::<ClientError>();
-        // Files are read on a blocking thread while the stream sends.
         let reader = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
             for (digest, source) in blobs {
-                match source {
+                let sent = match source {
                     BlobSource::Bytes(bytes) => {
                         on_sent(bytes.len() as u64);
-                        let chunk = UploadBlobsRequest {
+                        tx.blocking_send(UploadBlobsRequest {
                             digest: Some(digest.to_proto()),
                             data: bytes,
-                        };
-                        if tx.blocking_send(chunk).is_err() {
-                            return;
-                        }
+                        })
+                        .is_ok()
                     }
-                    BlobSource::File(path) => {
-                        let mut file = match std::fs::File::open(&path) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                let _ = err_tx.send(ClientError::io("open", &path)(e));
-                                return;
-                            }
-                        };
-                        let mut first = true;
-                        loop {
-                            let mut buffer = vec![0u8; UPLOAD_CHUNK];
-                            let n = match file.read(&mut buffer) {
-                                Ok(n) => n,
-                                Err(e) => {
-                                    let _ = err_tx.send(ClientError::io("read", &path)(e));
-                                    return;
-                                }
-                            };
-                            if n == 0 && !first {
-                                break;
-                            }
-                            buffer.truncate(n);
-                            on_sent(n as u64);
-                            let chunk = UploadBlobsRequest {
-                                digest: first.then(|| digest.to_proto()),
-                                data: buffer,
-                            };
-                            first = false;
-                            if tx.blocking_send(chunk).is_err() {
-                                return;
-                            }
-                            if n == 0 {
-                                break;
-                            }
-                        }
-                    }
+                    BlobSource::File(path) => send_file(&tx, &digest, &path, &*on_sent)?,
+                };
+                // The stream was closed: the call failed, and says why.
+                if !sent {
+                    break;
                 }
             }
+            Ok::<(), ClientError>(())
         });
         let result = self
             .cas()
             .upload_blobs(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await;
-        let _ = reader.await;
-        if let Ok(error) = err_rx.try_recv() {
-            return Err(error);
-        }
+        // A reader's error comes first: it ended the stream early, so the
+        // call's own answer is only a consequence.
+        reader
+            .await
+            .map_err(|e| ClientError::Protocol(format!("upload reader failed: {e}")))??;
         Ok(result?.into_inner().received_bytes as u64)
     }
 
@@ -274,5 +284,117 @@ impl Client {
             .await?
             .into_inner()
             .attestations)
+    }
+}
+
+/// Sends one file as chunks of the blob `digest`: exactly `digest.size`
+/// bytes. Returns false if the stream was closed under it.
+fn send_file(
+    tx: &tokio::sync::mpsc::Sender<UploadBlobsRequest>,
+    digest: &Digest,
+    path: &Path,
+    on_sent: &(dyn Fn(u64) + Send + Sync),
+) -> Result<bool, ClientError> {
+    let mut file = std::fs::File::open(path).map_err(ClientError::io("open", path))?;
+    let mut remaining = digest.size;
+    let mut first = true;
+    loop {
+        let want = remaining.min(UPLOAD_CHUNK as u64);
+        // read_to_end fills the spare capacity without zeroing it.
+        let mut data = Vec::with_capacity(want as usize);
+        (&mut file)
+            .take(want)
+            .read_to_end(&mut data)
+            .map_err(ClientError::io("read", path))?;
+        if (data.len() as u64) < want {
+            return Err(ClientError::ChangedSinceHashed {
+                path: path.to_path_buf(),
+            });
+        }
+        remaining -= want;
+        on_sent(want);
+        let chunk = UploadBlobsRequest {
+            digest: first.then(|| digest.to_proto()),
+            data,
+        };
+        first = false;
+        if tx.blocking_send(chunk).is_err() {
+            return Ok(false);
+        }
+        if remaining == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// Every chunk `send_file` sends for `digest`, or its error.
+    fn chunks_of(
+        path: &Path,
+        digest: Digest,
+    ) -> Result<(bool, Vec<UploadBlobsRequest>), ClientError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let complete = send_file(&tx, &digest, path, &|_| {})?;
+        drop(tx);
+        let mut chunks = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            chunks.push(chunk);
+        }
+        Ok((complete, chunks))
+    }
+
+    #[test]
+    fn a_file_is_sent_as_exactly_its_digests_bytes_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..2 * UPLOAD_CHUNK + 5).map(|i| i as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let digest = attest_tree::hash_bytes(&bytes);
+        // Bytes appended after hashing are not sent: the blob is what was hashed.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"appended")
+            .unwrap();
+        let (complete, chunks) = chunks_of(&path, digest).unwrap();
+        assert!(complete);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.data.len()).collect();
+        assert_eq!(sizes, [UPLOAD_CHUNK, UPLOAD_CHUNK, 5]);
+        assert_eq!(chunks[0].digest, Some(digest.to_proto()));
+        assert!(chunks[1..].iter().all(|c| c.digest.is_none()));
+        let sent: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+        assert_eq!(sent, bytes);
+    }
+
+    #[test]
+    fn an_empty_file_is_one_chunk_with_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, b"").unwrap();
+        let digest = attest_tree::hash_bytes(b"");
+        let (_, chunks) = chunks_of(&path, digest).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].digest, Some(digest.to_proto()));
+        assert!(chunks[0].data.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_shrank_since_it_was_hashed_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let digest = attest_tree::hash_bytes(b"the longer content");
+        std::fs::write(&path, b"shorter").unwrap();
+        match chunks_of(&path, digest) {
+            Err(ClientError::ChangedSinceHashed { path: named }) => assert_eq!(named, path),
+            other => panic!(
+                "expected ChangedSinceHashed, got {:?}",
+                other.map(|r| r.1.len())
+            ),
+        }
     }
 }

@@ -26,6 +26,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("downloaded {path} does not match the digest the daemon attested ({expected}); nothing was written")]
     DownloadMismatch { path: PathBuf, expected: String },
+    #[error("{path} changed after it was hashed (it is shorter now); run again")]
+    ChangedSinceHashed { path: PathBuf },
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
