@@ -4,8 +4,9 @@ use crate::error::ClientError;
 use attest_proto::v1::{
     attestations_client::AttestationsClient, build_client::BuildClient,
     content_store_client::ContentStoreClient, keys_client::KeysClient, Attestation, BuildEvent,
-    BuildRequest, DownloadBlobRequest, FindMissingBlobsRequest, GetByInvocationRequest,
-    GetPublicKeysRequest, ListBySubjectRequest, PublicKey, UploadBlobsRequest,
+    BuildRequest, CheckTreeRequest, DownloadBlobRequest, FindMissingBlobsRequest,
+    GetByInvocationRequest, GetPublicKeysRequest, ListBySubjectRequest, PublicKey,
+    UploadBlobsRequest,
 };
 use attest_tree::Digest;
 use hyper_util::rt::TokioIo;
@@ -75,6 +76,20 @@ impl Client {
         ContentStoreClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Whether the daemon holds the whole tree named by `root`, so that a
+    /// build of it needs no upload (CheckTree). A hint only: the build
+    /// checks its input again.
+    pub async fn tree_complete(&self, root: &Digest) -> Result<bool, ClientError> {
+        Ok(self
+            .cas()
+            .check_tree(CheckTreeRequest {
+                root: Some(root.to_proto()),
+            })
+            .await?
+            .into_inner()
+            .complete)
     }
 
     /// Which of these blobs the daemon does not have.

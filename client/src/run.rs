@@ -4,7 +4,7 @@ use crate::client::{BlobSource, Client};
 use crate::error::ClientError;
 use attest_proto::v1::{build_event::Event, BuildDone, BuildRequest, EnvVar, Limits, SourceInfo};
 use attest_tree::{build_tree, Digest, DigestCache};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -135,20 +135,38 @@ pub async fn run_build(
     .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))??;
 
     // 2. Upload only what the daemon lacks.
-    let mut sources: HashMap<Digest, BlobSource> = HashMap::new();
+    // An unchanged tree the daemon already holds whole is one question,
+    // not one per blob. An error here (an older daemon without CheckTree)
+    // only means asking blob by blob.
+    let complete = match client.tree_complete(&tree.root).await {
+        Ok(complete) => complete,
+        Err(e) => {
+            tracing::debug!(error = %crate::error::chain(&e), "CheckTree failed; asking blob by blob");
+            false
+        }
+    };
+    let missing: HashSet<Digest> = if complete {
+        HashSet::new()
+    } else {
+        client
+            .find_missing(&tree.blob_digests())
+            .await?
+            .into_iter()
+            .collect()
+    };
+    // Each missing blob once, directories first, files in tree order.
+    let mut upload: Vec<(Digest, BlobSource)> = Vec::with_capacity(missing.len());
+    let mut queued: HashSet<Digest> = HashSet::with_capacity(missing.len());
     for (digest, bytes) in &tree.directories {
-        sources.insert(*digest, BlobSource::Bytes(bytes.clone()));
+        if missing.contains(digest) && queued.insert(*digest) {
+            upload.push((*digest, BlobSource::Bytes(bytes.clone())));
+        }
     }
     for file in &tree.files {
-        sources
-            .entry(file.digest)
-            .or_insert_with(|| BlobSource::File(file.path.clone()));
+        if missing.contains(&file.digest) && queued.insert(file.digest) {
+            upload.push((file.digest, BlobSource::File(file.path.clone())));
+        }
     }
-    let missing = client.find_missing(&tree.blob_digests()).await?;
-    let upload: Vec<(Digest, BlobSource)> = missing
-        .iter()
-        .filter_map(|d| sources.get(d).map(|s| (*d, s.clone())))
-        .collect();
     let upload_bytes: u64 = upload.iter().map(|(d, _)| d.size).sum();
     observer.uploading(upload.len(), upload_bytes);
     let uploaded_blobs = upload.len();

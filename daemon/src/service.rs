@@ -5,8 +5,8 @@ use crate::error::DaemonError;
 use crate::executor::{execute, validate, Daemon};
 use attest_proto::v1::{
     attestations_server::Attestations, build_server::Build, content_store_server::ContentStore,
-    keys_server::Keys, Attestation, BuildEvent, BuildRequest, DownloadBlobRequest,
-    DownloadBlobResponse, FindMissingBlobsRequest, FindMissingBlobsResponse,
+    keys_server::Keys, Attestation, BuildEvent, BuildRequest, CheckTreeRequest, CheckTreeResponse,
+    DownloadBlobRequest, DownloadBlobResponse, FindMissingBlobsRequest, FindMissingBlobsResponse,
     GetByInvocationRequest, GetPublicKeysRequest, GetPublicKeysResponse, ListBySubjectRequest,
     ListBySubjectResponse, PublicKey, UploadBlobsRequest, UploadBlobsResponse,
 };
@@ -185,6 +185,31 @@ impl ContentStore for Services {
             stored: stored.iter().map(Digest::to_proto).collect(),
             received_bytes: received,
         }))
+    }
+
+    async fn check_tree(
+        &self,
+        request: Request<CheckTreeRequest>,
+    ) -> Result<Response<CheckTreeResponse>, Status> {
+        let root = digest_arg(request.get_ref().root.as_ref(), "root")?;
+        let daemon = self.daemon.clone();
+        let started = std::time::Instant::now();
+        // The very check Build makes, so the answer and a build's agree
+        // (short of a tree evicted in between).
+        let complete = blocking(
+            move || match daemon.inputs.check_complete(&daemon.store, &root) {
+                Ok(_) => Ok(true),
+                Err(DaemonError::BlobNotFound(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
+        .await?;
+        tracing::debug!(
+            complete,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "CheckTree"
+        );
+        Ok(Response::new(CheckTreeResponse { complete }))
     }
 
     type DownloadBlobStream =
