@@ -201,6 +201,9 @@ pub fn validate_directory(directory: &Directory) -> Result<(), TreeError> {
 struct PendingFile {
     path: PathBuf,
     relative: PathBuf,
+    /// Its stat data as the walk saw it, taken only when a digest cache is
+    /// used (the cache is keyed on it).
+    seen: Option<std::fs::Metadata>,
 }
 
 /// One entry of a directory as the walk found it, before any file is read.
@@ -234,6 +237,9 @@ struct Walk {
     /// The first error a job met; once set, no new directory is read.
     error: Mutex<Option<TreeError>>,
     failed: AtomicBool,
+    /// Whether each file is `lstat`ed as its directory is read (for the
+    /// digest cache).
+    stat_files: bool,
 }
 
 /// A subdirectory found in one directory, to be walked by its own job.
@@ -272,6 +278,7 @@ pub fn build_tree(
         walked: Mutex::new(Vec::new()),
         error: Mutex::new(None),
         failed: AtomicBool::new(false),
+        stat_files: cache.is_some(),
     };
     rayon::scope(|scope| walk_directory(scope, &walk, 0, root.to_path_buf(), PathBuf::new(), 0));
     if let Some(error) = walk
@@ -408,9 +415,10 @@ fn walk_directory<'s>(
 }
 
 /// Lists one directory, sorted by name, judging each entry by the type its
-/// directory entry carries (no stat per file: the kernel fills `d_type` on
-/// ext4, xfs, btrfs and tmpfs, and std falls back to `lstat` where it does
-/// not). Every entry of this directory is judged before any subdirectory is
+/// directory entry carries (no stat per file for that: the kernel fills
+/// `d_type` on ext4, xfs, btrfs and tmpfs, and std falls back to `lstat`
+/// where it does not; files are stat'ed here only for the digest cache).
+/// Every entry of this directory is judged before any subdirectory is
 /// walked, so a fault here is reported before faults further down.
 fn read_directory(
     walk: &Walk,
@@ -422,25 +430,44 @@ fn read_directory(
         let path = path.to_path_buf();
         move |source| TreeError::Io { path, source }
     };
-    let mut listed: Vec<(Vec<u8>, std::fs::FileType)> = Vec::new();
+    let mut listed: Vec<(Vec<u8>, std::fs::FileType, Option<std::fs::Metadata>)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let kind = entry.file_type().map_err(|source| TreeError::Io {
             path: entry.path(),
             source,
         })?;
+        // With a digest cache, a file's stat data is its cache key. The
+        // entry's own `metadata` is an lstat relative to the open directory
+        // (statx on the directory's fd): no lookup of the whole path, which
+        // was most of a cached run's cost.
+        let seen = if walk.stat_files && kind.is_file() {
+            Some(entry.metadata().map_err(|source| TreeError::Io {
+                path: entry.path(),
+                source,
+            })?)
+        } else {
+            None
+        };
         // The name's bytes, UTF-8 or not: the tree carries them as they are.
-        listed.push((entry.file_name().into_vec(), kind));
+        listed.push((entry.file_name().into_vec(), kind, seen));
     }
     listed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut entries = Vec::with_capacity(listed.len());
     let mut subdirectories = Vec::new();
-    for (name, kind) in listed {
+    for (name, kind, seen) in listed {
         let name_os = std::ffi::OsStr::from_bytes(&name);
         let path = dir.join(name_os);
         if kind.is_file() {
             let relative = relative.join(name_os);
-            entries.push((name, Walked::File(PendingFile { path, relative })));
+            entries.push((
+                name,
+                Walked::File(PendingFile {
+                    path,
+                    relative,
+                    seen,
+                }),
+            ));
         } else if kind.is_dir() {
             if depth + 1 > MAX_TREE_DEPTH {
                 return Err(TreeError::TooDeep {
@@ -514,16 +541,20 @@ fn flatten(
 
 /// Hashes one walked file. Without a cache the file is opened straight
 /// away and its own fstat is what the hash is checked against; with one,
-/// it is `lstat`ed first (the cache is keyed on stat data) and read only on
-/// a miss.
+/// the stat data the walk took is looked up (the cache is keyed on it) and
+/// the file is opened and read only on a miss, where the opened file must
+/// still match that stat data.
 fn hash_pending(file: &PendingFile, cache: Option<&DigestCache>) -> Result<Hashed, TreeError> {
     let Some(cache) = cache else {
         return hash_stable(&file.path, None);
     };
-    let seen = std::fs::symlink_metadata(&file.path).map_err(|source| TreeError::Io {
-        path: file.path.clone(),
-        source,
-    })?;
+    let seen = match &file.seen {
+        Some(seen) => seen.clone(),
+        None => std::fs::symlink_metadata(&file.path).map_err(|source| TreeError::Io {
+            path: file.path.clone(),
+            source,
+        })?,
+    };
     if !seen.file_type().is_file() {
         return Err(no_longer_a_file(&file.path, seen.file_type()));
     }
