@@ -1141,6 +1141,10 @@ mod tests {
         hash_bytes(bytes).hex()
     }
 
+    fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+        hash_bytes(bytes).hash
+    }
+
     #[test]
     fn digests_follow_the_documented_format() {
         let dir = tempfile::tempdir().unwrap();
@@ -1454,6 +1458,65 @@ mod tests {
             assert!(!seen.contains(&digest), "{what} did not change the digest");
             seen.push(digest);
             assert_eq!(hashed(facts.status(&binds[1])), now[1]);
+        }
+    }
+
+    #[test]
+    fn a_write_through_a_link_outside_the_binds_and_a_retargeted_symlink_bind_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        // A second name for usr/lib/libc.so outside every bind: writes
+        // through it are reported to the file's own watch only.
+        let outside = dir.path().join("outside-libc.so");
+        std::fs::hard_link(binds[0].join("lib/libc.so"), &outside).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let hasher = RootfsHasher::new(binds.clone(), state.path());
+        let before = digests(&hasher.measure_after(Instant::now()));
+
+        std::fs::write(&outside, vec![3u8; 10]).unwrap();
+        let (_, walked) = step(&hasher, || {});
+        assert_eq!(walked, entries_of(&hasher, 0), "/usr is walked again");
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(walked, 0);
+        let now = fresh_digests(&binds);
+        assert_ne!(now[0], before[0]);
+        assert_eq!(hashed(facts.status(&binds[0])), now[0]);
+
+        // The symlink bind `bin -> usr/bin`, pointed elsewhere: an entry of
+        // the bind's parent, which is watched for that name.
+        std::fs::remove_file(&binds[2]).unwrap();
+        symlink("usr/lib", &binds[2]).unwrap();
+        let (_, walked) = step(&hasher, || {});
+        assert_eq!(walked, 1, "only the symlink bind is walked");
+        let (facts, walked) = step(&hasher, || {});
+        assert_eq!(walked, 0);
+        assert_eq!(hashed(facts.status(&binds[2])), sha256_of(b"usr/lib"));
+    }
+
+    #[test]
+    fn a_walk_that_overlaps_the_steps_start_is_reused_only_if_its_ctimes_are_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let binds = make_rootfs(dir.path());
+        let state = tempfile::tempdir().unwrap();
+        let hasher = RootfsHasher::new(binds.clone(), state.path());
+        // The first walk runs while the step does (as the first hash may):
+        // an entry it read after the step began may have changed between
+        // the step's start and its watch, which only its ctime can tell.
+        // These files are brand new, so every bind is walked again.
+        let (_, walked) = step(&hasher, || {
+            hasher.measure_after(Instant::now());
+        });
+        let all: u64 = (0..3).map(|i| entries_of(&hasher, i)).sum();
+        assert_eq!(walked, all);
+
+        // Old enough: the overlapping walk is reused.
+        std::thread::sleep(Duration::from_millis(2100));
+        let (facts, walked) = step(&hasher, || {
+            hasher.measure_after(Instant::now());
+        });
+        assert_eq!(walked, 0);
+        for (bind, digest) in binds.iter().zip(fresh_digests(&binds)) {
+            assert_eq!(hashed(facts.status(bind)), digest);
         }
     }
 
