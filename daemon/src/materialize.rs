@@ -88,7 +88,16 @@ pub struct InputTrees {
     lock: Arc<Mutex<()>>,
     /// Owner given to every entry of a tree, when the daemon may chown.
     owner: Option<(u32, u32)>,
+    /// The file lists read most recently, newest last: a build reads its
+    /// tree's list up to three times (CheckTree, the completeness check,
+    /// the materials), and the root digest fixes a list's contents, so one
+    /// read stays true for as long as the tree exists. Emptied of a tree's
+    /// list when the tree is evicted.
+    recent_lists: Arc<Mutex<Vec<(Digest, Arc<FileList>)>>>,
 }
+
+/// How many file lists [`InputTrees`] keeps in memory.
+const RECENT_LISTS: usize = 8;
 
 impl InputTrees {
     /// Opens the cache, removing half-built trees a crash left behind.
@@ -120,11 +129,32 @@ impl InputTrees {
             dir: dir.to_path_buf(),
             lock: Arc::new(Mutex::new(())),
             owner,
+            recent_lists: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
     fn list_path(&self, root: &Digest) -> PathBuf {
         self.dir.join(format!("{FILE_LIST_PREFIX}{}", root.hex()))
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Vec<(Digest, Arc<FileList>)>> {
+        self.recent_lists.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tree's file list, from memory when it was read recently, else
+    /// from its file (then kept). `None`: no list, or a damaged one.
+    fn file_list(&self, root: &Digest) -> Option<Arc<FileList>> {
+        if let Some((_, list)) = self.recent().iter().find(|(d, _)| d == root) {
+            return Some(list.clone());
+        }
+        let list = Arc::new(read_file_list(&self.list_path(root))?);
+        let mut recent = self.recent();
+        recent.retain(|(d, _)| d != root);
+        if recent.len() >= RECENT_LISTS {
+            recent.remove(0);
+        }
+        recent.push((*root, list.clone()));
+        Some(list)
     }
 
     /// Every materialized tree with its size and last use.
@@ -182,6 +212,7 @@ impl InputTrees {
             // The list first: a crash between the two leaves a tree without
             // a list (rebuilt on use), never a list claiming a tree.
             let list = self.dir.join(format!("{FILE_LIST_PREFIX}{name}"));
+            self.recent().retain(|(d, _)| d.hex() != name);
             match std::fs::remove_file(&list) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -208,7 +239,7 @@ impl InputTrees {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             let tree = self.dir.join(root.hex());
             if tree.is_dir() {
-                if let Some(files) = read_file_list(&self.list_path(root)) {
+                if let Some(files) = self.file_list(root) {
                     touch(&tree)?;
                     return Ok(stats_of(&files));
                 }
@@ -235,13 +266,13 @@ impl InputTrees {
     pub fn list_files(&self, store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
         let started = std::time::Instant::now();
         let list_path = self.list_path(root);
-        if let Some(files) = read_file_list(&list_path) {
+        if let Some(files) = self.file_list(root) {
             tracing::debug!(
                 files = files.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "input files read from the tree's list"
             );
-            return Ok(files);
+            return Ok(FileList::clone(&files));
         }
         let files = walk_files(store, root)?;
         // Worth keeping only next to its tree: a list alone would make
@@ -804,7 +835,9 @@ mod tests {
             TreeStats { files: 2, bytes: 6 }
         );
 
-        // A list cut short by a crash does not check; the walk rebuilds it.
+        // A list cut short by a crash does not check; the walk rebuilds it
+        // (after a restart: a running daemon answers from the list it read).
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
         let bytes = std::fs::read(&list).unwrap();
         std::fs::write(&list, &bytes[..bytes.len() - 5]).unwrap();
         assert!(read_file_list(&list).is_none());
@@ -813,11 +846,39 @@ mod tests {
 
         // Without its list, a materialized tree is checked against the
         // store again, which now lacks a blob.
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
         std::fs::remove_file(&list).unwrap();
         assert!(matches!(
             trees.check_complete(&store, &root),
             Err(DaemonError::BlobNotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_list_read_once_is_served_from_memory_until_its_tree_is_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"f").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
+        trees.materialize(&store, &root).unwrap();
+        let first = trees.list_files(&store, &root).unwrap();
+        // Read once; the file no longer needs reading (or even to exist
+        // while the daemon runs: the root digest fixes the contents).
+        std::fs::remove_file(trees.list_path(&root)).unwrap();
+        assert_eq!(trees.list_files(&store, &root).unwrap(), first);
+        assert_eq!(
+            trees.check_complete(&store, &root).unwrap(),
+            TreeStats { files: 1, bytes: 1 }
+        );
+        // Eviction forgets it: the tree is gone, and so is what it claimed.
+        let listed = trees.list().unwrap();
+        assert!(trees
+            .evict_unused_since(&listed[0], SystemTime::now())
+            .unwrap());
+        assert!(trees.file_list(&root).is_none());
     }
 
     #[test]
