@@ -93,8 +93,11 @@ pub struct InputTrees {
     /// the materials), and the root digest fixes a list's contents, so one
     /// read stays true for as long as the tree exists. Emptied of a tree's
     /// list when the tree is evicted.
-    recent_lists: Arc<Mutex<Vec<(Digest, Arc<FileList>)>>>,
+    recent_lists: Arc<Mutex<RecentLists>>,
 }
+
+/// File lists by root digest, oldest first.
+type RecentLists = Vec<(Digest, Arc<FileList>)>;
 
 /// How many file lists [`InputTrees`] keeps in memory.
 const RECENT_LISTS: usize = 8;
@@ -137,7 +140,7 @@ impl InputTrees {
         self.dir.join(format!("{FILE_LIST_PREFIX}{}", root.hex()))
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, Vec<(Digest, Arc<FileList>)>> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentLists> {
         self.recent_lists.lock().unwrap_or_else(|p| p.into_inner())
     }
 
