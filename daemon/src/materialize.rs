@@ -661,6 +661,18 @@ fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A store holding a tree of one file `f` (bytes `f`): (its temp dir,
+    /// the store, the root digest).
+    fn one_file_tree() -> (tempfile::TempDir, BlobStore, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), b"f").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        (dir, store, root)
+    }
+
     fn upload_tree(store: &BlobStore, src: &Path) -> Digest {
         let tree = attest_tree::build_tree(src, None, &|_| {}).unwrap();
         for (_, bytes) in &tree.directories {
@@ -859,12 +871,7 @@ mod tests {
 
     #[test]
     fn a_list_read_once_is_served_from_memory_until_its_tree_is_evicted() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("f"), b"f").unwrap();
-        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
-        let root = upload_tree(&store, &src);
+        let (dir, store, root) = one_file_tree();
         let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
         trees.materialize(&store, &root).unwrap();
         let first = trees.list_files(&store, &root).unwrap();
@@ -887,12 +894,7 @@ mod tests {
     #[test]
     fn a_tree_without_its_list_is_materialized_anew() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("f"), b"f").unwrap();
-        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
-        let root = upload_tree(&store, &src);
+        let (dir, store, root) = one_file_tree();
         let trees = InputTrees::open(&dir.path().join("inputs")).unwrap();
         // As an older daemon left it: a plain copy, no list.
         let old = dir.path().join("inputs").join(root.hex());
@@ -916,12 +918,7 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_list_along_and_a_restart_drops_orphaned_lists() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("f"), b"f").unwrap();
-        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
-        let root = upload_tree(&store, &src);
+        let (dir, store, root) = one_file_tree();
         let inputs = dir.path().join("inputs");
         let trees = InputTrees::open(&inputs).unwrap();
         trees.materialize(&store, &root).unwrap();
