@@ -167,7 +167,7 @@ struct VerifyArgs {
     socket: SocketArg,
     /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests.
     #[arg(required = true, value_name = "ARTIFACT")]
-    artifacts: Vec<String>,
+    artifacts: Vec<std::ffi::OsString>,
     /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
     #[arg(
         long,

@@ -13,8 +13,13 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 
 /// An artifact as named on the command line: a file (its sha256 and sha512
 /// computed), or `sha256:HEX`, or `sha512:HEX` (provenance whose subjects
-/// carry only sha512, as npm publishes, is checked against that).
-pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
+/// carry only sha512, as npm publishes, is checked against that). A file
+/// name that is not UTF-8 is named by its `percent-bytes` encoding, as the
+/// daemon names such a product (docs/buildtype-v1.md).
+pub fn resolve_artifact(arg: &std::ffi::OsStr) -> Result<Artifact, ClientError> {
+    let Some(arg) = arg.to_str() else {
+        return resolve_file(Path::new(arg));
+    };
     if let Some(hex) = arg.strip_prefix("sha256:") {
         let hex = hex.to_ascii_lowercase();
         attest_tree::Digest::from_hex(&hex, 0)
@@ -35,7 +40,12 @@ pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
         }
         return Ok(Artifact::from_sha512(arg, hex));
     }
-    let path = Path::new(arg);
+    resolve_file(Path::new(arg))
+}
+
+/// A file artifact: its name and both digests.
+fn resolve_file(path: &Path) -> Result<Artifact, ClientError> {
+    use std::os::unix::ffi::OsStrExt;
     let (sha256, sha512) = hash_file_sha256_sha512(path).map_err(|source| {
         let e = attest_tree::TreeError::Io {
             path: path.to_path_buf(),
@@ -43,10 +53,11 @@ pub fn resolve_artifact(arg: &str) -> Result<Artifact, ClientError> {
         };
         ClientError::Invalid(format!("artifact {}", crate::error::chain(&e)))
     })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| arg.to_string());
+    let bytes = path.file_name().unwrap_or(path.as_os_str()).as_bytes();
+    let name = match std::str::from_utf8(bytes) {
+        Ok(name) => name.to_string(),
+        Err(_) => attest_tree::percent_bytes_encode(bytes),
+    };
     Ok(Artifact {
         name,
         sha256,
@@ -125,4 +136,33 @@ pub fn verify(
         expect,
         std::time::SystemTime::now(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_named_as_the_daemon_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"caf\xe9 100%"));
+        std::fs::write(&path, b"bytes").unwrap();
+        let a = resolve_artifact(path.as_os_str()).unwrap();
+        assert_eq!(a.name, "caf%E9 100%25");
+        assert_eq!(
+            attest_tree::percent_bytes_decode(&a.name).unwrap(),
+            b"caf\xe9 100%"
+        );
+        assert_eq!(a.sha256, attest_tree::hash_bytes(b"bytes").hex());
+        // A UTF-8 name is used as it is, `%` included.
+        let plain = dir.path().join("100%.txt");
+        std::fs::write(&plain, b"x").unwrap();
+        assert_eq!(
+            resolve_artifact(plain.as_os_str()).unwrap().name,
+            "100%.txt"
+        );
+    }
 }
