@@ -1055,7 +1055,7 @@ impl<'a> Walker<'a> {
                 path: path.to_path_buf(),
                 source,
             })?;
-            if !same_version(meta, &now) {
+            if !attest_tree::same_file_version(meta, &now) {
                 return Err(RootfsError::ChangedWhileHashing {
                     path: path.to_path_buf(),
                 });
@@ -1075,7 +1075,7 @@ impl<'a> Walker<'a> {
             path: path.to_path_buf(),
             source,
         })?;
-        if !same_version(meta, &after) || digest.size != meta.len() {
+        if !attest_tree::same_file_version(meta, &after) || digest.size != meta.len() {
             return Err(RootfsError::ChangedWhileHashing {
                 path: path.to_path_buf(),
             });
@@ -1083,17 +1083,6 @@ impl<'a> Walker<'a> {
         self.cache.insert(meta, digest.hash);
         Ok(digest.hash)
     }
-}
-
-/// Whether two stats of a file are of the same version of it.
-fn same_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    a.dev() == b.dev()
-        && a.ino() == b.ino()
-        && a.len() == b.len()
-        && a.mtime() == b.mtime()
-        && a.mtime_nsec() == b.mtime_nsec()
-        && a.ctime() == b.ctime()
-        && a.ctime_nsec() == b.ctime_nsec()
 }
 
 /// `major,minor` of a device number in glibc's encoding (what

@@ -148,13 +148,7 @@ fn non_utf8_names_reach_the_step_byte_for_byte_and_the_provenance_encodes_them_l
     );
 
     // The daemon's materialized copy holds the same bytes.
-    let inputs = daemon.state_dir.join("inputs");
-    let tree = std::fs::read_dir(&inputs)
-        .unwrap()
-        .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .expect("a materialized tree")
-        .path();
+    let tree = materialized_tree(&daemon);
     assert_eq!(
         std::fs::read(tree.join(OsStr::from_bytes(b"d\xff/100%"))).unwrap(),
         b"inner"
@@ -235,13 +229,7 @@ fn symlinks_outside_loops_hardlinks_and_long_names_reach_the_step_as_they_are() 
         "/etc/shadow\n../../../../..\nloop\nb\na\nlinkedlinkedlong namenot-followed\n"
     );
     // The daemon's own materialized copy holds links, not what they name.
-    let inputs = daemon.state_dir.join("inputs");
-    let tree = std::fs::read_dir(&inputs)
-        .unwrap()
-        .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .expect("a materialized tree")
-        .path();
+    let tree = materialized_tree(&daemon);
     assert_eq!(
         std::fs::read_link(tree.join("escape")).unwrap(),
         Path::new("/etc/shadow")
@@ -480,4 +468,14 @@ fn a_64_mib_product_passes_through_the_daemon_with_bounded_memory() {
         after - before
     );
     assert_still_serves(&mut daemon);
+}
+
+/// The daemon's one materialized input tree (`STATE/inputs/<root>`).
+fn materialized_tree(daemon: &TestDaemon) -> std::path::PathBuf {
+    std::fs::read_dir(daemon.state_dir.join("inputs"))
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("a materialized tree")
+        .path()
 }

@@ -17,8 +17,8 @@ pub use cache::DigestCache;
 pub use digest::{hash_bytes, hash_file, Digest, HASH_BUFFER_BYTES};
 pub use error::TreeError;
 pub use merkle::{
-    build_tree, directory_digest, encode_directory, validate_directory, validate_name,
-    validate_name_bytes, Tree, TreeFile, MAX_TREE_DEPTH,
+    build_tree, directory_digest, encode_directory, same_file_version, validate_directory,
+    validate_name, validate_name_bytes, Tree, TreeFile, MAX_TREE_DEPTH,
 };
 pub use names::{
     joined, percent_bytes_decode, percent_bytes_encode, split_name, symlink_target, EntryName,

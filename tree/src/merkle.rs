@@ -605,12 +605,12 @@ fn hash_stable(path: &Path, seen: Option<&std::fs::Metadata>) -> Result<Hashed, 
     if !before.file_type().is_file() {
         return Err(no_longer_a_file(path, before.file_type()));
     }
-    if seen.is_some_and(|seen| !same_stat(&before, seen)) {
+    if seen.is_some_and(|seen| !same_file_version(&before, seen)) {
         return Err(changed());
     }
     let digest = hash_reader(&mut opened).map_err(io_err)?;
     let after = opened.metadata().map_err(io_err)?;
-    if !same_stat(&after, &before) || digest.size != before.len() {
+    if !same_file_version(&after, &before) || digest.size != before.len() {
         return Err(changed());
     }
     Ok(Hashed {
@@ -639,7 +639,10 @@ fn is_executable(metadata: &std::fs::Metadata) -> bool {
     metadata.permissions().mode() & 0o111 != 0
 }
 
-fn same_stat(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+/// Whether two stats are of the same version of one file: device, inode,
+/// size, mtime and ctime (to the nanosecond) all equal. What the digest
+/// cache keys on, and how a file changing while hashed is caught.
+pub fn same_file_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.dev() == b.dev()
         && a.ino() == b.ino()
         && a.len() == b.len()
