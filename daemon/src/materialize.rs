@@ -42,7 +42,7 @@
 //! deleted after the lock is released.
 
 use crate::error::DaemonError;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, Placed};
 use attest_proto::v1::Directory;
 use attest_tree::{symlink_target, validate_directory, Digest, EntryName, MAX_TREE_DEPTH};
 use prost::Message;
@@ -340,38 +340,15 @@ impl InputTrees {
                         directories.push(path);
                     }
                     Node::File { digest, executable } => {
-                        let blob = store.path(&digest);
-                        if executable {
-                            copy_file(&blob, &path, 0o755)?;
-                            counts.copied += 1;
-                        } else {
-                            match std::fs::hard_link(&blob, &path) {
-                                Ok(()) => {
-                                    // Owner-writable, as in the step's copy
-                                    // of old: the step rewrites an input in
-                                    // its overlay (copy-up), never here.
-                                    std::fs::set_permissions(
-                                        &path,
-                                        std::fs::Permissions::from_mode(0o644),
-                                    )
-                                    .map_err(DaemonError::io("chmod", &path))?;
-                                    counts.linked += 1
-                                }
-                                // Another filesystem, or the blob's link
-                                // count at its limit: a copy will do.
-                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                    tracing::debug!(error = %e, path = %path.display(), "cannot hardlink a blob, copying it");
-                                    copy_file(&blob, &path, 0o644)?;
-                                    counts.copied += 1;
-                                }
-                                Err(e) => {
-                                    return Err(if blob.exists() {
-                                        DaemonError::io("materialize", &path)(e)
-                                    } else {
-                                        DaemonError::BlobNotFound(digest.to_string())
-                                    })
-                                }
-                            }
+                        // Non-executable files are owner-writable (0644),
+                        // as in the step's copy of old: the step rewrites
+                        // an input in its overlay (copy-up), never here.
+                        // An executable (0755) is a copy, since a link
+                        // shares the blob's inode and so its mode.
+                        let mode = if executable { 0o755 } else { 0o644 };
+                        match store.place(&digest, &path, mode, !executable)? {
+                            Placed::Linked => counts.linked += 1,
+                            Placed::Copied => counts.copied += 1,
                         }
                         self.chown(&path)?;
                         files.push((relative.as_os_str().as_bytes().to_vec(), digest));
@@ -531,12 +508,6 @@ fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError>
 }
 
 /// Copies a blob into a tree as a file of its own with `mode`.
-fn copy_file(blob: &Path, path: &Path, mode: u32) -> Result<(), DaemonError> {
-    std::fs::copy(blob, path).map_err(DaemonError::io("materialize", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(DaemonError::io("chmod", path))
-}
-
 /// Records a use of a materialized tree: its directory's mtime. A
 /// directory opened read-only can have its times set by its owner.
 fn touch(dir: &Path) -> Result<(), DaemonError> {

@@ -204,6 +204,48 @@ impl BlobStore {
         writer.finish()
     }
 
+    /// Puts a blob's bytes at `dest`, a path that must not exist yet: a
+    /// hardlink to the stored blob when `link` allows it and the
+    /// filesystem does (the file then shares the blob's inode, so takes
+    /// `mode` for both), else a new file with `mode` holding a copy.
+    pub fn place(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        mode: u32,
+        link: bool,
+    ) -> Result<Placed, DaemonError> {
+        use std::os::unix::fs::PermissionsExt;
+        let blob = self.path(digest);
+        if link {
+            match std::fs::hard_link(&blob, dest) {
+                Ok(()) => {
+                    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+                        .map_err(DaemonError::io("chmod", dest))?;
+                    return Ok(Placed::Linked);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !blob.exists() => {
+                    return Err(DaemonError::BlobNotFound(digest.to_string()));
+                }
+                // Another filesystem, or the blob's link count at its
+                // limit: a copy will do.
+                Err(e) => {
+                    tracing::debug!(error = %e, path = %dest.display(), "cannot hardlink a blob, copying it");
+                }
+            }
+        }
+        match std::fs::copy(&blob, dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !blob.exists() => {
+                return Err(DaemonError::BlobNotFound(digest.to_string()));
+            }
+            Err(e) => return Err(DaemonError::io("materialize", dest)(e)),
+        }
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+            .map_err(DaemonError::io("chmod", dest))?;
+        Ok(Placed::Copied)
+    }
+
     /// Reads a whole blob into memory, re-checking its digest. For small
     /// blobs (directory messages); products are streamed instead.
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, DaemonError> {
@@ -244,6 +286,13 @@ impl BlobStore {
             Err(e) => Err(DaemonError::io("open", path)(e)),
         }
     }
+}
+
+/// How [`BlobStore::place`] put a blob's bytes in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Linked,
+    Copied,
 }
 
 /// A blob being written: hashed as the bytes arrive, renamed into the store
