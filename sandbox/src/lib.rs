@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod error;
 pub mod launch;
 pub mod outputs;
+pub mod private_mounts;
 pub mod run;
 pub mod seccomp;
 pub mod setup;
@@ -21,6 +22,7 @@ pub use launch::{
     cleanup_command, find_helper, helper_command, read_report, request_stop, serve_command,
     write_spec,
 };
+pub use private_mounts::private_tmpfs;
 pub use spec::*;
 pub use warm::request_line;
 
