@@ -110,6 +110,20 @@ pub struct Cli {
     /// least recently used trees are evicted. 0: no cap. Default: 10GiB.
     #[arg(long, env = "ATTESTD_INPUTS_MAX_SIZE", value_name = "SIZE", value_parser = parse_size, global = true)]
     pub inputs_max_size: Option<u64>,
+    /// Size of the tmpfs that holds materialized input trees in memory
+    /// (STATE/inputs-mem), when the daemon runs as root: a tree whose files
+    /// take at most half of it, and fit in what is free, is materialized
+    /// there instead of on disk (where creating 20,000 files costs more
+    /// than hashing them); trees that do not fit, or hit a full tmpfs, go
+    /// to STATE/inputs as before. The least recently used trees there are
+    /// evicted once they take more than half of it, so a tree of the
+    /// largest size admitted always fits after a collection. The tmpfs
+    /// lives in the daemon's private mount namespace: it is invisible from
+    /// the host (`attestd gc` cannot see it), and it and its trees vanish
+    /// when the daemon stops, however it stops. Pages are only used as
+    /// trees fill them. 0: no memory cache. Default: a quarter of MemTotal.
+    #[arg(long, env = "ATTESTD_INPUTS_MEMORY_SIZE", value_name = "SIZE", value_parser = parse_size, global = true)]
+    pub inputs_memory_size: Option<u64>,
     /// Nothing used more recently than this is evicted, whatever the caps
     /// (covers the time between a client's upload and its build). Default: 1h.
     #[arg(long, env = "ATTESTD_GC_MIN_AGE", value_name = "DURATION", value_parser = parse_duration, global = true)]
@@ -158,7 +172,8 @@ pub enum Command {
     /// (--cas-max-size, --inputs-max-size), sparing anything used within
     /// --gc-min-age and any tree a build's run directory names. Refuses to
     /// run while a daemon uses the state dir (the daemon collects by itself
-    /// every --gc-interval).
+    /// every --gc-interval). Sees the trees on disk only: the memory trees
+    /// live in a running daemon's private tmpfs and go when it stops.
     Gc {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
@@ -195,6 +210,7 @@ struct FileConfig {
     max_parallel_builds: Option<usize>,
     cas_max_size: Option<String>,
     inputs_max_size: Option<String>,
+    inputs_memory_size: Option<String>,
     gc_min_age: Option<String>,
     gc_interval: Option<String>,
     rootfs_hashing: Option<String>,
@@ -281,6 +297,11 @@ pub struct Config {
     pub gc_interval: Option<Duration>,
     /// Whether the host rootfs is hashed into the provenance.
     pub rootfs_hashing: bool,
+    /// Size of the input trees' tmpfs (`--inputs-memory-size`); 0: trees
+    /// stay on disk. `main` sets it to 0 when the tmpfs could not be
+    /// mounted (not root, or the mount failed), so a daemon with a nonzero
+    /// value here has the tmpfs at STATE/inputs-mem.
+    pub inputs_memory_bytes: u64,
 }
 
 const GIB: u64 = 1 << 30;
@@ -424,7 +445,7 @@ impl Config {
             )?,
             tmp_bytes: 0,
         };
-        let gc = GcPolicy {
+        let mut gc = GcPolicy {
             cas_max_bytes: size(
                 cli.cas_max_size,
                 &file.cas_max_size,
@@ -437,6 +458,7 @@ impl Config {
                 "inputs-max-size",
                 10 * GIB,
             )?,
+            inputs_memory_max_bytes: 0,
             min_age: Duration::from_millis(dur(
                 cli.gc_min_age,
                 &file.gc_min_age,
@@ -444,6 +466,13 @@ impl Config {
                 60 * min,
             )?),
         };
+        let inputs_memory_bytes = match (cli.inputs_memory_size, &file.inputs_memory_size) {
+            (None, None) => mem_total().map(|total| total / 4).unwrap_or(0),
+            (flag, text) => size(flag, text, "inputs-memory-size", 0)?,
+        };
+        // Half the tmpfs: after a collection, a tree of the largest size
+        // admitted there (half of it) still fits.
+        gc.inputs_memory_max_bytes = inputs_memory_bytes / 2;
         let gc_interval = Some(Duration::from_millis(dur(
             cli.gc_interval,
             &file.gc_interval,
@@ -470,8 +499,34 @@ impl Config {
             gc,
             gc_interval,
             rootfs_hashing,
+            inputs_memory_bytes,
         })
     }
+
+    /// Turns the memory cache off (the tmpfs could not be mounted): trees
+    /// all go to disk, and the collector has no memory trees to cap.
+    pub fn without_inputs_memory(mut self) -> Config {
+        self.inputs_memory_bytes = 0;
+        self.gc.inputs_memory_max_bytes = 0;
+        self
+    }
+}
+
+/// MemTotal from /proc/meminfo, in bytes; None when unreadable.
+fn mem_total() -> Option<u64> {
+    parse_mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, DaemonError> {
@@ -594,6 +649,7 @@ mod tests {
             GcPolicy {
                 cas_max_bytes: 20 * GIB,
                 inputs_max_bytes: 10 * GIB,
+                inputs_memory_max_bytes: mem_total().unwrap() / 8,
                 min_age: Duration::from_secs(3600),
             }
         );
@@ -614,6 +670,43 @@ mod tests {
         let gc = Cli::parse_from(["attestd", "gc", "--dry-run", "--cas-max-size", "1M"]);
         assert!(matches!(gc.command, Some(Command::Gc { dry_run: true })));
         assert_eq!(gc.cas_max_size, Some(1 << 20));
+    }
+
+    #[test]
+    fn the_memory_cache_is_a_quarter_of_memtotal_unless_sized_and_zero_turns_it_off() {
+        assert_eq!(
+            parse_mem_total("MemTotal:        8049336 kB\nMemFree:  1 kB\n"),
+            Some(8049336 * 1024)
+        );
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        let total = mem_total().expect("/proc/meminfo names MemTotal");
+        let cfg = Config::resolve(&cli(&[])).unwrap();
+        assert_eq!(cfg.inputs_memory_bytes, total / 4);
+        let cfg = Config::resolve(&cli(&["--inputs-memory-size", "0"])).unwrap();
+        assert_eq!(cfg.inputs_memory_bytes, 0);
+        assert_eq!(cfg.gc.inputs_memory_max_bytes, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(&file, "inputs_memory_size = \"1G\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cfg = Config::resolve(&cli(&["--config", path])).unwrap();
+        assert_eq!(cfg.inputs_memory_bytes, GIB);
+        assert_eq!(cfg.gc.inputs_memory_max_bytes, GIB / 2);
+        let cfg = Config::resolve(&cli(&["--config", path, "--inputs-memory-size", "2G"])).unwrap();
+        assert_eq!(cfg.inputs_memory_bytes, 2 * GIB);
+        let off = cfg.without_inputs_memory();
+        assert_eq!(
+            (off.inputs_memory_bytes, off.gc.inputs_memory_max_bytes),
+            (0, 0)
+        );
+        std::fs::write(&file, "inputs_memory_size = \"lots\"\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&cli(&["--config", path])),
+            Err(DaemonError::Setting {
+                name: "inputs-memory-size",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -97,7 +97,15 @@ impl Daemon {
             helpers,
             rootfs,
             store: BlobStore::open(&cas_dir)?,
-            inputs: InputTrees::open(&inputs_dir)?,
+            // The memory tmpfs, which `main` mounted when the config still
+            // names a size for it.
+            inputs: InputTrees::open(
+                &inputs_dir,
+                (config.inputs_memory_bytes > 0).then(|| crate::materialize::MemoryPlace {
+                    dir: state.join(crate::materialize::MEMORY_DIR),
+                    size_bytes: config.inputs_memory_bytes,
+                }),
+            )?,
             index: {
                 let path = state.join("index.redb");
                 let index = AttestationIndex::open(&path)?;

@@ -1,6 +1,11 @@
 //! Garbage collection of the content store and the materialized-tree
 //! cache: each has a size cap, and when over it the least recently used
-//! entries go first until it is under.
+//! entries go first until it is under. Trees in the memory tmpfs and trees
+//! on disk are two such caches, each under its own cap
+//! (`inputs_memory_max_bytes`, half the tmpfs; `inputs_max_bytes`).
+//! `attestd gc`, a separate process, sees only the disk trees: a running
+//! daemon's tmpfs exists only in its private mount namespace, and a
+//! stopped daemon's went with it.
 //!
 //! What is never evicted:
 //! - anything used within the policy's minimum age (blobs: looked up or
@@ -50,8 +55,11 @@ use std::time::{Duration, SystemTime};
 pub struct GcPolicy {
     /// Cap on the content store's blob bytes; 0: no cap.
     pub cas_max_bytes: u64,
-    /// Cap on the materialized trees' file bytes; 0: no cap.
+    /// Cap on the materialized trees' file bytes on disk; 0: no cap.
     pub inputs_max_bytes: u64,
+    /// Cap on the bytes of the trees in the memory tmpfs (half its size);
+    /// 0: no memory trees, or no cap.
+    pub inputs_memory_max_bytes: u64,
     /// Nothing used more recently than this is evicted.
     pub min_age: Duration,
 }
@@ -128,26 +136,34 @@ pub fn collect(
 
     // Trees first: a tree no longer needed may be what keeps a build from
     // needing its blobs, but blobs never keep a tree.
-    let mut trees = inputs.list()?;
-    trees.sort_by_key(|t| t.last_used);
+    // Trees in memory and trees on disk each by LRU under their own cap:
+    // the two hold different resources (RAM and disk).
+    let (in_memory, on_disk): (Vec<_>, Vec<_>) =
+        inputs.list()?.into_iter().partition(|t| t.in_memory);
     let in_use = trees_in_use(runs_dir);
-    let mut tree_total: u64 = trees.iter().map(|t| t.bytes).sum();
-    for tree in &trees {
-        let over = policy.inputs_max_bytes != 0 && tree_total > policy.inputs_max_bytes;
-        if in_use.contains(&tree.path) {
-            report.trees_in_use += 1;
-        } else if over && old_enough(tree.last_used) {
-            let removed = dry_run || inputs.evict_unused_since(tree, tree.last_used)?;
-            if removed {
-                tracing::info!(tree = %tree.path.display(), bytes = tree.bytes, dry_run, "evicting a materialized tree");
-                report.trees_removed += 1;
-                report.tree_bytes_removed += tree.bytes;
-                tree_total -= tree.bytes;
-                continue;
+    for (mut trees, cap) in [
+        (in_memory, policy.inputs_memory_max_bytes),
+        (on_disk, policy.inputs_max_bytes),
+    ] {
+        trees.sort_by_key(|t| t.last_used);
+        let mut tree_total: u64 = trees.iter().map(|t| t.bytes).sum();
+        for tree in &trees {
+            let over = cap != 0 && tree_total > cap;
+            if in_use.contains(&tree.path) {
+                report.trees_in_use += 1;
+            } else if over && old_enough(tree.last_used) {
+                let removed = dry_run || inputs.evict_unused_since(tree, tree.last_used)?;
+                if removed {
+                    tracing::info!(tree = %tree.path.display(), bytes = tree.bytes, in_memory = tree.in_memory, dry_run, "evicting a materialized tree");
+                    report.trees_removed += 1;
+                    report.tree_bytes_removed += tree.bytes;
+                    tree_total -= tree.bytes;
+                    continue;
+                }
             }
+            report.trees_kept += 1;
+            report.tree_bytes_kept += tree.bytes;
         }
-        report.trees_kept += 1;
-        report.tree_bytes_kept += tree.bytes;
     }
 
     let mut blobs = store.list()?;
@@ -174,7 +190,9 @@ pub fn collect(
 /// `attestd gc`: one collection of a state dir no daemon is using. The
 /// attestation index's file lock (redb refuses a second open) is the state
 /// dir's lock: held for the whole collection, it also keeps a daemon from
-/// starting meanwhile.
+/// starting meanwhile. Only the trees on disk: the memory trees lived in
+/// the stopped daemon's private tmpfs and went with it (and a running
+/// daemon's, which this process could not see, collect themselves).
 pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, DaemonError> {
     let state = &config.state_dir;
     let cas = state.join("cas");
@@ -194,7 +212,7 @@ pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, Daemo
         ),
     })?;
     let store = BlobStore::open(&cas)?;
-    let inputs = InputTrees::open(&state.join("inputs"))?;
+    let inputs = InputTrees::open(&state.join("inputs"), None)?;
     collect(&store, &inputs, &state.join("runs"), &config.gc, dry_run)
 }
 
@@ -219,11 +237,108 @@ mod tests {
         std::fs::create_dir(&runs).unwrap();
         State {
             store: BlobStore::open(&root.join("cas")).unwrap(),
-            inputs: InputTrees::open(&root.join("inputs")).unwrap(),
+            inputs: InputTrees::open(&root.join("inputs"), None).unwrap(),
             root,
             runs,
             _dir: dir,
         }
+    }
+
+    /// A state whose trees go to a "memory" directory (a plain one: which
+    /// filesystem holds it changes nothing here) when they fit.
+    fn state_with_memory() -> State {
+        let mut s = state();
+        s.inputs = InputTrees::open(
+            &s.root.join("inputs"),
+            Some(crate::materialize::MemoryPlace {
+                dir: s.root.join("inputs-mem"),
+                size_bytes: 1 << 30,
+            }),
+        )
+        .unwrap();
+        s
+    }
+
+    /// A run directory as the executor leaves it while its step runs.
+    fn running_build(s: &State, input_dir: &Path) -> PathBuf {
+        let run = s.runs.join(format!("run-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&run).unwrap();
+        let spec = attest_sandbox::SandboxSpec {
+            run_id: "0000-run".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            input_dir: input_dir.to_path_buf(),
+            cwd: String::new(),
+            outputs: vec!["out".into()],
+            out_dir: run.join("out"),
+            scratch_dir: run.join("scratch"),
+            rootfs: attest_sandbox::RootfsSpec::host_default(),
+            limits: attest_sandbox::Limits {
+                timeout_ms: 1000,
+                memory_bytes: 1 << 30,
+                pids: 64,
+                cpu_time_ms: 1000,
+                max_output_bytes: 1 << 20,
+                tmp_bytes: 1 << 20,
+            },
+            source_date_epoch: 0,
+            hostname: "attestd".into(),
+            work_layer: attest_sandbox::WorkLayer::Copy,
+        };
+        attest_sandbox::write_spec(&run.join("spec.json"), &spec).unwrap();
+        run
+    }
+
+    #[test]
+    fn memory_trees_are_evicted_by_lru_under_their_own_cap_never_one_in_use() {
+        let s = state_with_memory();
+        let (_, in_use) = tree(&s, "a", 1000);
+        let (_, oldest) = tree(&s, "b", 1000);
+        let (_, middle) = tree(&s, "c", 1000);
+        let (_, newest) = tree(&s, "d", 1000);
+        for dir in [&in_use, &oldest, &middle, &newest] {
+            assert!(dir.starts_with(s.root.join("inputs-mem")), "{dir:?}");
+        }
+        // A disk tree, older than all of them: the memory cap is not its.
+        let disk_only = InputTrees::open(&s.root.join("inputs"), None).unwrap();
+        let src = s.root.join("src/e");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), "e".repeat(1000)).unwrap();
+        let e = attest_tree::build_tree(&src, None, &|_| {}).unwrap();
+        for (_, bytes) in &e.directories {
+            s.store.put_bytes(bytes).unwrap();
+        }
+        s.store.put_file(&e.files[0].path).unwrap();
+        let on_disk = disk_only.materialize(&s.store, &e.root).unwrap();
+        assert!(on_disk.starts_with(s.root.join("inputs")));
+        age(&on_disk, 9000);
+        age(&in_use, 5000);
+        age(&oldest, 3000);
+        age(&middle, 2000);
+        age(&newest, 1000);
+        let _run = running_build(&s, &in_use);
+        let listed = s.inputs.list().unwrap();
+        assert_eq!(listed.iter().filter(|t| t.in_memory).count(), 4);
+        // Memory trees are copies: each holds its own file.
+        let one = listed.iter().find(|t| t.path == newest).unwrap().bytes;
+        assert!(one >= 1000);
+        let mut p = policy(0, 0, 60);
+        // Room for two: the running build's and the newest.
+        p.inputs_memory_max_bytes = 2 * one + one / 2;
+        let report = collect(&s.store, &s.inputs, &s.runs, &p, false).unwrap();
+        assert_eq!(report.trees_in_use, 1);
+        assert_eq!(report.trees_removed, 2);
+        assert!(in_use.exists(), "a tree in use is never evicted");
+        assert!(!oldest.exists() && !middle.exists());
+        assert!(newest.exists());
+        assert!(on_disk.exists(), "the disk has no cap here");
+        // And the disk cap evicts disk trees only.
+        let mut p = policy(0, 1, 60);
+        p.inputs_memory_max_bytes = 0;
+        let report = collect(&s.store, &s.inputs, &s.runs, &p, false).unwrap();
+        assert_eq!(report.trees_removed, 1);
+        assert!(!on_disk.exists());
+        assert!(newest.exists() && in_use.exists());
     }
 
     fn age(path: &Path, seconds: u64) {
@@ -253,6 +368,7 @@ mod tests {
         GcPolicy {
             cas_max_bytes: cas,
             inputs_max_bytes: inputs,
+            inputs_memory_max_bytes: 0,
             min_age: Duration::from_secs(min_age_s),
         }
     }

@@ -7,8 +7,10 @@ use attestd::executor::Daemon;
 use clap::Parser;
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Not `#[tokio::main]`: the memory tmpfs needs a mount namespace of the
+/// daemon's own, and `unshare(CLONE_NEWNS)` fails in a process with more
+/// than one thread, so it is made before the runtime starts any.
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -23,6 +25,59 @@ async fn main() -> anyhow::Result<()> {
         println!("{}{report}", if dry_run { "dry run: " } else { "" });
         return Ok(());
     }
+    let config = mount_inputs_memory(config);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+/// Mounts the input trees' tmpfs (`--inputs-memory-size`) in a mount
+/// namespace of the daemon's own, so it dies with the daemon and its
+/// helpers; returns the config with the memory cache off when it is not
+/// mounted (not root, turned off, or the mount failed: trees then all go to
+/// disk). Runs while the process has one thread.
+fn mount_inputs_memory(config: Config) -> Config {
+    if config.inputs_memory_bytes == 0 {
+        return config;
+    }
+    if attest_proto::current_uid() != 0 {
+        tracing::debug!("not root: input trees are materialized on disk only");
+        return config.without_inputs_memory();
+    }
+    let dir = config.state_dir.join(attestd::materialize::MEMORY_DIR);
+    // 0700 under the mount too: seen from the host, an empty directory.
+    let mounted = std::fs::create_dir_all(&dir)
+        .and_then(|()| {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        })
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .and_then(|()| {
+            attest_sandbox::private_tmpfs(
+                &attest_sandbox::sys::LinuxSyscalls,
+                &dir,
+                config.inputs_memory_bytes,
+            )
+            .map_err(|e| e.chain())
+        });
+    match mounted {
+        Ok(()) => {
+            tracing::info!(
+                dir = %dir.display(),
+                size = %bytesize::ByteSize(config.inputs_memory_bytes),
+                "input trees that fit are materialized in memory (a tmpfs private to this daemon)"
+            );
+            config
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "cannot mount the input trees' tmpfs: they are materialized on disk only");
+            config.without_inputs_memory()
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         state_dir = %config.state_dir.display(),
         builder_id = %config.builder_id,

@@ -143,6 +143,36 @@ impl TestDaemon {
             .args(args))
     }
 
+    /// `path` as the daemon sees it: through `/proc/PID/root`, which opens
+    /// onto the daemon's mount namespace, where its memory tmpfs
+    /// (`STATE/inputs-mem`) is mounted; from this process's namespace that
+    /// directory is empty.
+    pub fn daemon_view(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid()))
+            .join(path.strip_prefix("/").expect("an absolute path"))
+    }
+
+    /// The directories that hold materialized input trees, as the daemon
+    /// sees them: the memory tmpfs, then the disk.
+    pub fn input_tree_dirs(&self) -> [PathBuf; 2] {
+        [
+            self.daemon_view(&self.state_dir.join("inputs-mem")),
+            self.state_dir.join("inputs"),
+        ]
+    }
+
+    /// The materialized input trees (not their lists or temporary names),
+    /// in memory and on disk, as the daemon sees them.
+    pub fn input_trees(&self) -> Vec<PathBuf> {
+        self.input_tree_dirs()
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -399,13 +399,16 @@ async fn hand_made_trees_with_escaping_names_or_300_levels_are_refused_by_the_da
         expect_invalid(&client, root, needle).await;
     }
     expect_invalid(&client, &child, "deeper than 256").await;
-    assert!(
-        std::fs::read_dir(daemon.state_dir.join("inputs"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "a refused tree was materialized"
-    );
+    // Nothing at all, not even a temporary name, in memory or on disk.
+    for dir in daemon.input_tree_dirs() {
+        if let Ok(mut entries) = std::fs::read_dir(&dir) {
+            assert!(
+                entries.next().is_none(),
+                "a refused tree was materialized in {}",
+                dir.display()
+            );
+        }
+    }
     drop(client);
     assert_still_serves(&mut daemon);
 }
@@ -470,12 +473,12 @@ fn a_64_mib_product_passes_through_the_daemon_with_bounded_memory() {
     assert_still_serves(&mut daemon);
 }
 
-/// The daemon's one materialized input tree (`STATE/inputs/<root>`).
+/// The daemon's one materialized input tree (`STATE/inputs-mem/<root>`
+/// seen through the daemon's mount namespace, or `STATE/inputs/<root>`).
 fn materialized_tree(daemon: &TestDaemon) -> std::path::PathBuf {
-    std::fs::read_dir(daemon.state_dir.join("inputs"))
-        .unwrap()
-        .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    daemon
+        .input_trees()
+        .into_iter()
+        .next()
         .expect("a materialized tree")
-        .path()
 }
