@@ -15,6 +15,7 @@ pub mod gc;
 pub mod helper_pool;
 pub mod index;
 pub mod materialize;
+pub mod packs;
 pub mod provenance;
 pub mod rootfs;
 pub mod server;

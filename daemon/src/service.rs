@@ -27,8 +27,9 @@ const MAX_FIND_MISSING: usize = 100_000;
 /// pending...
 const BATCH_BLOBS: usize = 2048;
 /// ...or once they hold this many bytes (bounds the dirty data one
-/// syncfs waits for, and lets the next batch arrive meanwhile).
-const BATCH_BYTES: u64 = 128 << 20;
+/// sync waits for, and lets the next batch arrive meanwhile; the last
+/// batch's sync is the one the client waits for).
+const BATCH_BYTES: u64 = 32 << 20;
 /// Chunk size of blob downloads (under gRPC's 4 MiB default message cap).
 const DOWNLOAD_CHUNK: usize = 1 << 20;
 
@@ -43,27 +44,58 @@ fn digest_arg(digest: Option<&attest_proto::v1::Digest>, what: &str) -> Result<D
     Digest::from_proto(digest).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
 }
 
-/// Blobs of one upload waiting for [`crate::store::BlobStore::commit`].
-#[derive(Default)]
+/// Blobs of one upload waiting to be made durable: large ones as files
+/// ([`crate::store::BlobStore::commit`]), small ones in the upload's packs
+/// (`packs.rs`).
 struct Batch {
-    blobs: Vec<crate::store::PendingBlob>,
-    bytes: u64,
+    files: Vec<crate::store::PendingBlob>,
+    file_bytes: u64,
+    packs: crate::packs::PackWriter,
+}
+
+/// The blob an upload is receiving.
+enum Receiving {
+    File(Box<crate::store::BlobWriter>),
+    Packed,
 }
 
 impl Batch {
     fn push(&mut self, blob: crate::store::PendingBlob) {
-        self.bytes += blob.size();
-        self.blobs.push(blob);
+        self.file_bytes += blob.size();
+        self.files.push(blob);
     }
 
     fn is_full(&self) -> bool {
-        self.blobs.len() >= BATCH_BLOBS || self.bytes >= BATCH_BYTES
+        let (packed, packed_bytes) = self.packs.pending();
+        self.files.len() + packed >= BATCH_BLOBS || self.file_bytes + packed_bytes >= BATCH_BYTES
     }
 
-    fn take(&mut self) -> Vec<crate::store::PendingBlob> {
-        self.bytes = 0;
-        std::mem::take(&mut self.blobs)
+    /// Takes everything pending, to commit on a blocking thread.
+    fn take(
+        &mut self,
+        store: &crate::store::BlobStore,
+    ) -> impl FnOnce() -> Result<Vec<Digest>, DaemonError> {
+        self.file_bytes = 0;
+        let files = std::mem::take(&mut self.files);
+        let packed = self.packs.take_batch();
+        let store = store.clone();
+        move || {
+            let mut stored = packed.commit()?;
+            stored.extend(store.commit(files)?);
+            Ok(stored)
+        }
     }
+}
+
+/// Checks the blob just received and queues it for its batch.
+fn end_blob(batch: &mut Batch, receiving: Receiving) -> Result<(), Status> {
+    match receiving {
+        Receiving::File(writer) => batch.push((*writer).close().map_err(Status::from)?),
+        Receiving::Packed => {
+            batch.packs.end().map_err(Status::from)?;
+        }
+    }
+    Ok(())
 }
 
 fn joined_commit(
@@ -128,51 +160,62 @@ impl ContentStore for Services {
         let mut stream = request.into_inner();
         let started = std::time::Instant::now();
         let store = self.daemon.store.clone();
-        let mut current: Option<crate::store::BlobWriter> = None;
+        let mut current: Option<Receiving> = None;
         let mut received: i64 = 0;
         // Blobs are made durable in batches (store.rs, `commit`): one
         // syncfs per batch rather than one fsync per blob, which for 20,000
         // small files was 20,000 journal commits. One batch is committed on
         // a blocking thread while the next one is received.
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            files: Vec::new(),
+            file_bytes: 0,
+            packs: store.pack_writer(),
+        };
         let mut committing: Option<tokio::task::JoinHandle<_>> = None;
         let mut stored = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if let Some(digest) = chunk.digest.as_ref() {
-                if let Some(writer) = current.take() {
-                    batch.push(writer.close().map_err(Status::from)?);
+                if let Some(receiving) = current.take() {
+                    end_blob(&mut batch, receiving)?;
                     if batch.is_full() {
                         if let Some(previous) = committing.take() {
                             stored.extend(joined_commit(previous.await)?);
                         }
-                        let store = store.clone();
-                        let blobs = batch.take();
-                        committing = Some(tokio::task::spawn_blocking(move || store.commit(blobs)));
+                        committing = Some(tokio::task::spawn_blocking(batch.take(&store)));
                     }
                 }
                 let digest = digest_arg(Some(digest), "blob digest")?;
-                current = Some(store.writer(digest).map_err(Status::from)?);
+                // Small blobs are packed (packs.rs); large ones stay files,
+                // which a materialized tree can hardlink.
+                current = Some(if digest.size <= crate::packs::PACKED_BLOB_MAX {
+                    batch.packs.begin(digest).map_err(Status::from)?;
+                    Receiving::Packed
+                } else {
+                    Receiving::File(Box::new(store.writer(digest).map_err(Status::from)?))
+                });
             }
-            let Some(writer) = current.as_mut() else {
+            let Some(receiving) = current.as_mut() else {
                 return Err(Status::invalid_argument(
                     "the first chunk of an upload must carry the blob's digest",
                 ));
             };
             received += chunk.data.len() as i64;
-            tokio::task::block_in_place(|| writer.write(&chunk.data)).map_err(Status::from)?;
+            tokio::task::block_in_place(|| match receiving {
+                Receiving::File(writer) => writer.write(&chunk.data),
+                Receiving::Packed => batch.packs.write(&chunk.data),
+            })
+            .map_err(Status::from)?;
         }
-        if let Some(writer) = current.take() {
-            batch.push(writer.close().map_err(Status::from)?);
+        if let Some(receiving) = current.take() {
+            end_blob(&mut batch, receiving)?;
         }
         let received_all = started.elapsed();
         if let Some(previous) = committing.take() {
             stored.extend(joined_commit(previous.await)?);
         }
-        let blobs = batch.take();
-        let store = store.clone();
         stored.extend(joined_commit(
-            tokio::task::spawn_blocking(move || store.commit(blobs)).await,
+            tokio::task::spawn_blocking(batch.take(&store)).await,
         )?);
         tracing::debug!(
             blobs = stored.len(),
