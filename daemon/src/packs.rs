@@ -167,6 +167,28 @@ impl Packs {
             }))
     }
 
+    /// Which of `digests` are packed (their packs there), in one read
+    /// transaction. Counts as a use of those that are.
+    pub fn contains_many(&self, digests: &[Digest]) -> Result<Vec<bool>, DaemonError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(BLOBS).map_err(index_err)?;
+        let mut packs_seen: HashMap<u64, bool> = HashMap::new();
+        let mut found = Vec::with_capacity(digests.len());
+        for digest in digests {
+            let at = table.get(key(digest).as_slice()).map_err(index_err)?;
+            found.push(match at {
+                Some(at) => {
+                    let pack = at.value().0;
+                    *packs_seen
+                        .entry(pack)
+                        .or_insert_with(|| self.reader(pack).is_ok())
+                }
+                None => false,
+            });
+        }
+        Ok(found)
+    }
+
     /// Whether the blob is packed (and its pack is there). Counts as a use.
     pub fn contains(&self, digest: &Digest) -> bool {
         match self.locate(digest) {

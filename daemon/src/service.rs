@@ -136,11 +136,11 @@ impl ContentStore for Services {
         let started = std::time::Instant::now();
         let asked = digests.len();
         let missing: Vec<_> = blocking(move || {
-            let mut seen = std::collections::HashSet::new();
-            Ok(digests
-                .into_iter()
-                .filter(|d| seen.insert(*d) && !daemon.store.contains(d))
-                .map(|d| d.to_proto())
+            Ok(daemon
+                .store
+                .missing(&digests)?
+                .iter()
+                .map(Digest::to_proto)
                 .collect())
         })
         .await?;

@@ -103,6 +103,11 @@ impl BlobStore {
         if digest.size <= PACKED_BLOB_MAX && self.packs.contains(digest) {
             return true;
         }
+        self.contains_file(digest)
+    }
+
+    /// Whether the blob is stored as a file. Counts as a use.
+    fn contains_file(&self, digest: &Digest) -> bool {
         let path = self.path(digest);
         match std::fs::metadata(&path) {
             Ok(m) if m.len() == digest.size => {
@@ -111,6 +116,32 @@ impl BlobStore {
             }
             _ => false,
         }
+    }
+
+    /// The blobs of `digests` the store does not hold, each once, in their
+    /// first order: [`Self::contains`] for many, with one lookup of the
+    /// pack index for them all. Counts as a use of those it holds.
+    pub fn missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, DaemonError> {
+        let mut seen = std::collections::HashSet::with_capacity(digests.len());
+        let unique: Vec<Digest> = digests
+            .iter()
+            .filter(|d| seen.insert(**d))
+            .copied()
+            .collect();
+        let small: Vec<Digest> = unique
+            .iter()
+            .filter(|d| d.size <= PACKED_BLOB_MAX)
+            .copied()
+            .collect();
+        let packed: std::collections::HashSet<Digest> = small
+            .iter()
+            .zip(self.packs.contains_many(&small)?)
+            .filter_map(|(d, found)| found.then_some(*d))
+            .collect();
+        Ok(unique
+            .into_iter()
+            .filter(|d| !packed.contains(d) && !self.contains_file(d))
+            .collect())
     }
 
     /// Every blob in the store, in no particular order. Files that vanish
@@ -792,5 +823,28 @@ mod tests {
             store.read(&digest),
             Err(DaemonError::CorruptBlob(_))
         ));
+    }
+
+    #[test]
+    fn missing_answers_for_packed_file_and_absent_blobs_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let packed = hash_bytes(b"packed");
+        let mut packs = store.pack_writer();
+        packs.begin(packed).unwrap();
+        packs.write(b"packed").unwrap();
+        packs.end().unwrap();
+        packs.take_batch().commit().unwrap();
+        let file = store.put_bytes(b"a file").unwrap();
+        let absent = hash_bytes(b"absent");
+        let big_absent = Digest {
+            size: PACKED_BLOB_MAX + 1,
+            ..absent
+        };
+        let asked = [absent, packed, file, absent, big_absent, packed];
+        assert_eq!(store.missing(&asked).unwrap(), vec![absent, big_absent]);
+        for d in [packed, file] {
+            assert!(store.contains(&d));
+        }
     }
 }
