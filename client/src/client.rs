@@ -92,18 +92,21 @@ impl Client {
             .complete)
     }
 
-    /// Which of these blobs the daemon does not have.
+    /// Which of these blobs the daemon does not have. The batches are
+    /// asked at once, so the daemon answers them on all its cores.
     pub async fn find_missing(&self, digests: &[Digest]) -> Result<Vec<Digest>, ClientError> {
-        let mut missing = Vec::new();
-        for batch in digests.chunks(FIND_MISSING_BATCH) {
-            let response = self
-                .cas()
-                .find_missing_blobs(FindMissingBlobsRequest {
+        let answers =
+            futures::future::try_join_all(digests.chunks(FIND_MISSING_BATCH).map(|batch| {
+                let mut cas = self.cas();
+                let request = FindMissingBlobsRequest {
                     digests: batch.iter().map(Digest::to_proto).collect(),
-                })
-                .await?
-                .into_inner();
-            for d in &response.missing {
+                };
+                async move { cas.find_missing_blobs(request).await }
+            }))
+            .await?;
+        let mut missing = Vec::new();
+        for response in answers {
+            for d in &response.into_inner().missing {
                 missing
                     .push(Digest::from_proto(d).map_err(|e| ClientError::Protocol(e.to_string()))?);
             }
