@@ -54,6 +54,9 @@ fn gc_refuses_a_live_state_dir_and_evicts_old_blobs_of_a_stopped_one() {
             .set_modified(SystemTime::now() - Duration::from_secs(7200))
             .unwrap();
     }
+    // One process at a time holds a store (its pack index is locked).
+    let old_paths: Vec<_> = old.iter().map(|d| store.path(d)).collect();
+    drop(store);
     let gc = |extra: &[&str]| {
         let out = attestd(&state)
             .arg("gc")
@@ -73,10 +76,11 @@ fn gc_refuses_a_live_state_dir_and_evicts_old_blobs_of_a_stopped_one() {
         dry.contains("dry run: content store: removed 2 blob(s)"),
         "{dry}"
     );
-    assert!(old.iter().all(|d| store.path(d).exists()));
+    assert!(old_paths.iter().all(|p| p.exists()));
     let real = gc(&[]);
     assert!(real.contains("removed 2 blob(s)"), "{real}");
-    assert!(old.iter().all(|d| !store.path(d).exists()));
+    assert!(old_paths.iter().all(|p| !p.exists()));
+    let store = attestd::store::BlobStore::open(&state.join("cas")).unwrap();
     assert!(
         store.contains(&fresh),
         "a blob used within --gc-min-age was evicted"
