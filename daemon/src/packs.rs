@@ -38,7 +38,7 @@ use attest_tree::Digest;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -392,6 +392,7 @@ impl PackWriter {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(DaemonError::io("create", &path))?;
         // The pack's name must survive a crash as its entries will.
@@ -561,6 +562,7 @@ mod tests {
 
     #[test]
     fn committed_blobs_are_found_and_read_back_across_a_reopen() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let packs = Arc::new(Packs::open(dir.path()).unwrap());
         let mut writer = packs.writer();
@@ -579,6 +581,11 @@ mod tests {
         let packs = Packs::open(dir.path()).unwrap();
         assert_eq!(packs.read_unchecked(&a).unwrap().unwrap(), b"first blob");
         assert_eq!(pack_files(dir.path()).len(), 1);
+        let mode = std::fs::metadata(&pack_files(dir.path())[0])
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a pack is the daemon's alone");
         // New packs take new ids.
         let packs = Arc::new(packs);
         let mut writer = packs.writer();
