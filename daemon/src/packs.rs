@@ -240,19 +240,30 @@ impl Packs {
     /// check the digest, or rely on the check made when they were packed),
     /// or None when it is not packed. Counts as a use.
     pub fn read_unchecked(&self, digest: &Digest) -> Result<Option<Vec<u8>>, DaemonError> {
+        let mut bytes = Vec::new();
+        Ok(self.read_into(digest, &mut bytes)?.then_some(bytes))
+    }
+
+    /// As [`Self::read_unchecked`], into the first `digest.size` bytes of
+    /// `buffer` (grown if needed, to at most [`PACKED_BLOB_MAX`]: a
+    /// caller placing many blobs reuses one buffer). Returns whether the blob is packed.
+    pub fn read_into(&self, digest: &Digest, buffer: &mut Vec<u8>) -> Result<bool, DaemonError> {
         let Some(at) = self.locate(digest)? else {
-            return Ok(None);
+            return Ok(false);
         };
         let file = match self.reader(at.pack) {
             Ok(file) => file,
             // Evicted between the lookup and the open.
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(false),
         };
-        let mut bytes = vec![0u8; digest.size as usize];
+        let size = digest.size as usize;
+        if buffer.len() < size {
+            buffer.resize(size, 0);
+        }
         let path = self.pack_path(at.pack);
-        file.read_exact_at(&mut bytes, at.offset)
+        file.read_exact_at(&mut buffer[..size], at.offset)
             .map_err(DaemonError::io("read", &path))?;
-        Ok(Some(bytes))
+        Ok(true)
     }
 
     /// Starts an upload's pack writer. Its pack file is created with the

@@ -281,7 +281,14 @@ impl BlobStore {
     ) -> Result<Placed, DaemonError> {
         use std::os::unix::fs::PermissionsExt;
         if digest.size <= PACKED_BLOB_MAX {
-            if let Some(bytes) = self.packs.read_unchecked(digest)? {
+            // One buffer per thread for every packed blob it places.
+            thread_local! {
+                static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            let placed = BUFFER.with_borrow_mut(|buffer| -> Result<bool, DaemonError> {
+                if !self.packs.read_into(digest, buffer)? {
+                    return Ok(false);
+                }
                 // Checked when it was packed, as a linked blob was when it
                 // was stored: placing does not hash again.
                 let mut file = std::fs::OpenOptions::new()
@@ -290,11 +297,14 @@ impl BlobStore {
                     .mode(mode)
                     .open(dest)
                     .map_err(DaemonError::io("materialize", dest))?;
-                file.write_all(&bytes)
+                file.write_all(&buffer[..digest.size as usize])
                     .map_err(DaemonError::io("materialize", dest))?;
                 // create_new's mode passed through the umask.
-                std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode))
+                file.set_permissions(std::fs::Permissions::from_mode(mode))
                     .map_err(DaemonError::io("chmod", dest))?;
+                Ok(true)
+            })?;
+            if placed {
                 return Ok(Placed::Copied);
             }
         }
