@@ -66,7 +66,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -487,9 +487,12 @@ impl InputTrees {
     }
 
     /// Places the files and symlinks of `plan` under `tmp_dir`, whose
-    /// directories exist. On disk, a non-executable file is a hardlink to
-    /// its blob; in memory everything is a copy (no link crosses
-    /// filesystems, so none is tried).
+    /// directories exist, on several threads (`store.place` and `chown`
+    /// take `&self`; each path is placed once). On disk, a non-executable
+    /// file is a hardlink to its blob; in memory everything is a copy (no
+    /// link crosses filesystems, so none is tried). The first error stops
+    /// every worker and is returned; the caller removes the half-built
+    /// tree.
     fn place_leaves(
         &self,
         store: &BlobStore,
@@ -498,28 +501,85 @@ impl InputTrees {
         in_memory: bool,
         counts: &LinkCounts,
     ) -> Result<(), DaemonError> {
-        for (relative, node) in &plan.nodes {
-            let path = tmp_dir.join(relative);
-            match node {
-                Node::Directory => {}
-                Node::File { digest, executable } => {
-                    // Non-executable files are owner-writable (0644), as in
-                    // the step's copy of old: the step rewrites an input in
-                    // its overlay (copy-up), never here. An executable
-                    // (0755) is a copy, since a link shares the blob's inode
-                    // and so its mode.
-                    let mode = if *executable { 0o755 } else { 0o644 };
-                    match store.place(digest, &path, mode, !executable && !in_memory)? {
-                        Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
-                        Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
-                    };
-                    self.chown(&path)?;
-                }
-                Node::Symlink { target } => {
-                    std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-                        .map_err(DaemonError::io("create symlink", &path))?;
-                    self.chown(&path)?;
-                }
+        let leaves: Vec<&(PathBuf, Node)> = plan
+            .nodes
+            .iter()
+            .filter(|(_, node)| !matches!(node, Node::Directory))
+            .collect();
+        // One worker per CPU: each file is a dozen syscalls (open, create,
+        // copy or link, chmod, chown) that mostly wait on directory and
+        // inode locks of different directories. The 20,000-file bench tree
+        // took 0.76-1.4 s on one thread and 0.41-0.47 s on two in memory,
+        // 0.39-0.43 s and 0.27-0.31 s on disk (hardlinks), 2 CPUs.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = cpus
+            .min(MAX_PLACING_THREADS)
+            .min(leaves.len().div_ceil(LEAVES_PER_TAKE))
+            .max(1);
+        if workers == 1 {
+            for (relative, node) in leaves {
+                self.place_leaf(store, &tmp_dir.join(relative), node, in_memory, counts)?;
+            }
+            return Ok(());
+        }
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<DaemonError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let start = next.fetch_add(LEAVES_PER_TAKE, Ordering::Relaxed);
+                    if start >= leaves.len() {
+                        return;
+                    }
+                    for (relative, node) in
+                        &leaves[start..(start + LEAVES_PER_TAKE).min(leaves.len())]
+                    {
+                        let path = tmp_dir.join(relative);
+                        if let Err(e) = self.place_leaf(store, &path, node, in_memory, counts) {
+                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            first.get_or_insert(e);
+                            // Every worker stops at its next take.
+                            next.store(leaves.len(), Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Places one file or symlink at `path`.
+    fn place_leaf(
+        &self,
+        store: &BlobStore,
+        path: &Path,
+        node: &Node,
+        in_memory: bool,
+        counts: &LinkCounts,
+    ) -> Result<(), DaemonError> {
+        match node {
+            Node::Directory => {}
+            Node::File { digest, executable } => {
+                // Non-executable files are owner-writable (0644), as in the
+                // step's copy of old: the step rewrites an input in its
+                // overlay (copy-up), never here. An executable (0755) is a
+                // copy, since a link shares the blob's inode and so its
+                // mode.
+                let mode = if *executable { 0o755 } else { 0o644 };
+                match store.place(digest, path, mode, !executable && !in_memory)? {
+                    Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
+                    Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
+                };
+                self.chown(path)?;
+            }
+            Node::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
+                    .map_err(DaemonError::io("create symlink", path))?;
+                self.chown(path)?;
             }
         }
         Ok(())
@@ -627,6 +687,13 @@ fn remove_leftovers(dir: &Path) -> Result<(), DaemonError> {
     }
     Ok(())
 }
+
+/// Files and symlinks a worker takes at a time when placing them on
+/// several threads.
+const LEAVES_PER_TAKE: usize = 64;
+/// Most threads placing one tree's files: past a few, they only contend
+/// for the same locks (and the builds running meanwhile need CPUs too).
+const MAX_PLACING_THREADS: usize = 4;
 
 /// How a materialization made its files, for the debug log.
 #[derive(Default)]
@@ -1262,5 +1329,51 @@ mod tests {
         assert_eq!(out, memory.join(root.hex()));
         assert_eq!(std::fs::read(out.join("f")).unwrap(), b"f");
         assert!(memory.join(format!(".files-{}", root.hex())).exists());
+    }
+
+    #[test]
+    fn a_tree_of_hundreds_of_files_is_placed_on_several_threads_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for i in 0..600 {
+            let sub = src.join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i}")), format!("file {i}")).unwrap();
+            if i % 50 == 0 {
+                std::os::unix::fs::symlink(format!("f{i}"), sub.join(format!("l{i}"))).unwrap();
+            }
+        }
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        // In memory and on disk, every file and link lands, and the tree
+        // hashes back to its root.
+        for size in [1u64 << 30, 0] {
+            let trees = with_memory(dir.path(), size);
+            let out = trees.materialize(&store, &root).unwrap();
+            assert_eq!(out.starts_with(dir.path().join("inputs-mem")), size > 0);
+            assert_eq!(
+                attest_tree::build_tree(&out, None, &|_| {}).unwrap().root,
+                root
+            );
+            assert!(trees
+                .evict_unused_since(&trees.list().unwrap()[0], SystemTime::now())
+                .unwrap());
+        }
+        // A blob missing halfway stops every worker: the error names it,
+        // and no half-built tree is left.
+        let missing = attest_tree::hash_bytes(b"file 333");
+        std::fs::remove_file(store.path(&missing)).unwrap();
+        let trees = with_memory(dir.path(), 1 << 30);
+        match trees.materialize(&store, &root) {
+            Err(DaemonError::BlobNotFound(name)) => assert!(name.contains(&missing.hex())),
+            other => panic!("expected BlobNotFound, got {other:?}"),
+        }
+        for place in ["inputs", "inputs-mem"] {
+            assert_eq!(
+                std::fs::read_dir(dir.path().join(place)).unwrap().count(),
+                0,
+                "{place}"
+            );
+        }
     }
 }
