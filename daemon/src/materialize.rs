@@ -1,18 +1,20 @@
-//! Turning an input root digest into a directory on disk.
+//! Turning an input root digest into a directory, in memory or on disk.
 //!
-//! Each tree is materialized once, under `inputs/<root digest>`, and reused
+//! Each tree is materialized once, under `inputs/<root digest>` (or
+//! `inputs-mem/<root digest>`: see "Memory and disk" below), and reused
 //! read-only by every later build of the same tree: the sandbox gives each
 //! step its own writable layer over it, so nothing a step does reaches it.
 //! A tree is built under a temporary name and renamed into place whole, so
 //! a crash never leaves a half-materialized tree under a digest's name.
 //!
-//! Files are hardlinks to the store's blobs, not copies: a linked blob
-//! becomes 0644, which is what a non-executable file of the tree needs
-//! (owner-writable, since the step owns its inputs: see the overlay work
-//! layer in the sandbox). An executable file (0755) is a copy, since a link
-//! shares the blob's inode and so its mode; trees are mostly
-//! non-executable, so copies stay rare. A blob on another filesystem, or at
-//! the filesystem's link limit, is copied too.
+//! On disk, a file is a hardlink to its store blob when the store keeps
+//! it as a file of its own (`BlobStore::place` decides; small blobs live
+//! in pack files and are copied): a linked blob becomes 0644, which is
+//! what a non-executable file of the tree needs (owner-writable, since the
+//! step owns its inputs: see the overlay work layer in the sandbox). An
+//! executable file (0755) is a copy, since a link shares the blob's inode
+//! and so its mode. A blob on another filesystem, or at the filesystem's
+//! link limit, is copied too; in memory every file is a copy.
 //!
 //! Ownership. When the daemon runs as root, every entry of a tree (files,
 //! directories, symlinks) belongs to the step's host ids
