@@ -101,9 +101,11 @@ impl Daemon {
             // names a size for it.
             inputs: InputTrees::open(
                 &inputs_dir,
-                (config.inputs_memory_bytes > 0).then(|| crate::materialize::MemoryPlace {
-                    dir: state.join(crate::materialize::MEMORY_DIR),
-                    size_bytes: config.inputs_memory_bytes,
+                (config.inputs_memory_bytes > 0).then(|| {
+                    crate::materialize::MemoryPlace::new(
+                        state.join(crate::materialize::MEMORY_DIR),
+                        config.inputs_memory_bytes,
+                    )
                 }),
             )?,
             index: {

@@ -26,6 +26,12 @@
 //! the minimum age until that moment) makes the Execute fail with
 //! FAILED_PRECONDITION naming it; nothing is lost.
 //!
+//! Packs. The small blobs of uploads live in packs (`packs.rs`), which
+//! the collector takes as units: a pack's last use is its newest blob's,
+//! and evicting it drops all its blobs' index entries, then the file.
+//! The report counts the blobs it held. Materialized trees hold copies of
+//! packed blobs, never links, so evicting a pack leaves every tree whole.
+//!
 //! Sizes and hardlinks. A blob's bytes are freed only once its store name
 //! and every materialized file linking it are gone. The store's size is
 //! the full size of every blob it names, shared with trees or not; a
@@ -175,13 +181,13 @@ pub fn collect(
             let removed = dry_run || store.remove_unused_since(blob, blob.last_used)?;
             if removed {
                 tracing::debug!(blob = %blob.path.display(), bytes = blob.size, dry_run, "evicting a blob");
-                report.blobs_removed += 1;
+                report.blobs_removed += blob.blobs;
                 report.blob_bytes_removed += blob.size;
                 blob_total -= blob.size;
                 continue;
             }
         }
-        report.blobs_kept += 1;
+        report.blobs_kept += blob.blobs;
         report.blob_bytes_kept += blob.size;
     }
     Ok(report)
@@ -250,10 +256,10 @@ mod tests {
         let mut s = state();
         s.inputs = InputTrees::open(
             &s.root.join("inputs"),
-            Some(crate::materialize::MemoryPlace {
-                dir: s.root.join("inputs-mem"),
-                size_bytes: 1 << 30,
-            }),
+            Some(crate::materialize::MemoryPlace::new(
+                s.root.join("inputs-mem"),
+                1 << 30,
+            )),
         )
         .unwrap();
         s
@@ -494,6 +500,33 @@ mod tests {
         // still serves builds.
         let tree_a = s.inputs.materialize(&s.store, &root_a).unwrap();
         assert_eq!(std::fs::read(tree_a.join("f")).unwrap(), b"a".repeat(4000));
+    }
+
+    #[test]
+    fn an_unused_pack_goes_whole_and_its_blobs_are_counted() {
+        let s = state();
+        let pack = |contents: &[&[u8]]| {
+            let mut writer = s.store.pack_writer();
+            for bytes in contents {
+                writer.begin(attest_tree::hash_bytes(bytes)).unwrap();
+                writer.write(bytes).unwrap();
+                writer.end().unwrap();
+            }
+            writer.take_batch().commit().unwrap()
+        };
+        let old = pack(&[b"one", b"two", b"three"]);
+        let recent = pack(&[b"four"]);
+        let packs: Vec<_> = s.store.list().unwrap();
+        assert_eq!(packs.len(), 2);
+        let old_pack = packs.iter().find(|b| b.blobs == 3).unwrap();
+        age(&old_pack.path, 7200);
+        let report = collect(&s.store, &s.inputs, &s.runs, &policy(1, 0, 3600), false).unwrap();
+        assert_eq!(report.blobs_removed, 3);
+        assert_eq!(report.blob_bytes_removed, 11);
+        assert_eq!(report.blobs_kept, 1);
+        assert!(old.iter().all(|d| !s.store.contains(d)));
+        assert!(s.store.contains(&recent[0]));
+        assert!(!old_pack.path.exists());
     }
 
     #[test]

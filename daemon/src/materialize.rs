@@ -109,15 +109,38 @@ pub struct MemoryPlace {
     pub dir: PathBuf,
     /// Its size: a tree may take at most half of it.
     pub size_bytes: u64,
+    /// A tree whose large files (see [`MEMORY_TREE_LINKABLE_MAX`]) add up
+    /// to more than this goes to disk.
+    pub linkable_max_bytes: u64,
 }
 
+/// Default of [`MemoryPlace::linkable_max_bytes`]. Files over
+/// [`crate::packs::PACKED_BLOB_MAX`] are blob files in the store, which a
+/// disk tree hardlinks at the cost of a directory entry each, while a
+/// memory tree copies them (their size in RAM, and the copy's time). What
+/// memory saves is inode creation, one per file, which such files, few
+/// per MiB, barely need: past this many bytes of them a tree is cheaper
+/// on disk (a 1 GiB input is one link there, 1 GiB of RAM here).
+pub const MEMORY_TREE_LINKABLE_MAX: u64 = 64 << 20;
+
 impl MemoryPlace {
-    /// Whether a tree needing `footprint` bytes goes here: at most half
-    /// the tmpfs (one tree never crowds out all others), and no more than
-    /// is free now (a build racing this one can still fill it first: the
+    pub fn new(dir: PathBuf, size_bytes: u64) -> MemoryPlace {
+        MemoryPlace {
+            dir,
+            size_bytes,
+            linkable_max_bytes: MEMORY_TREE_LINKABLE_MAX,
+        }
+    }
+
+    /// Whether a tree goes here: its large, hardlinkable files within
+    /// [`Self::linkable_max_bytes`], and its `footprint` at most half the
+    /// tmpfs (one tree never crowds out all others) and no more than is
+    /// free now (a build racing this one can still fill it first: the
     /// ENOSPC fallback covers that).
-    fn admits(&self, footprint: u64) -> bool {
-        footprint <= self.size_bytes / 2 && free_bytes(&self.dir).is_some_and(|f| footprint <= f)
+    fn admits(&self, plan: &Plan) -> bool {
+        plan.linkable_bytes <= self.linkable_max_bytes
+            && plan.footprint <= self.size_bytes / 2
+            && free_bytes(&self.dir).is_some_and(|f| plan.footprint <= f)
     }
 }
 
@@ -391,7 +414,7 @@ impl InputTrees {
             remove_tree(&stale)?;
         }
         let plan = plan(store, root)?;
-        let memory = self.memory.as_ref().filter(|m| m.admits(plan.footprint));
+        let memory = self.memory.as_ref().filter(|m| m.admits(&plan));
         let built = match memory {
             Some(memory) => match self.build(store, root, &plan, &memory.dir, true) {
                 Err(e) if is_full(&e) => {
@@ -637,6 +660,9 @@ struct Plan {
     /// The files' bytes rounded up to whole pages (how tmpfs stores them),
     /// plus the list.
     footprint: u64,
+    /// Bytes of the non-executable files over
+    /// [`crate::packs::PACKED_BLOB_MAX`]: those a disk tree links.
+    linkable_bytes: u64,
 }
 
 /// Reads the tree named by `root` from the store into a [`Plan`].
@@ -644,12 +670,15 @@ fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
     const PAGE: u64 = 4096;
     let mut nodes = Vec::new();
     let mut files_sorted = Vec::new();
-    let (mut bytes, mut footprint) = (0u64, 0u64);
+    let (mut bytes, mut footprint, mut linkable_bytes) = (0u64, 0u64, 0u64);
     walk(store, root, &mut |relative, node| {
-        if let Node::File { digest, .. } = &node {
+        if let Node::File { digest, executable } = &node {
             files_sorted.push((relative.as_os_str().as_bytes().to_vec(), *digest));
             bytes += digest.size;
             footprint += digest.size.div_ceil(PAGE) * PAGE;
+            if !executable && digest.size > crate::packs::PACKED_BLOB_MAX {
+                linkable_bytes += digest.size;
+            }
         }
         nodes.push((relative.to_path_buf(), node));
         Ok(())
@@ -663,6 +692,7 @@ fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
         files_sorted,
         bytes,
         footprint,
+        linkable_bytes,
     })
 }
 
@@ -1183,10 +1213,7 @@ mod tests {
     fn with_memory(dir: &Path, size_bytes: u64) -> InputTrees {
         InputTrees::open(
             &dir.join("inputs"),
-            Some(MemoryPlace {
-                dir: dir.join("inputs-mem"),
-                size_bytes,
-            }),
+            Some(MemoryPlace::new(dir.join("inputs-mem"), size_bytes)),
         )
         .unwrap()
     }
@@ -1302,6 +1329,37 @@ mod tests {
             trees.materialize(&store, &root).unwrap(),
             dir.path().join("inputs-mem").join(root.hex())
         );
+    }
+
+    #[test]
+    fn a_tree_of_mostly_large_files_goes_to_disk_where_they_are_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let big = vec![b'x'; crate::packs::PACKED_BLOB_MAX as usize + 1];
+        std::fs::write(src.join("big.bin"), &big).unwrap();
+        std::fs::write(src.join("small.txt"), b"small").unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        let mut memory = MemoryPlace::new(dir.path().join("inputs-mem"), 1 << 30);
+        // Under the cap: memory, as copies.
+        let trees = InputTrees::open(&dir.path().join("inputs"), Some(memory.clone())).unwrap();
+        let out = trees.materialize(&store, &root).unwrap();
+        assert_eq!(out, dir.path().join("inputs-mem").join(root.hex()));
+        assert_eq!(std::fs::metadata(out.join("big.bin")).unwrap().nlink(), 1);
+        // Over it (the big file alone is more): disk, the big file linked.
+        memory.linkable_max_bytes = crate::packs::PACKED_BLOB_MAX;
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("big.bin"), &big).unwrap();
+        std::fs::write(other.join("small.txt"), b"other").unwrap();
+        let root = upload_tree(&store, &other);
+        let trees = InputTrees::open(&dir.path().join("inputs"), Some(memory)).unwrap();
+        let out = trees.materialize(&store, &root).unwrap();
+        assert_eq!(out, dir.path().join("inputs").join(root.hex()));
+        let linked = std::fs::metadata(out.join("big.bin")).unwrap();
+        assert_eq!(linked.nlink(), 2, "one name in the store, one in the tree");
+        assert_eq!(std::fs::read(out.join("big.bin")).unwrap(), big);
     }
 
     #[test]
