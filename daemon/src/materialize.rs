@@ -334,16 +334,20 @@ impl InputTrees {
             }
         }
         let mut stats = TreeStats::default();
+        let mut digests = Vec::new();
         walk(store, root, &mut |_, node| {
             if let Node::File { digest, .. } = node {
-                if !store.contains(&digest) {
-                    return Err(DaemonError::BlobNotFound(digest.to_string()));
-                }
+                digests.push(digest);
                 stats.files += 1;
                 stats.bytes += digest.size;
             }
             Ok(())
         })?;
+        // One lookup for them all (one pack-index transaction); the first
+        // missing in walk order is the one named.
+        if let Some(missing) = store.missing(&digests)?.first() {
+            return Err(DaemonError::BlobNotFound(missing.to_string()));
+        }
         Ok(stats)
     }
 
