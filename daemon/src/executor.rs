@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{error_chain, DaemonError};
 use crate::index::{AttestationIndex, IndexedAttestation};
 use crate::materialize::{remove_tree, InputTrees, TreeStats};
-use crate::provenance::{build_link, build_statement, BuildFacts, LinkFacts};
+use crate::provenance::{build_link, sign_provenance, BuildFacts, LinkFacts};
 use crate::signer::Signer;
 use crate::store::{BlobStore, BlobWriter};
 use attest_proto::v1::{
@@ -483,6 +483,7 @@ async fn run(
         .map_err(|e| DaemonError::Sandbox(error_chain(&e)))?;
 
     let started_on = now_rfc3339();
+    let sandbox_started = std::time::Instant::now();
     let rootfs_watch = daemon.rootfs.as_ref().map(|r| r.step_starting());
     // A warm helper from the pool, else a cold one (helper_pool.rs).
     let started = daemon
@@ -584,6 +585,10 @@ async fn run(
         // Re-validates the rootfs while the outputs are collected: the
         // change feed, else a walk (stat only, through the digest cache).
         let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
+        tracing::debug!(
+            elapsed_ms = sandbox_started.elapsed().as_millis() as u64,
+            "step ended, its report read"
+        );
         send(tx, Event::Collecting(Collecting {})).await;
         let collected = {
             let store = daemon.store.clone();
@@ -608,35 +613,40 @@ async fn run(
         let named: Vec<(Vec<u8>, Digest)> =
             outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
         let rootfs = rootfs_check.facts().await;
-        let statement = build_statement(&BuildFacts {
-            invocation_id,
-            builder_id: &daemon.config.builder_id,
-            argv: &request.argv,
-            env: &request.env,
-            working_directory: &request.working_directory,
-            output_paths: &request.outputs,
-            requested_limits: request.limits.as_ref(),
-            source: request.source.as_ref(),
-            input_root: request.input_root,
-            input_files: &input_files,
-            settings: &report.settings,
-            rootfs: &rootfs,
-            source_date_epoch: request.source_date_epoch,
-            outputs: &named,
-            stdout,
-            stderr,
-            exit_code: 0,
-            usage: &report.usage,
-            started_on: &started_on,
-            finished_on: &finished_on,
-        });
-        let envelope = attest_provenance::sign_statement(
-            &statement,
+        let signing_started = std::time::Instant::now();
+        let envelope = sign_provenance(
+            &BuildFacts {
+                invocation_id,
+                builder_id: &daemon.config.builder_id,
+                argv: &request.argv,
+                env: &request.env,
+                working_directory: &request.working_directory,
+                output_paths: &request.outputs,
+                requested_limits: request.limits.as_ref(),
+                source: request.source.as_ref(),
+                input_root: request.input_root,
+                input_files: &input_files,
+                settings: &report.settings,
+                rootfs: &rootfs,
+                source_date_epoch: request.source_date_epoch,
+                outputs: &named,
+                stdout,
+                stderr,
+                exit_code: 0,
+                usage: &report.usage,
+                started_on: &started_on,
+                finished_on: &finished_on,
+            },
             &[daemon.signer.key()],
             daemon.config.keyid_scheme,
-        )
-        .map_err(|e| DaemonError::Signing(error_chain(&e)))?;
+        )?;
         let envelope_json = envelope.to_json();
+        tracing::debug!(
+            materials = input_files.len(),
+            envelope_bytes = envelope_json.len(),
+            elapsed_ms = signing_started.elapsed().as_millis() as u64,
+            "provenance built and signed"
+        );
         let link = match &request.link_name {
             Some(name) => build_link(&LinkFacts {
                 name,

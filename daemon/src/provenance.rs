@@ -159,6 +159,19 @@ fn rootfs_descriptor(bind: &str, rootfs: &RootfsFacts) -> ResourceDescriptor {
 
 /// Builds the statement; signing is the caller's.
 pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
+    let (subject, provenance) = build_provenance(facts);
+    Statement {
+        type_: STATEMENT_TYPE_V1.to_string(),
+        subject,
+        predicate_type: PREDICATE_TYPE_V1.to_string(),
+        predicate: provenance.to_value(),
+        extra: BTreeMap::new(),
+    }
+}
+
+/// The statement's subject and its SLSA provenance predicate, as types:
+/// [`sign_provenance`] serializes them without a JSON value tree.
+pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Provenance) {
     let subject = facts
         .outputs
         .iter()
@@ -302,13 +315,28 @@ pub fn build_statement(facts: &BuildFacts<'_>) -> Statement {
         },
         ..Default::default()
     };
-    Statement {
-        type_: STATEMENT_TYPE_V1.to_string(),
-        subject,
-        predicate_type: PREDICATE_TYPE_V1.to_string(),
-        predicate: provenance.to_value(),
-        extra: BTreeMap::new(),
-    }
+    (subject, provenance)
+}
+
+/// Builds the statement and signs it into a DSSE envelope: the same
+/// statement as [`build_statement`], serialized straight from its types.
+pub fn sign_provenance(
+    facts: &BuildFacts<'_>,
+    signers: &[&attest_provenance::keys::SigningKey],
+    keyid_scheme: attest_provenance::keys::KeyIdScheme,
+) -> Result<attest_provenance::dsse::Envelope, DaemonError> {
+    let (subject, provenance) = build_provenance(facts);
+    attest_provenance::sign_statement_of(
+        &attest_provenance::StatementOf {
+            type_: STATEMENT_TYPE_V1,
+            subject: &subject,
+            predicate_type: PREDICATE_TYPE_V1,
+            predicate: &provenance,
+        },
+        signers,
+        keyid_scheme,
+    )
+    .map_err(|e| DaemonError::Signing(crate::error::error_chain(&e)))
 }
 
 /// The step name of a link when the request names none.
@@ -497,6 +525,65 @@ mod tests {
             work_layer: "copy on tmpfs".into(),
             no_new_privs: true,
         }
+    }
+
+    #[test]
+    fn the_signed_payload_is_the_statement_built_as_a_value() {
+        let settings = settings();
+        let rootfs = RootfsFacts::default();
+        let digest = hash_bytes(b"x");
+        let inputs = [(b"a.c".to_vec(), digest), (b"caf\xe9.c".to_vec(), digest)];
+        let argv = ["cc".to_string()];
+        let output_paths = ["out".to_string()];
+        let outputs = [(b"out".to_vec(), digest)];
+        let usage = Usage::default();
+        let facts = BuildFacts {
+            invocation_id: "inv",
+            builder_id: "urn:attestd:host:test",
+            argv: &argv,
+            env: &[],
+            working_directory: "",
+            output_paths: &output_paths,
+            requested_limits: None,
+            source: None,
+            input_root: digest,
+            input_files: &inputs,
+            settings: &settings,
+            rootfs: &rootfs,
+            source_date_epoch: 0,
+            outputs: &outputs,
+            stdout: digest,
+            stderr: digest,
+            exit_code: 0,
+            usage: &usage,
+            started_on: "2026-01-01T00:00:00Z",
+            finished_on: "2026-01-01T00:00:01Z",
+        };
+        let key = attest_provenance::keys::SigningKey::generate(
+            attest_provenance::keys::KeyAlgorithm::Ed25519,
+        )
+        .unwrap();
+        let envelope = sign_provenance(
+            &facts,
+            &[&key],
+            attest_provenance::keys::KeyIdScheme::default(),
+        )
+        .unwrap();
+        let signed: serde_json::Value = serde_json::from_slice(&envelope.payload).unwrap();
+        assert_eq!(
+            signed,
+            serde_json::to_value(build_statement(&facts)).unwrap()
+        );
+        let names: Vec<&str> = signed["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"a.c") && names.contains(&"caf%E9.c"),
+            "{names:?}"
+        );
     }
 
     fn statement_with(settings: &Settings) -> serde_json::Value {
