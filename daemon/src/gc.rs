@@ -428,32 +428,7 @@ mod tests {
         let (_, unused) = tree(&s, "b", 1000);
         age(&used, 5000);
         age(&unused, 5000);
-        // A run directory as the executor leaves it while the step runs.
-        let run = s.runs.join("0000-run");
-        std::fs::create_dir(&run).unwrap();
-        let spec = attest_sandbox::SandboxSpec {
-            run_id: "0000-run".into(),
-            argv: vec!["true".into()],
-            env: Vec::new(),
-            input_dir: used.clone(),
-            cwd: String::new(),
-            outputs: vec!["out".into()],
-            out_dir: run.join("out"),
-            scratch_dir: run.join("scratch"),
-            rootfs: attest_sandbox::RootfsSpec::host_default(),
-            limits: attest_sandbox::Limits {
-                timeout_ms: 1000,
-                memory_bytes: 1 << 30,
-                pids: 64,
-                cpu_time_ms: 1000,
-                max_output_bytes: 1 << 20,
-                tmp_bytes: 1 << 20,
-            },
-            source_date_epoch: 0,
-            hostname: "attestd".into(),
-            work_layer: attest_sandbox::WorkLayer::Copy,
-        };
-        attest_sandbox::write_spec(&run.join("spec.json"), &spec).unwrap();
+        let run = running_build(&s, &used);
         let report = collect(&s.store, &s.inputs, &s.runs, &policy(0, 1, 0), false).unwrap();
         assert_eq!(report.trees_in_use, 1);
         assert_eq!(report.trees_removed, 1);

@@ -949,6 +949,21 @@ mod tests {
         (dir, store, root)
     }
 
+    /// A stored tree of a file in a subdirectory, an executable and a
+    /// symlink to the file.
+    fn data_tool_link_tree() -> (tempfile::TempDir, BlobStore, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/data"), b"data").unwrap();
+        std::fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("sub/data", src.join("link")).unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root = upload_tree(&store, &src);
+        (dir, store, root)
+    }
+
     fn upload_tree(store: &BlobStore, src: &Path) -> Digest {
         let tree = attest_tree::build_tree(src, None, &|_| {}).unwrap();
         for (_, bytes) in &tree.directories {
@@ -1011,15 +1026,7 @@ mod tests {
     #[test]
     fn files_are_store_links_executables_copies_and_the_step_owns_them_as_root() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("sub")).unwrap();
-        std::fs::write(src.join("sub/data"), b"data").unwrap();
-        std::fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::symlink("sub/data", src.join("link")).unwrap();
-        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
-        let root = upload_tree(&store, &src);
+        let (dir, store, root) = data_tool_link_tree();
         let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
         let out = trees.materialize(&store, &root).unwrap();
 
@@ -1225,15 +1232,7 @@ mod tests {
     #[test]
     fn a_tree_that_fits_goes_to_memory_as_copies_and_is_found_there() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(src.join("sub")).unwrap();
-        std::fs::write(src.join("sub/data"), b"data").unwrap();
-        std::fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::symlink("sub/data", src.join("link")).unwrap();
-        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
-        let root = upload_tree(&store, &src);
+        let (dir, store, root) = data_tool_link_tree();
         let trees = with_memory(dir.path(), 1 << 30);
         let out = trees.materialize(&store, &root).unwrap();
         assert_eq!(out, dir.path().join("inputs-mem").join(root.hex()));

@@ -48,11 +48,7 @@ pub fn sign_statement(
     signers: &[&keys::SigningKey],
     keyid_scheme: keys::KeyIdScheme,
 ) -> Result<dsse::Envelope, SignStatementError> {
-    let payload = serde_json::to_vec(statement).map_err(|e| SignStatementError::Serialize {
-        reason: e.to_string(),
-    })?;
-    dsse::Envelope::sign(dsse::INTOTO_PAYLOAD_TYPE, payload, signers, keyid_scheme)
-        .map_err(SignStatementError::Sign)
+    sign_json(statement, signers, keyid_scheme)
 }
 
 /// A statement borrowing its parts, with a predicate of any serializable
@@ -78,6 +74,15 @@ pub struct StatementOf<'a, P: serde::Serialize> {
 /// [`sign_statement`] for a [`StatementOf`].
 pub fn sign_statement_of<P: serde::Serialize>(
     statement: &StatementOf<'_, P>,
+    signers: &[&keys::SigningKey],
+    keyid_scheme: keys::KeyIdScheme,
+) -> Result<dsse::Envelope, SignStatementError> {
+    sign_json(statement, signers, keyid_scheme)
+}
+
+/// Serializes `statement` as compact JSON and signs it as an in-toto payload.
+fn sign_json<S: serde::Serialize>(
+    statement: &S,
     signers: &[&keys::SigningKey],
     keyid_scheme: keys::KeyIdScheme,
 ) -> Result<dsse::Envelope, SignStatementError> {

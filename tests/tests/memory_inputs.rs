@@ -21,6 +21,19 @@ fn stderr_of(output: &std::process::Output) -> String {
 
 /// The mount points (field 5) of a mountinfo file, `\040`-style escapes
 /// left as they are (our temp paths have none).
+/// Runs `script` as a step over `src` with `output` declared, checks it
+/// succeeded and returns what it wrote there.
+fn run_step(daemon: &TestDaemon, work: &Path, src: &Path, output: &str, script: &str) -> String {
+    let out = daemon.attest_run(work, src, &["--out", output, "--", "sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr_of(&out),
+        daemon.log()
+    );
+    std::fs::read_to_string(work.join(output)).unwrap()
+}
+
 fn mount_points(mountinfo: &Path) -> Vec<PathBuf> {
     std::fs::read_to_string(mountinfo)
         .unwrap_or_default()
@@ -112,28 +125,8 @@ fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a
     let work = daemon.work_dir("work");
     // The step reads its inputs, then tries to change them every way it
     // can: rewrite, delete, create, and chmod.
-    let out = daemon.attest_run(
-        &work,
-        &src,
-        &[
-            "--out",
-            "seen.txt",
-            "--",
-            "sh",
-            "-c",
-            "cat input.txt sub/deep.txt > seen.txt && echo rewritten > input.txt && rm sub/deep.txt && echo new > new.txt && chmod 0777 input.txt",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.join("seen.txt")).unwrap(),
-        "from the client\ndeep\n"
-    );
+    let seen = run_step(&daemon, &work, &src, "seen.txt", "cat input.txt sub/deep.txt > seen.txt && echo rewritten > input.txt && rm sub/deep.txt && echo new > new.txt && chmod 0777 input.txt");
+    assert_eq!(seen, "from the client\ndeep\n");
 
     // The tree is in memory (as the daemon sees it), not on disk, and the
     // step's writes went to its overlay only.
@@ -166,28 +159,14 @@ fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a
     );
 
     // A second build reuses it and sees the inputs as uploaded.
-    let out = daemon.attest_run(
+    let again = run_step(
+        &daemon,
         &work,
         &src,
-        &[
-            "--out",
-            "again.txt",
-            "--",
-            "sh",
-            "-c",
-            "cat input.txt > again.txt",
-        ],
+        "again.txt",
+        "cat input.txt > again.txt",
     );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.join("again.txt")).unwrap(),
-        "from the client\n"
-    );
+    assert_eq!(again, "from the client\n");
     assert_eq!(trees_in(&memory), trees);
 
     // SIGKILL: no clean-up of its own, yet nothing stays mounted anywhere
@@ -209,23 +188,12 @@ fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a
     // A restarted daemon starts with an empty tmpfs and builds again.
     daemon.restart();
     assert!(trees_in(&daemon.daemon_view(&point)).is_empty());
-    let out = daemon.attest_run(
+    let _third = run_step(
+        &daemon,
         &work,
         &src,
-        &[
-            "--out",
-            "third.txt",
-            "--",
-            "sh",
-            "-c",
-            "cat input.txt > third.txt",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
+        "third.txt",
+        "cat input.txt > third.txt",
     );
     assert_eq!(trees_in(&daemon.daemon_view(&point)), trees);
 }
@@ -240,30 +208,14 @@ fn a_tree_bigger_than_half_the_tmpfs_goes_to_disk() {
     let src = daemon.work_dir("src");
     std::fs::write(src.join("big.bin"), vec![7u8; 100 << 10]).unwrap();
     let work = daemon.work_dir("work");
-    let out = daemon.attest_run(
+    let size = run_step(
+        &daemon,
         &work,
         &src,
-        &[
-            "--out",
-            "size.txt",
-            "--",
-            "sh",
-            "-c",
-            "wc -c < big.bin > size.txt",
-        ],
+        "size.txt",
+        "wc -c < big.bin > size.txt",
     );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.join("size.txt"))
-            .unwrap()
-            .trim(),
-        "102400"
-    );
+    assert_eq!(size.trim(), "102400");
     assert_eq!(trees_in(&daemon.state_dir.join("inputs")).len(), 1);
     assert!(names_in(&daemon.daemon_view(&daemon.state_dir.join("inputs-mem"))).is_empty());
 }
@@ -286,28 +238,14 @@ fn a_tree_that_fills_the_tmpfs_while_being_built_is_built_on_disk_instead() {
         std::os::unix::fs::symlink(&target, src.join(format!("link{i}"))).unwrap();
     }
     let work = daemon.work_dir("work");
-    let out = daemon.attest_run(
+    let seen = run_step(
+        &daemon,
         &work,
         &src,
-        &[
-            "--out",
-            "seen.txt",
-            "--",
-            "sh",
-            "-c",
-            "cat input.txt > seen.txt && readlink link399 >> seen.txt",
-        ],
+        "seen.txt",
+        "cat input.txt > seen.txt && readlink link399 >> seen.txt",
     );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.join("seen.txt")).unwrap(),
-        format!("small\n{target}\n")
-    );
+    assert_eq!(seen, format!("small\n{target}\n"));
     assert!(
         daemon.log().contains("filled up"),
         "the fallback was not taken:\n{}",
@@ -334,27 +272,7 @@ fn with_the_memory_cache_off_nothing_is_mounted_and_trees_stay_on_disk() {
     let src = daemon.work_dir("src");
     std::fs::write(src.join("input.txt"), "on disk\n").unwrap();
     let work = daemon.work_dir("work");
-    let out = daemon.attest_run(
-        &work,
-        &src,
-        &[
-            "--out",
-            "seen.txt",
-            "--",
-            "sh",
-            "-c",
-            "cat input.txt > seen.txt",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stderr_of(&out),
-        daemon.log()
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.join("seen.txt")).unwrap(),
-        "on disk\n"
-    );
+    let seen = run_step(&daemon, &work, &src, "seen.txt", "cat input.txt > seen.txt");
+    assert_eq!(seen, "on disk\n");
     assert_eq!(trees_in(&daemon.state_dir.join("inputs")).len(), 1);
 }
