@@ -50,6 +50,10 @@ pub const PACKED_BLOB_MAX: u64 = 1 << 20;
 /// collector's unit stays a fraction of the store.
 pub const PACK_TARGET_BYTES: u64 = 256 << 20;
 
+/// Read descriptors of packs kept open at most (RLIMIT_NOFILE is often
+/// 1,024).
+const OPEN_PACKS_MAX: usize = 128;
+
 /// sha256 followed by the size (big-endian) -> (pack id, offset).
 const BLOBS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("packed_blobs");
 
@@ -205,6 +209,13 @@ impl Packs {
                 None => {
                     let path = self.pack_path(pack);
                     let file = Arc::new(File::open(&path).map_err(DaemonError::io("open", &path))?);
+                    // Every upload stream makes a pack: a long-lived store
+                    // has more packs than the daemon may keep descriptors
+                    // open, so the cache starts over when full (readers
+                    // holding a descriptor keep theirs).
+                    if readers.len() >= OPEN_PACKS_MAX {
+                        readers.clear();
+                    }
                     readers.insert(pack, file.clone());
                     file
                 }
@@ -677,6 +688,27 @@ mod tests {
                 format!("blob number {i}").as_bytes()
             );
         }
+    }
+
+    #[test]
+    fn more_packs_than_open_descriptors_are_all_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = Arc::new(Packs::open(dir.path()).unwrap());
+        let digests: Vec<_> = (0..OPEN_PACKS_MAX + 5)
+            .map(|i| {
+                let mut writer = packs.writer();
+                let d = put(&mut writer, format!("pack {i}").as_bytes());
+                writer.take_batch().commit().unwrap();
+                d
+            })
+            .collect();
+        for (i, d) in digests.iter().enumerate() {
+            assert_eq!(
+                packs.read_unchecked(d).unwrap().unwrap(),
+                format!("pack {i}").as_bytes()
+            );
+        }
+        assert!(packs.readers.lock().unwrap().len() <= OPEN_PACKS_MAX);
     }
 
     #[test]
