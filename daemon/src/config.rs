@@ -510,6 +510,15 @@ impl Config {
         self.gc.inputs_memory_max_bytes = 0;
         self
     }
+
+    /// Sizes the memory cache to the tmpfs actually found (a service
+    /// manager's may differ from `--inputs-memory-size`); the collector
+    /// keeps memory trees to half of it, as for the configured size.
+    pub fn with_inputs_memory(mut self, size_bytes: u64) -> Config {
+        self.inputs_memory_bytes = size_bytes;
+        self.gc.inputs_memory_max_bytes = size_bytes / 2;
+        self
+    }
 }
 
 /// MemTotal from /proc/meminfo, in bytes; None when unreadable.

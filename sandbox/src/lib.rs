@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod launch;
+pub mod memory_namespace;
 pub mod outputs;
 pub mod private_mounts;
 pub mod run;

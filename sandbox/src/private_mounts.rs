@@ -1,10 +1,11 @@
 //! A mount namespace of the daemon's own, holding a tmpfs for its
 //! materialized input trees.
 //!
-//! The daemon calls [`private_tmpfs`] once, as root, at the very start of
-//! `main`, while it is still single-threaded (`unshare(CLONE_NEWNS)` fails
-//! with EINVAL in a multi-threaded process) and before its async runtime
-//! starts any thread. A mount made in a namespace no other process shares
+//! `attestd-sandbox memory-namespace` calls [`private_tmpfs`] once, as
+//! root, then execs the daemon in the namespace it made
+//! ([`crate::memory_namespace`]); the launcher is single-threaded, as
+//! `unshare(CLONE_NEWNS)` requires (it fails with EINVAL in a
+//! multi-threaded process). A mount made in a namespace no other process shares
 //! lives exactly as long as the processes in it: when the daemon and its
 //! children (the sandbox helpers, which inherit the namespace) exit,
 //! however they exit, SIGKILL included, the tmpfs goes with them. Nothing
