@@ -495,11 +495,14 @@ fn compute_profile_digest() -> String {
     struct Canonical {
         arch: &'static str,
         default: &'static str,
+        /// What a call through the x32 ABI gets (x86_64 only).
+        x32_abi: Option<&'static str>,
         entries: Vec<Entry>,
     }
     let c = Canonical {
         arch: std::env::consts::ARCH,
         default: "allow",
+        x32_abi: cfg!(target_arch = "x86_64").then_some("enosys"),
         entries: profile(),
     };
     let json = serde_json::to_vec(&c).unwrap_or_default();
@@ -566,7 +569,49 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
         .map_err(err)?;
         out.push(BpfProgram::try_from(filter).map_err(err)?);
     }
+    #[cfg(target_arch = "x86_64")]
+    out.push(x32_guard());
     Ok(out)
+}
+
+/// The x32 ABI's bit in a syscall number (`__X32_SYSCALL_BIT`).
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Refuses every call made through the x32 ABI with ENOSYS. x32 calls
+/// carry the x86_64 audit arch but their number has bit 30 set, so none
+/// matches an entry of the table: on a kernel built with x32 enabled
+/// (CONFIG_X86_X32_ABI) they would pass the whole deny-list. No build of
+/// ours runs x32 code, and ENOSYS is what a kernel without x32 answers.
+#[cfg(target_arch = "x86_64")]
+fn x32_guard() -> BpfProgram {
+    use seccompiler::sock_filter;
+    // Classic BPF opcodes (linux/bpf_common.h: BPF_LD|BPF_W|BPF_ABS is
+    // 0x00|0x00|0x20) and seccomp_data offsets.
+    const LD_W_ABS: u16 = 0x20;
+    const JMP_JEQ_K: u16 = 0x05 | 0x10;
+    const JMP_JSET_K: u16 = 0x05 | 0x40;
+    const RET_K: u16 = 0x06;
+    const NR_OFFSET: u32 = 0;
+    const ARCH_OFFSET: u32 = 4;
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        insn(LD_W_ABS, 0, 0, ARCH_OFFSET),
+        // Another architecture (i386 through int 0x80): killed, as the
+        // table's filters do.
+        insn(JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, NR_OFFSET),
+        insn(JMP_JSET_K, 0, 1, X32_SYSCALL_BIT),
+        insn(
+            RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
+        ),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 #[cfg(test)]
@@ -638,6 +683,42 @@ mod tests {
         assert!(values.contains(&0xffff_ffff) && values.contains(&0));
     }
 
+    /// Runs a classic BPF program over one seccomp_data (nr, arch), as the
+    /// kernel would: enough of the interpreter for the guard's opcodes.
+    #[cfg(target_arch = "x86_64")]
+    fn run_bpf(prog: &[seccompiler::sock_filter], nr: u32, arch: u32) -> u32 {
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = &prog[pc];
+            match i.code {
+                0x20 => acc = if i.k == 0 { nr } else { arch },
+                0x15 => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+                0x45 => pc += usize::from(if acc & i.k != 0 { i.jt } else { i.jf }),
+                0x06 => return i.k,
+                other => panic!("opcode {other:#x} not modelled"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_abi_calls_are_enosys_so_they_cannot_bypass_the_table() {
+        let guard = x32_guard();
+        let x86_64 = 62 | 0x8000_0000 | 0x4000_0000;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        // socket(AF_VSOCK) through x32: number 41 | bit 30.
+        assert_eq!(run_bpf(&guard, X32_SYSCALL_BIT | 41, x86_64), enosys);
+        assert_eq!(run_bpf(&guard, X32_SYSCALL_BIT | 165, x86_64), enosys);
+        assert_eq!(run_bpf(&guard, 41, x86_64), libc::SECCOMP_RET_ALLOW);
+        // i386 (AUDIT_ARCH_I386) is killed.
+        assert_eq!(
+            run_bpf(&guard, 41, 3 | 0x4000_0000),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+        assert!(compile().unwrap().contains(&guard));
+    }
+
     #[test]
     fn the_issue_list_is_covered() {
         let p = profile();
@@ -692,8 +773,11 @@ mod tests {
     #[test]
     fn compiles_and_digest_is_stable() {
         let progs = compile().expect("compiles");
-        // EPERM, ENOSYS, EAFNOSUPPORT.
-        assert_eq!(progs.len(), 3);
+        // EPERM, ENOSYS, EAFNOSUPPORT, and on x86_64 the x32 guard.
+        assert_eq!(
+            progs.len(),
+            if cfg!(target_arch = "x86_64") { 4 } else { 3 }
+        );
         assert!(progs.iter().all(|p| !p.is_empty()));
         assert_eq!(profile_digest(), profile_digest());
         assert_eq!(profile_digest().len(), 64);
