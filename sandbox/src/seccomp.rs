@@ -35,6 +35,8 @@ pub enum Deny {
     /// Fail with EAFNOSUPPORT: what a kernel built without an address
     /// family answers, so a build that probes for one degrades gracefully.
     Eafnosupport,
+    /// Fail with EPROTONOSUPPORT: what a kernel without a protocol answers.
+    Eprotonosupport,
 }
 
 impl Deny {
@@ -44,6 +46,7 @@ impl Deny {
             Deny::Eperm => libc::EPERM,
             Deny::Enosys => libc::ENOSYS,
             Deny::Eafnosupport => libc::EAFNOSUPPORT,
+            Deny::Eprotonosupport => libc::EPROTONOSUPPORT,
         }
     }
 }
@@ -72,6 +75,10 @@ pub struct Entry {
     /// When set, the call is refused only if its first argument is none of
     /// these values (an allowlist: e.g. the address families of `socket`).
     pub arg0_allowed: Option<&'static [Allowed]>,
+    /// When set to `(v, allowed)`, the call is refused only if its first
+    /// argument is `v` and its third none of `allowed` (the netlink
+    /// protocols of `socket(AF_NETLINK, ...)`).
+    pub arg2_allowed_if_arg0: Option<(u32, &'static [Allowed])>,
     /// The answer.
     pub action: Deny,
     /// Why the step must not make this call.
@@ -103,6 +110,23 @@ pub const SOCKET_FAMILIES: &[Allowed] = &[
         value: libc::AF_NETLINK as u32,
         name: "AF_NETLINK",
         why: "route and address queries about the step's own network namespace (getifaddrs, getaddrinfo with AI_ADDRCONFIG, Go's net.Interfaces)",
+    },
+];
+
+/// The netlink protocols a step may open. The others reach kernel state
+/// that is not the step's (uevents, audit, the crypto API's configuration,
+/// the process connector, SCSI and RDMA transports, generic netlink's many
+/// families), and no build needs them.
+pub const NETLINK_PROTOCOLS: &[Allowed] = &[
+    Allowed {
+        value: libc::NETLINK_ROUTE as u32,
+        name: "NETLINK_ROUTE",
+        why: "interfaces, addresses and routes of the step's own network namespace (getifaddrs, getaddrinfo with AI_ADDRCONFIG, `ip`)",
+    },
+    Allowed {
+        value: libc::NETLINK_SOCK_DIAG as u32,
+        name: "NETLINK_SOCK_DIAG",
+        why: "the step's own sockets, by namespace (`ss` in test suites)",
     },
 ];
 
@@ -153,6 +177,7 @@ macro_rules! deny {
             nr: paste_nr!($name),
             arg0_any_bit_of: None,
             arg0_allowed: None,
+            arg2_allowed_if_arg0: None,
             action: Deny::Eperm,
             reason: $reason,
         }
@@ -436,14 +461,25 @@ pub fn profile() -> Vec<Entry> {
         nr: libc::SYS_socket,
         arg0_any_bit_of: None,
         arg0_allowed: Some(SOCKET_FAMILIES),
+        arg2_allowed_if_arg0: None,
         action: Deny::Eafnosupport,
         reason: "an address family outside the allowlist reaches what the step's namespaces do not isolate (vsock reaches the hypervisor's host side)",
+    });
+    v.push(Entry {
+        name: "socket",
+        nr: libc::SYS_socket,
+        arg0_any_bit_of: None,
+        arg0_allowed: None,
+        arg2_allowed_if_arg0: Some((libc::AF_NETLINK as u32, NETLINK_PROTOCOLS)),
+        action: Deny::Eprotonosupport,
+        reason: "a netlink protocol outside the allowlist reaches kernel state that is not the step's namespace's",
     });
     v.push(Entry {
         name: "socketpair",
         nr: libc::SYS_socketpair,
         arg0_any_bit_of: None,
         arg0_allowed: Some(SOCKET_FAMILIES),
+        arg2_allowed_if_arg0: None,
         action: Deny::Eafnosupport,
         reason: "the same families as socket: a pair of another family loads and reaches its kernel code",
     });
@@ -452,6 +488,7 @@ pub fn profile() -> Vec<Entry> {
         nr: libc::SYS_personality,
         arg0_any_bit_of: None,
         arg0_allowed: Some(PERSONALITIES),
+        arg2_allowed_if_arg0: None,
         action: Deny::Eperm,
         reason: "personalities beyond plain Linux map page zero, make data executable or reach foreign execution domains",
     });
@@ -460,6 +497,7 @@ pub fn profile() -> Vec<Entry> {
         nr: libc::SYS_memfd_secret,
         arg0_any_bit_of: None,
         arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
         action: Deny::Enosys,
         reason: "memory taken out of the kernel's direct map and locked; no build tool uses it, and ENOSYS is what most kernels (secretmem off) answer",
     });
@@ -468,6 +506,7 @@ pub fn profile() -> Vec<Entry> {
         nr: libc::SYS_clone,
         arg0_any_bit_of: Some(NS_FLAGS),
         arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
         action: Deny::Eperm,
         reason: "clone with namespace flags creates nested namespaces",
     });
@@ -476,6 +515,7 @@ pub fn profile() -> Vec<Entry> {
         nr: libc::SYS_clone3,
         arg0_any_bit_of: None,
         arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
         action: Deny::Enosys,
         reason: "its flags are in memory where seccomp cannot see them; ENOSYS makes libc fall back to clone",
     });
@@ -555,6 +595,28 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
                 .map_err(err)?;
             rules.push(SeccompRule::new(conditions).map_err(err)?);
         }
+        if let Some((arg0, allowed)) = e.arg2_allowed_if_arg0 {
+            // The first argument is `arg0` and the third none of `allowed`.
+            let mut conditions = vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                u64::from(arg0),
+            )
+            .map_err(err)?];
+            for a in allowed {
+                conditions.push(
+                    SeccompCondition::new(
+                        2,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Ne,
+                        u64::from(a.value),
+                    )
+                    .map_err(err)?,
+                );
+            }
+            rules.push(SeccompRule::new(conditions).map_err(err)?);
+        }
         // No condition: every call of this syscall matches.
         by_action.entry(e.action).or_default().insert(e.nr, rules);
     }
@@ -621,7 +683,9 @@ mod tests {
     #[test]
     fn every_entry_has_a_reason_and_is_unique() {
         let p = profile();
-        let mut names: Vec<_> = p.iter().map(|e| e.name).collect();
+        // A syscall may appear once per answer (socket: EAFNOSUPPORT for a
+        // family, EPROTONOSUPPORT for a netlink protocol).
+        let mut names: Vec<_> = p.iter().map(|e| (e.name, e.action)).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), p.len());
@@ -632,7 +696,10 @@ mod tests {
     fn sockets_reach_only_the_four_families_of_the_steps_namespaces() {
         let p = profile();
         for name in ["socket", "socketpair"] {
-            let e = p.iter().find(|e| e.name == name).expect(name);
+            let e = p
+                .iter()
+                .find(|e| e.name == name && e.arg0_allowed.is_some())
+                .expect(name);
             assert_eq!(e.action, Deny::Eafnosupport, "{name}");
             let families: Vec<u32> = e
                 .arg0_allowed
@@ -773,10 +840,11 @@ mod tests {
     #[test]
     fn compiles_and_digest_is_stable() {
         let progs = compile().expect("compiles");
-        // EPERM, ENOSYS, EAFNOSUPPORT, and on x86_64 the x32 guard.
+        // EPERM, ENOSYS, EAFNOSUPPORT, EPROTONOSUPPORT, and on x86_64 the
+        // x32 guard.
         assert_eq!(
             progs.len(),
-            if cfg!(target_arch = "x86_64") { 4 } else { 3 }
+            if cfg!(target_arch = "x86_64") { 5 } else { 4 }
         );
         assert!(progs.iter().all(|p| !p.is_empty()));
         assert_eq!(profile_digest(), profile_digest());

@@ -135,12 +135,27 @@ fn blocked(stdout: &str) -> Vec<&str> {
         .collect()
 }
 
-fn every_family_outside_the_allowlist_is_eafnosupport(warm: bool) {
+fn every_refused_family_and_protocol_is_refused(warm: bool) {
     let out = probe(&["socket-families"], warm);
     let blocked = blocked(&out);
     // 60 families (0..64 but the four allowed) x 5 types: socket, socketpair,
-    // and AF_KEY's socket again with PF_KEY_V2.
-    assert_eq!(blocked.len(), 60 * 5 * 2 + 5, "{out}");
+    // and AF_KEY's socket again with PF_KEY_V2; then 30 netlink protocols
+    // (0..32 but ROUTE and SOCK_DIAG).
+    assert_eq!(blocked.len(), 60 * 5 * 2 + 5 + 30, "{out}");
+    for protocol in [
+        libc::NETLINK_AUDIT,
+        libc::NETLINK_KOBJECT_UEVENT,
+        libc::NETLINK_GENERIC,
+        libc::NETLINK_CRYPTO,
+        libc::NETLINK_CONNECTOR,
+    ] {
+        assert!(
+            out.contains(&format!(
+                "blocked: socket(AF_NETLINK, SOCK_RAW, {protocol})"
+            )),
+            "netlink protocol {protocol} not refused:\n{out}"
+        );
+    }
     for family in [
         "AF_VSOCK",
         "AF_PACKET",
@@ -174,16 +189,16 @@ fn every_family_outside_the_allowlist_is_eafnosupport(warm: bool) {
 }
 
 #[test]
-fn vsock_packet_alg_and_every_other_refused_family_is_eafnosupport() {
+fn vsock_packet_alg_every_other_family_and_stray_netlink_protocols_are_refused() {
     needs_root!();
     let warm = std::env::var_os("ATTEST_ESCAPE_WARM").is_some_and(|v| v == "1");
-    every_family_outside_the_allowlist_is_eafnosupport(warm);
+    every_refused_family_and_protocol_is_refused(warm);
 }
 
 #[test]
-fn warm_vsock_packet_alg_and_every_other_refused_family_is_eafnosupport() {
+fn warm_vsock_packet_alg_every_other_family_and_stray_netlink_protocols_are_refused() {
     needs_root!();
-    every_family_outside_the_allowlist_is_eafnosupport(true);
+    every_refused_family_and_protocol_is_refused(true);
 }
 
 #[test]

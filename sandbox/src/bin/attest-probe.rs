@@ -531,6 +531,24 @@ fn main() {
                     );
                 }
             }
+            // Netlink: every protocol (MAX_LINKS is 32) but ROUTE and
+            // SOCK_DIAG must be the filter's EPROTONOSUPPORT.
+            for protocol in
+                (0..32).filter(|p| ![libc::NETLINK_ROUTE, libc::NETLINK_SOCK_DIAG].contains(p))
+            {
+                let r = raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, protocol);
+                p.check(
+                    &format!("socket(AF_NETLINK, SOCK_RAW, {protocol})"),
+                    r == Err(libc::EPROTONOSUPPORT),
+                    format!("{r:?}"),
+                );
+            }
+            let r = raw_socket(libc::AF_NETLINK, libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG);
+            p.sanity(
+                "socket(AF_NETLINK, NETLINK_SOCK_DIAG)",
+                r.is_ok(),
+                format!("{r:?}"),
+            );
             for (family, ty, protocol) in [
                 (libc::AF_UNIX, libc::SOCK_STREAM, 0),
                 (libc::AF_INET, libc::SOCK_STREAM, 0),
