@@ -4,7 +4,7 @@
 //! show host paths (accepted, see SECURITY.md, "what the step can see"):
 //! these tests pin that they show only the build's own places under the
 //! state directory, never the key, the store or the socket, and that the
-//! helper's environment stays unreadable.
+//! helper's environment, root and descriptors stay unreadable.
 
 use attest_e2e::TestDaemon;
 use std::path::Path;
@@ -24,7 +24,9 @@ fn mountinfo_and_the_helpers_command_line_name_no_key_store_or_socket_path() {
     let work = daemon.work_dir("work");
     let script = "cat /proc/self/mountinfo > facts; \
                   tr '\\0' ' ' < /proc/1/cmdline >> facts; echo >> facts; \
-                  if cat /proc/1/environ > /dev/null 2>&1; then echo ENVIRON-READABLE >> facts; fi";
+                  if cat /proc/1/environ > /dev/null 2>&1; then echo READABLE environ >> facts; fi; \
+                  if ls /proc/1/root/ > /dev/null 2>&1; then echo READABLE root >> facts; fi; \
+                  if ls /proc/1/fd/ > /dev/null 2>&1; then echo READABLE fd >> facts; fi";
     let built = daemon.attest_run(&work, &src, &["--out", "facts", "--", "sh", "-c", script]);
     assert!(
         built.status.success(),
@@ -33,7 +35,7 @@ fn mountinfo_and_the_helpers_command_line_name_no_key_store_or_socket_path() {
     );
     let facts = std::fs::read_to_string(work.join("facts")).unwrap();
     assert!(facts.contains("overlay"), "no overlay in:\n{facts}");
-    assert!(!facts.contains("ENVIRON-READABLE"), "{facts}");
+    assert!(!facts.contains("READABLE"), "{facts}");
     let state = daemon.state_dir.to_string_lossy().into_owned();
     for secret in [
         daemon.state_dir.join("keys"),
