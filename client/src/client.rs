@@ -220,11 +220,8 @@ impl Client {
     ) -> Result<PathBuf, ClientError> {
         let destination = crate::products::Destination::open(out_dir, relative)?;
         let dest = destination.path().to_path_buf();
-        let mut temp = destination.create_temp()?;
+        let (temp, file) = destination.create_temp()?;
         let tmp = temp.path();
-        let file = temp
-            .take_file()
-            .ok_or_else(|| ClientError::io("create", &tmp)(std::io::ErrorKind::Other.into()))?;
         let mut file = tokio::fs::File::from_std(file);
         let mut stream = self
             .cas()

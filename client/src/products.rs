@@ -85,7 +85,7 @@ fn components(relative: &Path) -> Result<Vec<&OsStr>, Refusal> {
 
 /// Checks, before anything is built, that `relative` can land beneath
 /// `out_dir`: no existing component on the way is a symlink or a
-/// non-directory. So a build whose product could not be written is refused
+/// non-directory, and the product's own name is not a symlink. So a build whose product could not be written is refused
 /// before the daemon signs it. [`Destination::open`] checks again when it
 /// writes, without a window between check and use.
 pub fn precheck(out_dir: &Path, relative: &Path) -> Result<(), ClientError> {
@@ -96,14 +96,18 @@ pub fn precheck(out_dir: &Path, relative: &Path) -> Result<(), ClientError> {
     let names = components(relative).map_err(refused)?;
     let mut at = out_dir.to_path_buf();
     let mut shown = PathBuf::new();
-    for name in &names[..names.len() - 1] {
+    for (i, name) in names.iter().enumerate() {
+        let last = i == names.len() - 1;
         at.push(name);
         shown.push(name);
         match std::fs::symlink_metadata(&at) {
+            // A symlink at the product's own name would be replaced by a
+            // file product, but a directory product would be refused when
+            // written: refused here for both, before anything is signed.
             Ok(md) if md.file_type().is_symlink() => {
                 return Err(refused(Refusal::Symlink { component: shown }))
             }
-            Ok(md) if !md.is_dir() => {
+            Ok(md) if !last && !md.is_dir() => {
                 return Err(refused(Refusal::NotADirectory { component: shown }))
             }
             Ok(_) => {}
@@ -160,8 +164,9 @@ impl Destination {
     }
 
     /// Creates a new temporary file in the destination directory, 0600,
-    /// never through a symlink (`O_EXCL` with `O_CREAT` does not follow).
-    pub fn create_temp(&self) -> Result<Temp<'_>, ClientError> {
+    /// never through a symlink (`O_EXCL` with `O_CREAT` does not follow),
+    /// and returns its guard and the open file to write.
+    pub fn create_temp(&self) -> Result<(Temp<'_>, std::fs::File), ClientError> {
         let rng = ring::rand::SystemRandom::new();
         // A name taken (a concurrent download, a leftover of a killed one)
         // is retried under another; 8 random bytes make that rare.
@@ -184,12 +189,12 @@ impl Destination {
                 Mode::from_bits_truncate(0o600),
             ) {
                 Ok(fd) => {
-                    return Ok(Temp {
+                    let temp = Temp {
                         destination: self,
                         name,
-                        file: Some(std::fs::File::from(fd)),
                         committed: false,
-                    })
+                    };
+                    return Ok((temp, std::fs::File::from(fd)));
                 }
                 Err(Errno::EEXIST) => continue,
                 Err(e) => {
@@ -219,27 +224,20 @@ impl Destination {
 pub struct Temp<'a> {
     destination: &'a Destination,
     name: OsString,
-    file: Option<std::fs::File>,
     committed: bool,
 }
 
 impl Temp<'_> {
-    /// The open file, to write (taken once; the caller hands it back to
-    /// [`Temp::commit`] synced).
-    pub fn take_file(&mut self) -> Option<std::fs::File> {
-        self.file.take()
-    }
-
     /// Its name, for messages.
     pub fn path(&self) -> PathBuf {
         self.destination.parent().join(&self.name)
     }
 
-    /// Renames the (written, synced) file over the destination's name and
-    /// syncs the directory, so the product is there whole after a crash.
+    /// Renames the file (written and synced by the caller) over the
+    /// destination's name and syncs the directory, so the product is there
+    /// whole after a crash.
     pub fn commit(mut self) -> Result<(), ClientError> {
         let d = self.destination;
-        self.file = None;
         renameat(&d.dir, self.name.as_os_str(), &d.dir, d.name.as_os_str())
             .map_err(|e| ClientError::io("write", &d.shown)(e.into()))?;
         // Renamed: the temporary name is gone, nothing to remove on drop.
@@ -251,7 +249,6 @@ impl Temp<'_> {
 impl Drop for Temp<'_> {
     fn drop(&mut self) {
         // Never a partial product: whatever failed, the temporary name goes.
-        self.file = None;
         if self.committed {
             return;
         }
@@ -323,11 +320,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
         name: name.to_os_string(),
         shown: path.to_path_buf(),
     };
-    let mut temp = destination.create_temp()?;
+    let (temp, mut file) = destination.create_temp()?;
     let tmp_path = temp.path();
-    let mut file = temp
-        .take_file()
-        .ok_or_else(|| ClientError::io("write", &tmp_path)(std::io::ErrorKind::Other.into()))?;
     use std::io::Write;
     file.write_all(bytes)
         .and_then(|()| file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)))
@@ -351,8 +345,7 @@ mod tests {
 
     fn write(out: &Path, rel: &str, bytes: &[u8]) -> Result<(), ClientError> {
         let d = Destination::open(out, Path::new(rel))?;
-        let mut t = d.create_temp()?;
-        let mut f = t.take_file().unwrap();
+        let (t, mut f) = d.create_temp()?;
         std::io::Write::write_all(&mut f, bytes).unwrap();
         drop(f);
         t.commit()
@@ -419,6 +412,13 @@ mod tests {
         let target = out.path().join("victim");
         std::fs::write(&target, b"keep").unwrap();
         symlink(&target, out.path().join("tool")).unwrap();
+        // Refused before a build; if it appears later, replaced.
+        assert_eq!(
+            refusal(precheck(out.path(), Path::new("tool")).unwrap_err()),
+            Refusal::Symlink {
+                component: "tool".into()
+            }
+        );
         write(out.path(), "tool", b"product").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         assert_eq!(std::fs::read(out.path().join("tool")).unwrap(), b"product");
@@ -463,7 +463,7 @@ mod tests {
     fn a_temp_that_is_not_committed_leaves_nothing() {
         let out = tempfile::tempdir().unwrap();
         let d = Destination::open(out.path(), Path::new("tool")).unwrap();
-        let mut t = d.create_temp().unwrap();
+        let (t, mut f) = d.create_temp().unwrap();
         let name = t.path();
         assert!(name
             .file_name()
@@ -471,7 +471,7 @@ mod tests {
             .to_string_lossy()
             .starts_with(TEMP_PREFIX));
         assert_eq!(name.file_name().unwrap().len(), TEMP_PREFIX.len() + 16);
-        std::io::Write::write_all(&mut t.take_file().unwrap(), b"partial").unwrap();
+        std::io::Write::write_all(&mut f, b"partial").unwrap();
         drop(t);
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
