@@ -5,17 +5,29 @@
 //! [`run::run`]. Every kernel call goes through [`sys::Syscalls`]; this is the
 //! only crate of the project with `unsafe`, all of it in [`sys`].
 
+// Shared by every process: the kernel interface, errors, cgroups, the
+// seccomp profile, and the typed spec and report the daemon and the helper
+// exchange.
 pub mod cgroup;
 pub mod error;
-pub mod launch;
-pub mod outputs;
-pub mod private_mounts;
-pub mod run;
 pub mod seccomp;
-pub mod setup;
 pub mod spec;
 pub mod sys;
-pub mod warm;
+
+// One module per process that runs the code in it.
+pub mod daemon_side;
+pub mod helper;
+pub mod sandbox_init;
+pub mod warm_keeper;
+
+// The paths of the flat layout, kept so that `attest_sandbox::run::Shape`,
+// `attest_sandbox::launch::...` and `attest_sandbox::warm::...` still name
+// the same items.
+pub use daemon_side::{launch, private_mounts};
+pub use helper as run;
+pub use helper::outputs;
+pub use sandbox_init::setup;
+pub use warm_keeper as warm;
 
 pub use error::SandboxError;
 pub use launch::{

@@ -16,6 +16,8 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+pub mod outputs;
+
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
 use crate::setup::{enter_sandbox, ChildPlan, ExecPlan, Role, RootEntry};
