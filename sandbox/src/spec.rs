@@ -1,7 +1,7 @@
 //! The typed contract between the daemon and the sandbox helper.
 //!
 //! The daemon fills a [`SandboxSpec`], writes it with
-//! [`crate::launch::write_spec`], runs `attestd-sandbox run`, and reads back a
+//! [`crate::daemon_side::launch::write_spec`], runs `attestd-sandbox run`, and reads back a
 //! [`SandboxReport`]. Everything here is plain data: no `unsafe`, no syscalls.
 
 use std::path::{Component, Path, PathBuf};

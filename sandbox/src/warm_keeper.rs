@@ -24,9 +24,9 @@
 //!   rootfs): namespaces, id maps, rootfs, /dev, /proc, /tmp, loopback,
 //!   pivot_root, and the step's process forked and fully hardened (ids,
 //!   capabilities, no_new_privs, seccomp), waiting for what to exec
-//!   ([`crate::run::prepare`]). Then it waits for one request line on
+//!   ([`crate::helper::prepare()`]). Then it waits for one request line on
 //!   stdin: `SPEC_PATH <TAB> REPORT_PATH <LF>` ([`request_line`]). What is
-//!   left then is the step's own part ([`crate::run::run_prepared`]): the
+//!   left then is the step's own part ([`crate::helper::run_prepared`]): the
 //!   limits written into the cgroup (pids.max one higher: it counts there
 //!   itself), the work layer mounted (it propagates into the waiting
 //!   sandbox), and the exec plan sent. A spec of another shape gets a
@@ -55,8 +55,30 @@ use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, PREFIX};
 use crate::error::SandboxError;
-use crate::run::{Shape, Warm};
+use crate::helper::Shape;
 use crate::sys::{Forked, LinuxSyscalls, Syscalls};
+
+/// What a warm helper (`attestd-sandbox serve`, this module) set up
+/// before it knew its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warm {
+    /// The cgroup this process already sits in, without limits yet; the
+    /// sandbox's clone inherits it, so no slow join is left to do. `None`:
+    /// no cgroup (not root, or no controllers), rlimits only.
+    pub cgroup: Option<Cgroup>,
+    /// Steps A.1 and A.2 are done: we are in our private mount namespace.
+    pub mount_ns_ready: bool,
+    /// The `oom_score_adj` the sandbox's child sets on itself: `Some(0)`
+    /// when we sit in the step's memory cgroup at -1000, `Some(1000)` when
+    /// we sit there but could not lower ours, `None` without a cgroup.
+    pub child_oom_score_adj: Option<i32>,
+}
+
+/// The pids limit written into a warm helper's cgroup: the step's, plus one
+/// for the helper that sits there with it.
+pub fn warm_pids_max(step_pids: u64) -> u64 {
+    step_pids.saturating_add(1)
+}
 
 /// Exit status of a warm helper that ended before any request arrived (EOF
 /// or a signal on an idle helper: nothing ran, no report).
@@ -276,7 +298,7 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
     // Z.4b The sandbox, built for `shape` and waiting for its step. An
     //      error is kept and becomes the report's outcome once a request
     //      arrives. (The init dies with us: its parent-death signal.)
-    let prepared = crate::run::prepare(
+    let prepared = crate::helper::prepare(
         &LinuxSyscalls,
         privileged,
         shape,
@@ -290,12 +312,12 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
         Request::Stop => return EXIT_NO_REQUEST,
     };
     drop(sfd); // a pending stop signal stays pending for run's signalfd
-    let written = match crate::launch::read_spec(&spec_path) {
-        Ok(spec) => crate::run::run_prepared(&spec, prepared, &warm, privileged, &report_path),
-        Err(e) => crate::run::deliver(
+    let written = match crate::daemon_side::launch::read_spec(&spec_path) {
+        Ok(spec) => crate::helper::run_prepared(&spec, prepared, &warm, privileged, &report_path),
+        Err(e) => crate::helper::deliver(
             sys,
             &report_path,
-            &crate::run::setup_failed(crate::run::unknown_settings(), &e),
+            &crate::helper::setup_failed(crate::helper::unknown_settings(), &e),
         ),
     };
     if written {
@@ -326,7 +348,7 @@ pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) ->
     });
     // Z.4 Our private mount namespace (A.1, A.2 of `run`). Root only: without
     //     root it makes a user namespace, in which we would look like root.
-    let mount_ns_ready = privileged && crate::run::private_mount_ns(sys, true).is_ok();
+    let mount_ns_ready = privileged && crate::helper::private_mount_ns(sys, true).is_ok();
     Warm {
         cgroup,
         mount_ns_ready,
@@ -469,7 +491,7 @@ mod tests {
 
     #[test]
     fn warm_pids_limit_counts_the_helper() {
-        assert_eq!(crate::run::warm_pids_max(64), 65);
-        assert_eq!(crate::run::warm_pids_max(u64::MAX), u64::MAX);
+        assert_eq!(crate::helper::warm_pids_max(64), 65);
+        assert_eq!(crate::helper::warm_pids_max(u64::MAX), u64::MAX);
     }
 }

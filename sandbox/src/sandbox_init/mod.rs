@@ -4,3 +4,5 @@
 //! gone; the forked step hardens itself and execs (steps E1-E16).
 
 pub mod setup;
+pub mod init_loop;
+pub mod status;

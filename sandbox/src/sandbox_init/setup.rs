@@ -71,7 +71,7 @@ pub struct ChildPlan {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// Set when the helper is a warm one sitting in the step's memory cgroup:
     /// the `oom_score_adj` we set on ourselves first, so the OOM killer picks
-    /// a process of the step, never the helper (see `crate::warm`): 0 when
+    /// a process of the step, never the helper (see `crate::warm_keeper`): 0 when
     /// the helper could lower its own to -1000 (which we inherited), else
     /// 1000.
     pub oom_score_adj: Option<i32>,

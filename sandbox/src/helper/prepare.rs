@@ -1,0 +1,321 @@
+//! Preparing a sandbox before its step is known: the helper's private
+//! mount namespace, the scratch tmpfs with the work layer's mount point and
+//! /tmp, the clone into new namespaces, the id maps and the cgroup. What is
+//! left is the step's own part ([`super::work_layer`]).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use super::plan::{root_entries, synthetic_files};
+use super::{io_err, sys_at, write_all};
+use crate::cgroup::Cgroup;
+use crate::error::SandboxError;
+use crate::sandbox_init::init_loop::init_loop;
+use crate::sandbox_init::setup::{enter_sandbox, ChildPlan, Role};
+use crate::spec::*;
+use crate::sys::{Forked, LinuxSyscalls, Syscalls};
+
+/// Steps A.1 and A.2 of the host side: a private mount namespace for the
+/// helper. Depends on nothing in the spec, so a warm helper does it before
+/// its spec arrives.
+pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), SandboxError> {
+    if privileged {
+        // A.1 A mount namespace of our own: every mount below is private to
+        //     the helper and its sandbox.
+        sys.unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|source| SandboxError::Syscall {
+                step: "unshare(CLONE_NEWNS)",
+                source,
+            })?;
+    } else {
+        // A.1' Without root: a user namespace mapping only our own ids, which
+        //      gives us the right to mount in our own mount namespace.
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        sys.unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+            .map_err(|source| SandboxError::Syscall {
+                step: "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+                source,
+            })?;
+        for (f, v) in [
+            ("/proc/self/setgroups", "deny".to_string()),
+            ("/proc/self/uid_map", format!("0 {uid} 1")),
+            ("/proc/self/gid_map", format!("0 {gid} 1")),
+        ] {
+            std::fs::write(f, v).map_err(io_err("cannot write", Path::new(f)))?;
+        }
+    }
+    // A.2 Private propagation: our mounts never reach the host.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .map_err(sys_at("make / private", Path::new("/")))?;
+    Ok(())
+}
+
+/// What a sandbox is built around before its step is known: where the
+/// helper mounts its scratch tmpfs, what the step sees as `/`, and the
+/// hostname. A warm helper builds its sandbox for the shape it was started
+/// with; a spec of another shape gets a sandbox rebuilt for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// Existing empty host directory the helper mounts its scratch tmpfs on
+    /// (in its private mount namespace only).
+    pub scratch_dir: PathBuf,
+    /// What the step sees as `/`.
+    pub rootfs: RootfsSpec,
+    /// Hostname in the sandbox's UTS namespace.
+    pub hostname: String,
+}
+
+impl Shape {
+    /// The shape a spec asks for.
+    pub fn of(spec: &SandboxSpec) -> Shape {
+        Shape {
+            scratch_dir: spec.scratch_dir.clone(),
+            rootfs: spec.rootfs.clone(),
+            hostname: spec.hostname.clone(),
+        }
+    }
+
+    /// Whether a sandbox of this shape can run `spec` (the scratch
+    /// directory is the helper's own business).
+    pub fn fits(&self, spec: &SandboxSpec) -> bool {
+        self.rootfs == spec.rootfs && self.hostname == spec.hostname
+    }
+}
+
+/// Mount points in the helper's scratch tmpfs.
+#[derive(Debug, Clone)]
+pub(crate) struct Scratch {
+    pub(crate) dir: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) work: PathBuf,
+    pub(crate) upper: PathBuf,
+    pub(crate) tmp: PathBuf,
+}
+
+/// A sandbox whose init and step are waiting: everything but the work
+/// layer is in place, and the step, fully hardened (ids, capabilities,
+/// no_new_privs, seccomp), waits for its [`ExecPlan`].
+pub struct Ready {
+    pub(crate) shape: Shape,
+    pub(crate) scratch: Scratch,
+    pub(crate) init: Pid,
+    pub(crate) exec_w: Option<OwnedFd>,
+    pub(crate) err_r: OwnedFd,
+    pub(crate) status_r: OwnedFd,
+    pub(crate) tmp_bytes: u64,
+}
+
+/// The size of /tmp in a sandbox prepared before its limits are known;
+/// resized (a remount) once they are.
+pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
+
+/// Steps A.2-A.6 and the clone: builds a sandbox of `shape` up to the point
+/// where only the step's own facts are missing. `join`: the cgroup the
+/// child is moved into before it runs anything (a cold helper's; a warm one
+/// sits in its cgroup already and the child inherits it).
+pub fn prepare(
+    sys: &LinuxSyscalls,
+    privileged: bool,
+    shape: &Shape,
+    mount_ns_ready: bool,
+    join: Option<&Cgroup>,
+    oom_score_adj: Option<i32>,
+) -> Result<Ready, SandboxError> {
+    let s = &shape.scratch_dir;
+    let scratch = Scratch {
+        dir: s.clone(),
+        root: s.join("root"),
+        work: s.join("work"),
+        upper: s.join("upper"),
+        tmp: s.join("tmp"),
+    };
+    if !mount_ns_ready {
+        private_mount_ns(sys, privileged)?;
+    }
+    // A.2b A small tmpfs over the scratch dir, in our namespace only: the
+    //      mount points below live there, so nothing is created on the
+    //      host's disk (each mkdir and rmdir there costs a journal update)
+    //      and they vanish with our namespace.
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        s,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=16,mode=0711"),
+    )
+    .map_err(sys_at("mount scratch tmpfs", s))?;
+    for d in [&scratch.root, &scratch.work, &scratch.upper, &scratch.tmp] {
+        sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
+    }
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    // A.3 The work layer's mount point: an empty root-owned tmpfs with no
+    //     room, made *shared*, the only shared mount of our namespace. The
+    //     sandbox binds it at /build as a slave; the layer we mount on top
+    //     of it once the step is known (B.3) propagates there, and nothing
+    //     the sandbox mounts ever propagates back. (Not read-only: the
+    //     sandbox's bind remount could not clear that locked flag.)
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &scratch.work,
+        Some("tmpfs"),
+        base,
+        Some("size=4k,nr_inodes=2,mode=0755"),
+    )
+    .map_err(sys_at("mount work placeholder", &scratch.work))?;
+    sys.mount(None, &scratch.work, None, MsFlags::MS_SHARED, None)
+        .map_err(sys_at("make the work mount point shared", &scratch.work))?;
+    // A.4 /tmp: its own size-limited tmpfs (resized to the step's limit in
+    //     B.4 when that differs).
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &scratch.tmp,
+        Some("tmpfs"),
+        base,
+        Some(&format!("size={PREPARED_TMP_BYTES},mode=1777")),
+    )
+    .map_err(sys_at("mount /tmp tmpfs", &scratch.tmp))?;
+    let entries = root_entries(&shape.rootfs);
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| SandboxError::Syscall {
+            step: "pipe",
+            source,
+        })
+    };
+    let (sync_r, sync_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (exec_r, exec_w) = pipe()?;
+    let (setup_uid, setup_gid) = if privileged {
+        (0, 0)
+    } else {
+        (STEP_UID, STEP_GID)
+    };
+    let plan = ChildPlan {
+        sync_fd: sync_r.as_raw_fd(),
+        exec_fd: exec_r.as_raw_fd(),
+        setup_uid,
+        setup_gid,
+        privileged_map: privileged,
+        new_root: scratch.root.clone(),
+        work_src: scratch.work.clone(),
+        tmp_src: scratch.tmp.clone(),
+        root_entries: entries,
+        synthetic_files: synthetic_files(&shape.hostname),
+        hostname: shape.hostname.clone(),
+        step_uid: STEP_UID,
+        step_gid: STEP_GID,
+        seccomp: crate::seccomp::compile()?,
+        oom_score_adj,
+    };
+    // For the report's settings, computed now rather than once the step
+    // is known.
+    let _ = crate::seccomp::profile_digest();
+    // A.5 The sandbox: new user, mount, pid, net, uts and ipc namespaces;
+    //     it builds itself (setup.rs) once we have written its id maps.
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    let child = match sys
+        .clone_into_namespaces(flags)
+        .map_err(|source| SandboxError::Syscall {
+            step: "clone",
+            source,
+        })? {
+        Forked::Child => {
+            drop(sync_w);
+            drop(err_r);
+            drop(status_r);
+            drop(exec_w);
+            match enter_sandbox(sys, &plan) {
+                Ok(Role::Init { step }) => {
+                    drop(err_w);
+                    drop(exec_r);
+                    let code = init_loop(sys, step, &status_w);
+                    sys.exit_now(code)
+                }
+                Ok(Role::Execd) => sys.exit_now(127),
+                Err(e) => {
+                    write_all(&err_w, format!("{}\0{}", e.step(), e.chain()).as_bytes());
+                    sys.exit_now(127)
+                }
+            }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(sync_r);
+    drop(err_w);
+    drop(status_w);
+    drop(exec_r);
+    // A.6 Map the sandbox's ids (inside 0..65536 to an unprivileged host
+    //     range when root, else only our own id), and for a cold helper move
+    //     it into the run's cgroup, before it runs anything.
+    let mapped = (|| -> Result<(), SandboxError> {
+        let (um, gm) = if privileged {
+            (
+                format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}"),
+                format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}"),
+            )
+        } else {
+            (format!("{STEP_UID} 0 1"), format!("{STEP_GID} 0 1"))
+        };
+        for (f, v) in [("uid_map", um), ("gid_map", gm)] {
+            let p = PathBuf::from(format!("/proc/{child}/{f}"));
+            std::fs::write(&p, v).map_err(io_err("cannot write", &p))?;
+        }
+        if let Some(cg) = join {
+            cg.join(child.as_raw()).map_err(io_err(
+                "cannot join cgroup for pid",
+                Path::new(&child.to_string()),
+            ))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = mapped {
+        let _ = sys.kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    write_all(&sync_w, b"1");
+    Ok(Ready {
+        shape: shape.clone(),
+        scratch,
+        init: child,
+        exec_w: Some(exec_w),
+        err_r,
+        status_r,
+        tmp_bytes: PREPARED_TMP_BYTES,
+    })
+}
+
+impl Ready {
+    /// The shape this sandbox was built for.
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// Gives the sandbox up without running anything: the waiting step
+    /// reads EOF, the init is killed (and with it the pid namespace), and
+    /// the scratch mounts are detached.
+    pub fn abandon(mut self, sys: &LinuxSyscalls) {
+        self.exec_w = None;
+        let _ = sys.kill(self.init, Signal::SIGKILL);
+        let _ = waitpid(self.init, None);
+        let _ = sys.umount(&self.scratch.dir, MntFlags::MNT_DETACH);
+    }
+}

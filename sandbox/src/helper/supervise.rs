@@ -1,0 +1,509 @@
+//! Supervising a started step: watching the init's status, the init's
+//! own exit, the wall clock, the CPU time, stop signals and EOF on stdin;
+//! then classifying the outcome, collecting the outputs and building the
+//! report.
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::prepare::Ready;
+use super::teardown::Teardown;
+use super::work_layer::start_step;
+use super::{fs_usage, read_to_end};
+use crate::cgroup::Cgroup;
+use crate::error::SandboxError;
+use crate::helper::plan::Floors;
+use crate::sandbox_init::status::{decode_status, STATUS_LEN};
+use crate::spec::*;
+use crate::sys::{LinuxSyscalls, Syscalls};
+
+/// Why the supervision loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The init exited on its own.
+    Exited,
+    /// The wall-clock limit ran out.
+    TimedOut,
+    /// SIGTERM/SIGINT/SIGHUP, or EOF on stdin.
+    Cancelled,
+    /// The step's processes together used up the CPU-time limit.
+    CpuTimeExceeded,
+}
+
+/// Facts gathered after the step, from which the outcome follows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// A setup error reported by the child: (step, message).
+    pub setup_error: Option<(String, String)>,
+    /// The step's status: `>= 0` exit code, `< 0` minus the signal.
+    pub status: Option<i32>,
+    /// The cgroup saw an OOM kill.
+    pub oom_killed: bool,
+    /// The cgroup refused a fork at pids.max.
+    pub pids_limit_hit: bool,
+    /// The work layer is full.
+    pub work_full: bool,
+    /// /tmp is full.
+    pub tmp_full: bool,
+}
+
+/// Decides the outcome. A step that exits 0 succeeded whatever limit it
+/// touched; otherwise a limit that was hit is named in preference to the bare
+/// status.
+pub fn classify(ended: Ended, f: &Facts, limits: &Limits) -> Outcome {
+    match ended {
+        Ended::Cancelled => return Outcome::Cancelled,
+        Ended::TimedOut => {
+            return Outcome::TimedOut {
+                limit_ms: limits.timeout_ms,
+            }
+        }
+        Ended::CpuTimeExceeded => {
+            return Outcome::CpuTimeLimit {
+                limit_ms: limits.cpu_time_ms,
+            }
+        }
+        Ended::Exited => {}
+    }
+    if let Some((step, message)) = &f.setup_error {
+        return Outcome::SetupFailed {
+            step: step.clone(),
+            message: message.clone(),
+        };
+    }
+    let Some(status) = f.status else {
+        return Outcome::SetupFailed {
+            step: "init".into(),
+            message: "the sandbox init ended without reporting the step's status".into(),
+        };
+    };
+    if status == 0 {
+        return Outcome::Exited { code: 0 };
+    }
+    if f.oom_killed {
+        return Outcome::OutOfMemory {
+            limit_bytes: limits.memory_bytes,
+        };
+    }
+    if f.pids_limit_hit {
+        return Outcome::PidsLimit { limit: limits.pids };
+    }
+    if f.work_full || status == -libc::SIGXFSZ {
+        return Outcome::OutputLimit {
+            limit_bytes: limits.max_output_bytes,
+        };
+    }
+    if f.tmp_full {
+        return Outcome::OutputLimit {
+            limit_bytes: limits.tmp_bytes,
+        };
+    }
+    if status == -libc::SIGXCPU && limits.cpu_time_ms > 0 {
+        return Outcome::CpuTimeLimit {
+            limit_ms: limits.cpu_time_ms,
+        };
+    }
+    if status < 0 {
+        Outcome::Signaled { signal: -status }
+    } else {
+        Outcome::Exited { code: status }
+    }
+}
+
+/// How often the step's total CPU time is summed while it runs: a step can
+/// overshoot its CPU-time limit by at most this much wall time on each core.
+const CPU_POLL_MS: u16 = 100;
+
+/// Adds `fd` to the poll set when `open`; its index.
+fn watch<'a>(
+    open: bool,
+    fd: std::os::fd::BorrowedFd<'a>,
+    fds: &mut Vec<nix::poll::PollFd<'a>>,
+) -> Option<usize> {
+    open.then(|| {
+        fds.push(nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN));
+        fds.len() - 1
+    })
+}
+
+pub(crate) struct Supervised {
+    pub(crate) report: SandboxReport,
+    pub(crate) teardown: Teardown,
+}
+
+/// Starts the prepared sandbox's step and watches it: the init's status
+/// (everything of the step is gone), the init's own exit, the wall clock,
+/// SIGTERM and friends, EOF on stdin. Then classifies, collects outputs and
+/// builds the report; the init's exit and the unmounts are left to
+/// [`Teardown::finish`], after the report is delivered.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn supervise(
+    sys: &LinuxSyscalls,
+    mut ready: Ready,
+    spec: &SandboxSpec,
+    privileged: bool,
+    mut settings: Settings,
+    sfd: &SignalFd,
+    cg: Option<&Cgroup>,
+    start: Instant,
+) -> Result<Supervised, SandboxError> {
+    if let Some(cg) = cg {
+        settings.cgroup = cg.describe().to_string();
+    }
+    let child = ready.init;
+    let killed = |sys: &LinuxSyscalls| {
+        let _ = sys.kill(child, Signal::SIGKILL);
+        if let Some(cg) = cg {
+            cg.kill_all(sys);
+        }
+    };
+    match start_step(
+        sys,
+        &mut ready,
+        spec,
+        privileged,
+        Floors::for_step(privileged, cg.is_some()),
+    ) {
+        Ok(layer) => settings.work_layer = layer,
+        Err(e) => {
+            ready.abandon(sys);
+            return Err(e);
+        }
+    }
+    let Ready {
+        err_r,
+        status_r,
+        scratch,
+        ..
+    } = ready;
+    // B.6 Watch.
+    let deadline = start + Duration::from_millis(spec.limits.timeout_ms);
+    let mut err_buf = Vec::new();
+    let mut status_buf = Vec::new();
+    let (mut err_open, mut status_open, mut stdin_open) = (true, true, true);
+    let mut ended = None;
+    let mut init_reaped = false;
+    // The step's CPU time as last read from its cgroup: what a killed step
+    // reports (the kernel's own count of processes killed with their pid
+    // namespace does not always reach us).
+    let mut last_cpu = (0u64, 0u64);
+    while ended.is_none() {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(_) | Err(_) => {
+                init_reaped = true;
+                ended = Some(Ended::Exited);
+                break;
+            }
+        }
+        if status_buf.len() >= STATUS_LEN {
+            ended = Some(Ended::Exited);
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            ended = Some(Ended::TimedOut);
+            break;
+        }
+        // The CPU-time limit of all the step's processes together, where a
+        // cgroup lists them (else each has its RLIMIT_CPU only).
+        let cpu_watch = cg.filter(|_| spec.limits.cpu_time_ms > 0);
+        if let Some(cg) = cpu_watch {
+            let (user, system) = cg.cpu_ms();
+            last_cpu = (user, system);
+            if user + system > spec.limits.cpu_time_ms {
+                ended = Some(Ended::CpuTimeExceeded);
+                break;
+            }
+        }
+        let mut wait_ms = (deadline - now).as_millis().min(60_000) as u16;
+        if cpu_watch.is_some() {
+            wait_ms = wait_ms.min(CPU_POLL_MS);
+        }
+        let stdin = std::io::stdin();
+        let mut fds = vec![nix::poll::PollFd::new(
+            sfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let stdin_idx = watch(stdin_open, stdin.as_fd(), &mut fds);
+        let err_idx = watch(err_open, err_r.as_fd(), &mut fds);
+        let status_idx = watch(status_open, status_r.as_fd(), &mut fds);
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait_ms.max(1))) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(source) => {
+                killed(sys);
+                let _ = waitpid(child, None);
+                return Err(SandboxError::Syscall {
+                    step: "poll",
+                    source,
+                });
+            }
+        }
+        let rev = |i: Option<usize>| {
+            i.and_then(|i| fds[i].revents())
+                .unwrap_or(nix::poll::PollFlags::empty())
+        };
+        let sig_ready = rev(Some(0));
+        let stdin_ready = rev(stdin_idx);
+        let err_ready = rev(err_idx);
+        let status_ready = rev(status_idx);
+        drop(fds);
+        if !sig_ready.is_empty() {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                if [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT]
+                    .contains(&(si.ssi_signo as i32))
+                {
+                    ended = Some(Ended::Cancelled);
+                }
+            }
+        }
+        if !stdin_ready.is_empty() {
+            if stdin_ready.contains(nix::poll::PollFlags::POLLNVAL) {
+                stdin_open = false;
+            } else {
+                let mut b = [0u8; 512];
+                match nix::unistd::read(std::io::stdin().as_fd(), &mut b) {
+                    Ok(0) => ended = Some(Ended::Cancelled),
+                    Ok(_) | Err(Errno::EINTR | Errno::EAGAIN) => {}
+                    Err(_) => ended = Some(Ended::Cancelled),
+                }
+            }
+        }
+        for (ready_flags, fd, buf, open) in [
+            (err_ready, &err_r, &mut err_buf, &mut err_open),
+            (status_ready, &status_r, &mut status_buf, &mut status_open),
+        ] {
+            if ready_flags.is_empty() {
+                continue;
+            }
+            let mut b = [0u8; 4096];
+            match nix::unistd::read(fd, &mut b) {
+                Ok(0) => *open = false,
+                Ok(n) => buf.extend_from_slice(&b[..n]),
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(_) => *open = false,
+            }
+        }
+    }
+    let ended = ended.unwrap_or(Ended::Exited);
+    let reported = ended == Ended::Exited && status_buf.len() >= STATUS_LEN;
+    if !reported && !init_reaped {
+        // Timeout, cancel, or an init that died without its status: kill the
+        // pid namespace and wait for it to be gone before touching outputs.
+        if let Some(cg) = cg {
+            let (user, system) = cg.cpu_ms();
+            last_cpu = (last_cpu.0.max(user), last_cpu.1.max(system));
+        }
+        killed(sys);
+        let _ = waitpid(child, None);
+        init_reaped = true;
+    }
+    if !reported {
+        if let Some(cg) = cg {
+            cg.kill_all(sys);
+        }
+    }
+    let wall_ms = start.elapsed().as_millis() as u64;
+    if err_open && init_reaped {
+        err_buf.extend(read_to_end(&err_r));
+    }
+    if status_open && init_reaped && status_buf.len() < STATUS_LEN {
+        status_buf.extend(read_to_end(&status_r));
+    }
+    let decoded = decode_status(&status_buf);
+    let setup_error = (!err_buf.is_empty()).then(|| {
+        let s = String::from_utf8_lossy(&err_buf).into_owned();
+        match s.split_once('\0') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => ("setup".to_string(), s),
+        }
+    });
+    let facts = Facts {
+        setup_error,
+        status: decoded.map(|d| d.0),
+        oom_killed: cg.is_some_and(|c| c.oom_killed()),
+        pids_limit_hit: cg.is_some_and(|c| c.pids_limit_hit()),
+        work_full: fs_usage(&scratch.work).is_some_and(|(_, full)| full),
+        tmp_full: fs_usage(&scratch.tmp).is_some_and(|(_, full)| full),
+    };
+    let outcome = classify(ended, &facts, &spec.limits);
+    let usage = match decoded {
+        Some((_, user, sys_ms, rss)) => Usage {
+            wall_ms,
+            user_cpu_ms: user,
+            sys_cpu_ms: sys_ms,
+            max_rss_kib: rss,
+        },
+        None => {
+            // The init did not report (killed): what we reaped of it.
+            let ru =
+                nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
+            let tv_ms = |t: nix::sys::time::TimeVal| {
+                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
+            };
+            Usage {
+                wall_ms,
+                user_cpu_ms: ru
+                    .map(|r| tv_ms(r.user_time()))
+                    .unwrap_or(0)
+                    .max(last_cpu.0),
+                sys_cpu_ms: ru
+                    .map(|r| tv_ms(r.system_time()))
+                    .unwrap_or(0)
+                    .max(last_cpu.1),
+                max_rss_kib: ru.map(|r| r.max_rss() as u64).unwrap_or(0),
+            }
+        }
+    };
+    let outputs = match outcome {
+        Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
+        _ => super::outputs::collect(&scratch.work, &spec.outputs, &spec.out_dir),
+    };
+    Ok(Supervised {
+        report: SandboxReport {
+            outcome,
+            usage,
+            settings,
+            outputs,
+        },
+        teardown: Teardown {
+            init: (!init_reaped).then_some(child),
+            mounts: vec![
+                scratch.work.clone(),
+                scratch.upper.clone(),
+                scratch.tmp.clone(),
+            ],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            timeout_ms: 1000,
+            memory_bytes: 1 << 29,
+            pids: 64,
+            cpu_time_ms: 5000,
+            max_output_bytes: 1 << 20,
+            tmp_bytes: 1 << 21,
+        }
+    }
+
+    fn facts(status: i32) -> Facts {
+        Facts {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn success_wins_over_touched_limits() {
+        let f = Facts {
+            oom_killed: true,
+            work_full: true,
+            ..facts(0)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &f, &limits()),
+            Outcome::Exited { code: 0 }
+        );
+    }
+
+    #[test]
+    fn limits_are_named() {
+        let l = limits();
+        let oom = Facts {
+            oom_killed: true,
+            ..facts(-9)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &oom, &l),
+            Outcome::OutOfMemory {
+                limit_bytes: 1 << 29
+            }
+        );
+        let pids = Facts {
+            pids_limit_hit: true,
+            ..facts(1)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &pids, &l),
+            Outcome::PidsLimit { limit: 64 }
+        );
+        let full = Facts {
+            work_full: true,
+            ..facts(1)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &full, &l),
+            Outcome::OutputLimit {
+                limit_bytes: 1 << 20
+            }
+        );
+        let tmp = Facts {
+            tmp_full: true,
+            ..facts(1)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &tmp, &l),
+            Outcome::OutputLimit {
+                limit_bytes: 1 << 21
+            }
+        );
+        assert_eq!(
+            classify(Ended::Exited, &facts(-libc::SIGXFSZ), &l),
+            Outcome::OutputLimit {
+                limit_bytes: 1 << 20
+            }
+        );
+        assert_eq!(
+            classify(Ended::Exited, &facts(-libc::SIGXCPU), &l),
+            Outcome::CpuTimeLimit { limit_ms: 5000 }
+        );
+        assert_eq!(
+            classify(Ended::TimedOut, &facts(0), &l),
+            Outcome::TimedOut { limit_ms: 1000 }
+        );
+        assert_eq!(
+            classify(Ended::Cancelled, &facts(0), &l),
+            Outcome::Cancelled
+        );
+    }
+
+    #[test]
+    fn plain_statuses() {
+        let l = limits();
+        assert_eq!(
+            classify(Ended::Exited, &facts(3), &l),
+            Outcome::Exited { code: 3 }
+        );
+        assert_eq!(
+            classify(Ended::Exited, &facts(-15), &l),
+            Outcome::Signaled { signal: 15 }
+        );
+        let none = Facts::default();
+        assert!(matches!(
+            classify(Ended::Exited, &none, &l),
+            Outcome::SetupFailed { .. }
+        ));
+        let se = Facts {
+            setup_error: Some(("exec".into(), "not found".into())),
+            ..facts(127)
+        };
+        assert_eq!(
+            classify(Ended::Exited, &se, &l),
+            Outcome::SetupFailed {
+                step: "exec".into(),
+                message: "not found".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! What is left once the report is delivered: waiting for the init and
+//! detaching the run's mounts; and `attestd-sandbox cleanup`'s sweep of a
+//! scratch root.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MntFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::sys::{LinuxSyscalls, Syscalls};
+
+/// What is left once the report is known: the init may still be exiting
+/// (its namespaces being torn down), and the work layer is still mounted.
+pub(crate) struct Teardown {
+    pub(crate) init: Option<Pid>,
+    pub(crate) mounts: Vec<PathBuf>,
+}
+
+impl Teardown {
+    /// Waits for the init, then detaches the run's mounts.
+    pub(crate) fn finish(self, sys: &LinuxSyscalls) {
+        if let Some(init) = self.init {
+            while let Err(Errno::EINTR) = waitpid(init, None) {}
+        }
+        for d in &self.mounts {
+            let _ = sys.umount(d, MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Unmounts (lazily) every mount at or under `root`, deepest first, as read
+/// from /proc/self/mountinfo. Returns the mount points unmounted.
+pub fn unmount_under(sys: &dyn Syscalls, root: &Path) -> Vec<PathBuf> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mi
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    points
+        .into_iter()
+        .filter(|p| sys.umount(p, MntFlags::MNT_DETACH).is_ok())
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
