@@ -27,13 +27,16 @@ pub use plan::{
     exec_plan, root_entries, settings, step_env, synthetic_files, unknown_settings, Floors,
     NAMESPACES,
 };
-pub use prepare::{private_mount_ns, prepare, Ready, Shape, PREPARED_TMP_BYTES};
+pub use prepare::{prepare, private_mount_ns, Ready, Shape, PREPARED_TMP_BYTES};
 pub use supervise::{classify, Ended, Facts};
 pub use teardown::unmount_under;
 
 use supervise::{supervise, Supervised};
 
-pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> SandboxError {
     let path = path.to_path_buf();
     move |source| SandboxError::Io {
         action,
@@ -106,46 +109,8 @@ pub fn setup_failed(settings: Settings, e: &SandboxError) -> SandboxReport {
 /// sandbox made now). Writes the report to `report_path`; returns whether
 /// it was written. Every error becomes the report's outcome.
 pub fn run(spec: &SandboxSpec, report_path: &Path) -> bool {
-    let sys = LinuxSyscalls;
-    let start = Instant::now();
     let privileged = nix::unistd::geteuid().is_root();
-    let entries = root_entries(&spec.rootfs);
-    let settings = settings(spec, privileged, &entries);
-    let mut cg = None;
-    let result = (|| {
-        spec.validate()?;
-        // B.1 Signals arrive through a signalfd, polled with stdin and the
-        //     child.
-        let sfd = crate::warm_keeper::signal_fd(true)?;
-        // B.2 The cgroup, with the memory and pids limits (root only).
-        if privileged {
-            cg = Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids);
-        }
-        let ready = prepare(&sys, privileged, &Shape::of(spec), false, cg.as_ref(), None)?;
-        supervise(
-            &sys,
-            ready,
-            spec,
-            privileged,
-            settings.clone(),
-            &sfd,
-            cg.as_ref(),
-            start,
-        )
-    })();
-    let written = match result {
-        Ok(Supervised { report, teardown }) => {
-            let written = deliver(&sys, report_path, &report);
-            teardown.finish(&sys);
-            written
-        }
-        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
-    };
-    if let Some(cg) = &cg {
-        cg.kill_all(&sys);
-        cg.remove();
-    }
-    written
+    run_spec(&LinuxSyscalls, spec, report_path, privileged, Sandbox::Cold)
 }
 
 /// Runs `spec` in a warm helper's prepared sandbox (or, when its shape does
@@ -158,64 +123,114 @@ pub fn run_prepared(
     privileged: bool,
     report_path: &Path,
 ) -> bool {
-    let sys = LinuxSyscalls;
+    run_spec(
+        &LinuxSyscalls,
+        spec,
+        report_path,
+        privileged,
+        Sandbox::Warm { prepared, warm },
+    )
+}
+
+/// Where the sandbox a spec runs in comes from.
+enum Sandbox<'a> {
+    /// Made now, in a cgroup made now and removed at the end.
+    Cold,
+    /// Prepared by a warm helper ahead of its spec, in the cgroup it sits in.
+    Warm {
+        prepared: Result<Ready, SandboxError>,
+        warm: &'a Warm,
+    },
+}
+
+/// The one skeleton of a run, cold or warm: validate, signals, the cgroup,
+/// the sandbox, supervise; then deliver the report (a setup error becomes
+/// its outcome) and tear down.
+fn run_spec(
+    sys: &LinuxSyscalls,
+    spec: &SandboxSpec,
+    report_path: &Path,
+    privileged: bool,
+    sandbox: Sandbox<'_>,
+) -> bool {
     let start = Instant::now();
     let entries = root_entries(&spec.rootfs);
     let mut settings = settings(spec, privileged, &entries);
+    // A cold run's own cgroup: emptied and removed once the report is out.
+    let mut own_cgroup = None;
     let result = (|| {
         spec.validate()?;
         // B.1 Signals arrive through a signalfd, polled with stdin and the
         //     child.
         let sfd = crate::warm_keeper::signal_fd(true)?;
-        // B.2' A warm helper sits in its cgroup already: only the limits are
-        //      written (fast), pids.max one higher since it counts there
-        //      itself, and fails closed.
-        if let Some(cg) = &warm.cgroup {
-            settings.cgroup = cg.describe().to_string();
-            cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids))
-                .map_err(|source| SandboxError::Io {
-                    action: "cannot write the limits of cgroup",
-                    path: cg.dirs()[0].to_path_buf(),
-                    source,
-                })?;
-        }
-        let ready = match prepared {
-            Ok(r) if r.shape().fits(spec) => r,
-            Ok(r) => {
-                // B.2'' Built for another rootfs or hostname: rebuilt.
-                let shape = Shape {
-                    scratch_dir: r.shape().scratch_dir.clone(),
-                    ..Shape::of(spec)
-                };
-                r.abandon(&sys);
-                prepare(
-                    &sys,
-                    privileged,
-                    &shape,
-                    true,
-                    None,
-                    warm.child_oom_score_adj,
-                )?
+        let (ready, cg) = match sandbox {
+            Sandbox::Cold => {
+                // B.2 The cgroup, with the memory and pids limits (root only).
+                if privileged {
+                    own_cgroup =
+                        Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids);
+                }
+                let cg = own_cgroup.as_ref();
+                let shape = Shape::of(spec);
+                (prepare(sys, privileged, &shape, false, cg, None)?, cg)
             }
-            Err(e) => return Err(e),
+            Sandbox::Warm { prepared, warm } => {
+                // B.2' A warm helper sits in its cgroup already: only the
+                //      limits are written (fast), pids.max one higher since
+                //      it counts there itself, and fails closed.
+                if let Some(cg) = &warm.cgroup {
+                    settings.cgroup = cg.describe().to_string();
+                    cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids))
+                        .map_err(|source| SandboxError::Io {
+                            action: "cannot write the limits of cgroup",
+                            path: cg.dirs()[0].to_path_buf(),
+                            source,
+                        })?;
+                }
+                let ready = match prepared? {
+                    r if r.shape().fits(spec) => r,
+                    r => {
+                        // B.2'' Built for another rootfs or hostname: rebuilt.
+                        let shape = Shape {
+                            scratch_dir: r.shape().scratch_dir.clone(),
+                            ..Shape::of(spec)
+                        };
+                        r.abandon(sys);
+                        prepare(
+                            sys,
+                            privileged,
+                            &shape,
+                            true,
+                            None,
+                            warm.child_oom_score_adj,
+                        )?
+                    }
+                };
+                (ready, warm.cgroup.as_ref())
+            }
         };
         supervise(
-            &sys,
+            sys,
             ready,
             spec,
             privileged,
             settings.clone(),
             &sfd,
-            warm.cgroup.as_ref(),
+            cg,
             start,
         )
     })();
-    match result {
+    let written = match result {
         Ok(Supervised { report, teardown }) => {
-            let written = deliver(&sys, report_path, &report);
-            teardown.finish(&sys);
+            let written = deliver(sys, report_path, &report);
+            teardown.finish(sys);
             written
         }
-        Err(e) => deliver(&sys, report_path, &setup_failed(settings, &e)),
+        Err(e) => deliver(sys, report_path, &setup_failed(settings, &e)),
+    };
+    if let Some(cg) = &own_cgroup {
+        cg.kill_all(sys);
+        cg.remove();
     }
+    written
 }

@@ -3,6 +3,6 @@
 //! [`setup::enter_sandbox`]), forks the step, and reaps until the step is
 //! gone; the forked step hardens itself and execs (steps E1-E16).
 
-pub mod setup;
 pub mod init_loop;
+pub mod setup;
 pub mod status;
