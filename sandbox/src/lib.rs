@@ -1,8 +1,9 @@
 //! Run one build step in fresh Linux namespaces with limits.
 //!
-//! The daemon uses [`launch`] (plain data and a `Command`, no forking); the
-//! `attestd-sandbox` helper binary does the namespace work through
-//! [`run::run`]. Every kernel call goes through [`sys::Syscalls`]; this is the
+//! The daemon uses [`daemon_side`] (plain data and a `Command`, no forking);
+//! the `attestd-sandbox` helper binary does the namespace work through
+//! [`helper::run`]; the sandbox's pid 1 and the step before its exec run
+//! [`sandbox_init`]; a warm helper's keeper and zygote run [`warm_keeper`]. Every kernel call goes through [`sys::Syscalls`]; this is the
 //! only crate of the project with `unsafe`, all of it in [`sys`].
 
 // Shared by every process: the kernel interface, errors, cgroups, the

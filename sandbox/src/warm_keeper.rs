@@ -66,7 +66,7 @@ pub struct Warm {
     /// sandbox's clone inherits it, so no slow join is left to do. `None`:
     /// no cgroup (not root, or no controllers), rlimits only.
     pub cgroup: Option<Cgroup>,
-    /// Steps A.1 and A.2 are done: we are in our private mount namespace.
+    /// Steps H1 and H2 are done: we are in our private mount namespace.
     pub mount_ns_ready: bool,
     /// The `oom_score_adj` the sandbox's child sets on itself: `Some(0)`
     /// when we sit in the step's memory cgroup at -1000, `Some(1000)` when
@@ -200,13 +200,13 @@ fn pool_cgroup_name() -> String {
 
 /// The keeper: returns the exit status of the helper.
 pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
-    // K.1 Block the stop signals and SIGCHLD before the fork, so none is lost
+    // K1. Block the stop signals and SIGCHLD before the fork, so none is lost
     //     between the fork and the loop (the zygote inherits the mask).
     let Ok(sfd) = signal_fd(true) else {
         return 1;
     };
     let privileged = nix::unistd::geteuid().is_root();
-    // K.2 The cgroup, empty and without limits; named `attestd-*` so that a
+    // K2. The cgroup, empty and without limits; named `attestd-*` so that a
     //     restarted daemon's cleanup removes it if we are SIGKILLed.
     let cg = if privileged {
         Cgroup::create_named(&pool_cgroup_name())
@@ -214,7 +214,7 @@ pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
         None
     };
     let keeper = nix::unistd::getpid();
-    // K.3 The zygote.
+    // K3. The zygote.
     let zygote = match sys.fork() {
         Ok(Forked::Child) => {
             drop(sfd);
@@ -228,12 +228,12 @@ pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
             return 1;
         }
     };
-    // K.3b We never write to the step's output pipes: let go of them, so
-    //      their reader sees EOF as soon as the zygote delivers its report.
+    // K4. We never write to the step's output pipes: let go of them, so
+    //     their reader sees EOF as soon as the zygote delivers its report.
     let _ = sys.release_std_streams();
-    // K.4 Forward stop signals; wait for the zygote.
+    // K5. Forward stop signals; wait for the zygote.
     let code = keep(sys, &sfd, zygote);
-    // K.5 Nothing of the run outlives us: sweep and remove the cgroup.
+    // K6. Nothing of the run outlives us: sweep and remove the cgroup.
     if let Some(cg) = &cg {
         cg.kill_all(sys);
         cg.remove();
@@ -286,7 +286,7 @@ fn keep(sys: &dyn Syscalls, sfd: &SignalFd, zygote: Pid) -> i32 {
 fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) -> i32 {
     // Decided once, before any user namespace could make us look like root.
     let privileged = nix::unistd::geteuid().is_root();
-    // Z.1 Die with the keeper (whose death the daemon would take for ours);
+    // Z1. Die with the keeper (whose death the daemon would take for ours);
     //     it may already be gone.
     if sys.set_parent_death_signal().is_err() || nix::unistd::getppid() != keeper {
         return 1;
@@ -295,9 +295,9 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
         return 1;
     };
     let warm = prepare_warm(sys, privileged, cg);
-    // Z.4b The sandbox, built for `shape` and waiting for its step. An
-    //      error is kept and becomes the report's outcome once a request
-    //      arrives. (The init dies with us: its parent-death signal.)
+    // Z5. The sandbox, built for `shape` and waiting for its step. An
+    //     error is kept and becomes the report's outcome once a request
+    //     arrives. (The init dies with us: its parent-death signal.)
     let prepared = crate::helper::prepare(
         &LinuxSyscalls,
         privileged,
@@ -306,7 +306,7 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
         None,
         warm.child_oom_score_adj,
     );
-    // Z.5 Wait for the request, a stop signal, or EOF.
+    // Z6. Wait for the request, a stop signal, or EOF.
     let (spec_path, report_path) = match wait_for_request(&sfd) {
         Request::Run(s, r) => (s, r),
         Request::Stop => return EXIT_NO_REQUEST,
@@ -327,14 +327,14 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
     }
 }
 
-/// Z.2-Z.4, everything that does not depend on the spec. A step that fails
+/// Z2-Z4, everything that does not depend on the spec. A step that fails
 /// leaves its part undone, for `run::prepare` to do or to refuse: a cgroup we
 /// could not join is not used (rlimits only, as `run` without a cgroup); a
 /// mount namespace not made is made later.
 pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) -> Warm {
-    // Z.2 Join the cgroup: the slow write, done while nobody waits.
+    // Z2. Join the cgroup: the slow write, done while nobody waits.
     let cgroup = cg.filter(|cg| cg.join_self().is_ok());
-    // Z.3 We share the step's memory cgroup and must never be the OOM
+    // Z3. We share the step's memory cgroup and must never be the OOM
     //     killer's pick: -1000 for us, and the sandbox's child goes back to
     //     0. Where lowering is refused (root without CAP_SYS_RESOURCE, or a
     //     host that forbids it), the child raises its own to 1000 instead, so
@@ -346,7 +346,7 @@ pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) ->
             1000
         }
     });
-    // Z.4 Our private mount namespace (A.1, A.2 of `run`). Root only: without
+    // Z4. Our private mount namespace (H1, H2 of the helper). Root only: without
     //     root it makes a user namespace, in which we would look like root.
     let mount_ns_ready = privileged && crate::helper::private_mount_ns(sys, true).is_ok();
     Warm {

@@ -1,8 +1,26 @@
 //! The helper (`attestd-sandbox run`, or a warm helper's zygote once its
 //! request arrives): a single-threaded process outside the sandbox that
-//! prepares it ([`prepare`]), gives the step its work layer and plan
-//! ([`work_layer`]), supervises it ([`supervise`]), collects the outputs
+//! prepares it ([`prepare()`]), gives the step its work layer and plan
+//! ([`work_layer`]), supervises it ([`mod@supervise`]), collects the outputs
 //! ([`outputs`]), delivers the report and cleans up ([`teardown`]).
+//!
+//! Its steps are numbered H1-H20 in the comments where they happen:
+//!
+//! - prepare, knowing only the [`Shape`]: H1 a private mount namespace, H2
+//!   private propagation, H3 the scratch tmpfs, H4 the work layer's shared
+//!   mount point, H5 /tmp, H6 the clone into new namespaces (the child runs
+//!   `crate::sandbox_init`: S1-S23 as pid 1, E1-E16 in the step), H7 its
+//!   id maps and cgroup, then the go-ahead;
+//! - per spec: H8 the signalfd, H9 the cgroup's limits, H10 the work layer
+//!   (H10a overlay, H10b copy), H11 the cwd, H12 /tmp's size, H13 the exec
+//!   plan sent, H14 the watch, H15 the kill of what is left, H16 the
+//!   outcome, H17 the outputs, H18 the report, H19 the teardown, H20 a cold
+//!   run's cgroup removed.
+//!
+//! A cold helper (`attestd-sandbox run`) does H8 and H9 first, since the
+//! clone of H6 must be moved into the cgroup in H7; a warm one
+//! ([`crate::warm_keeper`], steps K1-K6 and Z1-Z6) does H1-H7 before its
+//! spec arrives and H8-H20 after.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -160,12 +178,12 @@ fn run_spec(
     let mut own_cgroup = None;
     let result = (|| {
         spec.validate()?;
-        // B.1 Signals arrive through a signalfd, polled with stdin and the
+        // H8. Signals arrive through a signalfd, polled with stdin and the
         //     child.
         let sfd = crate::warm_keeper::signal_fd(true)?;
         let (ready, cg) = match sandbox {
             Sandbox::Cold => {
-                // B.2 The cgroup, with the memory and pids limits (root only).
+                // H9. The cgroup, with the memory and pids limits (root only).
                 if privileged {
                     own_cgroup =
                         Cgroup::create(&spec.run_id, spec.limits.memory_bytes, spec.limits.pids);
@@ -175,9 +193,9 @@ fn run_spec(
                 (prepare(sys, privileged, &shape, false, cg, None)?, cg)
             }
             Sandbox::Warm { prepared, warm } => {
-                // B.2' A warm helper sits in its cgroup already: only the
-                //      limits are written (fast), pids.max one higher since
-                //      it counts there itself, and fails closed.
+                // H9. (warm) A warm helper sits in its cgroup already: only the
+                //     limits are written (fast), pids.max one higher since
+                //     it counts there itself, and fails closed.
                 if let Some(cg) = &warm.cgroup {
                     settings.cgroup = cg.describe().to_string();
                     cg.set_limits(spec.limits.memory_bytes, warm_pids_max(spec.limits.pids))
@@ -190,7 +208,8 @@ fn run_spec(
                 let ready = match prepared? {
                     r if r.shape().fits(spec) => r,
                     r => {
-                        // B.2'' Built for another rootfs or hostname: rebuilt.
+                        // H9. (warm, another shape) Built for another rootfs
+                        //     or hostname: given up, and H3-H7 run again.
                         let shape = Shape {
                             scratch_dir: r.shape().scratch_dir.clone(),
                             ..Shape::of(spec)
@@ -220,6 +239,8 @@ fn run_spec(
             start,
         )
     })();
+    // H18. The report (a setup error is its outcome), then H19 the
+    //      teardown, then for a cold run H20 its cgroup emptied and removed.
     let written = match result {
         Ok(Supervised { report, teardown }) => {
             let written = deliver(sys, report_path, &report);

@@ -22,12 +22,12 @@ use crate::sandbox_init::setup::{enter_sandbox, ChildPlan, Role};
 use crate::spec::*;
 use crate::sys::{Forked, LinuxSyscalls, Syscalls};
 
-/// Steps A.1 and A.2 of the host side: a private mount namespace for the
+/// Steps H1 and H2 of the helper: a private mount namespace for the
 /// helper. Depends on nothing in the spec, so a warm helper does it before
 /// its spec arrives.
 pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), SandboxError> {
     if privileged {
-        // A.1 A mount namespace of our own: every mount below is private to
+        // H1. A mount namespace of our own: every mount below is private to
         //     the helper and its sandbox.
         sys.unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|source| SandboxError::Syscall {
@@ -35,8 +35,8 @@ pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), Sand
                 source,
             })?;
     } else {
-        // A.1' Without root: a user namespace mapping only our own ids, which
-        //      gives us the right to mount in our own mount namespace.
+        // H1. (without root) A user namespace mapping only our own ids, which
+        //     gives us the right to mount in our own mount namespace.
         let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
         sys.unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
             .map_err(|source| SandboxError::Syscall {
@@ -51,7 +51,7 @@ pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), Sand
             std::fs::write(f, v).map_err(io_err("cannot write", Path::new(f)))?;
         }
     }
-    // A.2 Private propagation: our mounts never reach the host.
+    // H2. Private propagation: our mounts never reach the host.
     sys.mount(
         None,
         Path::new("/"),
@@ -107,7 +107,7 @@ pub(crate) struct Scratch {
 
 /// A sandbox whose init and step are waiting: everything but the work
 /// layer is in place, and the step, fully hardened (ids, capabilities,
-/// no_new_privs, seccomp), waits for its [`ExecPlan`].
+/// no_new_privs, seccomp), waits for its [`crate::sandbox_init::setup::ExecPlan`].
 pub struct Ready {
     pub(crate) shape: Shape,
     pub(crate) scratch: Scratch,
@@ -122,7 +122,7 @@ pub struct Ready {
 /// resized (a remount) once they are.
 pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
 
-/// Steps A.2-A.6 and the clone: builds a sandbox of `shape` up to the point
+/// Steps H1-H7 (H1 and H2 unless `mount_ns_ready`): builds a sandbox of `shape` up to the point
 /// where only the step's own facts are missing. `join`: the cgroup the
 /// child is moved into before it runs anything (a cold helper's; a warm one
 /// sits in its cgroup already and the child inherits it).
@@ -145,10 +145,10 @@ pub fn prepare(
     if !mount_ns_ready {
         private_mount_ns(sys, privileged)?;
     }
-    // A.2b A small tmpfs over the scratch dir, in our namespace only: the
-    //      mount points below live there, so nothing is created on the
-    //      host's disk (each mkdir and rmdir there costs a journal update)
-    //      and they vanish with our namespace.
+    // H3. A small tmpfs over the scratch dir, in our namespace only: the
+    //     mount points below live there, so nothing is created on the
+    //     host's disk (each mkdir and rmdir there costs a journal update)
+    //     and they vanish with our namespace.
     sys.mount(
         Some(Path::new("tmpfs")),
         s,
@@ -161,10 +161,10 @@ pub fn prepare(
         sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
     }
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    // A.3 The work layer's mount point: an empty root-owned tmpfs with no
+    // H4. The work layer's mount point: an empty root-owned tmpfs with no
     //     room, made *shared*, the only shared mount of our namespace. The
     //     sandbox binds it at /build as a slave; the layer we mount on top
-    //     of it once the step is known (B.3) propagates there, and nothing
+    //     of it once the step is known (H10) propagates there, and nothing
     //     the sandbox mounts ever propagates back. (Not read-only: the
     //     sandbox's bind remount could not clear that locked flag.)
     sys.mount(
@@ -177,8 +177,8 @@ pub fn prepare(
     .map_err(sys_at("mount work placeholder", &scratch.work))?;
     sys.mount(None, &scratch.work, None, MsFlags::MS_SHARED, None)
         .map_err(sys_at("make the work mount point shared", &scratch.work))?;
-    // A.4 /tmp: its own size-limited tmpfs (resized to the step's limit in
-    //     B.4 when that differs).
+    // H5. /tmp: its own size-limited tmpfs (resized to the step's limit in
+    //     H12 when that differs).
     sys.mount(
         Some(Path::new("tmpfs")),
         &scratch.tmp,
@@ -223,7 +223,7 @@ pub fn prepare(
     // For the report's settings, computed now rather than once the step
     // is known.
     let _ = crate::seccomp::profile_digest();
-    // A.5 The sandbox: new user, mount, pid, net, uts and ipc namespaces;
+    // H6. The sandbox: new user, mount, pid, net, uts and ipc namespaces;
     //     it builds itself (setup.rs) once we have written its id maps.
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
@@ -262,7 +262,7 @@ pub fn prepare(
     drop(err_w);
     drop(status_w);
     drop(exec_r);
-    // A.6 Map the sandbox's ids (inside 0..65536 to an unprivileged host
+    // H7. Map the sandbox's ids (inside 0..65536 to an unprivileged host
     //     range when root, else only our own id), and for a cold helper move
     //     it into the run's cgroup, before it runs anything.
     let mapped = (|| -> Result<(), SandboxError> {

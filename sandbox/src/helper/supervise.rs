@@ -181,7 +181,7 @@ pub(crate) fn supervise(
         scratch,
         ..
     } = ready;
-    // B.6 Watch.
+    // H14. Watch.
     let deadline = start + Duration::from_millis(spec.limits.timeout_ms);
     let mut err_buf = Vec::new();
     let mut status_buf = Vec::new();
@@ -293,8 +293,9 @@ pub(crate) fn supervise(
     let ended = ended.unwrap_or(Ended::Exited);
     let reported = ended == Ended::Exited && status_buf.len() >= STATUS_LEN;
     if !reported && !init_reaped {
-        // Timeout, cancel, or an init that died without its status: kill the
-        // pid namespace and wait for it to be gone before touching outputs.
+        // H15. Timeout, cancel, or an init that died without its status:
+        //      kill the pid namespace and wait for it to be gone before
+        //      touching outputs.
         if let Some(cg) = cg {
             let (user, system) = cg.cpu_ms();
             last_cpu = (last_cpu.0.max(user), last_cpu.1.max(system));
@@ -315,6 +316,8 @@ pub(crate) fn supervise(
     if status_open && init_reaped && status_buf.len() < STATUS_LEN {
         status_buf.extend(read_to_end(&status_r));
     }
+    // H16. The outcome, from what the init reported and what the cgroup and
+    //      the tmpfs saw.
     let decoded = decode_status(&status_buf);
     let setup_error = (!err_buf.is_empty()).then(|| {
         let s = String::from_utf8_lossy(&err_buf).into_owned();
@@ -360,6 +363,7 @@ pub(crate) fn supervise(
             }
         }
     };
+    // H17. The declared outputs, now that nothing of the step runs.
     let outputs = match outcome {
         Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
         _ => super::outputs::collect(&scratch.work, &spec.outputs, &spec.out_dir),

@@ -36,7 +36,7 @@ fn overlay_options(input: &Path, upper: &Path, work: &Path, privileged: bool) ->
     Some(o)
 }
 
-/// Steps B.3-B.5, once the spec is known: the work layer mounted on the
+/// Steps H10-H13, once the spec is known: the work layer mounted on the
 /// shared mount point (it propagates into the waiting sandbox's /build),
 /// the step's cwd, /tmp resized, and the [`ExecPlan`] sent, on which the
 /// step execs. Returns the work layer's description for the settings.
@@ -49,7 +49,7 @@ pub(crate) fn start_step(
 ) -> Result<String, SandboxError> {
     let sc = ready.scratch.clone();
     let owner = privileged.then_some((HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID));
-    // B.3 The work layer, mounted over the placeholder.
+    // H10. The work layer, mounted over the placeholder.
     let layer = match spec.work_layer {
         WorkLayer::Overlay => match overlay_layer(sys, spec, &sc, owner, privileged) {
             Ok(l) => l,
@@ -66,7 +66,7 @@ pub(crate) fn start_step(
     Ok(layer)
 }
 
-/// B.3a The overlay work layer: the input tree read-only below, the step's
+/// H10a. The overlay work layer: the input tree read-only below, the step's
 /// changes in `upper` on a tmpfs of max_output_bytes. Mounted by us, so
 /// copy-up runs with our credentials and keeps owners; the input tree is
 /// only ever read.
@@ -110,7 +110,7 @@ fn overlay_layer(
     Ok("overlay over the input tree, upper on tmpfs".into())
 }
 
-/// B.3b The copy work layer: a tmpfs, then a copy of the inputs owned by
+/// H10b. The copy work layer: a tmpfs, then a copy of the inputs owned by
 /// the step, then the size capped to what the inputs use plus the output
 /// allowance. The shared input_dir is only read.
 fn copy_layer(
@@ -144,7 +144,7 @@ fn copy_layer(
     Ok("copy on tmpfs".into())
 }
 
-/// B.4-B.5: the cwd, /tmp's size, and the exec plan.
+/// H11-H13: the cwd, /tmp's size, and the exec plan.
 fn finish_start(
     sys: &LinuxSyscalls,
     ready: &mut Ready,
@@ -153,7 +153,7 @@ fn finish_start(
     floors: Floors,
 ) -> Result<(), SandboxError> {
     let work = ready.scratch.work.clone();
-    // B.4 The step's cwd, created if absent, never through a symlink.
+    // H11. The step's cwd, created if absent, never through a symlink.
     let mut cur = work.clone();
     for c in spec.cwd.split('/').filter(|c| !c.is_empty()) {
         cur.push(c);
@@ -174,7 +174,7 @@ fn finish_start(
             }
         }
     }
-    // B.4b /tmp at the step's size.
+    // H12. /tmp at the step's size.
     if spec.limits.tmp_bytes != ready.tmp_bytes {
         let tmp = &ready.scratch.tmp;
         sys.mount(
@@ -187,7 +187,7 @@ fn finish_start(
         .map_err(sys_at("resize /tmp tmpfs", tmp))?;
         ready.tmp_bytes = spec.limits.tmp_bytes;
     }
-    // B.5 The plan: the waiting step chdirs, sets its rlimits and execs.
+    // H13. The plan: the waiting step chdirs, sets its rlimits and execs.
     let plan = exec_plan(spec, floors)?;
     let bytes = serde_json::to_vec(&plan).map_err(|source| SandboxError::Json {
         what: "exec plan",

@@ -17,7 +17,7 @@ use crate::sys::Syscalls;
 /// exits, kill and reap everything it left, then send the helper the
 /// step's status and the CPU use of everything reaped, and exit.
 pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i32 {
-    // I.1 Reap until the step itself exits.
+    // S20. Reap until the step itself exits.
     let status = loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p == step => break code,
@@ -26,14 +26,14 @@ pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i3
             Err(_) => return 1,
         }
     };
-    // I.2 Kill what the step left behind (daemons, orphans): kill(-1) from
-    //     the init of a pid namespace reaches every other process in it, and
-    //     a fork racing with it fails (the kernel refuses to fork for a
-    //     process with a fatal signal pending).
+    // S21. Kill what the step left behind (daemons, orphans): kill(-1) from
+    //      the init of a pid namespace reaches every other process in it, and
+    //      a fork racing with it fails (the kernel refuses to fork for a
+    //      process with a fatal signal pending).
     let _ = sys.kill(Pid::from_raw(-1), Signal::SIGKILL);
-    // I.3 Reap until no child is left. Every process of the namespace
-    //     descends from us, so then none exists: when the helper reads the
-    //     status, the step's outputs can no longer change.
+    // S22. Reap until no child is left. Every process of the namespace
+    //      descends from us, so then none exists: when the helper reads the
+    //      status, the step's outputs can no longer change.
     loop {
         match waitpid(Pid::from_raw(-1), None) {
             Err(Errno::ECHILD) => break,
@@ -41,7 +41,7 @@ pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i3
             Err(_) => return 1,
         }
     }
-    // I.4 The status and the usage of everything reaped.
+    // S23. The status and the usage of everything reaped.
     let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
     let tv_ms =
         |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000;
