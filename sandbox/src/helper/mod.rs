@@ -22,7 +22,7 @@
 //! ([`crate::warm_keeper`], steps K1-K6 and Z1-Z6) does H1-H7 before its
 //! spec arrives and H8-H20 after.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ use nix::errno::Errno;
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
 use crate::spec::*;
-use crate::sys::{LinuxSyscalls, Syscalls};
+use crate::sys::{LinuxSyscalls, SysResult, Syscalls};
 
 pub mod outputs;
 pub mod plan;
@@ -69,30 +69,31 @@ pub(crate) fn sys_at(step: &'static str, path: &Path) -> impl FnOnce(Errno) -> S
 }
 
 /// Bytes in use on the filesystem of `path`, and whether fewer than 64 KiB
-/// are left.
-pub(crate) fn fs_usage(path: &Path) -> Option<(u64, bool)> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    let bs = st.fragment_size() as u64;
-    let used = (st.blocks() as u64 - st.blocks_free() as u64) * bs;
-    let free = st.blocks_available() as u64 * bs;
-    Some((used, free < 64 * 1024))
+/// are left (`None` when the filesystem cannot be asked).
+pub(crate) fn fs_usage(sys: &dyn Syscalls, path: &Path) -> Option<(u64, bool)> {
+    let u = sys.fs_usage(path).ok()?;
+    Some((u.used, u.available < 64 * 1024))
 }
 
-pub(crate) fn write_all(fd: &OwnedFd, mut b: &[u8]) {
+/// Writes all of `b` to `fd`, retrying on EINTR.
+pub(crate) fn write_all(sys: &dyn Syscalls, fd: BorrowedFd<'_>, mut b: &[u8]) -> SysResult<()> {
     while !b.is_empty() {
-        match nix::unistd::write(fd, b) {
+        match sys.write(fd, b) {
+            Ok(0) => return Err(Errno::EPIPE),
             Ok(n) => b = &b[n..],
             Err(Errno::EINTR) => {}
-            Err(_) => return,
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
-pub(crate) fn read_to_end(fd: &OwnedFd) -> Vec<u8> {
+/// Reads `fd` to EOF or to its first error; what arrived until then.
+pub(crate) fn read_to_end(sys: &dyn Syscalls, fd: BorrowedFd<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match nix::unistd::read(fd, &mut buf) {
+        match sys.read(fd, &mut buf) {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(Errno::EINTR) => {}
@@ -146,7 +147,10 @@ pub fn run_prepared(
         spec,
         report_path,
         privileged,
-        Sandbox::Warm { prepared, warm },
+        Sandbox::Warm {
+            prepared: Box::new(prepared),
+            warm,
+        },
     )
 }
 
@@ -156,7 +160,7 @@ enum Sandbox<'a> {
     Cold,
     /// Prepared by a warm helper ahead of its spec, in the cgroup it sits in.
     Warm {
-        prepared: Result<Ready, SandboxError>,
+        prepared: Box<Result<Ready, SandboxError>>,
         warm: &'a Warm,
     },
 }
@@ -165,7 +169,7 @@ enum Sandbox<'a> {
 /// the sandbox, supervise; then deliver the report (a setup error becomes
 /// its outcome) and tear down.
 fn run_spec(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     spec: &SandboxSpec,
     report_path: &Path,
     privileged: bool,
@@ -181,6 +185,11 @@ fn run_spec(
         // H8. Signals arrive through a signalfd, polled with stdin and the
         //     child.
         let sfd = crate::warm_keeper::signal_fd(true)?;
+        let stdin = std::io::stdin();
+        let outside = supervise::Outside {
+            signals: sfd.as_fd(),
+            stdin: stdin.as_fd(),
+        };
         let (ready, cg) = match sandbox {
             Sandbox::Cold => {
                 // H9. The cgroup, with the memory and pids limits (root only).
@@ -205,7 +214,7 @@ fn run_spec(
                             source,
                         })?;
                 }
-                let ready = match prepared? {
+                let ready = match (*prepared)? {
                     r if r.shape().fits(spec) => r,
                     r => {
                         // H9. (warm, another shape) Built for another rootfs
@@ -234,7 +243,7 @@ fn run_spec(
             spec,
             privileged,
             settings.clone(),
-            &sfd,
+            outside,
             cg,
             start,
         )

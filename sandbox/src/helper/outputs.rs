@@ -14,19 +14,25 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{fstatat, Mode, SFlag};
 
 use crate::spec::{check_relative, CollectedOutput, OutputState};
+use crate::sys::Syscalls;
 
 /// Copies the tree `src` into the existing directory `dst`: directories,
 /// regular files (permission bits kept, setuid/setgid/sticky dropped, owner
 /// write added) and symlinks (recreated, never followed). Other file types
 /// are skipped. Everything is chowned to `owner` when given.
-pub fn copy_input(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+pub fn copy_input(
+    sys: &dyn Syscalls,
+    src: &Path,
+    dst: &Path,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     let chown = |p: &Path| -> io::Result<()> {
         if let Some((u, g)) = owner {
-            std::os::unix::fs::lchown(p, Some(u), Some(g))?;
+            sys.lchown(p, u, g)?;
         }
         Ok(())
     };
@@ -40,7 +46,7 @@ pub fn copy_input(src: &Path, dst: &Path, owner: Option<(u32, u32)>) -> io::Resu
         if ft.is_dir() {
             fs::create_dir(&to)?;
             fs::set_permissions(&to, fs::Permissions::from_mode((md.mode() & 0o777) | 0o700))?;
-            copy_input(&from, &to, owner)?;
+            copy_input(sys, &from, &to, owner)?;
         } else if ft.is_file() {
             fs::copy(&from, &to)?;
             fs::set_permissions(&to, fs::Permissions::from_mode((md.mode() & 0o777) | 0o200))?;
@@ -62,7 +68,12 @@ fn refused(path: &str, reason: String) -> CollectedOutput {
 
 /// Collects each declared output from the work layer rooted at `work` into
 /// `out_dir`, in the declared order.
-pub fn collect(work: &Path, outputs: &[String], out_dir: &Path) -> Vec<CollectedOutput> {
+pub fn collect(
+    sys: &dyn Syscalls,
+    work: &Path,
+    outputs: &[String],
+    out_dir: &Path,
+) -> Vec<CollectedOutput> {
     let root = match nix::fcntl::open(
         work,
         OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -78,11 +89,11 @@ pub fn collect(work: &Path, outputs: &[String], out_dir: &Path) -> Vec<Collected
     };
     outputs
         .iter()
-        .map(|o| collect_one(&root, o, out_dir))
+        .map(|o| collect_one(sys, &root, o, out_dir))
         .collect()
 }
 
-fn collect_one(root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
+fn collect_one(sys: &dyn Syscalls, root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
     if let Err(reason) = check_relative(path) {
         return refused(path, format!("output path {reason}"));
     }
@@ -90,15 +101,7 @@ fn collect_one(root: &OwnedFd, path: &str, out_dir: &Path) -> CollectedOutput {
         Some((p, n)) => (p, n),
         None => (".", path),
     };
-    let how = OpenHow::new()
-        .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    let pfd = match nix::fcntl::openat2(root, parent, how) {
+    let pfd = match sys.open_dir_beneath(root.as_fd(), Path::new(parent)) {
         Ok(fd) => fd,
         Err(Errno::ENOENT | Errno::ENOTDIR) => {
             return CollectedOutput {
@@ -243,6 +246,7 @@ fn copy_dir_at<Fd: AsFd>(dir: &Fd, name: &OsStr, dst: &Path, shown: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::LinuxSyscalls;
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let t = tempfile::tempdir().unwrap();
@@ -262,6 +266,7 @@ mod tests {
         fs::write(work.join("tool"), "#!").unwrap();
         fs::set_permissions(work.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
         let r = collect(
+            &LinuxSyscalls,
             &work,
             &[
                 "a.txt".into(),
@@ -290,7 +295,7 @@ mod tests {
     fn symlink_output_to_etc_passwd_is_refused_not_followed() {
         let (_t, work, out) = setup();
         std::os::unix::fs::symlink("/etc/passwd", work.join("out")).unwrap();
-        let r = collect(&work, &["out".into()], &out);
+        let r = collect(&LinuxSyscalls, &work, &["out".into()], &out);
         assert!(
             matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("symbolic link"))
         );
@@ -301,7 +306,7 @@ mod tests {
     fn output_through_a_symlinked_directory_is_refused() {
         let (_t, work, out) = setup();
         std::os::unix::fs::symlink("/etc", work.join("d")).unwrap();
-        let r = collect(&work, &["d/passwd".into()], &out);
+        let r = collect(&LinuxSyscalls, &work, &["d/passwd".into()], &out);
         assert!(matches!(&r[0].state, OutputState::Refused { .. }), "{r:?}");
         assert!(!out.join("d").exists());
     }
@@ -312,7 +317,7 @@ mod tests {
         let sub = work.join("d").join(OsStr::from_bytes(b"sub\xff"));
         fs::create_dir_all(&sub).unwrap();
         fs::write(sub.join(OsStr::from_bytes(b"caf\xe9.txt")), "latin-1").unwrap();
-        let r = collect(&work, &["d".into()], &out);
+        let r = collect(&LinuxSyscalls, &work, &["d".into()], &out);
         assert_eq!(r[0].state, OutputState::Directory, "{r:?}");
         assert_eq!(
             fs::read(out.join(OsStr::from_bytes(b"d/sub\xff/caf\xe9.txt"))).unwrap(),
@@ -322,7 +327,7 @@ mod tests {
         std::os::unix::fs::symlink("x", sub.join("z")).unwrap();
         let again = out.join("again");
         fs::create_dir(&again).unwrap();
-        let r = collect(&work, &["d".into()], &again);
+        let r = collect(&LinuxSyscalls, &work, &["d".into()], &again);
         assert!(
             matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("d/sub\\xFF/z")),
             "{r:?}"
@@ -335,7 +340,7 @@ mod tests {
         fs::create_dir(work.join("d")).unwrap();
         fs::write(work.join("d/a"), "a").unwrap();
         std::os::unix::fs::symlink("/proc/self/root/etc/shadow", work.join("d/z")).unwrap();
-        let r = collect(&work, &["d".into()], &out);
+        let r = collect(&LinuxSyscalls, &work, &["d".into()], &out);
         assert!(matches!(&r[0].state, OutputState::Refused { reason } if reason.contains("d/z")));
         assert!(!out.join("d").exists());
     }
@@ -344,6 +349,7 @@ mod tests {
     fn dotdot_and_absolute_output_paths_are_refused() {
         let (_t, work, out) = setup();
         let r = collect(
+            &LinuxSyscalls,
             &work,
             &[
                 "../x".into(),
@@ -364,7 +370,7 @@ mod tests {
     fn fifo_output_is_refused() {
         let (_t, work, out) = setup();
         nix::unistd::mkfifo(&work.join("p"), Mode::from_bits_truncate(0o644)).unwrap();
-        let r = collect(&work, &["p".into()], &out);
+        let r = collect(&LinuxSyscalls, &work, &["p".into()], &out);
         assert!(matches!(&r[0].state, OutputState::Refused { .. }));
     }
 
@@ -375,7 +381,7 @@ mod tests {
         fs::set_permissions(work.join("x"), fs::Permissions::from_mode(0o4755)).unwrap();
         std::os::unix::fs::symlink("x", work.join("l")).unwrap();
         fs::create_dir(work.join("sub")).unwrap();
-        copy_input(&work, &out, None).unwrap();
+        copy_input(&LinuxSyscalls, &work, &out, None).unwrap();
         assert_eq!(fs::read_link(out.join("l")).unwrap(), Path::new("x"));
         assert_eq!(fs::metadata(out.join("x")).unwrap().mode() & 0o7777, 0o755);
         assert!(out.join("sub").is_dir());

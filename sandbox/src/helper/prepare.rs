@@ -3,14 +3,12 @@
 //! /tmp, the clone into new namespaces, the id maps and the cgroup. What is
 //! left is the step's own part ([`super::work_layer`]).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::plan::{root_entries, synthetic_files};
@@ -20,7 +18,7 @@ use crate::error::SandboxError;
 use crate::sandbox_init::init_loop::init_loop;
 use crate::sandbox_init::setup::{enter_sandbox, ChildPlan, Role};
 use crate::spec::*;
-use crate::sys::{Forked, LinuxSyscalls, Syscalls};
+use crate::sys::{Forked, Syscalls};
 
 /// Steps H1 and H2 of the helper: a private mount namespace for the
 /// helper. Depends on nothing in the spec, so a warm helper does it before
@@ -48,7 +46,8 @@ pub fn private_mount_ns(sys: &dyn Syscalls, privileged: bool) -> Result<(), Sand
             ("/proc/self/uid_map", format!("0 {uid} 1")),
             ("/proc/self/gid_map", format!("0 {gid} 1")),
         ] {
-            std::fs::write(f, v).map_err(io_err("cannot write", Path::new(f)))?;
+            sys.write_file(Path::new(f), v.as_bytes())
+                .map_err(|e| io_err("cannot write", Path::new(f))(e.into()))?;
         }
     }
     // H2. Private propagation: our mounts never reach the host.
@@ -127,7 +126,7 @@ pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
 /// child is moved into before it runs anything (a cold helper's; a warm one
 /// sits in its cgroup already and the child inherits it).
 pub fn prepare(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     privileged: bool,
     shape: &Shape,
     mount_ns_ready: bool,
@@ -189,7 +188,7 @@ pub fn prepare(
     .map_err(sys_at("mount /tmp tmpfs", &scratch.tmp))?;
     let entries = root_entries(&shape.rootfs);
     let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| SandboxError::Syscall {
+        sys.pipe().map_err(|source| SandboxError::Syscall {
             step: "pipe",
             source,
         })
@@ -246,12 +245,13 @@ pub fn prepare(
                 Ok(Role::Init { step }) => {
                     drop(err_w);
                     drop(exec_r);
-                    let code = init_loop(sys, step, &status_w);
+                    let code = init_loop(sys, step, status_w.as_fd());
                     sys.exit_now(code)
                 }
                 Ok(Role::Execd) => sys.exit_now(127),
                 Err(e) => {
-                    write_all(&err_w, format!("{}\0{}", e.step(), e.chain()).as_bytes());
+                    let msg = format!("{}\0{}", e.step(), e.chain());
+                    let _ = write_all(sys, err_w.as_fd(), msg.as_bytes());
                     sys.exit_now(127)
                 }
             }
@@ -276,7 +276,8 @@ pub fn prepare(
         };
         for (f, v) in [("uid_map", um), ("gid_map", gm)] {
             let p = PathBuf::from(format!("/proc/{child}/{f}"));
-            std::fs::write(&p, v).map_err(io_err("cannot write", &p))?;
+            sys.write_file(&p, v.as_bytes())
+                .map_err(|e| io_err("cannot write", &p)(e.into()))?;
         }
         if let Some(cg) = join {
             cg.join(child.as_raw()).map_err(io_err(
@@ -288,10 +289,12 @@ pub fn prepare(
     })();
     if let Err(e) = mapped {
         let _ = sys.kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
+        let _ = sys.waitpid(child, false);
         return Err(e);
     }
-    write_all(&sync_w, b"1");
+    // A failed go-ahead (the child died) shows up as the setup error the
+    // child sent, or as an init gone without a status.
+    let _ = write_all(sys, sync_w.as_fd(), b"1");
     Ok(Ready {
         shape: shape.clone(),
         scratch,
@@ -312,10 +315,10 @@ impl Ready {
     /// Gives the sandbox up without running anything: the waiting step
     /// reads EOF, the init is killed (and with it the pid namespace), and
     /// the scratch mounts are detached.
-    pub fn abandon(mut self, sys: &LinuxSyscalls) {
+    pub fn abandon(mut self, sys: &dyn Syscalls) {
         self.exec_w = None;
         let _ = sys.kill(self.init, Signal::SIGKILL);
-        let _ = waitpid(self.init, None);
+        let _ = sys.waitpid(self.init, false);
         let _ = sys.umount(&self.scratch.dir, MntFlags::MNT_DETACH);
     }
 }

@@ -3,13 +3,13 @@
 //! then classifying the outcome, collecting the outputs and building the
 //! report.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::PollFlags;
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 
 use super::prepare::Ready;
 use super::teardown::Teardown;
@@ -20,7 +20,7 @@ use crate::error::SandboxError;
 use crate::helper::plan::Floors;
 use crate::sandbox_init::status::{decode_status, STATUS_LEN};
 use crate::spec::*;
-use crate::sys::{LinuxSyscalls, Syscalls};
+use crate::sys::{ChildUsage, Syscalls};
 
 /// Why the supervision loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,15 +120,21 @@ pub fn classify(ended: Ended, f: &Facts, limits: &Limits) -> Outcome {
 const CPU_POLL_MS: u16 = 100;
 
 /// Adds `fd` to the poll set when `open`; its index.
-fn watch<'a>(
-    open: bool,
-    fd: std::os::fd::BorrowedFd<'a>,
-    fds: &mut Vec<nix::poll::PollFd<'a>>,
-) -> Option<usize> {
+fn watch<'a>(open: bool, fd: BorrowedFd<'a>, fds: &mut Vec<BorrowedFd<'a>>) -> Option<usize> {
     open.then(|| {
-        fds.push(nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN));
+        fds.push(fd);
         fds.len() - 1
     })
+}
+
+/// What the helper watches besides its sandbox: the signalfd of the stop
+/// signals, and its stdin, the daemon's liveness pipe (EOF is a cancel).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outside<'a> {
+    /// Non-blocking signalfd of [`crate::warm_keeper::STOP_SIGNALS`].
+    pub(crate) signals: BorrowedFd<'a>,
+    /// Our stdin.
+    pub(crate) stdin: BorrowedFd<'a>,
 }
 
 pub(crate) struct Supervised {
@@ -143,12 +149,12 @@ pub(crate) struct Supervised {
 /// [`Teardown::finish`], after the report is delivered.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn supervise(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     mut ready: Ready,
     spec: &SandboxSpec,
     privileged: bool,
     mut settings: Settings,
-    sfd: &SignalFd,
+    outside: Outside<'_>,
     cg: Option<&Cgroup>,
     start: Instant,
 ) -> Result<Supervised, SandboxError> {
@@ -156,7 +162,7 @@ pub(crate) fn supervise(
         settings.cgroup = cg.describe().to_string();
     }
     let child = ready.init;
-    let killed = |sys: &LinuxSyscalls| {
+    let killed = |sys: &dyn Syscalls| {
         let _ = sys.kill(child, Signal::SIGKILL);
         if let Some(cg) = cg {
             cg.kill_all(sys);
@@ -193,7 +199,7 @@ pub(crate) fn supervise(
     // namespace does not always reach us).
     let mut last_cpu = (0u64, 0u64);
     while ended.is_none() {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        match sys.waitpid(child, true) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
             Ok(_) | Err(_) => {
                 init_reaped = true;
@@ -225,49 +231,50 @@ pub(crate) fn supervise(
         if cpu_watch.is_some() {
             wait_ms = wait_ms.min(CPU_POLL_MS);
         }
-        let stdin = std::io::stdin();
-        let mut fds = vec![nix::poll::PollFd::new(
-            sfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let stdin_idx = watch(stdin_open, stdin.as_fd(), &mut fds);
+        let mut fds = vec![outside.signals];
+        let stdin_idx = watch(stdin_open, outside.stdin, &mut fds);
         let err_idx = watch(err_open, err_r.as_fd(), &mut fds);
         let status_idx = watch(status_open, status_r.as_fd(), &mut fds);
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait_ms.max(1))) {
-            Ok(_) | Err(Errno::EINTR) => {}
+        let revents = match sys.poll_readable(&fds, wait_ms.max(1)) {
+            Ok(r) => r,
+            Err(Errno::EINTR) => vec![PollFlags::empty(); fds.len()],
             Err(source) => {
                 killed(sys);
-                let _ = waitpid(child, None);
+                let _ = sys.waitpid(child, false);
                 return Err(SandboxError::Syscall {
                     step: "poll",
                     source,
                 });
             }
-        }
+        };
         let rev = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .unwrap_or(nix::poll::PollFlags::empty())
+            i.and_then(|i| revents.get(i).copied())
+                .unwrap_or(PollFlags::empty())
         };
         let sig_ready = rev(Some(0));
         let stdin_ready = rev(stdin_idx);
         let err_ready = rev(err_idx);
         let status_ready = rev(status_idx);
-        drop(fds);
         if !sig_ready.is_empty() {
-            while let Ok(Some(si)) = sfd.read_signal() {
-                if [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT]
-                    .contains(&(si.ssi_signo as i32))
-                {
-                    ended = Some(Ended::Cancelled);
-                }
+            let stop = sys
+                .read_signals(outside.signals)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|signo| {
+                    crate::warm_keeper::STOP_SIGNALS
+                        .iter()
+                        .any(|s| *s as i32 == signo)
+                });
+            if stop {
+                ended = Some(Ended::Cancelled);
             }
         }
         if !stdin_ready.is_empty() {
-            if stdin_ready.contains(nix::poll::PollFlags::POLLNVAL) {
+            if stdin_ready.contains(PollFlags::POLLNVAL) {
                 stdin_open = false;
             } else {
                 let mut b = [0u8; 512];
-                match nix::unistd::read(std::io::stdin().as_fd(), &mut b) {
+                match sys.read(outside.stdin, &mut b) {
                     Ok(0) => ended = Some(Ended::Cancelled),
                     Ok(_) | Err(Errno::EINTR | Errno::EAGAIN) => {}
                     Err(_) => ended = Some(Ended::Cancelled),
@@ -282,7 +289,7 @@ pub(crate) fn supervise(
                 continue;
             }
             let mut b = [0u8; 4096];
-            match nix::unistd::read(fd, &mut b) {
+            match sys.read(fd.as_fd(), &mut b) {
                 Ok(0) => *open = false,
                 Ok(n) => buf.extend_from_slice(&b[..n]),
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
@@ -301,7 +308,7 @@ pub(crate) fn supervise(
             last_cpu = (last_cpu.0.max(user), last_cpu.1.max(system));
         }
         killed(sys);
-        let _ = waitpid(child, None);
+        let _ = sys.waitpid(child, false);
         init_reaped = true;
     }
     if !reported {
@@ -311,62 +318,46 @@ pub(crate) fn supervise(
     }
     let wall_ms = start.elapsed().as_millis() as u64;
     if err_open && init_reaped {
-        err_buf.extend(read_to_end(&err_r));
+        err_buf.extend(read_to_end(sys, err_r.as_fd()));
     }
     if status_open && init_reaped && status_buf.len() < STATUS_LEN {
-        status_buf.extend(read_to_end(&status_r));
+        status_buf.extend(read_to_end(sys, status_r.as_fd()));
     }
     // H16. The outcome, from what the init reported and what the cgroup and
     //      the tmpfs saw.
     let decoded = decode_status(&status_buf);
-    let setup_error = (!err_buf.is_empty()).then(|| {
-        let s = String::from_utf8_lossy(&err_buf).into_owned();
-        match s.split_once('\0') {
-            Some((a, b)) => (a.to_string(), b.to_string()),
-            None => ("setup".to_string(), s),
-        }
-    });
     let facts = Facts {
-        setup_error,
+        setup_error: setup_error(&err_buf),
         status: decoded.map(|d| d.0),
         oom_killed: cg.is_some_and(|c| c.oom_killed()),
         pids_limit_hit: cg.is_some_and(|c| c.pids_limit_hit()),
-        work_full: fs_usage(&scratch.work).is_some_and(|(_, full)| full),
-        tmp_full: fs_usage(&scratch.tmp).is_some_and(|(_, full)| full),
+        work_full: fs_usage(sys, &scratch.work).is_some_and(|(_, full)| full),
+        tmp_full: fs_usage(sys, &scratch.tmp).is_some_and(|(_, full)| full),
     };
     let outcome = classify(ended, &facts, &spec.limits);
-    let usage = match decoded {
-        Some((_, user, sys_ms, rss)) => Usage {
-            wall_ms,
-            user_cpu_ms: user,
-            sys_cpu_ms: sys_ms,
-            max_rss_kib: rss,
-        },
+    let used = match decoded {
+        Some((_, used)) => used,
         None => {
-            // The init did not report (killed): what we reaped of it.
-            let ru =
-                nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
-            let tv_ms = |t: nix::sys::time::TimeVal| {
-                (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000
-            };
-            Usage {
-                wall_ms,
-                user_cpu_ms: ru
-                    .map(|r| tv_ms(r.user_time()))
-                    .unwrap_or(0)
-                    .max(last_cpu.0),
-                sys_cpu_ms: ru
-                    .map(|r| tv_ms(r.system_time()))
-                    .unwrap_or(0)
-                    .max(last_cpu.1),
-                max_rss_kib: ru.map(|r| r.max_rss() as u64).unwrap_or(0),
+            // The init did not report (killed): what we reaped of it, and
+            // at least what its cgroup last counted.
+            let ru = sys.children_usage().unwrap_or_default();
+            ChildUsage {
+                user_ms: ru.user_ms.max(last_cpu.0),
+                sys_ms: ru.sys_ms.max(last_cpu.1),
+                max_rss_kib: ru.max_rss_kib,
             }
         }
+    };
+    let usage = Usage {
+        wall_ms,
+        user_cpu_ms: used.user_ms,
+        sys_cpu_ms: used.sys_ms,
+        max_rss_kib: used.max_rss_kib,
     };
     // H17. The declared outputs, now that nothing of the step runs.
     let outputs = match outcome {
         Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
-        _ => super::outputs::collect(&scratch.work, &spec.outputs, &spec.out_dir),
+        _ => super::outputs::collect(sys, &scratch.work, &spec.outputs, &spec.out_dir),
     };
     Ok(Supervised {
         report: SandboxReport {
@@ -383,6 +374,17 @@ pub(crate) fn supervise(
                 scratch.tmp.clone(),
             ],
         },
+    })
+}
+
+/// The setup error the sandbox's child sent (`step NUL message`), if any.
+fn setup_error(sent: &[u8]) -> Option<(String, String)> {
+    (!sent.is_empty()).then(|| {
+        let s = String::from_utf8_lossy(sent).into_owned();
+        match s.split_once('\0') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => ("setup".to_string(), s),
+        }
     })
 }
 

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MntFlags;
-use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use crate::sys::{LinuxSyscalls, Syscalls};
+use crate::sys::Syscalls;
 
 /// What is left once the report is known: the init may still be exiting
 /// (its namespaces being torn down), and the work layer is still mounted.
@@ -20,9 +19,9 @@ pub(crate) struct Teardown {
 
 impl Teardown {
     /// Waits for the init, then detaches the run's mounts.
-    pub(crate) fn finish(self, sys: &LinuxSyscalls) {
+    pub(crate) fn finish(self, sys: &dyn Syscalls) {
         if let Some(init) = self.init {
-            while let Err(Errno::EINTR) = waitpid(init, None) {}
+            while let Err(Errno::EINTR) = sys.waitpid(init, false) {}
         }
         for d in &self.mounts {
             let _ = sys.umount(d, MntFlags::MNT_DETACH);
@@ -34,7 +33,16 @@ impl Teardown {
 /// from /proc/self/mountinfo. Returns the mount points unmounted.
 pub fn unmount_under(sys: &dyn Syscalls, root: &Path) -> Vec<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mi
+    mount_points_under(&mi, root)
+        .into_iter()
+        .filter(|p| sys.umount(p, MntFlags::MNT_DETACH).is_ok())
+        .collect()
+}
+
+/// The mount points of `mountinfo` at or under `root`, deepest first: the
+/// order in which they can be detached.
+fn mount_points_under(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|p| PathBuf::from(unescape_mountinfo(p)))
@@ -43,9 +51,6 @@ pub fn unmount_under(sys: &dyn Syscalls, root: &Path) -> Vec<PathBuf> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     points
-        .into_iter()
-        .filter(|p| sys.umount(p, MntFlags::MNT_DETACH).is_ok())
-        .collect()
 }
 
 fn unescape_mountinfo(s: &str) -> String {

@@ -3,6 +3,7 @@
 //! shared mount point, the step's cwd, /tmp at the step's size, and the
 //! exec plan sent to the waiting step.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -12,7 +13,7 @@ use super::prepare::{Ready, Scratch};
 use super::{fs_usage, io_err, sys_at, write_all};
 use crate::error::SandboxError;
 use crate::spec::*;
-use crate::sys::{LinuxSyscalls, Syscalls};
+use crate::sys::Syscalls;
 
 /// The overlayfs option string for `input` as the lower layer, or why
 /// overlayfs cannot name it (its option syntax splits on `,` and `:` and
@@ -41,7 +42,7 @@ fn overlay_options(input: &Path, upper: &Path, work: &Path, privileged: bool) ->
 /// the step's cwd, /tmp resized, and the [`ExecPlan`] sent, on which the
 /// step execs. Returns the work layer's description for the settings.
 pub(crate) fn start_step(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     ready: &mut Ready,
     spec: &SandboxSpec,
     privileged: bool,
@@ -71,7 +72,7 @@ pub(crate) fn start_step(
 /// copy-up runs with our credentials and keeps owners; the input tree is
 /// only ever read.
 fn overlay_layer(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     spec: &SandboxSpec,
     sc: &Scratch,
     owner: Option<(u32, u32)>,
@@ -97,7 +98,8 @@ fn overlay_layer(
         sys.mkdir(d, 0o755).map_err(sys_at("mkdir", d))?;
     }
     if let Some((u, g)) = owner {
-        std::os::unix::fs::lchown(&up, Some(u), Some(g)).map_err(io_err("cannot chown", &up))?;
+        sys.lchown(&up, u, g)
+            .map_err(|e| io_err("cannot chown", &up)(e.into()))?;
     }
     sys.mount(
         Some(Path::new("overlay")),
@@ -114,7 +116,7 @@ fn overlay_layer(
 /// the step, then the size capped to what the inputs use plus the output
 /// allowance. The shared input_dir is only read.
 fn copy_layer(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     spec: &SandboxSpec,
     sc: &Scratch,
     owner: Option<(u32, u32)>,
@@ -129,9 +131,9 @@ fn copy_layer(
         Some("mode=0755"),
     )
     .map_err(sys_at("mount work tmpfs", work))?;
-    super::outputs::copy_input(&spec.input_dir, work, owner)
+    super::outputs::copy_input(sys, &spec.input_dir, work, owner)
         .map_err(io_err("cannot copy the input tree from", &spec.input_dir))?;
-    let used = fs_usage(work).map(|(u, _)| u).unwrap_or(0);
+    let used = fs_usage(sys, work).map(|(u, _)| u).unwrap_or(0);
     let size = used.saturating_add(spec.limits.max_output_bytes);
     sys.mount(
         None,
@@ -146,7 +148,7 @@ fn copy_layer(
 
 /// H11-H13: the cwd, /tmp's size, and the exec plan.
 fn finish_start(
-    sys: &LinuxSyscalls,
+    sys: &dyn Syscalls,
     ready: &mut Ready,
     spec: &SandboxSpec,
     owner: Option<(u32, u32)>,
@@ -168,8 +170,8 @@ fn finish_start(
             Err(_) => {
                 std::fs::create_dir(&cur).map_err(io_err("cannot create", &cur))?;
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::lchown(&cur, Some(u), Some(g))
-                        .map_err(io_err("cannot chown", &cur))?;
+                    sys.lchown(&cur, u, g)
+                        .map_err(|e| io_err("cannot chown", &cur)(e.into()))?;
                 }
             }
         }
@@ -197,7 +199,7 @@ fn finish_start(
     if let Some(w) = ready.exec_w.take() {
         // A dead step (its setup failed) makes this EPIPE; the supervision
         // then reports the setup error it sent.
-        write_all(&w, &bytes);
+        let _ = write_all(sys, w.as_fd(), &bytes);
     }
     Ok(())
 }

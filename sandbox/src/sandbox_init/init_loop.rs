@@ -2,24 +2,24 @@
 //! step exits, kill and reap whatever it left, send the helper the step's
 //! status and usage.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::BorrowedFd;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::status::STATUS_LEN;
+use super::status::encode_status;
 use crate::helper::write_all;
 use crate::sys::Syscalls;
 
 /// The init's job once the step is forked: reap; when the step itself
 /// exits, kill and reap everything it left, then send the helper the
 /// step's status and the CPU use of everything reaped, and exit.
-pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i32 {
+pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: BorrowedFd<'_>) -> i32 {
     // S20. Reap until the step itself exits.
     let status = loop {
-        match waitpid(Pid::from_raw(-1), None) {
+        match sys.waitpid(Pid::from_raw(-1), false) {
             Ok(WaitStatus::Exited(p, code)) if p == step => break code,
             Ok(WaitStatus::Signaled(p, sig, _)) if p == step => break -(sig as i32),
             Ok(_) | Err(Errno::EINTR) => {}
@@ -35,25 +35,16 @@ pub(crate) fn init_loop(sys: &dyn Syscalls, step: Pid, status_w: &OwnedFd) -> i3
     //      descends from us, so then none exists: when the helper reads the
     //      status, the step's outputs can no longer change.
     loop {
-        match waitpid(Pid::from_raw(-1), None) {
+        match sys.waitpid(Pid::from_raw(-1), false) {
             Err(Errno::ECHILD) => break,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return 1,
         }
     }
     // S23. The status and the usage of everything reaped.
-    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
-    let tv_ms =
-        |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1000 + (t.tv_usec() as u64) / 1000;
-    let mut msg = Vec::with_capacity(STATUS_LEN);
-    msg.extend_from_slice(&status.to_le_bytes());
-    for v in [
-        ru.map(|r| tv_ms(r.user_time())).unwrap_or(0),
-        ru.map(|r| tv_ms(r.system_time())).unwrap_or(0),
-        ru.map(|r| r.max_rss() as u64).unwrap_or(0),
-    ] {
-        msg.extend_from_slice(&v.to_le_bytes());
+    let usage = sys.children_usage().unwrap_or_default();
+    match write_all(sys, status_w, &encode_status(status, usage)) {
+        Ok(()) => 0,
+        Err(_) => 1,
     }
-    write_all(status_w, &msg);
-    0
 }
