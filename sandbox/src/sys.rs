@@ -749,7 +749,7 @@ pub mod fake {
 
     /// Records every call; `fork` returns `fork_result`; `execve` of a path
     /// in `exec_enoent` fails with ENOENT; a call whose `Debug` starts with
-    /// `fail_on` fails with `fail_errno`.
+    /// `fail_on` or one of `also_fail` fails with `fail_errno`.
     ///
     /// Descriptors are real: `pipe` makes a kernel pipe, and `read`,
     /// `write`, `poll_readable` and `open_dir_beneath` act on real
@@ -764,6 +764,8 @@ pub mod fake {
         pub fork_result: Forked,
         pub exec_enoent: Vec<String>,
         pub fail_on: Option<String>,
+        /// More prefixes of calls that fail, as `fail_on`.
+        pub also_fail: Vec<String>,
         /// The errno of a call matched by `fail_on`.
         pub fail_errno: Errno,
         /// What `read_to_eof` returns (the exec plan the step receives).
@@ -786,6 +788,7 @@ pub mod fake {
                 fork_result: Forked::Child,
                 exec_enoent: Vec::new(),
                 fail_on: None,
+                also_fail: Vec::new(),
                 fail_errno: Errno::EPERM,
                 exec_plan: Vec::new(),
                 waits: RefCell::new(VecDeque::new()),
@@ -798,10 +801,12 @@ pub mod fake {
 
     impl RecordingSyscalls {
         fn rec(&self, c: Call) -> SysResult<()> {
+            let shown = format!("{c:?}");
             let fail = self
                 .fail_on
-                .as_ref()
-                .is_some_and(|f| format!("{c:?}").starts_with(f.as_str()));
+                .iter()
+                .chain(&self.also_fail)
+                .any(|f| shown.starts_with(f.as_str()));
             self.calls.borrow_mut().push(c);
             if fail {
                 Err(self.fail_errno)

@@ -17,7 +17,9 @@
 //!   outcome, H17 the outputs, H18 the report, H19 the teardown, H20 a cold
 //!   run's cgroup removed.
 //!
-//! A cold helper (`attestd-sandbox run`) does H8 and H9 first, since the
+//! Before any of them, `main` closes every inherited descriptor
+//! ([`close_inherited_fds`]). A cold helper (`attestd-sandbox run`) does H8
+//! and H9 first, since the
 //! clone of H6 must be moved into the cgroup in H7; a warm one
 //! ([`crate::warm_keeper`], steps K1-K6 and Z1-Z6) does H1-H7 before its
 //! spec arrives and H8-H20 after.
@@ -39,6 +41,9 @@ pub mod prepare;
 pub mod supervise;
 pub mod teardown;
 pub mod work_layer;
+
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use crate::warm_keeper::{warm_pids_max, Warm};
 pub use plan::{
@@ -100,6 +105,39 @@ pub(crate) fn read_to_end(sys: &dyn Syscalls, fd: BorrowedFd<'_>) -> Vec<u8> {
             Err(_) => return out,
         }
     }
+}
+
+/// Closes every descriptor but 0, 1 and 2 that the helper inherited: the
+/// daemon's sockets, keys and store must not survive into the helper, let
+/// alone the step. `main` does it before it parses a single argument.
+/// `close_range` first; where the kernel lacks it (before 5.9) or a host
+/// filter refuses it, each descriptor listed in /proc/self/fd is closed on
+/// its own. Fails closed: a descriptor that may still be open is an error,
+/// never a silent pass.
+pub fn close_inherited_fds(sys: &dyn Syscalls) -> Result<(), SandboxError> {
+    if sys.close_from(3).is_ok() {
+        return Ok(());
+    }
+    let fds = sys.open_fds().map_err(|source| SandboxError::SyscallAt {
+        step: "close inherited descriptors",
+        path: "/proc/self/fd".into(),
+        source,
+    })?;
+    for fd in fds.into_iter().filter(|fd| *fd >= 3) {
+        match sys.close_raw(fd) {
+            // EBADF: already gone (the listing's own descriptor is among
+            // them); EINTR: Linux has closed it all the same.
+            Ok(()) | Err(Errno::EBADF | Errno::EINTR) => {}
+            Err(source) => {
+                return Err(SandboxError::SyscallAt {
+                    step: "close inherited descriptors",
+                    path: format!("/proc/self/fd/{fd}").into(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes the report, then lets go of the step's output pipes: whoever
@@ -263,4 +301,100 @@ fn run_spec(
         cg.remove();
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{Call, RecordingSyscalls};
+
+    #[test]
+    fn inherited_fds_go_in_one_close_range_when_the_kernel_has_it() {
+        let sys = RecordingSyscalls {
+            fds: vec![0, 1, 2, 5],
+            ..Default::default()
+        };
+        close_inherited_fds(&sys).unwrap();
+        assert_eq!(sys.calls(), vec![Call::CloseFrom(3)]);
+    }
+
+    #[test]
+    fn a_failing_close_range_falls_back_to_closing_each_listed_fd() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("CloseFrom".into()),
+            fail_errno: Errno::ENOSYS,
+            fds: vec![0, 1, 2, 3, 7, 9],
+            ..Default::default()
+        };
+        close_inherited_fds(&sys).unwrap();
+        assert_eq!(
+            sys.calls(),
+            vec![
+                Call::CloseFrom(3),
+                Call::OpenFds,
+                Call::CloseRaw(3),
+                Call::CloseRaw(7),
+                Call::CloseRaw(9),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_close_range_with_no_fd_list_fails_the_setup() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("CloseFrom".into()),
+            also_fail: vec!["OpenFds".into()],
+            fail_errno: Errno::EACCES,
+            fds: vec![3],
+            ..Default::default()
+        };
+        let err = close_inherited_fds(&sys).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::SyscallAt { step: "close inherited descriptors", path, source: Errno::EACCES } if path == Path::new("/proc/self/fd")),
+            "{err:?}"
+        );
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::CloseRaw(_))));
+    }
+
+    #[test]
+    fn a_descriptor_that_will_not_close_fails_the_setup_and_is_named() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("Close".into()),
+            fail_errno: Errno::EIO,
+            fds: vec![4, 6],
+            ..Default::default()
+        };
+        let err = close_inherited_fds(&sys).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::SyscallAt { source: Errno::EIO, path, .. } if path == Path::new("/proc/self/fd/4")),
+            "{err:?}"
+        );
+        // It stops at the first: nothing after a failure is taken as closed.
+        assert_eq!(sys.calls().last(), Some(&Call::CloseRaw(4)));
+    }
+
+    #[test]
+    fn a_listed_fd_already_gone_is_not_a_failure() {
+        // The listing's own descriptor is listed and closed by the time we
+        // reach it: EBADF.
+        let sys = RecordingSyscalls {
+            fail_on: Some("Close".into()),
+            fail_errno: Errno::EBADF,
+            fds: vec![3, 4],
+            ..Default::default()
+        };
+        close_inherited_fds(&sys).unwrap();
+    }
+
+    #[test]
+    fn write_all_retries_short_writes_and_reports_a_dead_reader() {
+        let sys = RecordingSyscalls::default();
+        let (r, w) = sys.pipe().unwrap();
+        write_all(&sys, w.as_fd(), b"hello").unwrap();
+        drop(w);
+        assert_eq!(read_to_end(&sys, r.as_fd()), b"hello");
+        let (r, w) = sys.pipe().unwrap();
+        drop(r);
+        assert_eq!(write_all(&sys, w.as_fd(), b"x"), Err(Errno::EPIPE));
+    }
 }

@@ -121,8 +121,8 @@ pub struct Ready {
 /// resized (a remount) once they are.
 pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
 
-/// Steps H1-H7 (H1 and H2 unless `mount_ns_ready`): builds a sandbox of `shape` up to the point
-/// where only the step's own facts are missing. `join`: the cgroup the
+/// Steps H1-H7 (H1 and H2 only unless `mount_ns_ready`): builds a sandbox
+/// of `shape` up to the point where only the step's own facts are missing. `join`: the cgroup the
 /// child is moved into before it runs anything (a cold helper's; a warm one
 /// sits in its cgroup already and the child inherits it).
 pub fn prepare(
