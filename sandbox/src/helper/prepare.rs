@@ -322,3 +322,222 @@ impl Ready {
         let _ = sys.umount(&self.scratch.dir, MntFlags::MNT_DETACH);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helper::test_support::{mounts_on, pos, CHILD};
+    use crate::sys::fake::{Call, RecordingSyscalls};
+    use nix::errno::Errno;
+
+    fn shape() -> Shape {
+        Shape {
+            scratch_dir: "/s".into(),
+            rootfs: RootfsSpec::Host {
+                ro_binds: vec!["/usr".into()],
+            },
+            hostname: "attest".into(),
+        }
+    }
+
+    fn writes(c: &[Call]) -> Vec<(PathBuf, String)> {
+        c.iter()
+            .filter_map(|x| match x {
+                Call::WriteFile(p, v) => Some((p.clone(), String::from_utf8_lossy(v).into_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cold_root_helper_prepares_in_order_and_maps_the_host_range() {
+        let sys = RecordingSyscalls::default();
+        let ready = prepare(&sys, true, &shape(), false, None, None).unwrap();
+        let c = sys.calls();
+        // H1, H2: our own mount namespace, private, before any mount.
+        assert_eq!(c[0], Call::Unshare(CloneFlags::CLONE_NEWNS));
+        assert!(
+            matches!(&c[1], Call::Mount { target, flags, .. } if target == Path::new("/") && flags.contains(MsFlags::MS_REC | MsFlags::MS_PRIVATE))
+        );
+        // H3: the scratch tmpfs, then the mount points in it.
+        assert!(
+            matches!(&c[2], Call::Mount { target, data: Some(d), flags, .. } if target == Path::new("/s") && d.starts_with("size=64k") && flags.contains(MsFlags::MS_NOEXEC))
+        );
+        let scratch = pos(&c, |x| mounts_on(x, Path::new("/s")));
+        for d in ["root", "work", "upper", "tmp"] {
+            let mk = pos(&c, |x| *x == Call::Mkdir(Path::new("/s").join(d)));
+            assert!(scratch < mk);
+        }
+        // H4: the work mount point is the one shared mount, nosuid, nodev.
+        let shared: Vec<_> = c
+            .iter()
+            .filter(
+                |x| matches!(x, Call::Mount { flags, .. } if flags.contains(MsFlags::MS_SHARED)),
+            )
+            .collect();
+        assert_eq!(shared.len(), 1);
+        assert!(mounts_on(shared[0], Path::new("/s/work")));
+        assert!(c.iter().any(|x| matches!(x, Call::Mount { target, flags, data: Some(d), .. }
+            if target == Path::new("/s/work") && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV) && d.starts_with("size=4k"))));
+        // H5: /tmp at the prepared size.
+        assert!(c.iter().any(|x| matches!(x, Call::Mount { target, data: Some(d), .. }
+            if target == Path::new("/s/tmp") && *d == format!("size={PREPARED_TMP_BYTES},mode=1777"))));
+        // H6: four pipes, then the clone into six new namespaces.
+        let clone = pos(&c, |x| matches!(x, Call::Clone(_)));
+        assert_eq!(
+            c[clone - 4..clone],
+            [Call::Pipe, Call::Pipe, Call::Pipe, Call::Pipe]
+        );
+        let Call::Clone(flags) = &c[clone] else {
+            unreachable!()
+        };
+        for f in [
+            CloneFlags::CLONE_NEWUSER,
+            CloneFlags::CLONE_NEWNS,
+            CloneFlags::CLONE_NEWPID,
+            CloneFlags::CLONE_NEWNET,
+            CloneFlags::CLONE_NEWUTS,
+            CloneFlags::CLONE_NEWIPC,
+        ] {
+            assert!(flags.contains(f), "{f:?}");
+        }
+        // H7: its maps, to the unprivileged host range, then the go-ahead,
+        // and nothing else.
+        assert_eq!(
+            writes(&c),
+            vec![
+                (
+                    PathBuf::from(format!("/proc/{CHILD}/uid_map")),
+                    format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}")
+                ),
+                (
+                    PathBuf::from(format!("/proc/{CHILD}/gid_map")),
+                    format!("0 {HOST_ID_BASE} {ID_RANGE_LEN}")
+                ),
+            ]
+        );
+        assert_eq!(c.last(), Some(&Call::Write(b"1".to_vec())));
+        assert!(matches!(c[c.len() - 2], Call::WriteFile(..)));
+        assert_eq!(ready.init.as_raw(), CHILD);
+        assert_eq!(ready.tmp_bytes, PREPARED_TMP_BYTES);
+        assert_eq!(ready.shape(), &shape());
+    }
+
+    #[test]
+    fn a_helper_without_root_maps_only_its_own_ids() {
+        let sys = RecordingSyscalls::default();
+        prepare(&sys, false, &shape(), false, None, None).unwrap();
+        let c = sys.calls();
+        assert_eq!(
+            c[0],
+            Call::Unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
+        );
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        assert_eq!(
+            writes(&c),
+            vec![
+                ("/proc/self/setgroups".into(), "deny".into()),
+                ("/proc/self/uid_map".into(), format!("0 {uid} 1")),
+                ("/proc/self/gid_map".into(), format!("0 {gid} 1")),
+                (
+                    PathBuf::from(format!("/proc/{CHILD}/uid_map")),
+                    format!("{STEP_UID} 0 1")
+                ),
+                (
+                    PathBuf::from(format!("/proc/{CHILD}/gid_map")),
+                    format!("{STEP_GID} 0 1")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_warm_helper_skips_the_mount_namespace_it_already_has() {
+        let sys = RecordingSyscalls::default();
+        prepare(&sys, true, &shape(), true, None, Some(0)).unwrap();
+        let c = sys.calls();
+        assert!(!c.iter().any(|x| matches!(x, Call::Unshare(_))));
+        assert!(mounts_on(&c[0], Path::new("/s")));
+    }
+
+    #[test]
+    fn a_failed_id_map_kills_and_reaps_the_child_and_gives_no_go_ahead() {
+        let sys = RecordingSyscalls {
+            fail_on: Some(format!("WriteFile(\"/proc/{CHILD}/gid_map\"")),
+            ..Default::default()
+        };
+        let err = match prepare(&sys, true, &shape(), true, None, None) {
+            Err(e) => e,
+            Ok(_) => panic!("prepared with a failed gid map"),
+        };
+        assert!(
+            matches!(&err, SandboxError::Io { action: "cannot write", path, .. } if *path == PathBuf::from(format!("/proc/{CHILD}/gid_map"))),
+            "{err:?}"
+        );
+        let c = sys.calls();
+        let kill = pos(&c, |x| *x == Call::Kill(CHILD));
+        assert_eq!(c[kill + 1], Call::Waitpid(CHILD, false));
+        assert!(!c.iter().any(|x| matches!(x, Call::Write(_))));
+    }
+
+    #[test]
+    fn a_failed_scratch_mount_stops_before_any_pipe_or_clone() {
+        let sys = RecordingSyscalls {
+            fail_on: Some("Mount".into()),
+            ..Default::default()
+        };
+        let err = prepare(&sys, true, &shape(), true, None, None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                &err,
+                SandboxError::SyscallAt {
+                    step: "mount scratch tmpfs",
+                    source: Errno::EPERM,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(sys.calls().len(), 1);
+    }
+
+    #[test]
+    fn failed_pipes_and_clones_are_named_and_nothing_is_mapped() {
+        for (fail, step) in [("Pipe", "pipe"), ("Clone", "clone")] {
+            let sys = RecordingSyscalls {
+                fail_on: Some(fail.into()),
+                fail_errno: Errno::EMFILE,
+                ..Default::default()
+            };
+            let err = prepare(&sys, true, &shape(), true, None, None)
+                .err()
+                .unwrap();
+            assert!(
+                matches!(&err, SandboxError::Syscall { step: s, source: Errno::EMFILE } if *s == step),
+                "{err:?}"
+            );
+            let c = sys.calls();
+            assert!(!c
+                .iter()
+                .any(|x| matches!(x, Call::WriteFile(..) | Call::Kill(_))));
+        }
+    }
+
+    #[test]
+    fn abandon_kills_reaps_and_detaches_the_scratch_mounts() {
+        let sys = RecordingSyscalls::default();
+        let ready = prepare(&sys, true, &shape(), true, None, None).unwrap();
+        let before = sys.calls().len();
+        ready.abandon(&sys);
+        assert_eq!(
+            sys.calls()[before..],
+            [
+                Call::Kill(CHILD),
+                Call::Waitpid(CHILD, false),
+                Call::Umount("/s".into())
+            ]
+        );
+    }
+}

@@ -6,6 +6,8 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::plan::{exec_plan, Floors};
@@ -202,4 +204,230 @@ fn finish_start(
         let _ = write_all(sys, w.as_fd(), &bytes);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helper::test_support::{mounts_on, pos, ready, Dirs, CHILD};
+    use crate::helper::PREPARED_TMP_BYTES;
+    use crate::sandbox_init::setup::ExecPlan;
+    use crate::sys::fake::{Call, RecordingSyscalls};
+    use crate::sys::FsUsage;
+
+    const STEP_OWNER: (u32, u32) = (HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID);
+
+    fn sent_plan(ends: crate::helper::test_support::ChildEnds) -> ExecPlan {
+        let sys = RecordingSyscalls::default();
+        let bytes = crate::helper::read_to_end(&sys, ends.exec_r.as_fd());
+        serde_json::from_slice(&bytes).expect("an exec plan")
+    }
+
+    #[test]
+    fn overlay_as_root_upper_sized_to_the_output_limit_and_owned_by_the_step() {
+        let d = Dirs::new();
+        let spec = d.spec(WorkLayer::Overlay);
+        let (mut r, ends) = ready(&d, &spec);
+        let sys = RecordingSyscalls::default();
+        let layer = start_step(&sys, &mut r, &spec, true, Floors::default()).unwrap();
+        assert_eq!(layer, "overlay over the input tree, upper on tmpfs");
+        let c = sys.calls();
+        let upper = d.scratch.join("upper");
+        let up_mount = pos(&c, |x| mounts_on(x, &upper));
+        assert!(matches!(&c[up_mount], Call::Mount { data: Some(o), .. }
+            if *o == format!("size={},mode=0700", spec.limits.max_output_bytes)));
+        let chown = pos(&c, |x| {
+            *x == Call::Lchown(upper.join("u"), STEP_OWNER.0, STEP_OWNER.1)
+        });
+        let overlay = pos(
+            &c,
+            |x| matches!(x, Call::Mount { fstype: Some(t), .. } if t == "overlay"),
+        );
+        assert!(up_mount < chown && chown < overlay);
+        let Call::Mount {
+            target,
+            data: Some(o),
+            ..
+        } = &c[overlay]
+        else {
+            unreachable!()
+        };
+        assert_eq!(*target, d.work());
+        assert_eq!(
+            *o,
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                d.input.display(),
+                upper.join("u").display(),
+                upper.join("w").display()
+            )
+        );
+        // The plan is the last thing sent, after the layer is in place.
+        assert!(matches!(c.last(), Some(Call::Write(_))));
+        let plan = sent_plan(ends);
+        assert_eq!(plan.cwd, Path::new(WORK_MOUNT).join("src"));
+        assert_eq!(plan.argv, spec.argv);
+    }
+
+    #[test]
+    fn overlay_without_root_uses_user_xattrs_and_chowns_nothing() {
+        let d = Dirs::new();
+        let spec = d.spec(WorkLayer::Overlay);
+        let (mut r, _ends) = ready(&d, &spec);
+        let sys = RecordingSyscalls::default();
+        start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
+        let c = sys.calls();
+        assert!(c.iter().any(
+            |x| matches!(x, Call::Mount { fstype: Some(t), data: Some(o), .. } if t == "overlay" && o.ends_with(",userxattr"))
+        ));
+        assert!(!c.iter().any(|x| matches!(x, Call::Lchown(..))));
+    }
+
+    #[test]
+    fn a_refused_overlay_falls_back_to_the_copy_and_says_why() {
+        let d = Dirs::new();
+        std::fs::write(d.input.join("a.c"), "int main;").unwrap();
+        let spec = d.spec(WorkLayer::Overlay);
+        let (mut r, _ends) = ready(&d, &spec);
+        let sys = RecordingSyscalls {
+            fail_on: Some("Mount { source: Some(\"overlay\")".into()),
+            fail_errno: Errno::EINVAL,
+            ..Default::default()
+        };
+        let layer = start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
+        assert!(
+            layer.starts_with("copy on tmpfs (overlay refused: sandbox setup step mount the overlay work layer failed on "),
+            "{layer}"
+        );
+        let c = sys.calls();
+        let refused = pos(
+            &c,
+            |x| matches!(x, Call::Mount { fstype: Some(t), .. } if t == "overlay"),
+        );
+        // The upper tmpfs is let go before the copy's tmpfs is mounted.
+        assert_eq!(c[refused + 1], Call::Umount(d.scratch.join("upper")));
+        assert!(mounts_on(&c[refused + 2], &d.work()));
+        assert_eq!(
+            std::fs::read_to_string(d.work().join("a.c")).unwrap(),
+            "int main;"
+        );
+    }
+
+    #[test]
+    fn the_copy_is_capped_at_what_the_inputs_use_plus_the_output_allowance() {
+        let d = Dirs::new();
+        let spec = d.spec(WorkLayer::Copy);
+        let (mut r, _ends) = ready(&d, &spec);
+        let mut sys = RecordingSyscalls::default();
+        sys.fs.insert(
+            d.work(),
+            FsUsage {
+                used: 8192,
+                available: 1 << 30,
+            },
+        );
+        let layer = start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
+        assert_eq!(layer, "copy on tmpfs");
+        let c = sys.calls();
+        let usage = pos(&c, |x| *x == Call::FsUsage(d.work()));
+        assert!(
+            matches!(&c[usage + 1], Call::Mount { target, flags, data: Some(o), .. }
+            if *target == d.work() && flags.contains(MsFlags::MS_REMOUNT)
+                && *o == format!("size={},mode=0755", 8192 + spec.limits.max_output_bytes))
+        );
+    }
+
+    #[test]
+    fn the_copy_is_owned_by_the_step_as_root() {
+        let d = Dirs::new();
+        std::fs::create_dir(d.input.join("lib")).unwrap();
+        std::fs::write(d.input.join("lib/x.h"), "").unwrap();
+        std::os::unix::fs::symlink("lib/x.h", d.input.join("x.h")).unwrap();
+        let spec = d.spec(WorkLayer::Copy);
+        let (mut r, _ends) = ready(&d, &spec);
+        let sys = RecordingSyscalls::default();
+        start_step(&sys, &mut r, &spec, true, Floors::default()).unwrap();
+        let mut chowned: Vec<PathBuf> = sys
+            .calls()
+            .into_iter()
+            .filter_map(|x| match x {
+                Call::Lchown(p, u, g) if (u, g) == STEP_OWNER => Some(p),
+                _ => None,
+            })
+            .collect();
+        chowned.sort();
+        let w = d.work();
+        assert_eq!(
+            chowned,
+            vec![
+                w.clone(),
+                w.join("lib"),
+                w.join("lib/x.h"),
+                w.join("src"),
+                w.join("x.h")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cwd_through_a_symlink_is_refused_and_no_plan_is_sent() {
+        let d = Dirs::new();
+        std::os::unix::fs::symlink("/etc", d.input.join("src")).unwrap();
+        let spec = d.spec(WorkLayer::Copy);
+        let (mut r, ends) = ready(&d, &spec);
+        let sys = RecordingSyscalls::default();
+        let err = start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap_err();
+        assert!(
+            matches!(err, SandboxError::InvalidSpec { field: "cwd", .. }),
+            "{err:?}"
+        );
+        assert!(!sys.calls().iter().any(|x| matches!(x, Call::Write(_))));
+        // The step, still waiting, gets EOF once the sandbox is given up.
+        assert!(r.exec_w.is_some());
+        drop(r);
+        let sys = RecordingSyscalls::default();
+        assert!(crate::helper::read_to_end(&sys, ends.exec_r.as_fd()).is_empty());
+    }
+
+    #[test]
+    fn tmp_is_resized_only_when_the_step_asks_another_size() {
+        let d = Dirs::new();
+        let tmp = d.scratch.join("tmp");
+        let remounts = |spec: &SandboxSpec| {
+            let (mut r, _ends) = ready(&d, spec);
+            let sys = RecordingSyscalls::default();
+            start_step(&sys, &mut r, spec, false, Floors::default()).unwrap();
+            let found: Vec<_> = sys
+                .calls()
+                .into_iter()
+                .filter(|x| mounts_on(x, &tmp))
+                .collect();
+            (found, r.tmp_bytes)
+        };
+        let mut spec = d.spec(WorkLayer::Copy);
+        spec.limits.tmp_bytes = 3 << 20;
+        let (found, now) = remounts(&spec);
+        assert_eq!(now, 3 << 20);
+        assert!(
+            matches!(&found[..], [Call::Mount { flags, data: Some(o), .. }]
+            if flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+                && *o == format!("size={},mode=1777", 3 << 20))
+        );
+        spec.limits.tmp_bytes = PREPARED_TMP_BYTES;
+        assert_eq!(remounts(&spec), (vec![], PREPARED_TMP_BYTES));
+    }
+
+    #[test]
+    fn a_plan_for_a_step_already_dead_is_not_an_error() {
+        // The step's setup failed: its read end is gone, the write is
+        // EPIPE, and supervision reports the error the step sent.
+        let d = Dirs::new();
+        let spec = d.spec(WorkLayer::Copy);
+        let (mut r, ends) = ready(&d, &spec);
+        drop(ends);
+        let sys = RecordingSyscalls::default();
+        start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
+        assert!(r.exec_w.is_none());
+        assert_eq!(r.init.as_raw(), CHILD);
+    }
 }
