@@ -386,4 +386,70 @@ mod tests {
         assert_eq!(fs::metadata(out.join("x")).unwrap().mode() & 0o7777, 0o755);
         assert!(out.join("sub").is_dir());
     }
+
+    #[test]
+    fn each_output_parent_is_resolved_beneath_the_work_root() {
+        use crate::sys::fake::{Call, RecordingSyscalls};
+        let (_t, work, out) = setup();
+        fs::create_dir_all(work.join("d/e")).unwrap();
+        fs::write(work.join("d/e/f"), "f").unwrap();
+        fs::write(work.join("a"), "a").unwrap();
+        let sys = RecordingSyscalls::default();
+        let r = collect(&sys, &work, &["a".into(), "d/e/f".into()], &out);
+        assert!(r
+            .iter()
+            .all(|c| c.state == OutputState::File { executable: false }));
+        assert_eq!(
+            sys.calls(),
+            vec![
+                Call::OpenDirBeneath(".".into()),
+                Call::OpenDirBeneath("d/e".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn each_refusal_of_the_beneath_resolution_is_named_and_nothing_is_written() {
+        use crate::sys::fake::RecordingSyscalls;
+        let (_t, work, out) = setup();
+        fs::create_dir(work.join("d")).unwrap();
+        fs::write(work.join("d/f"), "f").unwrap();
+        for (errno, want) in [
+            (Errno::ELOOP, Some("leads through a symbolic link")),
+            (Errno::EXDEV, Some("cannot open \"d\"")),
+            (Errno::EAGAIN, Some("cannot open \"d\"")),
+            (Errno::ENOENT, None),
+            (Errno::ENOTDIR, None),
+        ] {
+            let sys = RecordingSyscalls {
+                fail_on: Some("OpenDirBeneath".into()),
+                fail_errno: errno,
+                ..Default::default()
+            };
+            let r = collect(&sys, &work, &["d/f".into()], &out);
+            match want {
+                Some(reason) => assert!(
+                    matches!(&r[0].state, OutputState::Refused { reason: got } if got.contains(reason)),
+                    "{errno}: {r:?}"
+                ),
+                None => assert_eq!(r[0].state, OutputState::Missing, "{errno}"),
+            }
+            assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "{errno}");
+        }
+    }
+
+    #[test]
+    fn an_unopenable_work_layer_refuses_every_output() {
+        let (_t, work, out) = setup();
+        let r = collect(
+            &LinuxSyscalls,
+            &work.join("gone"),
+            &["a".into(), "b".into()],
+            &out,
+        );
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(
+            |c| matches!(&c.state, OutputState::Refused { reason } if reason.starts_with("cannot open the work layer"))
+        ));
+    }
 }

@@ -471,7 +471,7 @@ mod tests {
             Ok(_) => panic!("prepared with a failed gid map"),
         };
         assert!(
-            matches!(&err, SandboxError::Io { action: "cannot write", path, .. } if *path == PathBuf::from(format!("/proc/{CHILD}/gid_map"))),
+            matches!(&err, SandboxError::Io { action: "cannot write", path, .. } if *path == Path::new(&format!("/proc/{CHILD}/gid_map"))),
             "{err:?}"
         );
         let c = sys.calls();

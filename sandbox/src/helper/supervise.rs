@@ -512,4 +512,347 @@ mod tests {
             }
         );
     }
+
+    mod watched {
+        use super::super::*;
+        use crate::helper::test_support::{pos, ready, ChildEnds, Dirs, CHILD};
+        use crate::sandbox_init::status::encode_status;
+        use crate::sys::fake::{Call, RecordingSyscalls};
+        use crate::sys::FsUsage;
+        use nix::unistd::Pid;
+        use std::os::fd::OwnedFd;
+
+        /// The helper's side of the outside world: a signal pipe and a
+        /// stdin pipe, whose write ends the test holds.
+        struct World {
+            sig_r: OwnedFd,
+            sig_w: Option<OwnedFd>,
+            stdin_r: OwnedFd,
+            stdin_w: Option<OwnedFd>,
+        }
+
+        impl World {
+            fn new() -> World {
+                let (sig_r, sig_w) = nix::unistd::pipe().unwrap();
+                let (stdin_r, stdin_w) = nix::unistd::pipe().unwrap();
+                World {
+                    sig_r,
+                    sig_w: Some(sig_w),
+                    stdin_r,
+                    stdin_w: Some(stdin_w),
+                }
+            }
+            fn outside(&self) -> Outside<'_> {
+                Outside {
+                    signals: self.sig_r.as_fd(),
+                    stdin: self.stdin_r.as_fd(),
+                }
+            }
+            fn signal(&self, signo: i32) {
+                nix::unistd::write(self.sig_w.as_ref().unwrap(), &[signo as u8]).unwrap();
+            }
+        }
+
+        /// The init reports `status` and exits, closing its pipes.
+        fn report(ends: &mut ChildEnds, status: i32, usage: ChildUsage) {
+            let w = ends.status_w.take().unwrap();
+            nix::unistd::write(&w, &encode_status(status, usage)).unwrap();
+            ends.err_w = None;
+        }
+
+        fn supervised(
+            sys: &RecordingSyscalls,
+            d: &Dirs,
+            spec: &SandboxSpec,
+            world: &World,
+            start: Instant,
+            child: impl FnOnce(&mut ChildEnds),
+        ) -> Result<Supervised, SandboxError> {
+            let (r, mut ends) = ready(d, spec);
+            child(&mut ends);
+            let out = supervise(
+                sys,
+                r,
+                spec,
+                false,
+                crate::helper::settings(spec, false, &[]),
+                world.outside(),
+                None,
+                start,
+            );
+            drop(ends);
+            out
+        }
+
+        fn kills_and_reaps_before_collecting(c: &[Call]) {
+            let kill = pos(c, |x| *x == Call::Kill(CHILD));
+            let reap = pos(c, |x| *x == Call::Waitpid(CHILD, false));
+            assert!(kill < reap);
+            if let Some(open) = c.iter().position(|x| matches!(x, Call::OpenDirBeneath(_))) {
+                assert!(reap < open, "outputs collected before the init was reaped");
+            }
+        }
+
+        #[test]
+        fn the_status_the_init_reports_is_the_outcome_and_its_usage() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls::default();
+            let used = ChildUsage {
+                user_ms: 10,
+                sys_ms: 20,
+                max_rss_kib: 30,
+            };
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                report(e, 3, used)
+            })
+            .unwrap();
+            assert_eq!(s.report.outcome, Outcome::Exited { code: 3 });
+            assert_eq!(
+                (
+                    s.report.usage.user_cpu_ms,
+                    s.report.usage.sys_cpu_ms,
+                    s.report.usage.max_rss_kib
+                ),
+                (10, 20, 30)
+            );
+            // A reporting init is not killed: it exits on its own, and the
+            // teardown waits for it after the report is out.
+            let c = sys.calls();
+            assert!(!c.contains(&Call::Kill(CHILD)));
+            assert_eq!(s.teardown.init, Some(Pid::from_raw(CHILD)));
+            assert_eq!(
+                s.teardown.mounts,
+                vec![d.work(), d.scratch.join("upper"), d.scratch.join("tmp")]
+            );
+            // The declared output is looked for beneath the work layer.
+            assert!(c.contains(&Call::OpenDirBeneath("out".into())));
+            assert_eq!(
+                s.report.outputs,
+                vec![CollectedOutput {
+                    path: "out/bin".into(),
+                    state: OutputState::Missing
+                }]
+            );
+            assert_eq!(s.report.settings.work_layer, "copy on tmpfs");
+        }
+
+        #[test]
+        fn a_setup_error_sent_by_the_child_is_the_outcome_and_nothing_is_collected() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().extend([
+                Ok(WaitStatus::StillAlive),
+                Ok(WaitStatus::Exited(Pid::from_raw(CHILD), 127)),
+            ]);
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                let w = e.err_w.take().unwrap();
+                nix::unistd::write(&w, b"mount /proc\0sandbox setup step mount /proc failed")
+                    .unwrap();
+                e.status_w = None;
+            })
+            .unwrap();
+            assert_eq!(
+                s.report.outcome,
+                Outcome::SetupFailed {
+                    step: "mount /proc".into(),
+                    message: "sandbox setup step mount /proc failed".into()
+                }
+            );
+            assert!(s.report.outputs.is_empty());
+            assert!(!sys
+                .calls()
+                .iter()
+                .any(|x| matches!(x, Call::OpenDirBeneath(_))));
+            // Reaped already: the teardown has no init to wait for.
+            assert_eq!(s.teardown.init, None);
+        }
+
+        #[test]
+        fn an_init_gone_without_a_status_is_a_setup_failure_of_the_init() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().push_back(Ok(WaitStatus::Signaled(
+                Pid::from_raw(CHILD),
+                Signal::SIGKILL,
+                false,
+            )));
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                e.err_w = None;
+                e.status_w = None;
+            })
+            .unwrap();
+            assert!(
+                matches!(&s.report.outcome, Outcome::SetupFailed { step, .. } if step == "init"),
+                "{:?}",
+                s.report.outcome
+            );
+        }
+
+        #[test]
+        fn the_wall_clock_limit_kills_and_reaps_the_init_before_outputs_are_read() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls {
+                child_usage: ChildUsage {
+                    user_ms: 900,
+                    sys_ms: 100,
+                    max_rss_kib: 4096,
+                },
+                ..Default::default()
+            };
+            let long_ago = Instant::now()
+                .checked_sub(Duration::from_millis(spec.limits.timeout_ms + 1))
+                .unwrap();
+            let s = supervised(&sys, &d, &spec, &world, long_ago, |e| {
+                e.err_w = None;
+                e.status_w = None;
+            })
+            .unwrap();
+            assert_eq!(
+                s.report.outcome,
+                Outcome::TimedOut {
+                    limit_ms: spec.limits.timeout_ms
+                }
+            );
+            kills_and_reaps_before_collecting(&sys.calls());
+            assert_eq!(s.report.usage.user_cpu_ms, 900);
+            assert_eq!(s.report.usage.max_rss_kib, 4096);
+            assert!(s.report.usage.wall_ms > spec.limits.timeout_ms);
+            assert_eq!(s.teardown.init, None);
+        }
+
+        #[test]
+        fn eof_on_stdin_cancels_kills_and_collects_nothing() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let mut world = World::new();
+            world.stdin_w = None;
+            let sys = RecordingSyscalls::default();
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                e.err_w = None;
+                e.status_w = None;
+            })
+            .unwrap();
+            assert_eq!(s.report.outcome, Outcome::Cancelled);
+            let c = sys.calls();
+            kills_and_reaps_before_collecting(&c);
+            assert!(s.report.outputs.is_empty());
+        }
+
+        #[test]
+        fn a_stop_signal_cancels() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            world.signal(libc::SIGTERM);
+            let sys = RecordingSyscalls::default();
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                e.err_w = None;
+                e.status_w = None;
+            })
+            .unwrap();
+            assert_eq!(s.report.outcome, Outcome::Cancelled);
+            kills_and_reaps_before_collecting(&sys.calls());
+        }
+
+        #[test]
+        fn sigchld_is_no_cancel() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            world.signal(libc::SIGCHLD);
+            let sys = RecordingSyscalls::default();
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                report(e, 0, ChildUsage::default())
+            })
+            .unwrap();
+            assert_eq!(s.report.outcome, Outcome::Exited { code: 0 });
+            assert!(sys.calls().contains(&Call::ReadSignals));
+        }
+
+        #[test]
+        fn a_failing_poll_kills_reaps_and_is_a_poll_error() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls {
+                fail_on: Some("Poll".into()),
+                fail_errno: Errno::EINVAL,
+                ..Default::default()
+            };
+            let err = supervised(&sys, &d, &spec, &world, Instant::now(), |_| {})
+                .err()
+                .unwrap();
+            assert!(
+                matches!(
+                    err,
+                    SandboxError::Syscall {
+                        step: "poll",
+                        source: Errno::EINVAL
+                    }
+                ),
+                "{err:?}"
+            );
+            kills_and_reaps_before_collecting(&sys.calls());
+        }
+
+        #[test]
+        fn a_full_work_layer_is_the_output_limit() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let mut sys = RecordingSyscalls::default();
+            sys.fs.insert(
+                d.work(),
+                FsUsage {
+                    used: spec.limits.max_output_bytes,
+                    available: 4096,
+                },
+            );
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                report(e, 1, ChildUsage::default())
+            })
+            .unwrap();
+            assert_eq!(
+                s.report.outcome,
+                Outcome::OutputLimit {
+                    limit_bytes: spec.limits.max_output_bytes
+                }
+            );
+        }
+
+        #[test]
+        fn a_step_that_cannot_start_gives_the_sandbox_up() {
+            let d = Dirs::new();
+            std::fs::write(d.input.join("src"), "not a directory").unwrap();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let sys = RecordingSyscalls::default();
+            let err = supervised(&sys, &d, &spec, &world, Instant::now(), |_| {})
+                .err()
+                .unwrap();
+            assert!(matches!(
+                err,
+                SandboxError::InvalidSpec { field: "cwd", .. }
+            ));
+            let c = sys.calls();
+            let n = c.len();
+            assert_eq!(
+                c[n - 3..],
+                [
+                    Call::Kill(CHILD),
+                    Call::Waitpid(CHILD, false),
+                    Call::Umount(d.scratch.clone())
+                ]
+            );
+            assert!(!c.iter().any(|x| matches!(x, Call::Poll(_))));
+        }
+    }
 }

@@ -82,4 +82,48 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
+
+    #[test]
+    fn the_teardown_waits_for_the_init_then_detaches_each_mount() {
+        use crate::sys::fake::{Call, RecordingSyscalls};
+        let sys = RecordingSyscalls::default();
+        sys.waits.borrow_mut().extend([
+            Err(Errno::EINTR),
+            Ok(nix::sys::wait::WaitStatus::Exited(Pid::from_raw(7), 0)),
+        ]);
+        Teardown {
+            init: Some(Pid::from_raw(7)),
+            mounts: vec!["/s/work".into(), "/s/upper".into(), "/s/tmp".into()],
+        }
+        .finish(&sys);
+        assert_eq!(
+            sys.calls(),
+            vec![
+                Call::Waitpid(7, false),
+                Call::Waitpid(7, false),
+                Call::Umount("/s/work".into()),
+                Call::Umount("/s/upper".into()),
+                Call::Umount("/s/tmp".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn mounts_under_a_root_come_deepest_first_and_nothing_else() {
+        let mi = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+40 22 0:5 / /r/run\\0401/work rw - tmpfs tmpfs rw
+41 40 0:6 / /r/run\\0401/work/build rw - overlay overlay rw
+42 22 0:7 / /r/run\\0401 rw - tmpfs tmpfs rw
+43 22 0:8 / /rx rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mount_points_under(mi, Path::new("/r")),
+            vec![
+                PathBuf::from("/r/run 1/work/build"),
+                PathBuf::from("/r/run 1/work"),
+                PathBuf::from("/r/run 1"),
+            ]
+        );
+    }
 }
