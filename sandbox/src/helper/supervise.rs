@@ -11,6 +11,7 @@ use nix::poll::PollFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
+use super::outputs::Collection;
 use super::prepare::Ready;
 use super::teardown::Teardown;
 use super::work_layer::start_step;
@@ -334,7 +335,7 @@ pub(crate) fn supervise(
         work_full: fs_usage(sys, &scratch.work).is_some_and(|(_, full)| full),
         tmp_full: fs_usage(sys, &scratch.tmp).is_some_and(|(_, full)| full),
     };
-    let outcome = classify(ended, &facts, &spec.limits);
+    let mut outcome = classify(ended, &facts, &spec.limits);
     let used = match decoded {
         Some((_, used)) => used,
         None => {
@@ -354,10 +355,26 @@ pub(crate) fn supervise(
         sys_cpu_ms: used.sys_ms,
         max_rss_kib: used.max_rss_kib,
     };
-    // H17. The declared outputs, now that nothing of the step runs.
+    // H17. The declared outputs, now that nothing of the step runs: at
+    //      most max_output_bytes of them in all, else none and the output
+    //      limit is the outcome.
     let outputs = match outcome {
         Outcome::SetupFailed { .. } | Outcome::Cancelled => vec![],
-        _ => super::outputs::collect(sys, &scratch.work, &spec.outputs, &spec.out_dir),
+        _ => match super::outputs::collect(
+            sys,
+            &scratch.work,
+            &spec.outputs,
+            &spec.out_dir,
+            spec.limits.max_output_bytes,
+        ) {
+            Collection::Collected(c) => c,
+            Collection::OverLimit => {
+                outcome = Outcome::OutputLimit {
+                    limit_bytes: spec.limits.max_output_bytes,
+                };
+                vec![]
+            }
+        },
     };
     Ok(Supervised {
         report: SandboxReport {
