@@ -75,13 +75,15 @@ pub struct SandboxSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkLayer {
-    /// A size-limited tmpfs holding a copy of the input tree, owned by the
-    /// step. Costs a copy of every input byte per build.
+    /// A copy of the input tree, owned by the step, in the step's space (a
+    /// tmpfs it shares with `/tmp`, sized to the copy plus
+    /// `max_output_bytes`). Costs a copy of every input byte per build.
     #[default]
     Copy,
     /// An overlayfs: the input tree is the read-only lower layer, the step's
-    /// changes go to an upper layer on a tmpfs of `max_output_bytes`. Costs
-    /// nothing per input byte; the input tree must be owned by the step's
+    /// changes go to an upper layer in the step's space, a tmpfs of
+    /// `max_output_bytes` it shares with `/tmp`. Costs nothing per input
+    /// byte; the input tree must be owned by the step's
     /// host ids with owner-writable modes (else the step cannot change what
     /// it was given), which the daemon's materialized trees are. Where the
     /// overlay cannot be mounted (no overlayfs, a lower path overlayfs cannot
@@ -153,10 +155,15 @@ pub struct Limits {
     /// where a cgroup lists them (root); RLIMIT_CPU per process (rounded up
     /// to whole seconds) always, as the floor. 0 = none.
     pub cpu_time_ms: u64,
-    /// Bytes the step may add to the work mount beyond the input tree, and
-    /// the largest single file it may write (RLIMIT_FSIZE).
+    /// The one limit on what the step writes and hands back: the bytes it
+    /// may add to the work mount beyond the input tree and to `/tmp`
+    /// together (one tmpfs holds both), the largest single file it may
+    /// write (RLIMIT_FSIZE), and the logical bytes of the outputs collected
+    /// (a sparse file at its logical size, a file once per path).
     pub max_output_bytes: u64,
-    /// Size of the tmpfs `/tmp`.
+    /// Sizes nothing of its own: `/tmp` shares `max_output_bytes` with the
+    /// work mount. The report's settings record `max_output_bytes` here,
+    /// the most `/tmp` can hold. Kept so the spec's shape is unchanged.
     pub tmp_bytes: u64,
 }
 

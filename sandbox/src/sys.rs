@@ -167,6 +167,9 @@ pub trait Syscalls {
     fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<()>;
     /// `lchown(2)`.
     fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()>;
+    /// `chmod(2)`, which the umask does not touch (setting the sticky bit
+    /// of a directory `mkdir` made).
+    fn chmod(&self, path: &Path, mode: u32) -> SysResult<()>;
     /// `statvfs(2)`: what the filesystem of `path` uses and has left.
     fn fs_usage(&self, path: &Path) -> SysResult<FsUsage>;
     /// Opens the directory `path` under `dir` with `openat2`, refusing any
@@ -631,6 +634,12 @@ impl Syscalls for LinuxSyscalls {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
+    fn chmod(&self, path: &Path, mode: u32) -> SysResult<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
     fn fs_usage(&self, path: &Path) -> SysResult<FsUsage> {
         let st = nix::sys::statvfs::statvfs(path)?;
         let bs = st.fragment_size() as u64;
@@ -741,6 +750,7 @@ pub mod fake {
         ChildrenUsage,
         WriteFile(PathBuf, Vec<u8>),
         Lchown(PathBuf, u32, u32),
+        Chmod(PathBuf, u32),
         FsUsage(PathBuf),
         OpenDirBeneath(PathBuf),
         OpenFds,
@@ -1000,6 +1010,9 @@ pub mod fake {
         }
         fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()> {
             self.rec(Call::Lchown(path.to_path_buf(), uid, gid))
+        }
+        fn chmod(&self, path: &Path, mode: u32) -> SysResult<()> {
+            self.rec(Call::Chmod(path.to_path_buf(), mode))
         }
         fn fs_usage(&self, path: &Path) -> SysResult<FsUsage> {
             self.rec(Call::FsUsage(path.to_path_buf()))?;

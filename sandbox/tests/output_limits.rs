@@ -140,15 +140,23 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The step passes the limit: output-size termination, and nothing of it
-/// on the host.
-fn assert_stopped_at_the_limit(run: &Run, warm: bool) {
+/// The step passes the limit: output-size termination, and never more
+/// than the limit on the host.
+fn assert_stopped_at_the_limit(run: &Run, warm: bool) -> SandboxReport {
     let report = run.run(warm);
     assert_eq!(
         report.outcome,
         Outcome::OutputLimit { limit_bytes: LIMIT },
         "warm={warm}: {report:?}"
     );
+    assert!(bytes_under(&run.out()) <= LIMIT, "warm={warm}");
+    report
+}
+
+/// Output collection itself passed the limit: nothing of the outputs is
+/// reported or left on the host.
+fn assert_collection_stopped(run: &Run, warm: bool) {
+    let report = assert_stopped_at_the_limit(run, warm);
     assert!(report.outputs.is_empty(), "warm={warm}");
     assert_eq!(bytes_under(&run.out()), 0, "warm={warm}");
 }
@@ -163,7 +171,7 @@ fn hardlink_amplification_ends_in_the_output_limit() {
          while [ $i -lt 100 ]; do ln out/f out/l$i || exit 1; i=$((i+1)); done",
     );
     for warm in [false, true] {
-        assert_stopped_at_the_limit(&run, warm);
+        assert_collection_stopped(&run, warm);
     }
 }
 
@@ -176,7 +184,7 @@ fn sparse_amplification_ends_in_the_output_limit() {
          while [ $i -lt 40 ]; do truncate -s 16M out/s$i || exit 1; i=$((i+1)); done",
     );
     for warm in [false, true] {
-        assert_stopped_at_the_limit(&run, warm);
+        assert_collection_stopped(&run, warm);
     }
 }
 
@@ -195,5 +203,33 @@ fn outputs_within_the_limit_are_all_handed_back() {
         assert_eq!(report.outcome, Outcome::Exited { code: 0 }, "warm={warm}");
         assert_eq!(report.outputs[0].state, OutputState::Directory);
         assert_eq!(bytes_under(&run.out()), (15 << 20) + 2000, "warm={warm}");
+    }
+}
+
+#[test]
+fn build_and_tmp_fillers_share_the_one_limit() {
+    needs_root!();
+    // 10 MB in /build and 10 MB in /tmp: each fits the 16 MiB limit on its
+    // own, not both together.
+    let run = Run::new(
+        "mkdir out && head -c 10000000 /dev/zero > out/f && \
+         head -c 10000000 /dev/zero > /tmp/f || exit 1",
+    );
+    for warm in [false, true] {
+        assert_stopped_at_the_limit(&run, warm);
+    }
+    for layer in [WorkLayer::Copy, WorkLayer::Overlay] {
+        let mut run = Run::new(
+            "mkdir out && head -c 10000000 /dev/zero > out/f && \
+             head -c 10000000 /dev/zero > /tmp/f || exit 1",
+        );
+        run.spec.work_layer = layer;
+        let report = run.run(false);
+        assert_eq!(
+            report.outcome,
+            Outcome::OutputLimit { limit_bytes: LIMIT },
+            "{layer:?}"
+        );
+        assert_eq!(report.settings.limits.tmp_bytes, LIMIT);
     }
 }

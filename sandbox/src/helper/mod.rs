@@ -50,7 +50,7 @@ pub use plan::{
     exec_plan, root_entries, settings, step_env, synthetic_files, unknown_settings, Floors,
     NAMESPACES,
 };
-pub use prepare::{prepare, private_mount_ns, Ready, Shape, PREPARED_TMP_BYTES};
+pub use prepare::{prepare, private_mount_ns, Ready, Shape, PREPARED_SPACE_BYTES};
 pub use supervise::{classify, Ended, Facts};
 pub use teardown::unmount_under;
 

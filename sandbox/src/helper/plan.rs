@@ -111,7 +111,12 @@ pub fn settings(spec: &SandboxSpec, privileged: bool, entries: &[RootEntry]) -> 
         step_gid: STEP_GID,
         seccomp_profile_sha256: crate::seccomp::profile_digest(),
         cgroup: "none (rlimits only)".into(),
-        limits: spec.limits.clone(),
+        // In force: /tmp shares the step's space with /build, so the most
+        // it can hold is max_output_bytes, whatever the spec asked.
+        limits: Limits {
+            tmp_bytes: spec.limits.max_output_bytes,
+            ..spec.limits.clone()
+        },
         network: "none (loopback only)".into(),
         hostname: spec.hostname.clone(),
         rootfs_binds: describe_entries(entries),

@@ -100,8 +100,11 @@ pub(crate) struct Scratch {
     pub(crate) dir: PathBuf,
     pub(crate) root: PathBuf,
     pub(crate) work: PathBuf,
-    pub(crate) upper: PathBuf,
     pub(crate) tmp: PathBuf,
+    /// The step's space: one tmpfs holding both /tmp and what the step adds
+    /// to /build (the overlay's upper layer, or the copy of the inputs), so
+    /// that the two together stay within `max_output_bytes`.
+    pub(crate) space: PathBuf,
 }
 
 /// A sandbox whose init and step are waiting: everything but the work
@@ -114,12 +117,14 @@ pub struct Ready {
     pub(crate) exec_w: Option<OwnedFd>,
     pub(crate) err_r: OwnedFd,
     pub(crate) status_r: OwnedFd,
-    pub(crate) tmp_bytes: u64,
+    /// The size the space tmpfs is mounted with now.
+    pub(crate) space_bytes: u64,
 }
 
-/// The size of /tmp in a sandbox prepared before its limits are known;
-/// resized (a remount) once they are.
-pub const PREPARED_TMP_BYTES: u64 = 64 << 20;
+/// The size of the step's space (/tmp and the work layer's changes) in a
+/// sandbox prepared before its limits are known; resized (a remount) once
+/// they are.
+pub const PREPARED_SPACE_BYTES: u64 = 64 << 20;
 
 /// Steps H1-H7 (H1 and H2 only unless `mount_ns_ready`): builds a sandbox
 /// of `shape` up to the point where only the step's own facts are missing. `join`: the cgroup the
@@ -138,8 +143,8 @@ pub fn prepare(
         dir: s.clone(),
         root: s.join("root"),
         work: s.join("work"),
-        upper: s.join("upper"),
         tmp: s.join("tmp"),
+        space: s.join("space"),
     };
     if !mount_ns_ready {
         private_mount_ns(sys, privileged)?;
@@ -156,7 +161,7 @@ pub fn prepare(
         Some("size=64k,nr_inodes=16,mode=0711"),
     )
     .map_err(sys_at("mount scratch tmpfs", s))?;
-    for d in [&scratch.root, &scratch.work, &scratch.upper, &scratch.tmp] {
+    for d in [&scratch.root, &scratch.work, &scratch.tmp, &scratch.space] {
         sys.mkdir(d, 0o700).map_err(sys_at("mkdir", d))?;
     }
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -176,16 +181,26 @@ pub fn prepare(
     .map_err(sys_at("mount work placeholder", &scratch.work))?;
     sys.mount(None, &scratch.work, None, MsFlags::MS_SHARED, None)
         .map_err(sys_at("make the work mount point shared", &scratch.work))?;
-    // H5. /tmp: its own size-limited tmpfs (resized to the step's limit in
-    //     H12 when that differs).
+    // H5. The step's space: one tmpfs for /tmp and for what the step adds
+    //     to /build (the layer of H10 keeps its changes there), so the two
+    //     together stay within the one limit, resized to it in H12. Its
+    //     root is ours; /tmp is its `tmp` directory, sticky and open to all,
+    //     bound on the mount point the sandbox binds at /tmp.
     sys.mount(
         Some(Path::new("tmpfs")),
-        &scratch.tmp,
+        &scratch.space,
         Some("tmpfs"),
         base,
-        Some(&format!("size={PREPARED_TMP_BYTES},mode=1777")),
+        Some(&format!("size={PREPARED_SPACE_BYTES},mode=0711")),
     )
-    .map_err(sys_at("mount /tmp tmpfs", &scratch.tmp))?;
+    .map_err(sys_at("mount the step's space tmpfs", &scratch.space))?;
+    let tmp_dir = scratch.space.join("tmp");
+    sys.mkdir(&tmp_dir, 0o1777)
+        .map_err(sys_at("mkdir", &tmp_dir))?;
+    sys.chmod(&tmp_dir, 0o1777)
+        .map_err(sys_at("chmod", &tmp_dir))?;
+    sys.mount(Some(&tmp_dir), &scratch.tmp, None, MsFlags::MS_BIND, None)
+        .map_err(sys_at("bind /tmp from the step's space", &scratch.tmp))?;
     let entries = root_entries(&shape.rootfs);
     let pipe = || {
         sys.pipe().map_err(|source| SandboxError::Syscall {
@@ -302,7 +317,7 @@ pub fn prepare(
         exec_w: Some(exec_w),
         err_r,
         status_r,
-        tmp_bytes: PREPARED_TMP_BYTES,
+        space_bytes: PREPARED_SPACE_BYTES,
     })
 }
 
@@ -364,7 +379,7 @@ mod tests {
             matches!(&c[2], Call::Mount { target, data: Some(d), flags, .. } if target == Path::new("/s") && d.starts_with("size=64k") && flags.contains(MsFlags::MS_NOEXEC))
         );
         let scratch = pos(&c, |x| mounts_on(x, Path::new("/s")));
-        for d in ["root", "work", "upper", "tmp"] {
+        for d in ["root", "work", "tmp", "space"] {
             let mk = pos(&c, |x| *x == Call::Mkdir(Path::new("/s").join(d)));
             assert!(scratch < mk);
         }
@@ -379,9 +394,27 @@ mod tests {
         assert!(mounts_on(shared[0], Path::new("/s/work")));
         assert!(c.iter().any(|x| matches!(x, Call::Mount { target, flags, data: Some(d), .. }
             if target == Path::new("/s/work") && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV) && d.starts_with("size=4k"))));
-        // H5: /tmp at the prepared size.
-        assert!(c.iter().any(|x| matches!(x, Call::Mount { target, data: Some(d), .. }
-            if target == Path::new("/s/tmp") && *d == format!("size={PREPARED_TMP_BYTES},mode=1777"))));
+        // H5: the step's space at the prepared size, its `tmp` sticky and
+        // open to all, bound on /tmp's mount point.
+        let space = pos(&c, |x| {
+            matches!(x, Call::Mount { target, data: Some(d), flags, .. }
+                if target == Path::new("/s/space") && *d == format!("size={PREPARED_SPACE_BYTES},mode=0711")
+                    && flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV))
+        });
+        assert_eq!(
+            c[space + 1..space + 4],
+            [
+                Call::Mkdir("/s/space/tmp".into()),
+                Call::Chmod("/s/space/tmp".into(), 0o1777),
+                Call::Mount {
+                    source: Some("/s/space/tmp".into()),
+                    target: "/s/tmp".into(),
+                    fstype: None,
+                    flags: MsFlags::MS_BIND,
+                    data: None
+                }
+            ]
+        );
         // H6: four pipes, then the clone into six new namespaces.
         let clone = pos(&c, |x| matches!(x, Call::Clone(_)));
         assert_eq!(
@@ -419,7 +452,7 @@ mod tests {
         assert_eq!(c.last(), Some(&Call::Write(b"1".to_vec())));
         assert!(matches!(c[c.len() - 2], Call::WriteFile(..)));
         assert_eq!(ready.init.as_raw(), CHILD);
-        assert_eq!(ready.tmp_bytes, PREPARED_TMP_BYTES);
+        assert_eq!(ready.space_bytes, PREPARED_SPACE_BYTES);
         assert_eq!(ready.shape(), &shape());
     }
 

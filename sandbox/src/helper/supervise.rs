@@ -47,10 +47,9 @@ pub struct Facts {
     pub oom_killed: bool,
     /// The cgroup refused a fork at pids.max.
     pub pids_limit_hit: bool,
-    /// The work layer is full.
-    pub work_full: bool,
-    /// /tmp is full.
-    pub tmp_full: bool,
+    /// The step's space, which /tmp and the step's changes to /build
+    /// share, is full.
+    pub space_full: bool,
 }
 
 /// Decides the outcome. A step that exits 0 succeeded whatever limit it
@@ -94,14 +93,9 @@ pub fn classify(ended: Ended, f: &Facts, limits: &Limits) -> Outcome {
     if f.pids_limit_hit {
         return Outcome::PidsLimit { limit: limits.pids };
     }
-    if f.work_full || status == -libc::SIGXFSZ {
+    if f.space_full || status == -libc::SIGXFSZ {
         return Outcome::OutputLimit {
             limit_bytes: limits.max_output_bytes,
-        };
-    }
-    if f.tmp_full {
-        return Outcome::OutputLimit {
-            limit_bytes: limits.tmp_bytes,
         };
     }
     if status == -libc::SIGXCPU && limits.cpu_time_ms > 0 {
@@ -332,8 +326,7 @@ pub(crate) fn supervise(
         status: decoded.map(|d| d.0),
         oom_killed: cg.is_some_and(|c| c.oom_killed()),
         pids_limit_hit: cg.is_some_and(|c| c.pids_limit_hit()),
-        work_full: fs_usage(sys, &scratch.work).is_some_and(|(_, full)| full),
-        tmp_full: fs_usage(sys, &scratch.tmp).is_some_and(|(_, full)| full),
+        space_full: fs_usage(sys, &scratch.space).is_some_and(|(_, full)| full),
     };
     let mut outcome = classify(ended, &facts, &spec.limits);
     let used = match decoded {
@@ -387,8 +380,8 @@ pub(crate) fn supervise(
             init: (!init_reaped).then_some(child),
             mounts: vec![
                 scratch.work.clone(),
-                scratch.upper.clone(),
                 scratch.tmp.clone(),
+                scratch.space.clone(),
             ],
         },
     })
@@ -431,7 +424,7 @@ mod tests {
     fn success_wins_over_touched_limits() {
         let f = Facts {
             oom_killed: true,
-            work_full: true,
+            space_full: true,
             ..facts(0)
         };
         assert_eq!(
@@ -461,24 +454,16 @@ mod tests {
             classify(Ended::Exited, &pids, &l),
             Outcome::PidsLimit { limit: 64 }
         );
+        // /tmp and /build share the one space and the one limit: a full
+        // space is the output limit, whatever tmp_bytes says.
         let full = Facts {
-            work_full: true,
+            space_full: true,
             ..facts(1)
         };
         assert_eq!(
             classify(Ended::Exited, &full, &l),
             Outcome::OutputLimit {
                 limit_bytes: 1 << 20
-            }
-        );
-        let tmp = Facts {
-            tmp_full: true,
-            ..facts(1)
-        };
-        assert_eq!(
-            classify(Ended::Exited, &tmp, &l),
-            Outcome::OutputLimit {
-                limit_bytes: 1 << 21
             }
         );
         assert_eq!(
@@ -641,7 +626,7 @@ mod tests {
             assert_eq!(s.teardown.init, Some(Pid::from_raw(CHILD)));
             assert_eq!(
                 s.teardown.mounts,
-                vec![d.work(), d.scratch.join("upper"), d.scratch.join("tmp")]
+                vec![d.work(), d.scratch.join("tmp"), d.scratch.join("space")]
             );
             // The declared output is looked for beneath the work layer.
             assert!(c.contains(&Call::OpenDirBeneath("out".into())));
@@ -827,7 +812,7 @@ mod tests {
             let world = World::new();
             let mut sys = RecordingSyscalls::default();
             sys.fs.insert(
-                d.work(),
+                d.scratch.join("space"),
                 FsUsage {
                     used: spec.limits.max_output_bytes,
                     available: 4096,

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
 
-use super::prepare::{Ready, Scratch, Shape, PREPARED_TMP_BYTES};
+use super::prepare::{Ready, Scratch, Shape, PREPARED_SPACE_BYTES};
 use crate::spec::*;
 
 /// The pid the fake's clone returns.
 pub(crate) const CHILD: i32 = 4242;
 
-/// A scratch dir (with its four mount points made), an input tree and an
+/// A scratch dir (with its mount points made), an input tree and an
 /// output dir, in one temporary directory.
 pub(crate) struct Dirs {
     _t: tempfile::TempDir,
@@ -28,9 +28,13 @@ impl Dirs {
         let scratch = t.path().join("scratch");
         let input = t.path().join("input");
         let out = t.path().join("out");
-        for d in ["root", "work", "upper", "tmp"] {
+        for d in ["root", "tmp", "space/copy"] {
             std::fs::create_dir_all(scratch.join(d)).unwrap();
         }
+        // What the copy layer's bind makes of the work mount point, which
+        // the fake does not mount: the copy, seen at `work`. (The overlay
+        // tests only look at the calls, and at the cwd made through it.)
+        std::os::unix::fs::symlink("space/copy", scratch.join("work")).unwrap();
         std::fs::create_dir(&input).unwrap();
         std::fs::create_dir(&out).unwrap();
         Dirs {
@@ -43,6 +47,10 @@ impl Dirs {
 
     pub(crate) fn work(&self) -> PathBuf {
         self.scratch.join("work")
+    }
+
+    pub(crate) fn space(&self) -> PathBuf {
+        self.scratch.join("space")
     }
 
     /// The test spec, its directories here.
@@ -81,14 +89,14 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
             dir: s.clone(),
             root: s.join("root"),
             work: s.join("work"),
-            upper: s.join("upper"),
             tmp: s.join("tmp"),
+            space: s.join("space"),
         },
         init: Pid::from_raw(CHILD),
         exec_w: Some(exec_w),
         err_r,
         status_r,
-        tmp_bytes: PREPARED_TMP_BYTES,
+        space_bytes: PREPARED_SPACE_BYTES,
     };
     (
         ready,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
 use super::plan::{exec_plan, Floors};
 use super::prepare::{Ready, Scratch};
@@ -41,8 +41,9 @@ fn overlay_options(input: &Path, upper: &Path, work: &Path, privileged: bool) ->
 
 /// Steps H10-H13, once the spec is known: the work layer mounted on the
 /// shared mount point (it propagates into the waiting sandbox's /build),
-/// the step's cwd, /tmp resized, and the [`ExecPlan`] sent, on which the
-/// step execs. Returns the work layer's description for the settings.
+/// the step's cwd, the step's space (/tmp and the layer's changes) at its
+/// size, and the [`ExecPlan`] sent, on which the step execs. Returns the
+/// work layer's description for the settings.
 pub(crate) fn start_step(
     sys: &dyn Syscalls,
     ready: &mut Ready,
@@ -52,27 +53,27 @@ pub(crate) fn start_step(
 ) -> Result<String, SandboxError> {
     let sc = ready.scratch.clone();
     let owner = privileged.then_some((HOST_ID_BASE + STEP_UID, HOST_ID_BASE + STEP_GID));
-    // H10. The work layer, mounted over the placeholder.
-    let layer = match spec.work_layer {
+    // H10. The work layer, mounted over the placeholder; its changes go to
+    //      the step's space. `inputs`: the bytes of the space the copy of
+    //      the inputs takes (none for the overlay, whose inputs stay below).
+    let (layer, inputs) = match spec.work_layer {
         WorkLayer::Overlay => match overlay_layer(sys, spec, &sc, owner, privileged) {
-            Ok(l) => l,
+            Ok(l) => (l, 0),
             Err(e) => {
                 // Falls back to the copy, and says why.
-                let _ = sys.umount(&sc.upper, MntFlags::MNT_DETACH);
-                let copied = copy_layer(sys, spec, &sc, owner)?;
-                format!("{copied} (overlay refused: {})", e.chain())
+                let (copied, inputs) = copy_layer(sys, ready, spec, &sc, owner)?;
+                (format!("{copied} (overlay refused: {})", e.chain()), inputs)
             }
         },
-        WorkLayer::Copy => copy_layer(sys, spec, &sc, owner)?,
+        WorkLayer::Copy => copy_layer(sys, ready, spec, &sc, owner)?,
     };
-    finish_start(sys, ready, spec, owner, floors)?;
+    finish_start(sys, ready, spec, owner, floors, inputs)?;
     Ok(layer)
 }
 
 /// H10a. The overlay work layer: the input tree read-only below, the step's
-/// changes in `upper` on a tmpfs of max_output_bytes. Mounted by us, so
-/// copy-up runs with our credentials and keeps owners; the input tree is
-/// only ever read.
+/// changes in `upper` in the step's space. Mounted by us, so copy-up runs
+/// with our credentials and keeps owners; the input tree is only ever read.
 fn overlay_layer(
     sys: &dyn Syscalls,
     spec: &SandboxSpec,
@@ -81,21 +82,16 @@ fn overlay_layer(
     privileged: bool,
 ) -> Result<String, SandboxError> {
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let (up, wk) = (sc.upper.join("u"), sc.upper.join("w"));
+    let upper = sc.space.join("upper");
+    let (up, wk) = (upper.join("u"), upper.join("w"));
     let opts = overlay_options(&spec.input_dir, &up, &wk, privileged).ok_or_else(|| {
         SandboxError::InvalidSpec {
             field: "input_dir",
             reason: "overlayfs cannot name it (it holds `,` `:` `\\` or a space)".into(),
         }
     })?;
-    sys.mount(
-        Some(Path::new("tmpfs")),
-        &sc.upper,
-        Some("tmpfs"),
-        base,
-        Some(&format!("size={},mode=0700", spec.limits.max_output_bytes)),
-    )
-    .map_err(sys_at("mount the upper tmpfs", &sc.upper))?;
+    // Ours alone: the step reaches its changes through the overlay only.
+    sys.mkdir(&upper, 0o700).map_err(sys_at("mkdir", &upper))?;
     for d in [&up, &wk] {
         sys.mkdir(d, 0o755).map_err(sys_at("mkdir", d))?;
     }
@@ -114,47 +110,65 @@ fn overlay_layer(
     Ok("overlay over the input tree, upper on tmpfs".into())
 }
 
-/// H10b. The copy work layer: a tmpfs, then a copy of the inputs owned by
-/// the step, then the size capped to what the inputs use plus the output
-/// allowance. The shared input_dir is only read.
+/// H10b. The copy work layer: a copy of the inputs in the step's space,
+/// owned by the step, bound on the work mount point. The space has tmpfs's
+/// default size (half the RAM) while the inputs are copied (the step,
+/// waiting, writes nothing); H12 caps it to what the copy uses plus the
+/// output allowance. The shared
+/// input_dir is only read. Returns the description and the copy's bytes.
 fn copy_layer(
     sys: &dyn Syscalls,
+    ready: &mut Ready,
     spec: &SandboxSpec,
     sc: &Scratch,
     owner: Option<(u32, u32)>,
-) -> Result<String, SandboxError> {
-    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    let work = &sc.work;
-    sys.mount(
-        Some(Path::new("tmpfs")),
-        work,
-        Some("tmpfs"),
-        base,
-        Some("mode=0755"),
-    )
-    .map_err(sys_at("mount work tmpfs", work))?;
-    super::outputs::copy_input(sys, &spec.input_dir, work, owner)
+) -> Result<(String, u64), SandboxError> {
+    let space = &sc.space;
+    let copy = space.join("copy");
+    let before = fs_usage(sys, space).map(|(u, _)| u).unwrap_or(0);
+    resize_space(sys, ready, 0)?;
+    sys.mkdir(&copy, 0o755).map_err(sys_at("mkdir", &copy))?;
+    super::outputs::copy_input(sys, &spec.input_dir, &copy, owner)
         .map_err(io_err("cannot copy the input tree from", &spec.input_dir))?;
-    let used = fs_usage(sys, work).map(|(u, _)| u).unwrap_or(0);
-    let size = used.saturating_add(spec.limits.max_output_bytes);
-    sys.mount(
-        None,
-        work,
-        Some("tmpfs"),
-        MsFlags::MS_REMOUNT | base,
-        Some(&format!("size={size},mode=0755")),
-    )
-    .map_err(sys_at("cap work tmpfs size", work))?;
-    Ok("copy on tmpfs".into())
+    let after = fs_usage(sys, space).map(|(u, _)| u).unwrap_or(0);
+    sys.mount(Some(&copy), &sc.work, None, MsFlags::MS_BIND, None)
+        .map_err(sys_at("bind the copy on the work mount point", &sc.work))?;
+    Ok(("copy on tmpfs".into(), after.saturating_sub(before)))
 }
 
-/// H11-H13: the cwd, /tmp's size, and the exec plan.
+/// Remounts the step's space at `bytes` unless it has that size already.
+/// `0` is tmpfs's default, half the RAM: not `size=0`, which is no limit,
+/// and which tmpfs then refuses to turn back into one.
+fn resize_space(sys: &dyn Syscalls, ready: &mut Ready, bytes: u64) -> Result<(), SandboxError> {
+    if ready.space_bytes == bytes {
+        return Ok(());
+    }
+    let size = match bytes {
+        0 => "50%".to_string(),
+        b => b.to_string(),
+    };
+    let space = &ready.scratch.space;
+    sys.mount(
+        None,
+        space,
+        Some("tmpfs"),
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&format!("size={size},mode=0711")),
+    )
+    .map_err(sys_at("resize the step's space tmpfs", space))?;
+    ready.space_bytes = bytes;
+    Ok(())
+}
+
+/// H11-H13: the cwd, the space's size, and the exec plan. `inputs`: the
+/// bytes of the space the copy of the inputs takes.
 fn finish_start(
     sys: &dyn Syscalls,
     ready: &mut Ready,
     spec: &SandboxSpec,
     owner: Option<(u32, u32)>,
     floors: Floors,
+    inputs: u64,
 ) -> Result<(), SandboxError> {
     let work = ready.scratch.work.clone();
     // H11. The step's cwd, created if absent, never through a symlink.
@@ -178,19 +192,13 @@ fn finish_start(
             }
         }
     }
-    // H12. /tmp at the step's size.
-    if spec.limits.tmp_bytes != ready.tmp_bytes {
-        let tmp = &ready.scratch.tmp;
-        sys.mount(
-            None,
-            tmp,
-            Some("tmpfs"),
-            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(&format!("size={},mode=1777", spec.limits.tmp_bytes)),
-        )
-        .map_err(sys_at("resize /tmp tmpfs", tmp))?;
-        ready.tmp_bytes = spec.limits.tmp_bytes;
-    }
+    // H12. The step's space at its size: what /tmp and the step's changes
+    //      to /build may take together, beyond a copy of the inputs.
+    resize_space(
+        sys,
+        ready,
+        inputs.saturating_add(spec.limits.max_output_bytes),
+    )?;
     // H13. The plan: the waiting step chdirs, sets its rlimits and execs.
     let plan = exec_plan(spec, floors)?;
     let bytes = serde_json::to_vec(&plan).map_err(|source| SandboxError::Json {
@@ -210,7 +218,7 @@ fn finish_start(
 mod tests {
     use super::*;
     use crate::helper::test_support::{mounts_on, pos, ready, Dirs, CHILD};
-    use crate::helper::PREPARED_TMP_BYTES;
+    use crate::helper::PREPARED_SPACE_BYTES;
     use crate::sandbox_init::setup::ExecPlan;
     use crate::sys::fake::{Call, RecordingSyscalls};
     use crate::sys::FsUsage;
@@ -223,8 +231,26 @@ mod tests {
         serde_json::from_slice(&bytes).expect("an exec plan")
     }
 
+    /// The remounts of the step's space, as (flags, options).
+    fn space_resizes(c: &[Call], space: &Path) -> Vec<String> {
+        c.iter()
+            .filter_map(|x| match x {
+                Call::Mount {
+                    target,
+                    flags,
+                    data: Some(o),
+                    ..
+                } if target == space && flags.contains(MsFlags::MS_REMOUNT) => {
+                    assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NODEV));
+                    Some(o.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn overlay_as_root_upper_sized_to_the_output_limit_and_owned_by_the_step() {
+    fn overlay_as_root_keeps_its_changes_in_the_space_owned_by_the_step() {
         let d = Dirs::new();
         let spec = d.spec(WorkLayer::Overlay);
         let (mut r, ends) = ready(&d, &spec);
@@ -232,10 +258,8 @@ mod tests {
         let layer = start_step(&sys, &mut r, &spec, true, Floors::default()).unwrap();
         assert_eq!(layer, "overlay over the input tree, upper on tmpfs");
         let c = sys.calls();
-        let upper = d.scratch.join("upper");
-        let up_mount = pos(&c, |x| mounts_on(x, &upper));
-        assert!(matches!(&c[up_mount], Call::Mount { data: Some(o), .. }
-            if *o == format!("size={},mode=0700", spec.limits.max_output_bytes)));
+        let upper = d.space().join("upper");
+        let mk = pos(&c, |x| *x == Call::Mkdir(upper.clone()));
         let chown = pos(&c, |x| {
             *x == Call::Lchown(upper.join("u"), STEP_OWNER.0, STEP_OWNER.1)
         });
@@ -243,7 +267,11 @@ mod tests {
             &c,
             |x| matches!(x, Call::Mount { fstype: Some(t), .. } if t == "overlay"),
         );
-        assert!(up_mount < chown && chown < overlay);
+        assert!(mk < chown && chown < overlay);
+        // No tmpfs of its own: the upper layer shares the space with /tmp.
+        assert!(!c.iter().any(
+            |x| matches!(x, Call::Mount { fstype: Some(t), flags, .. } if t == "tmpfs" && !flags.contains(MsFlags::MS_REMOUNT))
+        ));
         let Call::Mount {
             target,
             data: Some(o),
@@ -262,6 +290,12 @@ mod tests {
                 upper.join("w").display()
             )
         );
+        // The space, /tmp and the changes together, at the output limit.
+        assert_eq!(
+            space_resizes(&c, &d.space()),
+            vec![format!("size={},mode=0711", spec.limits.max_output_bytes)]
+        );
+        assert_eq!(r.space_bytes, spec.limits.max_output_bytes);
         // The plan is the last thing sent, after the layer is in place.
         assert!(matches!(c.last(), Some(Call::Write(_))));
         let plan = sent_plan(ends);
@@ -304,9 +338,17 @@ mod tests {
             &c,
             |x| matches!(x, Call::Mount { fstype: Some(t), .. } if t == "overlay"),
         );
-        // The upper tmpfs is let go before the copy's tmpfs is mounted.
-        assert_eq!(c[refused + 1], Call::Umount(d.scratch.join("upper")));
-        assert!(mounts_on(&c[refused + 2], &d.work()));
+        let bind = pos(&c, |x| {
+            mounts_on(x, &d.work())
+                && !matches!(
+                    x,
+                    Call::Mount {
+                        fstype: Some(_),
+                        ..
+                    }
+                )
+        });
+        assert!(refused < bind);
         assert_eq!(
             std::fs::read_to_string(d.work().join("a.c")).unwrap(),
             "int main;"
@@ -314,13 +356,15 @@ mod tests {
     }
 
     #[test]
-    fn the_copy_is_capped_at_what_the_inputs_use_plus_the_output_allowance() {
+    fn the_copy_takes_the_inputs_plus_the_output_allowance_of_the_space() {
         let d = Dirs::new();
         let spec = d.spec(WorkLayer::Copy);
         let (mut r, _ends) = ready(&d, &spec);
+        // The fake's space reports the same usage before and after: an
+        // empty copy. What matters is the order and the sizes.
         let mut sys = RecordingSyscalls::default();
         sys.fs.insert(
-            d.work(),
+            d.space(),
             FsUsage {
                 used: 8192,
                 available: 1 << 30,
@@ -329,12 +373,47 @@ mod tests {
         let layer = start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
         assert_eq!(layer, "copy on tmpfs");
         let c = sys.calls();
-        let usage = pos(&c, |x| *x == Call::FsUsage(d.work()));
-        assert!(
-            matches!(&c[usage + 1], Call::Mount { target, flags, data: Some(o), .. }
-            if *target == d.work() && flags.contains(MsFlags::MS_REMOUNT)
-                && *o == format!("size={},mode=0755", 8192 + spec.limits.max_output_bytes))
+        // No size while the inputs are copied, then the allowance.
+        assert_eq!(
+            space_resizes(&c, &d.space()),
+            vec![
+                "size=50%,mode=0711".to_string(),
+                format!("size={},mode=0711", spec.limits.max_output_bytes)
+            ]
         );
+        let copy = d.space().join("copy");
+        let unbounded = pos(&c, |x| mounts_on(x, &d.space()));
+        let mk = pos(&c, |x| *x == Call::Mkdir(copy.clone()));
+        let bind = pos(&c, |x| {
+            matches!(x, Call::Mount { source: Some(s), target, flags, .. }
+                if *s == copy && *target == d.work() && flags.contains(MsFlags::MS_BIND))
+        });
+        assert!(unbounded < mk && mk < bind);
+    }
+
+    #[test]
+    fn the_copy_counts_what_the_inputs_take_on_top_of_the_allowance() {
+        let d = Dirs::new();
+        std::fs::write(d.input.join("big"), vec![1u8; 1 << 16]).unwrap();
+        let spec = d.spec(WorkLayer::Copy);
+        let (mut r, _ends) = ready(&d, &spec);
+        // The real usage of the directory holding the space stands in for
+        // the tmpfs: the copy's bytes are what it grew by.
+        let before = crate::sys::LinuxSyscalls.fs_usage(&d.space()).unwrap().used;
+        let sys = RecordingSyscalls {
+            fs: [(
+                d.space(),
+                FsUsage {
+                    used: before,
+                    available: 1 << 30,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        start_step(&sys, &mut r, &spec, false, Floors::default()).unwrap();
+        assert_eq!(r.space_bytes, spec.limits.max_output_bytes);
+        assert_eq!(std::fs::read(d.work().join("big")).unwrap().len(), 1 << 16);
     }
 
     #[test]
@@ -356,15 +435,15 @@ mod tests {
             })
             .collect();
         chowned.sort();
-        let w = d.work();
+        let (copy, w) = (d.space().join("copy"), d.work());
         assert_eq!(
             chowned,
             vec![
-                w.clone(),
-                w.join("lib"),
-                w.join("lib/x.h"),
+                copy.clone(),
+                copy.join("lib"),
+                copy.join("lib/x.h"),
+                copy.join("x.h"),
                 w.join("src"),
-                w.join("x.h")
             ]
         );
     }
@@ -390,31 +469,25 @@ mod tests {
     }
 
     #[test]
-    fn tmp_is_resized_only_when_the_step_asks_another_size() {
+    fn the_space_is_resized_only_when_the_step_asks_another_size() {
         let d = Dirs::new();
-        let tmp = d.scratch.join("tmp");
-        let remounts = |spec: &SandboxSpec| {
+        let resizes = |spec: &SandboxSpec| {
             let (mut r, _ends) = ready(&d, spec);
             let sys = RecordingSyscalls::default();
             start_step(&sys, &mut r, spec, false, Floors::default()).unwrap();
-            let found: Vec<_> = sys
-                .calls()
-                .into_iter()
-                .filter(|x| mounts_on(x, &tmp))
-                .collect();
-            (found, r.tmp_bytes)
+            (space_resizes(&sys.calls(), &d.space()), r.space_bytes)
         };
-        let mut spec = d.spec(WorkLayer::Copy);
-        spec.limits.tmp_bytes = 3 << 20;
-        let (found, now) = remounts(&spec);
-        assert_eq!(now, 3 << 20);
-        assert!(
-            matches!(&found[..], [Call::Mount { flags, data: Some(o), .. }]
-            if flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
-                && *o == format!("size={},mode=1777", 3 << 20))
+        let mut spec = d.spec(WorkLayer::Overlay);
+        spec.limits.max_output_bytes = 3 << 20;
+        assert_eq!(
+            resizes(&spec),
+            (vec![format!("size={},mode=0711", 3 << 20)], 3 << 20)
         );
-        spec.limits.tmp_bytes = PREPARED_TMP_BYTES;
-        assert_eq!(remounts(&spec), (vec![], PREPARED_TMP_BYTES));
+        spec.limits.max_output_bytes = PREPARED_SPACE_BYTES;
+        assert_eq!(resizes(&spec), (vec![], PREPARED_SPACE_BYTES));
+        // tmp_bytes sizes nothing of its own any more.
+        spec.limits.tmp_bytes = 1;
+        assert_eq!(resizes(&spec), (vec![], PREPARED_SPACE_BYTES));
     }
 
     #[test]
