@@ -67,6 +67,7 @@ pub(crate) mod tests {
                 cpu_time_ms: 0,
                 max_output_bytes: 1 << 20,
                 tmp_bytes: 1 << 20,
+                max_log_bytes: 1 << 16,
             },
             source_date_epoch: 1_700_000_000,
             hostname: "attest".into(),
@@ -174,11 +175,25 @@ pub(crate) mod tests {
                 path: "a".into(),
                 state: OutputState::File { executable: true },
             }],
+            logs: Logs {
+                stdout: LogCapture {
+                    step_bytes: 10,
+                    dropped_bytes: 4,
+                    head_bytes: 3,
+                },
+                stderr: LogCapture::default(),
+            },
         };
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["outcome"]["kind"], "pids_limit");
         assert_eq!(j["outputs"][0]["state"]["kind"], "file");
         assert_eq!(j["settings"]["uid_map"], "0 100000 65536");
+        assert_eq!(j["logs"]["stdout"]["dropped_bytes"], 4);
+        // A report without logs (an older helper's) reads as none dropped.
+        let mut old = j.clone();
+        old.as_object_mut().unwrap().remove("logs");
+        let old: SandboxReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.logs, Logs::default());
         let back: SandboxReport = serde_json::from_value(j).unwrap();
         assert_eq!(back, r);
     }

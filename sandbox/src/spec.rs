@@ -165,6 +165,40 @@ pub struct Limits {
     /// work mount. The report's settings record `max_output_bytes` here,
     /// the most `/tmp` can hold. Kept so the spec's shape is unchanged.
     pub tmp_bytes: u64,
+    /// Bytes of each of the step's logs (stdout, stderr) handed on: past
+    /// this, the first half and the last half of the cap are kept and what
+    /// lies between is dropped, counted in [`LogCapture`]. The helper never
+    /// holds more than half of it in memory; the daemon receives at most it.
+    pub max_log_bytes: u64,
+}
+
+/// What became of one of the step's logs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCapture {
+    /// Bytes the step wrote.
+    pub step_bytes: u64,
+    /// Bytes dropped from the middle to stay within `max_log_bytes`; 0 when
+    /// the log was handed on whole.
+    pub dropped_bytes: u64,
+    /// Where the gap is: the bytes handed on before it (the rest, after it,
+    /// are the log's last bytes).
+    pub head_bytes: u64,
+}
+
+impl LogCapture {
+    /// Whether bytes were dropped.
+    pub fn truncated(&self) -> bool {
+        self.dropped_bytes > 0
+    }
+}
+
+/// The step's two logs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Logs {
+    /// The step's stdout.
+    pub stdout: LogCapture,
+    /// The step's stderr.
+    pub stderr: LogCapture,
 }
 
 /// What the helper hands back after the step.
@@ -178,6 +212,9 @@ pub struct SandboxReport {
     pub settings: Settings,
     /// One entry per declared output, in the declared order.
     pub outputs: Vec<CollectedOutput>,
+    /// What became of the step's stdout and stderr.
+    #[serde(default)]
+    pub logs: Logs,
 }
 
 /// How a step ended. When the step exits 0 the outcome is `Exited { code: 0 }`
@@ -516,6 +553,7 @@ impl SandboxSpec {
             ("pids", l.pids),
             ("max_output_bytes", l.max_output_bytes),
             ("tmp_bytes", l.tmp_bytes),
+            ("max_log_bytes", l.max_log_bytes),
         ] {
             if v == 0 {
                 return Err(bad("limits", format!("{name} must be positive")));

@@ -149,6 +149,9 @@ pub trait Syscalls {
     fn set_oom_score_adj(&self, value: i32) -> SysResult<()>;
     /// `pipe2(O_CLOEXEC)`: (read end, write end).
     fn pipe(&self) -> SysResult<(OwnedFd, OwnedFd)>;
+    /// `dup2(fd, target)`: `target` (0, 1 or 2) becomes `fd`, without
+    /// close-on-exec.
+    fn dup_onto(&self, fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()>;
     /// One `read(2)`.
     fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize>;
     /// One `write(2)`.
@@ -560,6 +563,14 @@ impl Syscalls for LinuxSyscalls {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
     }
 
+    fn dup_onto(&self, fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()> {
+        // SAFETY: dup2 onto one of fds 0-2, which no Rust object of ours
+        // owns (the standard streams are only ever borrowed); `fd` is
+        // valid for the call.
+        let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+        Errno::result(r).map(drop)
+    }
+
     fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
         nix::unistd::read(fd, buf)
     }
@@ -742,6 +753,7 @@ pub mod fake {
         Kill(i32),
         SetOomScoreAdj(i32),
         Pipe,
+        DupOnto(RawFd),
         Read,
         Write(Vec<u8>),
         Poll(usize),
@@ -970,6 +982,9 @@ pub mod fake {
         fn pipe(&self) -> SysResult<(OwnedFd, OwnedFd)> {
             self.rec(Call::Pipe)?;
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        }
+        fn dup_onto(&self, _fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()> {
+            self.rec(Call::DupOnto(target))
         }
         fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
             self.rec(Call::Read)?;

@@ -60,6 +60,7 @@ fn default_limits() -> Limits {
         cpu_time_ms: 60_000,
         max_output_bytes: 16 << 20,
         tmp_bytes: 16 << 20,
+        max_log_bytes: 64 << 20,
     }
 }
 

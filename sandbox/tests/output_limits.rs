@@ -72,6 +72,7 @@ impl Run {
                 cpu_time_ms: 0,
                 max_output_bytes: LIMIT,
                 tmp_bytes: LIMIT,
+                max_log_bytes: 1 << 20,
             },
             source_date_epoch: 1_700_000_000,
             hostname: "attest-sandbox".into(),
@@ -83,6 +84,11 @@ impl Run {
     /// Runs the step cold (`attestd-sandbox run`) or through a warm helper
     /// (`serve`, handed the spec on stdin); the report.
     fn run(&self, warm: bool) -> SandboxReport {
+        self.run_logged(warm).0
+    }
+
+    /// As `run`, with the step's stdout and stderr as the daemon gets them.
+    fn run_logged(&self, warm: bool) -> (SandboxReport, Vec<u8>, Vec<u8>) {
         let spec_path = self.dir.path().join("spec.json");
         let report_path = self.dir.path().join("report.json");
         let _ = std::fs::remove_file(&report_path);
@@ -107,16 +113,29 @@ impl Run {
                 .write_all(&request_line(&spec_path, &report_path).unwrap())
                 .unwrap();
         }
-        let mut stderr = String::new();
+        // Both read at once, as the daemon does: the helper blocks on a
+        // full pipe.
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            out.read_to_end(&mut b).unwrap();
+            b
+        });
+        let mut stderr = Vec::new();
         child
             .stderr
             .take()
             .unwrap()
-            .read_to_string(&mut stderr)
+            .read_to_end(&mut stderr)
             .unwrap();
+        let stdout = stdout.join().unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "helper exit {status}, stderr {stderr}");
-        read_report(&report_path).expect("report")
+        assert!(
+            status.success(),
+            "helper exit {status}, stderr {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        (read_report(&report_path).expect("report"), stdout, stderr)
     }
 
     fn out(&self) -> PathBuf {
@@ -231,5 +250,48 @@ fn build_and_tmp_fillers_share_the_one_limit() {
             "{layer:?}"
         );
         assert_eq!(report.settings.limits.tmp_bytes, LIMIT);
+    }
+}
+
+#[test]
+fn log_flood_is_cut_to_its_cap_keeping_head_and_tail() {
+    needs_root!();
+    // 20 MB on stdout and 3 MB on stderr against a 1 MiB cap each.
+    let mut run = Run::new(
+        "echo first; head -c 20000000 /dev/zero; echo last; \
+         echo err-first >&2; head -c 3000000 /dev/zero >&2; echo err-last >&2",
+    );
+    run.spec.outputs.clear();
+    let cap = 1u64 << 20;
+    run.spec.limits.max_log_bytes = cap;
+    for warm in [false, true] {
+        let (report, stdout, stderr) = run.run_logged(warm);
+        assert_eq!(report.outcome, Outcome::Exited { code: 0 }, "warm={warm}");
+        for (name, got, log, first, last, total) in [
+            (
+                "stdout",
+                &stdout,
+                report.logs.stdout,
+                "first\n",
+                "last\n",
+                20_000_011u64,
+            ),
+            (
+                "stderr",
+                &stderr,
+                report.logs.stderr,
+                "err-first\n",
+                "err-last\n",
+                3_000_019,
+            ),
+        ] {
+            assert_eq!(got.len() as u64, cap, "{name} warm={warm}");
+            assert!(got.starts_with(first.as_bytes()), "{name}");
+            assert!(got.ends_with(last.as_bytes()), "{name}");
+            assert_eq!(log.step_bytes, total, "{name}");
+            assert_eq!(log.dropped_bytes, total - cap, "{name}");
+            assert_eq!(log.head_bytes, cap / 2, "{name}");
+            assert!(log.truncated());
+        }
     }
 }

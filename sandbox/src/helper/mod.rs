@@ -35,6 +35,7 @@ use crate::error::SandboxError;
 use crate::spec::*;
 use crate::sys::{LinuxSyscalls, SysResult, Syscalls};
 
+pub(crate) mod logs;
 pub mod outputs;
 pub mod plan;
 pub mod prepare;
@@ -159,6 +160,7 @@ pub fn setup_failed(settings: Settings, e: &SandboxError) -> SandboxReport {
         usage: Usage::default(),
         settings,
         outputs: vec![],
+        logs: Logs::default(),
     }
 }
 
@@ -223,10 +225,12 @@ fn run_spec(
         // H8. Signals arrive through a signalfd, polled with stdin and the
         //     child.
         let sfd = crate::warm_keeper::signal_fd(true)?;
-        let stdin = std::io::stdin();
+        let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
         let outside = supervise::Outside {
             signals: sfd.as_fd(),
             stdin: stdin.as_fd(),
+            stdout: stdout.as_fd(),
+            stderr: stderr.as_fd(),
         };
         let (ready, cg) = match sandbox {
             Sandbox::Cold => {

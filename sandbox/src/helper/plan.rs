@@ -220,6 +220,7 @@ pub fn unknown_settings() -> Settings {
             cpu_time_ms: 0,
             max_output_bytes: 0,
             tmp_bytes: 0,
+            max_log_bytes: 0,
         },
         network: String::new(),
         hostname: String::new(),

@@ -117,6 +117,9 @@ pub struct Ready {
     pub(crate) exec_w: Option<OwnedFd>,
     pub(crate) err_r: OwnedFd,
     pub(crate) status_r: OwnedFd,
+    /// Read ends of the step's stdout and stderr.
+    pub(crate) stdout_r: OwnedFd,
+    pub(crate) stderr_r: OwnedFd,
     /// The size the space tmpfs is mounted with now.
     pub(crate) space_bytes: u64,
 }
@@ -212,6 +215,10 @@ pub fn prepare(
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let (exec_r, exec_w) = pipe()?;
+    // The step's stdout and stderr: ours to read and hand on within
+    // max_log_bytes, rather than the daemon's pipes themselves.
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
     let (setup_uid, setup_gid) = if privileged {
         (0, 0)
     } else {
@@ -256,6 +263,17 @@ pub fn prepare(
             drop(err_r);
             drop(status_r);
             drop(exec_w);
+            drop(stdout_r);
+            drop(stderr_r);
+            for (w, target) in [(&stdout_w, 1), (&stderr_w, 2)] {
+                if sys.dup_onto(w.as_fd(), target).is_err() {
+                    let e = "stdout and stderr\0cannot make the log pipes fds 1 and 2";
+                    let _ = write_all(sys, err_w.as_fd(), e.as_bytes());
+                    sys.exit_now(127)
+                }
+            }
+            drop(stdout_w);
+            drop(stderr_w);
             match enter_sandbox(sys, &plan) {
                 Ok(Role::Init { step }) => {
                     drop(err_w);
@@ -277,6 +295,8 @@ pub fn prepare(
     drop(err_w);
     drop(status_w);
     drop(exec_r);
+    drop(stdout_w);
+    drop(stderr_w);
     // H7. Map the sandbox's ids (inside 0..65536 to an unprivileged host
     //     range when root, else only our own id), and for a cold helper move
     //     it into the run's cgroup, before it runs anything.
@@ -317,6 +337,8 @@ pub fn prepare(
         exec_w: Some(exec_w),
         err_r,
         status_r,
+        stdout_r,
+        stderr_r,
         space_bytes: PREPARED_SPACE_BYTES,
     })
 }
@@ -415,12 +437,10 @@ mod tests {
                 }
             ]
         );
-        // H6: four pipes, then the clone into six new namespaces.
+        // H6: six pipes (sync, error, status, exec plan, stdout, stderr),
+        // then the clone into six new namespaces.
         let clone = pos(&c, |x| matches!(x, Call::Clone(_)));
-        assert_eq!(
-            c[clone - 4..clone],
-            [Call::Pipe, Call::Pipe, Call::Pipe, Call::Pipe]
-        );
+        assert_eq!(c[clone - 6..clone], vec![Call::Pipe; 6][..]);
         let Call::Clone(flags) = &c[clone] else {
             unreachable!()
         };

@@ -11,6 +11,7 @@ use nix::poll::PollFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
+use super::logs::LogCap;
 use super::outputs::Collection;
 use super::prepare::Ready;
 use super::teardown::Teardown;
@@ -122,14 +123,19 @@ fn watch<'a>(open: bool, fd: BorrowedFd<'a>, fds: &mut Vec<BorrowedFd<'a>>) -> O
     })
 }
 
-/// What the helper watches besides its sandbox: the signalfd of the stop
-/// signals, and its stdin, the daemon's liveness pipe (EOF is a cancel).
+/// What the helper deals with besides its sandbox: the signalfd of the
+/// stop signals, its stdin, the daemon's liveness pipe (EOF is a cancel),
+/// and its stdout and stderr, the daemon's pipes for the step's logs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outside<'a> {
     /// Non-blocking signalfd of [`crate::warm_keeper::STOP_SIGNALS`].
     pub(crate) signals: BorrowedFd<'a>,
     /// Our stdin.
     pub(crate) stdin: BorrowedFd<'a>,
+    /// Where the step's stdout goes.
+    pub(crate) stdout: BorrowedFd<'a>,
+    /// Where the step's stderr goes.
+    pub(crate) stderr: BorrowedFd<'a>,
 }
 
 pub(crate) struct Supervised {
@@ -179,9 +185,26 @@ pub(crate) fn supervise(
     let Ready {
         err_r,
         status_r,
+        stdout_r,
+        stderr_r,
         scratch,
         ..
     } = ready;
+    // The step's logs, each within max_log_bytes on its way out.
+    let mut logs = [
+        (
+            stdout_r,
+            outside.stdout,
+            LogCap::new(spec.limits.max_log_bytes),
+            true,
+        ),
+        (
+            stderr_r,
+            outside.stderr,
+            LogCap::new(spec.limits.max_log_bytes),
+            true,
+        ),
+    ];
     // H14. Watch.
     let deadline = start + Duration::from_millis(spec.limits.timeout_ms);
     let mut err_buf = Vec::new();
@@ -230,6 +253,10 @@ pub(crate) fn supervise(
         let stdin_idx = watch(stdin_open, outside.stdin, &mut fds);
         let err_idx = watch(err_open, err_r.as_fd(), &mut fds);
         let status_idx = watch(status_open, status_r.as_fd(), &mut fds);
+        let log_idx: Vec<Option<usize>> = logs
+            .iter()
+            .map(|(r, _, _, open)| watch(*open, r.as_fd(), &mut fds))
+            .collect();
         let revents = match sys.poll_readable(&fds, wait_ms.max(1)) {
             Ok(r) => r,
             Err(Errno::EINTR) => vec![PollFlags::empty(); fds.len()],
@@ -276,6 +303,11 @@ pub(crate) fn supervise(
                 }
             }
         }
+        for ((r, out, log, open), idx) in logs.iter_mut().zip(&log_idx) {
+            if !rev(*idx).is_empty() {
+                *open = pass_log_on(sys, r.as_fd(), *out, log);
+            }
+        }
         for (ready_flags, fd, buf, open) in [
             (err_ready, &err_r, &mut err_buf, &mut err_open),
             (status_ready, &status_r, &mut status_buf, &mut status_open),
@@ -312,6 +344,14 @@ pub(crate) fn supervise(
         }
     }
     let wall_ms = start.elapsed().as_millis() as u64;
+    // Every process that could write the logs is gone: the rest of each
+    // is in its pipe, up to EOF. Its tail goes out before the report.
+    let [out, err] = logs.map(|(r, to, mut log, mut open)| {
+        while open {
+            open = pass_log_on(sys, r.as_fd(), to, &mut log);
+        }
+        log.finish(sys, to)
+    });
     if err_open && init_reaped {
         err_buf.extend(read_to_end(sys, err_r.as_fd()));
     }
@@ -375,6 +415,10 @@ pub(crate) fn supervise(
             usage,
             settings,
             outputs,
+            logs: Logs {
+                stdout: out,
+                stderr: err,
+            },
         },
         teardown: Teardown {
             init: (!init_reaped).then_some(child),
@@ -385,6 +429,26 @@ pub(crate) fn supervise(
             ],
         },
     })
+}
+
+/// Reads what is there of a log and hands it on; whether the log is still
+/// open (not at EOF, no read error).
+fn pass_log_on(
+    sys: &dyn Syscalls,
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    log: &mut LogCap,
+) -> bool {
+    let mut b = [0u8; 1 << 16];
+    match sys.read(from, &mut b) {
+        Ok(0) => false,
+        Ok(n) => {
+            log.feed(sys, to, &b[..n]);
+            true
+        }
+        Err(Errno::EINTR | Errno::EAGAIN) => true,
+        Err(_) => false,
+    }
 }
 
 /// The setup error the sandbox's child sent (`step NUL message`), if any.
@@ -410,6 +474,7 @@ mod tests {
             cpu_time_ms: 5000,
             max_output_bytes: 1 << 20,
             tmp_bytes: 1 << 21,
+            max_log_bytes: 1 << 16,
         }
     }
 
@@ -531,23 +596,36 @@ mod tests {
             sig_w: Option<OwnedFd>,
             stdin_r: OwnedFd,
             stdin_w: Option<OwnedFd>,
+            /// The daemon's ends of the step's logs.
+            stdout_r: OwnedFd,
+            stdout_w: OwnedFd,
+            stderr_r: OwnedFd,
+            stderr_w: OwnedFd,
         }
 
         impl World {
             fn new() -> World {
                 let (sig_r, sig_w) = nix::unistd::pipe().unwrap();
                 let (stdin_r, stdin_w) = nix::unistd::pipe().unwrap();
+                let (stdout_r, stdout_w) = nix::unistd::pipe().unwrap();
+                let (stderr_r, stderr_w) = nix::unistd::pipe().unwrap();
                 World {
                     sig_r,
                     sig_w: Some(sig_w),
                     stdin_r,
                     stdin_w: Some(stdin_w),
+                    stdout_r,
+                    stdout_w,
+                    stderr_r,
+                    stderr_w,
                 }
             }
             fn outside(&self) -> Outside<'_> {
                 Outside {
                     signals: self.sig_r.as_fd(),
                     stdin: self.stdin_r.as_fd(),
+                    stdout: self.stdout_w.as_fd(),
+                    stderr: self.stderr_w.as_fd(),
                 }
             }
             fn signal(&self, signo: i32) {
@@ -572,6 +650,10 @@ mod tests {
         ) -> Result<Supervised, SandboxError> {
             let (r, mut ends) = ready(d, spec);
             child(&mut ends);
+            // The step's processes, the only writers of its logs, are gone
+            // by the time the init reports.
+            ends.stdout_w = None;
+            ends.stderr_w = None;
             let out = supervise(
                 sys,
                 r,
@@ -855,6 +937,51 @@ mod tests {
                 ]
             );
             assert!(!c.iter().any(|x| matches!(x, Call::Poll(_))));
+        }
+
+        #[test]
+        fn the_logs_are_handed_on_within_their_cap_and_the_cut_is_reported() {
+            let d = Dirs::new();
+            let mut spec = d.spec(WorkLayer::Copy);
+            spec.limits.max_log_bytes = 100;
+            let world = World::new();
+            let sys = RecordingSyscalls::default();
+            let flood: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                nix::unistd::write(e.stdout_w.as_ref().unwrap(), &flood).unwrap();
+                nix::unistd::write(e.stderr_w.as_ref().unwrap(), b"warning\n").unwrap();
+                report(e, 0, ChildUsage::default())
+            })
+            .unwrap();
+            assert_eq!(
+                s.report.logs,
+                Logs {
+                    stdout: LogCapture {
+                        step_bytes: 1000,
+                        dropped_bytes: 900,
+                        head_bytes: 50
+                    },
+                    stderr: LogCapture {
+                        step_bytes: 8,
+                        dropped_bytes: 0,
+                        head_bytes: 8
+                    },
+                }
+            );
+            let World {
+                stdout_r,
+                stdout_w,
+                stderr_r,
+                stderr_w,
+                ..
+            } = world;
+            drop((stdout_w, stderr_w));
+            let got = crate::helper::read_to_end(&sys, stdout_r.as_fd());
+            assert_eq!(got, [&flood[..50], &flood[950..]].concat());
+            assert_eq!(
+                crate::helper::read_to_end(&sys, stderr_r.as_fd()),
+                b"warning\n"
+            );
         }
     }
 }

@@ -70,6 +70,9 @@ pub(crate) struct ChildEnds {
     pub(crate) exec_r: OwnedFd,
     pub(crate) err_w: Option<OwnedFd>,
     pub(crate) status_w: Option<OwnedFd>,
+    /// The step's stdout and stderr.
+    pub(crate) stdout_w: Option<OwnedFd>,
+    pub(crate) stderr_w: Option<OwnedFd>,
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -83,6 +86,8 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
     let (exec_r, exec_w) = pipe();
     let (err_r, err_w) = pipe();
     let (status_r, status_w) = pipe();
+    let (stdout_r, stdout_w) = pipe();
+    let (stderr_r, stderr_w) = pipe();
     let ready = Ready {
         shape: Shape::of(spec),
         scratch: Scratch {
@@ -96,6 +101,8 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
         exec_w: Some(exec_w),
         err_r,
         status_r,
+        stdout_r,
+        stderr_r,
         space_bytes: PREPARED_SPACE_BYTES,
     };
     (
@@ -104,6 +111,8 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
             exec_r,
             err_w: Some(err_w),
             status_w: Some(status_w),
+            stdout_w: Some(stdout_w),
+            stderr_w: Some(stderr_w),
         },
     )
 }
