@@ -44,19 +44,20 @@
 //! warm helper serves exactly one build, since its stdout and stderr are that
 //! build's output pipes.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
+use nix::poll::PollFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, PREFIX};
 use crate::error::SandboxError;
 use crate::helper::Shape;
-use crate::sys::{Forked, LinuxSyscalls, Syscalls};
+use crate::sys::{Forked, Syscalls};
 
 /// What a warm helper (`attestd-sandbox serve`, this module) set up
 /// before it knew its spec.
@@ -232,7 +233,7 @@ pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
     //     their reader sees EOF as soon as the zygote delivers its report.
     let _ = sys.release_std_streams();
     // K5. Forward stop signals; wait for the zygote.
-    let code = keep(sys, &sfd, zygote);
+    let code = keep(sys, sfd.as_fd(), zygote);
     // K6. Nothing of the run outlives us: sweep and remove the cgroup.
     if let Some(cg) = &cg {
         cg.kill_all(sys);
@@ -261,26 +262,33 @@ pub fn keeper_action(signo: i32) -> KeeperAction {
     }
 }
 
-fn keep(sys: &dyn Syscalls, sfd: &SignalFd, zygote: Pid) -> i32 {
+/// K5: forwards stop signals to the zygote until it exits; its status.
+fn keep(sys: &dyn Syscalls, signals: BorrowedFd<'_>, zygote: Pid) -> i32 {
     loop {
-        match waitpid(zygote, Some(WaitPidFlag::WNOHANG)) {
+        match sys.waitpid(zygote, true) {
             Ok(WaitStatus::Exited(_, code)) => return code,
             Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => return 1,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return 1,
         }
-        let mut fds = [nix::poll::PollFd::new(
-            sfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-        while let Ok(Some(si)) = sfd.read_signal() {
-            if let KeeperAction::Forward(s) = keeper_action(si.ssi_signo as i32) {
+        // SIGCHLD is among the signals: the wait ends when the zygote does.
+        let ready = sys
+            .poll_readable(&[signals], KEEPER_POLL_MS)
+            .is_ok_and(|r| !r[0].is_empty());
+        if !ready {
+            continue;
+        }
+        for signo in sys.read_signals(signals).unwrap_or_default() {
+            if let KeeperAction::Forward(s) = keeper_action(signo) {
                 let _ = sys.kill(zygote, s);
             }
         }
     }
 }
+
+/// The longest the keeper sleeps between looks at its zygote when no
+/// signal comes (SIGCHLD wakes it at once).
+const KEEPER_POLL_MS: u16 = 60_000;
 
 /// The zygote: returns its exit status (0 = a report was written).
 fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) -> i32 {
@@ -299,7 +307,7 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
     //     error is kept and becomes the report's outcome once a request
     //     arrives. (The init dies with us: its parent-death signal.)
     let prepared = crate::helper::prepare(
-        &LinuxSyscalls,
+        sys,
         privileged,
         shape,
         warm.mount_ns_ready,
@@ -307,7 +315,8 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
         warm.child_oom_score_adj,
     );
     // Z6. Wait for the request, a stop signal, or EOF.
-    let (spec_path, report_path) = match wait_for_request(&sfd) {
+    let stdin = std::io::stdin();
+    let (spec_path, report_path) = match wait_for_request(sys, sfd.as_fd(), stdin.as_fd()) {
         Request::Run(s, r) => (s, r),
         Request::Stop => return EXIT_NO_REQUEST,
     };
@@ -356,31 +365,24 @@ pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) ->
     }
 }
 
-fn wait_for_request(sfd: &SignalFd) -> Request {
+/// Z6: reads stdin until a request line, EOF or a stop signal.
+fn wait_for_request(sys: &dyn Syscalls, signals: BorrowedFd<'_>, stdin: BorrowedFd<'_>) -> Request {
     let mut buf = LineBuf::default();
     loop {
-        let stdin = std::io::stdin();
-        let mut fds = [
-            nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
-            nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
+        let (sig, inp) = match sys.poll_readable(&[signals, stdin], KEEPER_POLL_MS) {
+            Ok(r) => (r[0], r[1]),
+            Err(Errno::EINTR) => continue,
             Err(_) => return Request::Stop,
+        };
+        if !sig.is_empty() && !sys.read_signals(signals).unwrap_or_default().is_empty() {
+            return Request::Stop;
         }
-        let sig = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
-        let inp = fds[1].revents().unwrap_or(nix::poll::PollFlags::empty());
-        if !sig.is_empty() {
-            if let Ok(Some(_)) = sfd.read_signal() {
-                return Request::Stop;
-            }
-        }
-        if inp.contains(nix::poll::PollFlags::POLLNVAL) {
+        if inp.contains(PollFlags::POLLNVAL) {
             return Request::Stop;
         }
         if !inp.is_empty() {
             let mut b = [0u8; 1024];
-            let chunk: &[u8] = match nix::unistd::read(stdin.as_fd(), &mut b) {
+            let chunk: &[u8] = match sys.read(stdin, &mut b) {
                 Ok(n) => &b[..n],
                 Err(Errno::EINTR | Errno::EAGAIN) => continue,
                 Err(_) => return Request::Stop,
@@ -493,5 +495,100 @@ mod tests {
     fn warm_pids_limit_counts_the_helper() {
         assert_eq!(crate::helper::warm_pids_max(64), 65);
         assert_eq!(crate::helper::warm_pids_max(u64::MAX), u64::MAX);
+    }
+
+    mod waiting {
+        use super::super::*;
+        use crate::sys::fake::{Call, RecordingSyscalls};
+        use nix::unistd::write;
+        use std::os::fd::OwnedFd;
+
+        /// A signal pipe and a stdin pipe, the test holding the write ends.
+        fn pipes() -> ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd)) {
+            (nix::unistd::pipe().unwrap(), nix::unistd::pipe().unwrap())
+        }
+
+        #[test]
+        fn a_request_line_on_stdin_is_the_run() {
+            let sys = RecordingSyscalls::default();
+            let ((sig_r, _sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json\t/s/rep").unwrap();
+            write(&in_w, b"ort.json\n").unwrap();
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Run("/s/spec.json".into(), "/s/report.json".into())
+            );
+            assert!(!sys.calls().contains(&Call::ReadSignals));
+        }
+
+        #[test]
+        fn eof_a_stop_signal_or_a_failed_poll_is_no_run() {
+            let sys = RecordingSyscalls::default();
+            let ((sig_r, _sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json").unwrap();
+            drop(in_w);
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+            // A stop signal wins over a request already waiting.
+            let ((sig_r, sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json\t/s/report.json\n").unwrap();
+            write(&sig_w, &[libc::SIGTERM as u8]).unwrap();
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+            let sys = RecordingSyscalls {
+                fail_on: Some("Poll".into()),
+                fail_errno: Errno::EBADF,
+                ..Default::default()
+            };
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+        }
+
+        #[test]
+        fn the_keeper_forwards_stop_signals_and_ends_with_the_zygote() {
+            let zygote = Pid::from_raw(77);
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().extend([
+                Ok(WaitStatus::StillAlive),
+                Ok(WaitStatus::Exited(zygote, 0)),
+            ]);
+            let (sig_r, sig_w) = nix::unistd::pipe().unwrap();
+            write(
+                &sig_w,
+                &[
+                    libc::SIGCHLD as u8,
+                    libc::SIGTERM as u8,
+                    libc::SIGUSR1 as u8,
+                ],
+            )
+            .unwrap();
+            assert_eq!(keep(&sys, sig_r.as_fd(), zygote), 0);
+            let kills: Vec<_> = sys
+                .calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Kill(_)))
+                .collect();
+            assert_eq!(kills, vec![Call::Kill(77)]);
+        }
+
+        #[test]
+        fn a_zygote_killed_by_a_signal_is_a_failed_helper() {
+            let zygote = Pid::from_raw(77);
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().push_back(Ok(WaitStatus::Signaled(
+                zygote,
+                Signal::SIGKILL,
+                false,
+            )));
+            let (sig_r, _sig_w) = nix::unistd::pipe().unwrap();
+            assert_eq!(keep(&sys, sig_r.as_fd(), zygote), 1);
+            assert!(!sys.calls().iter().any(|c| matches!(c, Call::Poll(_))));
+        }
     }
 }
