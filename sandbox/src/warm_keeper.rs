@@ -337,8 +337,8 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
 }
 
 /// Z2-Z4, everything that does not depend on the spec. A step that fails
-/// leaves its part undone, for `run::prepare` to do or to refuse: a cgroup we
-/// could not join is not used (rlimits only, as `run` without a cgroup); a
+/// leaves its part undone, for `helper::prepare` to do or to refuse: a cgroup we
+/// could not join is not used (rlimits only, as a cold run without a cgroup); a
 /// mount namespace not made is made later.
 pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) -> Warm {
     // Z2. Join the cgroup: the slow write, done while nobody waits.

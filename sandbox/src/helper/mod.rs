@@ -8,14 +8,18 @@
 //!
 //! - prepare, knowing only the [`Shape`]: H1 a private mount namespace, H2
 //!   private propagation, H3 the scratch tmpfs, H4 the work layer's shared
-//!   mount point, H5 /tmp, H6 the clone into new namespaces (the child runs
-//!   `crate::sandbox_init`: S1-S23 as pid 1, E1-E16 in the step), H7 its
-//!   id maps and cgroup, then the go-ahead;
+//!   mount point, H5 the step's space (one tmpfs for /tmp and the work
+//!   layer's changes), H6 the clone into new namespaces, its stdout and
+//!   stderr pipes of ours (the child runs `crate::sandbox_init`: S1-S23 as
+//!   pid 1, E1-E16 in the step), H7 its id maps and cgroup, then the
+//!   go-ahead;
 //! - per spec: H8 the signalfd, H9 the cgroup's limits, H10 the work layer
-//!   (H10a overlay, H10b copy), H11 the cwd, H12 /tmp's size, H13 the exec
-//!   plan sent, H14 the watch, H15 the kill of what is left, H16 the
-//!   outcome, H17 the outputs, H18 the report, H19 the teardown, H20 a cold
-//!   run's cgroup removed.
+//!   (H10a overlay, H10b copy), H11 the cwd, H12 the space at
+//!   `max_output_bytes`, H13 the exec plan sent, H14 the watch (the step's
+//!   logs handed on within `max_log_bytes`, [`logs`]), H15 the kill of what
+//!   is left, H16 the outcome, H17 the outputs (at most `max_output_bytes`
+//!   logical bytes), H18 the report, H19 the teardown, H20 a cold run's
+//!   cgroup removed.
 //!
 //! Before any of them, `main` closes every inherited descriptor
 //! ([`close_inherited_fds`]). A cold helper (`attestd-sandbox run`) does H8
@@ -35,7 +39,7 @@ use crate::error::SandboxError;
 use crate::spec::*;
 use crate::sys::{LinuxSyscalls, SysResult, Syscalls};
 
-pub(crate) mod logs;
+pub mod logs;
 pub mod outputs;
 pub mod plan;
 pub mod prepare;

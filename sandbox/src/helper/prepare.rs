@@ -245,7 +245,8 @@ pub fn prepare(
     // is known.
     let _ = crate::seccomp::profile_digest();
     // H6. The sandbox: new user, mount, pid, net, uts and ipc namespaces;
-    //     it builds itself (setup.rs) once we have written its id maps.
+    //     it builds itself (S1-S19, `crate::sandbox_init::setup`) once we
+    //     have written its id maps.
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
