@@ -83,9 +83,9 @@ pub enum WorkLayer {
     /// An overlayfs: the input tree is the read-only lower layer, the step's
     /// changes go to an upper layer in the step's space, a tmpfs of
     /// `max_output_bytes` it shares with `/tmp`. Costs nothing per input
-    /// byte; the input tree must be owned by the step's
-    /// host ids with owner-writable modes (else the step cannot change what
-    /// it was given), which the daemon's materialized trees are. Where the
+    /// byte; the input tree must be owned by the step's host ids with
+    /// owner-writable modes (else the step cannot change what it was
+    /// given), which the daemon's materialized trees are. Where the
     /// overlay cannot be mounted (no overlayfs, a lower path overlayfs cannot
     /// name), the helper falls back to `Copy` and says so in the settings.
     Overlay,
