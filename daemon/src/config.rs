@@ -277,6 +277,9 @@ impl LimitPolicy {
             max_output_bytes,
             // /tmp shares the output budget: one limit on what a step writes.
             tmp_bytes: max_output_bytes,
+            // Each of the step's logs (stdout, stderr): head and tail kept
+            // past this. Not yet a flag or request field.
+            max_log_bytes: 64 << 20,
         }
     }
 }
@@ -426,6 +429,7 @@ impl Config {
                 GIB,
             )?,
             tmp_bytes: 0,
+            max_log_bytes: 0,
         };
         let maxima = Limits {
             timeout_ms: dur(cli.max_timeout, &fl.max_timeout, "max-timeout", 120 * min)?,
@@ -444,6 +448,7 @@ impl Config {
                 8 * GIB,
             )?,
             tmp_bytes: 0,
+            max_log_bytes: 0,
         };
         let mut gc = GcPolicy {
             cas_max_bytes: size(

@@ -1,7 +1,7 @@
 //! `attestd-sandbox run --spec F --report F`,
 //! `attestd-sandbox serve --scratch-dir DIR [--hostname NAME] [--ro-bind P]...` (a warm
 //! helper: builds its sandbox ahead, then reads `SPEC<TAB>REPORT` on stdin,
-//! see `attest_sandbox::warm`), `attestd-sandbox cleanup --scratch-root DIR`
+//! see `attest_sandbox::warm_keeper`), `attestd-sandbox cleanup --scratch-root DIR`
 //! and `attestd-sandbox memory-namespace --dir DIR --size BYTES -- DAEMON
 //! ARGS...` (makes the daemon's mount namespace and input-tree tmpfs, then
 //! execs the daemon in it: see `attest_sandbox::memory_namespace`).
@@ -12,8 +12,8 @@
 
 use std::path::PathBuf;
 
-use attest_sandbox::run::Shape;
-use attest_sandbox::sys::{LinuxSyscalls, Syscalls};
+use attest_sandbox::helper::Shape;
+use attest_sandbox::sys::LinuxSyscalls;
 use attest_sandbox::{launch, memory_namespace, RootfsSpec, SandboxError};
 
 enum Cmd {
@@ -96,7 +96,7 @@ fn main() {
     // Before anything else: no descriptor the daemon leaked (sockets, keys,
     // the store) survives into the helper, let alone the step.
     let sys = LinuxSyscalls;
-    let _ = sys.close_from(3);
+    let closed = attest_sandbox::helper::close_inherited_fds(&sys);
     // A panic must not write to the step's stderr.
     std::panic::set_hook(Box::new(|_| {}));
     let args_os: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -107,17 +107,24 @@ fn main() {
     let code = match parse(&args) {
         Err(_) => 2,
         Ok(Cmd::Run { spec, report }) => {
-            let written = match launch::read_spec(&spec) {
-                Ok(s) => attest_sandbox::run::run(&s, &report),
-                Err(e) => attest_sandbox::run::deliver(
+            let spec = closed.and_then(|()| launch::read_spec(&spec));
+            let written = match spec {
+                Ok(s) => attest_sandbox::helper::run(&s, &report),
+                Err(e) => attest_sandbox::helper::deliver(
                     &sys,
                     &report,
-                    &attest_sandbox::run::setup_failed(attest_sandbox::run::unknown_settings(), &e),
+                    &attest_sandbox::helper::setup_failed(
+                        attest_sandbox::helper::unknown_settings(),
+                        &e,
+                    ),
                 ),
             };
             i32::from(!written)
         }
-        Ok(Cmd::Serve(shape)) => attest_sandbox::warm::serve(&sys, &shape),
+        // A warm helper that may hold a leaked descriptor starts nothing;
+        // the daemon sees it exit without a report.
+        Ok(Cmd::Serve(_)) if closed.is_err() => 1,
+        Ok(Cmd::Serve(shape)) => attest_sandbox::warm_keeper::serve(&sys, &shape),
         Ok(Cmd::Cleanup { scratch_root }) => {
             // The run directories under the scratch root are this daemon's
             // stale runs: only their cgroups (and dead pools') are removed.
@@ -129,9 +136,11 @@ fn main() {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Runs nothing of a step, so a descriptor that could not be
+            // closed leaks nowhere: the sweep goes on.
             attest_sandbox::cgroup::cleanup_leftovers(&sys, &stale_runs);
-            attest_sandbox::run::unmount_under(&sys, &scratch_root);
-            let left = attest_sandbox::run::unmount_under(&sys, &scratch_root);
+            attest_sandbox::helper::unmount_under(&sys, &scratch_root);
+            let left = attest_sandbox::helper::unmount_under(&sys, &scratch_root);
             i32::from(!left.is_empty())
         }
     };

@@ -17,8 +17,10 @@
 //! process's mount namespace. Born inside the namespace, the daemon and its
 //! helpers share it with no translation of paths.
 
+mod private_tmpfs;
+
 use crate::error::SandboxError;
-use crate::private_mounts::private_tmpfs;
+pub use private_tmpfs::private_tmpfs;
 use crate::sys::Syscalls;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
