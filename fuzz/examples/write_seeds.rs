@@ -18,7 +18,6 @@ fn file(name: &str, raw: &[u8], content: &[u8], executable: bool) -> FileNode {
         raw_name: raw.to_vec(),
         digest: digest(content),
         is_executable: executable,
-        ..Default::default()
     }
 }
 
@@ -46,7 +45,6 @@ fn directories() -> Vec<(&'static str, Vec<u8>)> {
                 ..Default::default()
             },
         ],
-        ..Default::default()
     };
     // Refused ones, each for one reason, so mutations start near the edges.
     let unsorted = Directory {

@@ -23,8 +23,11 @@ use attest_proto::v1::Directory;
 use attest_tree::{validate_directory, validate_name_bytes, Digest, EntryName};
 use prost::Message;
 
+/// A target's body: any bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `fuzz/corpus/<name>/` names their seeds.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("directory", directory),
     ("percent_bytes", percent_bytes),
     ("file_list", file_list),
