@@ -749,8 +749,9 @@ const FILE_LIST_MAGIC: &str = "attestd-file-list v1";
 
 /// `MAGIC <count> <sha256 of the records>\n` then the records: the
 /// checksum catches a list cut short or garbled by a crash (it is written
-/// without fsync, as the tree is).
-fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
+/// without fsync, as the tree is). Public for the fuzz target
+/// (`fuzz/src/lib.rs`), with [`decode_file_list`].
+pub fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
     let mut records = Vec::with_capacity(files.len() * 100);
     for (path, digest) in files {
         records.extend_from_slice(format!("{} {} ", digest.hex(), digest.size).as_bytes());
@@ -769,7 +770,11 @@ fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
 
 /// Reads a tree's file list; None when it is missing or does not check.
 fn read_file_list(path: &Path) -> Option<FileList> {
-    let bytes = std::fs::read(path).ok()?;
+    decode_file_list(&std::fs::read(path).ok()?)
+}
+
+/// Parses a file list's bytes; None when they do not check.
+pub fn decode_file_list(bytes: &[u8]) -> Option<FileList> {
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let records = &bytes[newline + 1..];
@@ -779,7 +784,10 @@ fn read_file_list(path: &Path) -> Option<FileList> {
     if attest_tree::hash_bytes(records).hex() != checksum {
         return None;
     }
-    let mut files = Vec::with_capacity(count);
+    // Not `count` itself: a list with a matching checksum can still claim
+    // any count, and reserving for it aborted the daemon (found by the
+    // file_list fuzz target). Every record takes at least one byte.
+    let mut files = Vec::with_capacity(count.min(records.len()));
     for record in records.split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let mut fields = record.splitn(3, |&b| b == b' ');
         let hex = std::str::from_utf8(fields.next()?).ok()?;

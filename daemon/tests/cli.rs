@@ -53,10 +53,7 @@ fn a_broken_config_file_is_named_in_the_error() {
 
 #[test]
 fn a_state_dir_the_sandbox_cannot_reach_is_refused_at_start() {
-    if attest_proto_uid() != 0 {
-        eprintln!("skipped: needs root (the check applies only when steps run under a mapped uid)");
-        return;
-    }
+    attest_testkit::needs_root!("the check applies only when steps run under a mapped uid");
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let closed = dir.path().join("closed");
@@ -79,15 +76,4 @@ fn a_state_dir_the_sandbox_cannot_reach_is_refused_at_start() {
         stderr.contains(closed.to_str().unwrap()) && stderr.contains("o+x"),
         "{stderr}"
     );
-}
-
-fn attest_proto_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(u32::MAX)
 }

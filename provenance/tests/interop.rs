@@ -1,8 +1,9 @@
 //! Interoperability with code no one here wrote: Python securesystemslib
 //! and in-toto-attestation, driven through the small scripts in
-//! `tests/interop/` at the workspace root. The packages must be installed
-//! (`pip install -r tests/interop/requirements.txt`; CI does it); without
-//! them these tests fail rather than pass vacuously.
+//! `tests/interop/` at the workspace root, through the shared harness
+//! (`attest_testkit::interop`). The packages must be installed
+//! (`bash scripts/test.sh` does it); without them these tests fail with the
+//! harness's install hint rather than pass vacuously.
 
 use attest_provenance::dsse::Envelope;
 use attest_provenance::keys::{KeyAlgorithm, KeyIdScheme, PublicKey, SigningKey};
@@ -12,67 +13,13 @@ use attest_provenance::slsa::{
 };
 use attest_provenance::statement::{ResourceDescriptor, Statement};
 use attest_provenance::verify::{verify_envelope, Artifact, Expectations, VerifyError};
-use serde_json::{json, Value};
+use attest_testkit::interop::{script, script_json};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-const INSTALL_HINT: &str = "pip install -r tests/interop/requirements.txt";
 const BUILDER: &str = "https://attestd.example/builders/ci-1";
-
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
-}
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-/// Fail (not skip) with the install command when the packages are missing.
-fn require_packages() {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import securesystemslib.dsse, securesystemslib.signer, in_toto_attestation.v1.statement, \
-             in_toto_attestation.predicates.provenance.v1.provenance_pb2, cryptography, google.protobuf",
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "the python interop packages are not importable: {}\nrun `{INSTALL_HINT}`",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "cannot run {} ({e}); install python 3 and run `{INSTALL_HINT}`",
-            python()
-        ),
-    }
-}
-
-/// Run `tests/interop/<script>` and parse the JSON it prints.
-fn run(script: &str, args: &[&Path]) -> Value {
-    require_packages();
-    let out = Command::new(python())
-        .arg(interop_dir().join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{script} printed no json ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);
@@ -155,7 +102,7 @@ fn securesystemslib_verifies_our_envelopes_and_its_keyids_equal_ours() {
             &format!("{alg}.pem"),
             key.public_key().to_spki_pem(),
         );
-        let out = run("sslib_verify.py", &[&env_path, Path::new("1"), &pem]);
+        let out = script_json("sslib_verify.py", &[&env_path, Path::new("1"), &pem]);
         assert_eq!(
             out["keyids"],
             json!([ours]),
@@ -172,7 +119,7 @@ fn securesystemslib_verifies_our_envelopes_and_its_keyids_equal_ours() {
     )
     .unwrap();
     let env_path = write(dir.path(), "both.json", env.to_json());
-    let out = run(
+    let out = script_json(
         "sslib_verify.py",
         &[&env_path, Path::new("2"), &keys[0].1, &keys[1].1],
     );
@@ -195,7 +142,7 @@ fn securesystemslib_verifies_envelopes_signed_with_reloaded_pem_keys() {
         let env = sign_statement(&our_statement(), &[&key], KeyIdScheme::Securesystemslib).unwrap();
         let env_path = write(dir.path(), "e.json", env.to_json());
         let pem = write(dir.path(), "k.pem", key.public_key().to_spki_pem());
-        let out = run("sslib_verify.py", &[&env_path, Path::new("1"), &pem]);
+        let out = script_json("sslib_verify.py", &[&env_path, Path::new("1"), &pem]);
         assert_eq!(
             out["verified"],
             json!([key.public_key().keyid(KeyIdScheme::Securesystemslib)])
@@ -208,7 +155,7 @@ fn in_toto_attestation_validates_our_statement_and_slsa_predicate() {
     let dir = tempfile::tempdir().unwrap();
     let st = our_statement();
     let path = write(dir.path(), "statement.json", st.to_json());
-    let out = run("attestation_validate.py", &[&path]);
+    let out = script_json("attestation_validate.py", &[&path]);
     assert_eq!(out["subjects"], json!(["hello"]));
     assert_eq!(out["builderId"], BUILDER);
     assert_eq!(out["descriptors"], 3);
@@ -232,12 +179,7 @@ fn in_toto_attestation_rejects_a_statement_without_subjects() {
     let mut st = our_statement();
     st.subject.clear();
     let path = write(dir.path(), "statement.json", st.to_json());
-    require_packages();
-    let out = Command::new(python())
-        .arg(interop_dir().join("attestation_validate.py"))
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = script("attestation_validate.py", &[&path]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("subject"));
 }
@@ -250,7 +192,7 @@ fn our_verifier_accepts_securesystemslib_signed_envelopes_and_refuses_them_tampe
     for alg in ["ed25519", "ecdsa"] {
         let out_dir = dir.path().join(alg);
         std::fs::create_dir(&out_dir).unwrap();
-        let out = run("sslib_sign.py", &[Path::new(alg), &payload, &out_dir]);
+        let out = script_json("sslib_sign.py", &[Path::new(alg), &payload, &out_dir]);
         let theirs = out["keyid"].as_str().unwrap().to_string();
         let pk =
             PublicKey::from_spki_pem(&std::fs::read_to_string(out_dir.join("public.pem")).unwrap())

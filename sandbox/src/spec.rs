@@ -296,7 +296,9 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Exited { code } => *code,
-            Outcome::Signaled { signal } => 128 + signal,
+            // Saturating: a report holding any signal number must not panic
+            // the daemon (found by the report fuzz target, fuzz/).
+            Outcome::Signaled { signal } => 128i32.saturating_add(*signal),
             Outcome::TimedOut { .. } => EXIT_TIMED_OUT,
             Outcome::OutOfMemory { .. } => EXIT_OUT_OF_MEMORY,
             Outcome::PidsLimit { .. } => EXIT_PIDS_LIMIT,

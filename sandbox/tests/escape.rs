@@ -1,7 +1,8 @@
 //! The escape suite: the real `attestd-sandbox` runs `attest-probe` inside a
 //! sandbox, and the probe tries to break out. Each test is named for what it
-//! attacks and fails if the attack succeeds. Needs root (CI runs it as root);
-//! without root every test prints "skipped: needs root" and returns.
+//! attacks and fails if the attack succeeds. Needs root (CI runs it as root,
+//! with `ATTEST_REQUIRE_ROOT=1`, under which a skip fails); without root
+//! every test prints a `SKIPPED` line and returns.
 //!
 //! `ATTEST_ESCAPE_WARM=1` runs every test through a warm helper
 //! (`attestd-sandbox serve`, handed its spec on stdin) instead of
@@ -25,16 +26,11 @@ use attest_sandbox::{
 const HELPER: &str = env!("CARGO_BIN_EXE_attestd-sandbox");
 const PROBE: &str = env!("CARGO_BIN_EXE_attest-probe");
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
+/// Every test here needs root: the one skip of the workspace
+/// (`attest_testkit::root_or_skip`), a failure under `ATTEST_REQUIRE_ROOT=1`.
 macro_rules! needs_root {
     () => {
-        if !is_root() {
-            println!("skipped: needs root");
-            return;
-        }
+        attest_testkit::needs_root!("the sandbox's namespaces, cgroups and mounts");
     };
 }
 

@@ -3,57 +3,21 @@
 //! (Statement + SLSA v1), sigstore-protobuf-specs (bundle v0.3) and in-toto's
 //! own `in-toto-verify` (a layout over a two-step chain of our links).
 //!
-//! The Python packages come from `tests/interop/requirements.txt`
-//! (scripts/test.sh installs them); without them these tests fail with the
-//! install command, never pass vacuously.
+//! The Python packages come from `tests/interop/requirements.txt`, run
+//! through the shared harness (`attest_testkit::interop`; scripts/test.sh
+//! installs them); without them these tests fail with the install hint,
+//! never pass vacuously.
 
 use attest_e2e::{copy_tree, repo_root, run, TestDaemon};
 use attest_provenance::dsse::read_envelopes;
+use attest_testkit::interop::{python, script, script_json};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const INSTALL_HINT: &str = "python3 -m pip install -r tests/interop/requirements.txt";
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
-}
-
-fn require_packages() {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import securesystemslib.dsse, in_toto.verifylib, in_toto_attestation.v1.statement, \
-             sigstore_protobuf_specs.dev.sigstore.bundle.v1",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run `{INSTALL_HINT}`", python()));
-    assert!(
-        out.status.success(),
-        "the python interop packages are not importable: {}\nrun `{INSTALL_HINT}`",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// `python3 tests/interop/<script> ARGS...`, output printed.
-fn script(name: &str, args: &[&Path]) -> Output {
-    require_packages();
-    run(Command::new(python())
-        .arg(repo_root().join("tests/interop").join(name))
-        .args(args))
-}
-
-/// `script`, which must succeed; its stdout parsed as JSON.
-fn script_json(name: &str, args: &[&Path]) -> Value {
-    let out = script(name, args);
-    assert!(out.status.success(), "{name} failed");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name} printed no JSON: {e}"))
-}
+use std::process::Output;
 
 /// in-toto's own command line, `in-toto-verify`, from the same interpreter.
 fn in_toto_verify(layout: &Path, layout_pub: &Path, link_dir: &Path) -> Output {
-    require_packages();
-    run(Command::new(python())
+    run(python()
         .args([
             "-c",
             "from in_toto.in_toto_verify import main; main()",
@@ -189,7 +153,7 @@ fn in_toto_attestation_accepts_percent_bytes_names_and_python_percent_decoding_g
         serde_json::json!(["dist/caf%E9 100%25.txt"])
     );
     // The documented decoding is Python's plain percent-decoding.
-    let decoded = run(Command::new(python()).args([
+    let decoded = run(python().args([
         "-c",
         "import sys, urllib.parse; \
          sys.stdout.buffer.write(urllib.parse.unquote_to_bytes(sys.argv[1]))",

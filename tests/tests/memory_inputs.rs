@@ -5,15 +5,11 @@
 //! disk tree does, and never take a step's writes.
 //!
 //! These tests need root (the daemon mounts nothing without it); CI runs
-//! them as root.
+//! them as root, with `ATTEST_REQUIRE_ROOT=1`, under which a skip fails.
 
 use attest_e2e::TestDaemon;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    attest_proto::current_uid() == 0
-}
 
 fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -94,10 +90,7 @@ fn trees_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a_killed_daemon() {
-    if !is_root() {
-        eprintln!("skipped: the memory tmpfs needs root");
-        return;
-    }
+    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
     let mut daemon = TestDaemon::start();
     let point = daemon.state_dir.join("inputs-mem");
     // Mounted in the daemon's namespace, 0700, nosuid, nodev, sized.
@@ -200,10 +193,7 @@ fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a
 
 #[test]
 fn a_tree_bigger_than_half_the_tmpfs_goes_to_disk() {
-    if !is_root() {
-        eprintln!("skipped: the memory tmpfs needs root");
-        return;
-    }
+    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
     let daemon = TestDaemon::start_with(&["--inputs-memory-size", "64K"]);
     let src = daemon.work_dir("src");
     std::fs::write(src.join("big.bin"), vec![7u8; 100 << 10]).unwrap();
@@ -222,10 +212,7 @@ fn a_tree_bigger_than_half_the_tmpfs_goes_to_disk() {
 
 #[test]
 fn a_tree_that_fills_the_tmpfs_while_being_built_is_built_on_disk_instead() {
-    if !is_root() {
-        eprintln!("skipped: the memory tmpfs needs root");
-        return;
-    }
+    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
     let daemon = TestDaemon::start_with(&["--inputs-memory-size", "1M"]);
     // One small file (its bytes fit many times over), and 400 symlinks
     // whose 300-byte targets each take a page of tmpfs (targets past 128

@@ -227,13 +227,15 @@ fn digests_are_withheld_until_the_first_hash_and_then_match_an_independent_recom
 
     // in-toto-attestation still accepts every descriptor (sha256 digests
     // are 64 hex characters, annotations a Struct).
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let validated = run(Command::new(python)
-        .arg(repo_root().join("tests/interop/attestation_validate.py"))
-        .arg(daemon.dir.path().join("work/statement.json")));
+    // (Through the shared harness, which fails with its install hint when
+    // the packages are missing.)
+    let validated = attest_testkit::interop::script(
+        "attestation_validate.py",
+        &[&daemon.dir.path().join("work/statement.json")],
+    );
     assert!(
         validated.status.success(),
-        "attestation_validate.py refused the statement (run `python3 -m pip install -r tests/interop/requirements.txt` if it is missing)"
+        "attestation_validate.py refused the statement"
     );
 }
 
