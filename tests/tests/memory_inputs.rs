@@ -90,7 +90,7 @@ fn trees_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a_killed_daemon() {
-    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
+    attest_testkit::needs_root!("the memory tmpfs is made only as root");
     let mut daemon = TestDaemon::start();
     let point = daemon.state_dir.join("inputs-mem");
     // Mounted in the daemon's namespace, 0700, nosuid, nodev, sized.
@@ -193,7 +193,7 @@ fn a_tree_that_fits_is_built_in_a_tmpfs_the_host_never_sees_and_that_goes_with_a
 
 #[test]
 fn a_tree_bigger_than_half_the_tmpfs_goes_to_disk() {
-    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
+    attest_testkit::needs_root!("the memory tmpfs is made only as root");
     let daemon = TestDaemon::start_with(&["--inputs-memory-size", "64K"]);
     let src = daemon.work_dir("src");
     std::fs::write(src.join("big.bin"), vec![7u8; 100 << 10]).unwrap();
@@ -212,7 +212,7 @@ fn a_tree_bigger_than_half_the_tmpfs_goes_to_disk() {
 
 #[test]
 fn a_tree_that_fills_the_tmpfs_while_being_built_is_built_on_disk_instead() {
-    attest_testkit::needs_root!("the daemon mounts the memory tmpfs only as root");
+    attest_testkit::needs_root!("the memory tmpfs is made only as root");
     let daemon = TestDaemon::start_with(&["--inputs-memory-size", "1M"]);
     // One small file (its bytes fit many times over), and 400 symlinks
     // whose 300-byte targets each take a page of tmpfs (targets past 128
@@ -266,10 +266,7 @@ fn with_the_memory_cache_off_nothing_is_mounted_and_trees_stay_on_disk() {
 
 #[test]
 fn the_tmpfs_is_made_by_the_sandbox_launcher_and_the_daemon_keeps_its_pid() {
-    if !is_root() {
-        eprintln!("skipped: the memory tmpfs needs root");
-        return;
-    }
+    attest_testkit::needs_root!("the memory tmpfs is made only as root");
     let daemon = TestDaemon::start();
     // The daemon execs `attestd-sandbox memory-namespace`, which mounts and
     // execs the daemon back: the process we started is attestd again, in a
@@ -291,10 +288,7 @@ fn the_tmpfs_is_made_by_the_sandbox_launcher_and_the_daemon_keeps_its_pid() {
 
 #[test]
 fn a_tmpfs_the_service_manager_mounted_is_used_as_it_is_and_not_mounted_again() {
-    if !is_root() {
-        eprintln!("skipped: the memory tmpfs needs root");
-        return;
-    }
+    attest_testkit::needs_root!("the memory tmpfs is made only as root");
     // What systemd's `TemporaryFileSystem=STATE/inputs-mem:size=8M` does: a
     // private mount namespace with the tmpfs, then the daemon.
     let daemon = TestDaemon::start_under(
