@@ -45,7 +45,9 @@ fn main() -> anyhow::Result<()> {
 /// and the tmpfs and execs the daemon back, with the same arguments and
 /// pid, inside it (`attest_sandbox::memory_namespace`).
 fn inputs_memory(config: Config) -> Config {
-    use attest_sandbox::memory_namespace::{launcher_command, tmpfs_size_at, LAUNCHED_ENV};
+    use attest_sandbox::memory_namespace::{
+        launcher_command, probe_command, tmpfs_size_at, LAUNCHED_ENV, PROBE_ANSWER,
+    };
     if config.inputs_memory_bytes == 0 {
         return config;
     }
@@ -86,8 +88,15 @@ fn inputs_memory(config: Config) -> Config {
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         })
         .and_then(|()| Ok((std::env::current_exe()?, std::fs::canonicalize(&dir)?)));
-    let error = match prepared {
-        Ok((exe, dir)) => {
+    // An exec cannot be taken back: first make sure the helper is the
+    // launcher (a `--sandbox-helper` that is another program would
+    // otherwise replace the daemon).
+    let probed = probe_command(&config.sandbox_helper)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let error = match (prepared, probed) {
+        (Ok((exe, dir)), Ok(probe)) if probe.stdout == PROBE_ANSWER.as_bytes() => {
             use std::os::unix::process::CommandExt;
             let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
             launcher_command(
@@ -99,7 +108,8 @@ fn inputs_memory(config: Config) -> Config {
             )
             .exec()
         }
-        Err(e) => e,
+        (Ok(_), Ok(_)) => std::io::Error::other("it is not attestd-sandbox's launcher"),
+        (Err(e), _) | (_, Err(e)) => e,
     };
     tracing::warn!(
         reason = %error,

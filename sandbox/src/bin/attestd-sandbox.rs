@@ -78,6 +78,10 @@ fn parse_serve(args: &[String]) -> Option<Cmd> {
 /// output of its own, so it may explain a failure on stderr.
 fn launch_daemon(sys: &LinuxSyscalls, args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
+    if args.len() == 1 && args[0] == "--probe" {
+        print!("{}", memory_namespace::PROBE_ANSWER);
+        return 0;
+    }
     let Some(request) = memory_namespace::parse_launch(args) else {
         eprintln!(
             "usage: attestd-sandbox memory-namespace --dir DIR --size BYTES -- DAEMON ARGS..."

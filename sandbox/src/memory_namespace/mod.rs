@@ -20,8 +20,8 @@
 mod private_tmpfs;
 
 use crate::error::SandboxError;
-pub use private_tmpfs::private_tmpfs;
 use crate::sys::Syscalls;
+pub use private_tmpfs::private_tmpfs;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,18 @@ pub fn launcher_command(
         .arg("--")
         .arg(daemon_exe)
         .args(daemon_args);
+    command
+}
+
+/// What `HELPER memory-namespace --probe` prints: the daemon execs the
+/// launcher only after this answer, since an exec cannot be taken back and
+/// a `--sandbox-helper` that is some other program would end the daemon.
+pub const PROBE_ANSWER: &str = "attestd-sandbox memory-namespace launcher\n";
+
+/// The probe's command line (see [`PROBE_ANSWER`]).
+pub fn probe_command(helper: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(helper);
+    command.arg("memory-namespace").arg("--probe");
     command
 }
 
