@@ -4,6 +4,7 @@
 use crate::error::DaemonError;
 use crate::executor::Daemon;
 use crate::service::Services;
+use crate::uds_authority::UdsConnection;
 use attest_proto::v1::{
     attestations_server::AttestationsServer, build_server::BuildServer,
     content_store_server::ContentStoreServer, keys_server::KeysServer,
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 /// Largest gRPC message accepted (uploads are chunked well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -76,7 +78,12 @@ pub async fn serve(
         .add_service(BuildServer::new(services.clone()))
         .add_service(AttestationsServer::new(services.clone()))
         .add_service(KeysServer::new(services))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        // Every connection through the :authority rewrite, so stock gRPC
+        // clients work with their defaults (see uds_authority).
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
+            shutdown,
+        )
         .await;
     let _ = std::fs::remove_file(socket);
     result.map_err(|e| DaemonError::Setting {

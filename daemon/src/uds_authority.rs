@@ -1,0 +1,593 @@
+//! Lets stock gRPC clients talk to the daemon over its Unix socket with
+//! their default options, by rewriting a `:authority` that h2 would refuse.
+//!
+//! The problem: a client dialing `unix:/run/attestd/attestd.sock` has no
+//! host name to put in `:authority`. grpc-core (Python `grpcio`, C++, Ruby)
+//! sends the percent-encoded socket path (`%2Frun%2Fattestd%2Fattestd.sock`),
+//! grpc-java sends the raw path, grpc-go sends `localhost`. h2 parses
+//! `:authority` as an `http::uri::Authority` before tonic sees the request
+//! and answers anything that does not parse with `RST_STREAM
+//! (PROTOCOL_ERROR)` (hyperium/h2#487, grpc/grpc#38142), so every call of
+//! those clients, health checks included, failed. Neither h2 nor hyper nor
+//! tonic has an option to accept such an authority.
+//!
+//! The fix, chosen over a patched vendored h2 because it applies to Unix
+//! socket connections only (a later TCP listener with mTLS keeps h2's
+//! checks untouched) and leaves every other byte to h2: each accepted
+//! [`UnixStream`] is wrapped in a [`UdsConnection`], which parses the
+//! client-to-server direction of the HTTP/2 connection and rewrites header
+//! blocks; the server-to-client direction is not touched.
+//!
+//! - The 24-byte client preface is checked and passed on.
+//! - Every frame's 9-byte header is read. DATA, SETTINGS, WINDOW_UPDATE,
+//!   PING, RST_STREAM, GOAWAY, PRIORITY and unknown frames pass through
+//!   byte for byte, streamed, never buffered; h2 judges them.
+//! - A HEADERS frame and its CONTINUATION frames are collected into one
+//!   header block (at most [`MAX_BLOCK_BYTES`]), padding stripped, and
+//!   decoded with an HPACK decoder that tracks the client's dynamic table
+//!   (and its table-size updates, up to the 4096 bytes h2 advertises: tonic
+//!   and hyper never set SETTINGS_HEADER_TABLE_SIZE, so the default holds).
+//!   The block is re-encoded with every field a literal without indexing,
+//!   so the server's decoder never adds to its own dynamic table and the
+//!   two tables cannot drift apart; `:authority` is kept when it parses as
+//!   an `http::uri::Authority` and replaced by `localhost` otherwise. The
+//!   result goes out as HEADERS (with the original END_STREAM and priority)
+//!   plus as many CONTINUATION frames as needed to keep each frame within
+//!   16,384 bytes, the smallest SETTINGS_MAX_FRAME_SIZE a peer may have.
+//! - Any framing or HPACK error closes the connection: the wrapper's read
+//!   fails, hyper drops the connection, and nothing half rewritten is ever
+//!   passed on. PUSH_PROMISE from a client is such an error (RFC 9113
+//!   8.4: only servers push).
+//!
+//! The HPACK decoder is `loona-hpack` (bearcove's maintained continuation
+//! of `fluke-hpack`, itself the fork of the unmaintained `hpack` 0.3 with
+//! its decoding bugs fixed): it decodes Huffman strings, tracks the dynamic
+//! table, enforces a maximum table size and reports malformed input as
+//! errors. `httlib-hpack` (last release 2021) was set aside for the
+//! decoder; h2's own HPACK module is private. The encoder side needs no
+//! crate beyond `loona-hpack`'s integer encoding: a literal without
+//! indexing is a flag byte and two length-prefixed strings.
+
+use loona_hpack::decoder::DecoderError;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+/// The HTTP/2 client connection preface (RFC 9113 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Length of a frame header (RFC 9113 4.1).
+const FRAME_HEADER_LEN: usize = 9;
+
+/// Largest payload of a frame this adapter writes: the initial
+/// SETTINGS_MAX_FRAME_SIZE, which every HTTP/2 peer must accept.
+const MAX_OUT_FRAME: usize = 16_384;
+
+/// Largest header block (compressed, all its frames together) accepted.
+/// hyper refuses header lists above 16 KiB decoded anyway; this bound only
+/// keeps a hostile client from making the adapter buffer without end.
+pub const MAX_BLOCK_BYTES: usize = 1 << 20;
+
+/// Largest decoded header list (RFC 7541 sizes: name + value + 32 per
+/// field) the adapter re-encodes. Indexed references make a block expand
+/// up to 4096 times, so the compressed bound alone does not bound this.
+pub const MAX_DECODED_BYTES: usize = 1 << 20;
+
+/// The dynamic table size the server advertises (h2's default, which
+/// tonic and hyper leave as it is): the most a client's encoder may use.
+const SERVER_HEADER_TABLE_SIZE: usize = 4_096;
+
+/// What `:authority` becomes when the client's does not parse.
+const LOCAL_AUTHORITY: &[u8] = b"localhost";
+
+const TYPE_HEADERS: u8 = 0x1;
+const TYPE_PUSH_PROMISE: u8 = 0x5;
+const TYPE_CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+
+/// Why a connection was closed by the adapter.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum RewriteError {
+    #[error("the connection did not start with the http/2 client preface")]
+    BadPreface,
+    #[error("the connection was already closed for an earlier error")]
+    AlreadyClosed,
+    #[error("headers frame on stream 0")]
+    HeadersOnStreamZero,
+    #[error("push_promise frame from a client (stream {stream})")]
+    PushPromise { stream: u32 },
+    #[error("frame of type {frame_type:#x} on stream {stream} inside the unfinished header block of stream {block_stream}")]
+    InterruptedHeaderBlock {
+        frame_type: u8,
+        stream: u32,
+        block_stream: u32,
+    },
+    #[error("continuation frame on stream {stream} with no header block to continue")]
+    UnexpectedContinuation { stream: u32 },
+    #[error("headers frame on stream {stream} is shorter than its padding and priority fields")]
+    BadPadding { stream: u32 },
+    #[error("header block of stream {stream} exceeds {limit} bytes")]
+    BlockTooLarge { stream: u32, limit: usize },
+    #[error("header block of stream {stream} decodes to more than {limit} bytes")]
+    DecodedTooLarge { stream: u32, limit: usize },
+    #[error("header block of stream {stream} is not valid hpack")]
+    Hpack {
+        stream: u32,
+        #[source]
+        source: DecoderError,
+    },
+}
+
+/// A frame header as read off the wire.
+#[derive(Clone, Copy, Debug)]
+struct FrameHeader {
+    len: usize,
+    frame_type: u8,
+    flags: u8,
+    stream: u32,
+}
+
+impl FrameHeader {
+    fn parse(bytes: &[u8]) -> FrameHeader {
+        FrameHeader {
+            len: usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]),
+            frame_type: bytes[3],
+            flags: bytes[4],
+            // The reserved top bit is ignored on receipt (RFC 9113 4.1).
+            stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
+        }
+    }
+}
+
+/// A header block being collected from HEADERS and CONTINUATION frames.
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    /// The 5 priority bytes of the HEADERS frame, when it had them.
+    priority: Option<[u8; 5]>,
+    fragment: Vec<u8>,
+}
+
+enum State {
+    /// Collecting the 24-byte preface.
+    Preface,
+    /// Collecting a 9-byte frame header.
+    FrameHeader,
+    /// Copying this many more payload bytes of a frame that passes through.
+    Passthrough(usize),
+    /// Collecting the payload of a HEADERS or CONTINUATION frame.
+    HeaderPayload(FrameHeader),
+    /// An error was reported; nothing more is read.
+    Failed,
+}
+
+/// The client-to-server rewriter, free of I/O so tests can feed it bytes
+/// in any chunking: [`Rewriter::feed`] takes what the client sent and
+/// appends what the server should see.
+pub struct Rewriter {
+    state: State,
+    /// Bytes of the unit being collected (preface, frame header, payload).
+    pending: Vec<u8>,
+    block: Option<Block>,
+    decoder: loona_hpack::Decoder<'static>,
+}
+
+impl Default for Rewriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Rewriter {
+    pub fn new() -> Rewriter {
+        let mut decoder = loona_hpack::Decoder::new();
+        decoder.set_max_allowed_table_size(SERVER_HEADER_TABLE_SIZE);
+        decoder.set_max_table_size(SERVER_HEADER_TABLE_SIZE);
+        Rewriter {
+            state: State::Preface,
+            pending: Vec::new(),
+            block: None,
+            decoder,
+        }
+    }
+
+    /// Consumes `input` (bytes from the client, any chunking) and appends
+    /// to `out` the bytes the server should read. After an error every
+    /// later call fails too, and `out` may hold bytes of complete frames
+    /// only, never part of a rewritten block.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        while !input.is_empty() {
+            match self.state {
+                State::Failed => return Err(RewriteError::AlreadyClosed),
+                State::Preface => {
+                    if !self.collect(&mut input, PREFACE.len()) {
+                        continue;
+                    }
+                    if self.pending != PREFACE {
+                        return self.fail(RewriteError::BadPreface);
+                    }
+                    out.extend_from_slice(PREFACE);
+                    self.pending.clear();
+                    self.state = State::FrameHeader;
+                }
+                State::FrameHeader => {
+                    if !self.collect(&mut input, FRAME_HEADER_LEN) {
+                        continue;
+                    }
+                    let header = FrameHeader::parse(&self.pending);
+                    if let Err(e) = self.start_frame(header, out) {
+                        return self.fail(e);
+                    }
+                }
+                State::Passthrough(remaining) => {
+                    let n = remaining.min(input.len());
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.state = if remaining == n {
+                        State::FrameHeader
+                    } else {
+                        State::Passthrough(remaining - n)
+                    };
+                }
+                State::HeaderPayload(header) => {
+                    if !self.collect(&mut input, header.len) {
+                        continue;
+                    }
+                    if let Err(e) = self.header_payload(header, out) {
+                        return self.fail(e);
+                    }
+                    self.pending.clear();
+                    self.state = State::FrameHeader;
+                }
+            }
+        }
+        // A frame whose payload is empty completes without more input.
+        if let State::HeaderPayload(header) = self.state {
+            if header.len == 0 {
+                if let Err(e) = self.header_payload(header, out) {
+                    return self.fail(e);
+                }
+                self.state = State::FrameHeader;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection was closed for an error.
+    pub fn has_failed(&self) -> bool {
+        matches!(self.state, State::Failed)
+    }
+
+    fn fail(&mut self, error: RewriteError) -> Result<(), RewriteError> {
+        self.state = State::Failed;
+        self.pending.clear();
+        self.block = None;
+        Err(error)
+    }
+
+    /// Moves bytes from `input` into `pending` until it holds `want`;
+    /// returns whether it does.
+    fn collect(&mut self, input: &mut &[u8], want: usize) -> bool {
+        let n = (want - self.pending.len()).min(input.len());
+        self.pending.extend_from_slice(&input[..n]);
+        *input = &input[n..];
+        self.pending.len() == want
+    }
+
+    /// Acts on a frame header just read (held in `pending`).
+    fn start_frame(&mut self, header: FrameHeader, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if let Some(block) = &self.block {
+            // RFC 9113 6.10: a header block is contiguous on the wire.
+            if header.frame_type != TYPE_CONTINUATION || header.stream != block.stream {
+                return Err(RewriteError::InterruptedHeaderBlock {
+                    frame_type: header.frame_type,
+                    stream: header.stream,
+                    block_stream: block.stream,
+                });
+            }
+        }
+        match header.frame_type {
+            TYPE_HEADERS | TYPE_CONTINUATION => {
+                if header.frame_type == TYPE_HEADERS && header.stream == 0 {
+                    return Err(RewriteError::HeadersOnStreamZero);
+                }
+                if header.frame_type == TYPE_CONTINUATION && self.block.is_none() {
+                    return Err(RewriteError::UnexpectedContinuation {
+                        stream: header.stream,
+                    });
+                }
+                let collected = self.block.as_ref().map_or(0, |b| b.fragment.len());
+                if collected + header.len > MAX_BLOCK_BYTES {
+                    return Err(RewriteError::BlockTooLarge {
+                        stream: header.stream,
+                        limit: MAX_BLOCK_BYTES,
+                    });
+                }
+                self.pending.clear();
+                self.state = State::HeaderPayload(header);
+            }
+            TYPE_PUSH_PROMISE => {
+                return Err(RewriteError::PushPromise {
+                    stream: header.stream,
+                })
+            }
+            _ => {
+                out.extend_from_slice(&self.pending);
+                self.pending.clear();
+                self.state = if header.len == 0 {
+                    State::FrameHeader
+                } else {
+                    State::Passthrough(header.len)
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a complete HEADERS or CONTINUATION payload (in `pending`) to
+    /// the block, and rewrites the block once it is complete.
+    fn header_payload(
+        &mut self,
+        header: FrameHeader,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        let payload = &self.pending[..];
+        if header.frame_type == TYPE_HEADERS {
+            let bad = || RewriteError::BadPadding {
+                stream: header.stream,
+            };
+            let mut body = payload;
+            let mut pad = 0;
+            if header.flags & FLAG_PADDED != 0 {
+                let (&len, rest) = body.split_first().ok_or_else(bad)?;
+                pad = usize::from(len);
+                body = rest;
+            }
+            let mut priority = None;
+            if header.flags & FLAG_PRIORITY != 0 {
+                if body.len() < 5 {
+                    return Err(bad());
+                }
+                let mut bytes = [0; 5];
+                bytes.copy_from_slice(&body[..5]);
+                priority = Some(bytes);
+                body = &body[5..];
+            }
+            // RFC 9113 6.2: padding that reaches into the fields is an error.
+            if pad > body.len() {
+                return Err(bad());
+            }
+            self.block = Some(Block {
+                stream: header.stream,
+                end_stream: header.flags & FLAG_END_STREAM != 0,
+                priority,
+                fragment: body[..body.len() - pad].to_vec(),
+            });
+        } else if let Some(block) = &mut self.block {
+            block.fragment.extend_from_slice(payload);
+        }
+        if header.flags & FLAG_END_HEADERS != 0 {
+            if let Some(block) = self.block.take() {
+                let encoded = rewrite_block(&mut self.decoder, &block)?;
+                write_block(&block, &encoded, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes one complete header block against the connection's dynamic
+/// table and re-encodes it without the dynamic table, `:authority` fixed.
+fn rewrite_block(
+    decoder: &mut loona_hpack::Decoder<'static>,
+    block: &Block,
+) -> Result<Vec<u8>, RewriteError> {
+    let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
+    let mut decoded_size = 0usize;
+    let mut too_large = false;
+    decoder
+        .decode_with_cb(&block.fragment, |name, value| {
+            decoded_size += name.len() + value.len() + 32;
+            if decoded_size > MAX_DECODED_BYTES {
+                // Keep decoding (the table must stay in step) but stop
+                // producing output; the block is refused below.
+                too_large = true;
+            }
+            if too_large {
+                return;
+            }
+            let value: &[u8] = if &*name == b":authority" && !is_valid_authority(&value) {
+                LOCAL_AUTHORITY
+            } else {
+                &value
+            };
+            encode_literal(&name, value, &mut encoded);
+        })
+        .map_err(|source| RewriteError::Hpack {
+            stream: block.stream,
+            source,
+        })?;
+    if too_large {
+        return Err(RewriteError::DecodedTooLarge {
+            stream: block.stream,
+            limit: MAX_DECODED_BYTES,
+        });
+    }
+    Ok(encoded)
+}
+
+/// Whether h2 accepts `value` as `:authority` (the same parse it makes).
+fn is_valid_authority(value: &[u8]) -> bool {
+    http::uri::Authority::try_from(value).is_ok()
+}
+
+/// RFC 7541 6.2.2, literal header field without indexing, new name; no
+/// Huffman (the server's decoder takes either).
+fn encode_literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.push(0x00);
+    for string in [name, value] {
+        // Writing to a Vec cannot fail.
+        let _ = loona_hpack::encoder::encode_integer_into(string.len(), 7, 0, out);
+        out.extend_from_slice(string);
+    }
+}
+
+/// Writes a rewritten block as HEADERS plus CONTINUATION frames, each
+/// payload at most [`MAX_OUT_FRAME`] bytes.
+fn write_block(block: &Block, encoded: &[u8], out: &mut Vec<u8>) {
+    let priority_len = block.priority.map_or(0, |_| 5);
+    let first = encoded.len().min(MAX_OUT_FRAME - priority_len);
+    let (head, mut rest) = encoded.split_at(first);
+    let mut flags = 0;
+    if block.end_stream {
+        flags |= FLAG_END_STREAM;
+    }
+    if block.priority.is_some() {
+        flags |= FLAG_PRIORITY;
+    }
+    if rest.is_empty() {
+        flags |= FLAG_END_HEADERS;
+    }
+    write_frame_header(
+        out,
+        priority_len + head.len(),
+        TYPE_HEADERS,
+        flags,
+        block.stream,
+    );
+    if let Some(priority) = block.priority {
+        out.extend_from_slice(&priority);
+    }
+    out.extend_from_slice(head);
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_OUT_FRAME);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let flags = if rest.is_empty() { FLAG_END_HEADERS } else { 0 };
+        write_frame_header(out, n, TYPE_CONTINUATION, flags, block.stream);
+        out.extend_from_slice(chunk);
+    }
+}
+
+fn write_frame_header(out: &mut Vec<u8>, len: usize, frame_type: u8, flags: u8, stream: u32) {
+    let len = u32::try_from(len).expect("frame payloads are at most 16384 bytes");
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(frame_type);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+}
+
+/// An accepted Unix-socket connection whose client-to-server bytes go
+/// through a [`Rewriter`]; writes pass straight through.
+pub struct UdsConnection {
+    inner: UnixStream,
+    rewriter: Rewriter,
+    /// Rewritten bytes not yet handed to the server.
+    out: Vec<u8>,
+    /// How much of `out` has been handed over.
+    out_pos: usize,
+    read_buf: Box<[u8]>,
+    eof: bool,
+}
+
+impl UdsConnection {
+    pub fn new(inner: UnixStream) -> UdsConnection {
+        UdsConnection {
+            inner,
+            rewriter: Rewriter::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            read_buf: vec![0; 16 * 1024].into_boxed_slice(),
+            eof: false,
+        }
+    }
+}
+
+impl Connected for UdsConnection {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for UdsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof || this.rewriter.has_failed() {
+                // End of stream: a failed rewriter never produces more.
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut this.read_buf);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let filled = read.filled();
+            if filled.is_empty() {
+                this.eof = true;
+                continue;
+            }
+            if let Err(e) = this.rewriter.feed(filled, &mut this.out) {
+                tracing::warn!(error = %e, "closing a unix-socket connection");
+                // Whatever complete frames came before the error are
+                // dropped too: the connection is over.
+                this.out.clear();
+                this.out_pos = 0;
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UdsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
