@@ -591,3 +591,536 @@ impl AsyncWrite for UdsConnection {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Header blocks come from `httlib-hpack`, an encoder independent of
+    //! the decoder under test, with its dynamic table and Huffman coding
+    //! in use; the rewritten output is decoded with a fresh decoder per
+    //! block, which only succeeds if the output never refers to a dynamic
+    //! table.
+    use super::*;
+    use httlib_hpack::Encoder;
+
+    const HUFFMAN: u8 = Encoder::HUFFMAN_NAME | Encoder::HUFFMAN_VALUE;
+    const INDEX: u8 = Encoder::WITH_INDEXING | Encoder::BEST_FORMAT;
+    const GRPCIO_AUTHORITY: &str = "%2Ftmp%2Fx%2Fattestd.sock";
+
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn grpc_request(authority: Option<&str>, path: &str) -> Fields {
+        let mut fields = vec![
+            (b":scheme".to_vec(), b"http".to_vec()),
+            (b":method".to_vec(), b"POST".to_vec()),
+        ];
+        if let Some(authority) = authority {
+            fields.push((b":authority".to_vec(), authority.as_bytes().to_vec()));
+        }
+        fields.extend([
+            (b":path".to_vec(), path.as_bytes().to_vec()),
+            (b"te".to_vec(), b"trailers".to_vec()),
+            (b"content-type".to_vec(), b"application/grpc".to_vec()),
+            (
+                b"user-agent".to_vec(),
+                b"grpc-python/1.76.0 grpc-c/51.0.0 (linux; chttp2)".to_vec(),
+            ),
+        ]);
+        fields
+    }
+
+    fn encode(encoder: &mut Encoder, fields: &Fields, flags: u8) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in fields {
+            encoder
+                .encode((name.clone(), value.clone(), flags), &mut block)
+                .expect("encode a header field");
+        }
+        block
+    }
+
+    fn frame(frame_type: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame_header(&mut out, payload.len(), frame_type, flags, stream);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn headers(stream: u32, block: &[u8]) -> Vec<u8> {
+        frame(TYPE_HEADERS, FLAG_END_HEADERS, stream, block)
+    }
+
+    fn connection(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = PREFACE.to_vec();
+        for f in frames {
+            bytes.extend_from_slice(f);
+        }
+        bytes
+    }
+
+    fn rewrite(bytes: &[u8]) -> Result<Vec<u8>, RewriteError> {
+        let mut out = Vec::new();
+        Rewriter::new().feed(bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// One frame of the rewritten output.
+    #[derive(Debug, PartialEq)]
+    struct Frame {
+        frame_type: u8,
+        flags: u8,
+        stream: u32,
+        payload: Vec<u8>,
+    }
+
+    fn frames(out: &[u8]) -> Vec<Frame> {
+        assert_eq!(&out[..24], PREFACE, "the preface is passed on");
+        let mut rest = &out[24..];
+        let mut frames = Vec::new();
+        while !rest.is_empty() {
+            let header = FrameHeader::parse(&rest[..9]);
+            frames.push(Frame {
+                frame_type: header.frame_type,
+                flags: header.flags,
+                stream: header.stream,
+                payload: rest[9..9 + header.len].to_vec(),
+            });
+            rest = &rest[9 + header.len..];
+        }
+        frames
+    }
+
+    /// The header blocks of the output, in order, each decoded with a
+    /// fresh decoder (so with no dynamic table); also checks the framing
+    /// the adapter promises: frames within 16,384 bytes, a block is one
+    /// HEADERS and then CONTINUATIONs, END_HEADERS on the last only.
+    fn blocks(out: &[u8]) -> Vec<(Frame, Fields)> {
+        let mut result = Vec::new();
+        let mut open: Option<(Frame, Vec<u8>)> = None;
+        for f in frames(out) {
+            let end_headers = f.flags & FLAG_END_HEADERS != 0;
+            assert!(
+                f.payload.len() <= MAX_OUT_FRAME,
+                "frame of {} bytes",
+                f.payload.len()
+            );
+            let fragment = match f.frame_type {
+                TYPE_HEADERS => {
+                    assert!(open.is_none(), "HEADERS inside a block");
+                    assert_eq!(f.flags & FLAG_PADDED, 0, "padding is stripped");
+                    let skip = if f.flags & FLAG_PRIORITY != 0 { 5 } else { 0 };
+                    let fragment = f.payload[skip..].to_vec();
+                    open = Some((f, Vec::new()));
+                    fragment
+                }
+                TYPE_CONTINUATION => {
+                    let (first, _) = open.as_ref().expect("CONTINUATION inside a block");
+                    assert_eq!(f.stream, first.stream);
+                    f.payload.clone()
+                }
+                _ => {
+                    assert!(open.is_none(), "a frame inside a header block");
+                    continue;
+                }
+            };
+            let (_, block) = open.as_mut().expect("an open block");
+            block.extend_from_slice(&fragment);
+            if end_headers {
+                let (first, block) = open.take().expect("an open block");
+                let fields = loona_hpack::Decoder::new()
+                    .decode(&block)
+                    .expect("the output decodes without any dynamic table");
+                result.push((first, fields));
+            }
+        }
+        assert!(open.is_none(), "a header block left unfinished");
+        result
+    }
+
+    fn with_authority(fields: &Fields, authority: &str) -> Fields {
+        fields
+            .iter()
+            .map(|(n, v)| {
+                if n == b":authority" {
+                    (n.clone(), authority.as_bytes().to_vec())
+                } else {
+                    (n.clone(), v.clone())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grpcio_percent_encoded_authority_becomes_localhost_across_requests() {
+        // Three requests on one connection, every field indexed: the
+        // second and third are mostly references into the dynamic table,
+        // so they decode right only if the adapter tracks it.
+        let mut encoder = Encoder::default();
+        let paths = [
+            "/grpc.health.v1.Health/Check",
+            "/attest.v1.Keys/GetPublicKeys",
+            "/grpc.health.v1.Health/Check",
+        ];
+        let requests: Vec<Fields> = paths
+            .iter()
+            .map(|p| grpc_request(Some(GRPCIO_AUTHORITY), p))
+            .collect();
+        let mut wire = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            let block = encode(&mut encoder, request, HUFFMAN | INDEX);
+            wire.push(headers(1 + 2 * i as u32, &block));
+        }
+        assert!(
+            wire[2].len() < wire[0].len() / 2,
+            "the third request reuses the dynamic table"
+        );
+        let out = rewrite(&connection(&wire)).expect("rewrite");
+        let got = blocks(&out);
+        assert_eq!(got.len(), 3);
+        for (i, (first, fields)) in got.iter().enumerate() {
+            assert_eq!(first.stream, 1 + 2 * i as u32);
+            assert_eq!(fields, &with_authority(&requests[i], "localhost"));
+        }
+    }
+
+    #[test]
+    fn authority_forms_of_real_clients() {
+        let cases: [(Option<&str>, Option<&str>); 7] = [
+            // grpc-go
+            (Some("localhost"), Some("localhost")),
+            // a valid host:port stays as it is
+            (Some("attestd.example:443"), Some("attestd.example:443")),
+            (Some("[::1]:50051"), Some("[::1]:50051")),
+            // grpc-java: the raw socket path
+            (Some("/tmp/x/attestd.sock"), Some("localhost")),
+            // grpcio (grpc-core)
+            (Some(GRPCIO_AUTHORITY), Some("localhost")),
+            (Some(""), Some("localhost")),
+            // absent stays absent
+            (None, None),
+        ];
+        for (sent, expected) in cases {
+            let request = grpc_request(sent, "/grpc.health.v1.Health/Check");
+            let block = encode(&mut Encoder::default(), &request, 0);
+            let out = rewrite(&connection(&[headers(1, &block)])).expect("rewrite");
+            let got = blocks(&out);
+            let authority = got[0]
+                .1
+                .iter()
+                .find(|(n, _)| n == b":authority")
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap());
+            assert_eq!(authority.as_deref(), expected, "sent {sent:?}");
+            let others: Fields = got[0]
+                .1
+                .iter()
+                .filter(|(n, _)| n != b":authority")
+                .cloned()
+                .collect();
+            let sent_others: Fields = request
+                .into_iter()
+                .filter(|(n, _)| n != b":authority")
+                .collect();
+            assert_eq!(others, sent_others, "the other fields are kept, in order");
+        }
+    }
+
+    #[test]
+    fn huffman_on_and_off_decode_alike() {
+        let request = grpc_request(Some(GRPCIO_AUTHORITY), "/attest.v1.Build/Execute");
+        let plain = encode(&mut Encoder::default(), &request, 0);
+        let huffman = encode(&mut Encoder::default(), &request, HUFFMAN);
+        assert_ne!(plain, huffman);
+        let out_plain = rewrite(&connection(&[headers(1, &plain)])).expect("rewrite plain");
+        let out_huffman = rewrite(&connection(&[headers(1, &huffman)])).expect("rewrite huffman");
+        assert_eq!(out_plain, out_huffman);
+        assert_eq!(
+            blocks(&out_plain)[0].1,
+            with_authority(&request, "localhost")
+        );
+    }
+
+    #[test]
+    fn continuation_frames_in_and_out() {
+        // 40 KB of metadata: the client splits the block into HEADERS and
+        // CONTINUATIONs, and so must the adapter, each within 16,384 bytes.
+        let mut request = grpc_request(Some(GRPCIO_AUTHORITY), "/attest.v1.Build/Execute");
+        request.push((b"x-big-bin".to_vec(), vec![b'a'; 40_000]));
+        let block = encode(&mut Encoder::default(), &request, 0);
+        let chunks: Vec<&[u8]> = block.chunks(10_000).collect();
+        let mut wire = vec![frame(TYPE_HEADERS, FLAG_END_STREAM, 3, chunks[0])];
+        for (i, chunk) in chunks[1..].iter().enumerate() {
+            let last = i + 2 == chunks.len();
+            let flags = if last { FLAG_END_HEADERS } else { 0 };
+            wire.push(frame(TYPE_CONTINUATION, flags, 3, chunk));
+        }
+        let out = rewrite(&connection(&wire)).expect("rewrite");
+        let all = frames(&out);
+        assert_eq!(all[0].frame_type, TYPE_HEADERS);
+        assert_eq!(
+            all[0].flags, FLAG_END_STREAM,
+            "END_STREAM kept, END_HEADERS not yet"
+        );
+        assert!(all.len() >= 3);
+        assert!(all[1..].iter().all(|f| f.frame_type == TYPE_CONTINUATION));
+        let got = blocks(&out);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, with_authority(&request, "localhost"));
+    }
+
+    #[test]
+    fn padded_headers_with_priority() {
+        let request = grpc_request(Some(GRPCIO_AUTHORITY), "/attest.v1.Keys/GetPublicKeys");
+        let block = encode(&mut Encoder::default(), &request, HUFFMAN | INDEX);
+        let priority = [0x80, 0, 0, 1, 200]; // exclusive on stream 1, weight 201
+        let mut payload = vec![7];
+        payload.extend_from_slice(&priority);
+        payload.extend_from_slice(&block);
+        payload.extend_from_slice(&[0; 7]);
+        let flags = FLAG_PADDED | FLAG_PRIORITY | FLAG_END_HEADERS | FLAG_END_STREAM;
+        let out =
+            rewrite(&connection(&[frame(TYPE_HEADERS, flags, 5, &payload)])).expect("rewrite");
+        let all = frames(&out);
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            all[0].flags,
+            FLAG_PRIORITY | FLAG_END_HEADERS | FLAG_END_STREAM
+        );
+        assert_eq!(all[0].payload[..5], priority);
+        assert_eq!(blocks(&out)[0].1, with_authority(&request, "localhost"));
+    }
+
+    #[test]
+    fn table_size_updates_are_followed() {
+        let mut encoder = Encoder::default();
+        let first = grpc_request(Some(GRPCIO_AUTHORITY), "/a/One");
+        let second = grpc_request(Some(GRPCIO_AUTHORITY), "/a/Two");
+        let third = grpc_request(Some(GRPCIO_AUTHORITY), "/a/Three");
+        let block1 = encode(&mut encoder, &first, HUFFMAN | INDEX);
+        // Shrink the table to nothing (evicting everything), then grow it
+        // back and index again: a decoder that ignored the updates would
+        // resolve the third block's references to stale entries.
+        let mut block2 = Vec::new();
+        encoder.update_max_dynamic_size(0, &mut block2).unwrap();
+        encoder.update_max_dynamic_size(4096, &mut block2).unwrap();
+        block2.extend(encode(&mut encoder, &second, INDEX));
+        let block3 = encode(&mut encoder, &third, HUFFMAN | INDEX);
+        let wire = [
+            headers(1, &block1),
+            headers(3, &block2),
+            headers(5, &block3),
+        ];
+        let out = rewrite(&connection(&wire)).expect("rewrite");
+        let got: Vec<Fields> = blocks(&out).into_iter().map(|(_, f)| f).collect();
+        assert_eq!(
+            got,
+            [&first, &second, &third].map(|r| with_authority(r, "localhost"))
+        );
+    }
+
+    #[test]
+    fn table_size_update_above_the_servers_setting_closes() {
+        let mut block = Vec::new();
+        let mut encoder = Encoder::default();
+        encoder.update_max_dynamic_size(8192, &mut block).unwrap();
+        block.extend(encode(&mut encoder, &grpc_request(None, "/a/B"), 0));
+        assert_eq!(
+            rewrite(&connection(&[headers(1, &block)])),
+            Err(RewriteError::Hpack {
+                stream: 1,
+                source: DecoderError::InvalidMaxDynamicSize
+            })
+        );
+    }
+
+    #[test]
+    fn other_frames_pass_through_byte_for_byte_in_any_chunking() {
+        let mut encoder = Encoder::default();
+        let request = grpc_request(Some(GRPCIO_AUTHORITY), "/attest.v1.Build/Execute");
+        let settings = frame(0x4, 0, 0, &[0, 4, 0, 0x10, 0, 0]);
+        let window = frame(0x8, 0, 0, &[0, 0x0f, 0, 1]);
+        let data = frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\x05hello");
+        let empty_data = frame(0x0, 0, 1, b"");
+        let wire = connection(&[
+            settings.clone(),
+            window.clone(),
+            frame(
+                TYPE_HEADERS,
+                FLAG_END_HEADERS,
+                1,
+                &encode(&mut encoder, &request, HUFFMAN | INDEX),
+            ),
+            empty_data.clone(),
+            data.clone(),
+            frame(
+                TYPE_HEADERS,
+                FLAG_END_HEADERS,
+                3,
+                &encode(&mut encoder, &request, HUFFMAN | INDEX),
+            ),
+        ]);
+        let whole = rewrite(&wire).expect("rewrite");
+        let mut rewriter = Rewriter::new();
+        let mut bytewise = Vec::new();
+        for byte in &wire {
+            rewriter
+                .feed(std::slice::from_ref(byte), &mut bytewise)
+                .expect("rewrite a byte");
+        }
+        assert_eq!(whole, bytewise);
+        let all = frames(&whole);
+        let passed: Vec<Vec<u8>> = [0, 1, 3, 4]
+            .iter()
+            .map(|&i| {
+                let f = &all[i];
+                frame(f.frame_type, f.flags, f.stream, &f.payload)
+            })
+            .collect();
+        assert_eq!(passed, [settings, window, empty_data, data]);
+        assert_eq!(blocks(&whole).len(), 2);
+    }
+
+    // Adversarial input: each closes the connection.
+
+    #[test]
+    fn not_a_preface_closes() {
+        let mut bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        bytes.resize(40, 0);
+        assert_eq!(rewrite(&bytes), Err(RewriteError::BadPreface));
+    }
+
+    #[test]
+    fn frame_inside_a_header_block_closes() {
+        let block = encode(&mut Encoder::default(), &grpc_request(None, "/a/B"), 0);
+        let (a, b) = block.split_at(10);
+        let wire = connection(&[
+            frame(TYPE_HEADERS, 0, 1, a),
+            frame(0x0, 0, 1, b"x"),
+            frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b),
+        ]);
+        assert_eq!(
+            rewrite(&wire),
+            Err(RewriteError::InterruptedHeaderBlock {
+                frame_type: 0,
+                stream: 1,
+                block_stream: 1
+            })
+        );
+        let wire = connection(&[
+            frame(TYPE_HEADERS, 0, 1, a),
+            frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, b),
+        ]);
+        assert_eq!(
+            rewrite(&wire),
+            Err(RewriteError::InterruptedHeaderBlock {
+                frame_type: TYPE_CONTINUATION,
+                stream: 3,
+                block_stream: 1
+            })
+        );
+    }
+
+    #[test]
+    fn half_a_rewritten_block_is_never_passed_on() {
+        // The HEADERS frame came, the block never ended: nothing of it is
+        // in the output, only the frames before it.
+        let block = encode(
+            &mut Encoder::default(),
+            &grpc_request(Some(GRPCIO_AUTHORITY), "/a/B"),
+            0,
+        );
+        let ping = frame(0x6, 0, 0, &[0; 8]);
+        let out = rewrite(&connection(&[
+            ping.clone(),
+            frame(TYPE_HEADERS, 0, 1, &block),
+        ]))
+        .expect("rewrite");
+        assert_eq!(out, connection(&[ping]));
+    }
+
+    #[test]
+    fn continuation_without_headers_closes() {
+        let wire = connection(&[frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b"\x82")]);
+        assert_eq!(
+            rewrite(&wire),
+            Err(RewriteError::UnexpectedContinuation { stream: 1 })
+        );
+    }
+
+    #[test]
+    fn push_promise_from_a_client_closes() {
+        let wire = connection(&[frame(
+            TYPE_PUSH_PROMISE,
+            FLAG_END_HEADERS,
+            1,
+            &[0, 0, 0, 2, 0x82],
+        )]);
+        assert_eq!(rewrite(&wire), Err(RewriteError::PushPromise { stream: 1 }));
+    }
+
+    #[test]
+    fn headers_on_stream_zero_closes() {
+        let wire = connection(&[headers(0, b"\x82")]);
+        assert_eq!(rewrite(&wire), Err(RewriteError::HeadersOnStreamZero));
+    }
+
+    #[test]
+    fn padding_longer_than_the_payload_closes() {
+        let flags = FLAG_PADDED | FLAG_END_HEADERS;
+        let wire = connection(&[frame(TYPE_HEADERS, flags, 1, &[9, 0x82, 0x86])]);
+        assert_eq!(rewrite(&wire), Err(RewriteError::BadPadding { stream: 1 }));
+        let flags = FLAG_PRIORITY | FLAG_END_HEADERS;
+        let wire = connection(&[frame(TYPE_HEADERS, flags, 1, &[0, 0, 0])]);
+        assert_eq!(rewrite(&wire), Err(RewriteError::BadPadding { stream: 1 }));
+    }
+
+    #[test]
+    fn endless_continuations_close() {
+        let mut wire = vec![frame(TYPE_HEADERS, 0, 1, &[0x82; 16_000])];
+        for _ in 0..(MAX_BLOCK_BYTES / 16_000) {
+            wire.push(frame(TYPE_CONTINUATION, 0, 1, &[0x82; 16_000]));
+        }
+        assert_eq!(
+            rewrite(&connection(&wire)),
+            Err(RewriteError::BlockTooLarge {
+                stream: 1,
+                limit: MAX_BLOCK_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn indexed_expansion_bomb_closes() {
+        // One 4000-byte entry in the dynamic table, then a block of 300
+        // one-byte references to it: 1.2 MB decoded from 300 bytes.
+        let mut encoder = Encoder::default();
+        let big = vec![(b"x-big".to_vec(), vec![b'b'; 4000])];
+        let block1 = encode(&mut encoder, &big, INDEX);
+        let block2 = vec![0x80 | 62; 300];
+        let wire = connection(&[headers(1, &block1), headers(3, &block2)]);
+        assert_eq!(
+            rewrite(&wire),
+            Err(RewriteError::DecodedTooLarge {
+                stream: 3,
+                limit: MAX_DECODED_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_hpack_closes_and_stays_closed() {
+        let mut rewriter = Rewriter::new();
+        let mut out = Vec::new();
+        // Index 70 with an empty dynamic table.
+        let wire = connection(&[headers(1, &[0x80 | 70])]);
+        assert_eq!(
+            rewriter.feed(&wire, &mut out),
+            Err(RewriteError::Hpack {
+                stream: 1,
+                source: DecoderError::HeaderIndexOutOfBounds
+            })
+        );
+        assert_eq!(
+            rewriter.feed(b"more", &mut out),
+            Err(RewriteError::AlreadyClosed)
+        );
+    }
+}
