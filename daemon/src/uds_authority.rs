@@ -259,6 +259,29 @@ impl Rewriter {
         Ok(())
     }
 
+    /// How many payload bytes of a frame that passes through are still to
+    /// come, when the rewriter is inside one: those bytes may go to the
+    /// server without a copy through [`Rewriter::feed`] (DATA frames, so
+    /// uploads, are nearly all of a connection's bytes).
+    pub fn passthrough_remaining(&self) -> Option<usize> {
+        match self.state {
+            State::Passthrough(remaining) => Some(remaining),
+            _ => None,
+        }
+    }
+
+    /// Records that `n` bytes of the current pass-through payload (at most
+    /// [`Rewriter::passthrough_remaining`]) went to the server directly.
+    pub fn skip_passthrough(&mut self, n: usize) {
+        if let State::Passthrough(remaining) = self.state {
+            self.state = if n >= remaining {
+                State::FrameHeader
+            } else {
+                State::Passthrough(remaining - n)
+            };
+        }
+    }
+
     /// Whether the connection was closed for an error.
     pub fn has_failed(&self) -> bool {
         matches!(self.state, State::Failed)
@@ -524,6 +547,9 @@ impl AsyncRead for UdsConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.out_pos < this.out.len() {
                 let n = buf.remaining().min(this.out.len() - this.out_pos);
@@ -537,6 +563,25 @@ impl AsyncRead for UdsConnection {
             }
             if this.eof || this.rewriter.has_failed() {
                 // End of stream: a failed rewriter never produces more.
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(remaining) = this.rewriter.passthrough_remaining() {
+                // Inside a pass-through payload: read straight into the
+                // caller's buffer, never past the payload's end.
+                let want = remaining.min(buf.remaining());
+                let mut direct = ReadBuf::new(buf.initialize_unfilled_to(want));
+                match Pin::new(&mut this.inner).poll_read(cx, &mut direct) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let n = direct.filled().len();
+                if n == 0 {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                this.rewriter.skip_passthrough(n);
+                buf.advance(n);
                 return Poll::Ready(Ok(()));
             }
             let mut read = ReadBuf::new(&mut this.read_buf);
@@ -976,6 +1021,86 @@ mod tests {
             .collect();
         assert_eq!(passed, [settings, window, empty_data, data]);
         assert_eq!(blocks(&whole).len(), 2);
+    }
+
+    /// The I/O wrapper, with its direct path for pass-through payloads,
+    /// hands the server exactly what the rewriter produces, whatever the
+    /// read sizes.
+    #[tokio::test]
+    async fn connection_reads_equal_the_rewriter_output() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut encoder = Encoder::default();
+        let request = grpc_request(
+            Some(GRPCIO_AUTHORITY),
+            "/attest.v1.ContentStore/UploadBlobs",
+        );
+        let mut upload = vec![0u8; 5];
+        upload.extend((0..100_000u32).map(|i| i as u8));
+        let mut frames_sent = vec![frame(0x4, 0, 0, &[])];
+        frames_sent.push(headers(1, &encode(&mut encoder, &request, HUFFMAN | INDEX)));
+        for chunk in upload.chunks(16_384) {
+            frames_sent.push(frame(0x0, 0, 1, chunk));
+        }
+        frames_sent.push(frame(0x0, FLAG_END_STREAM, 1, b""));
+        frames_sent.push(headers(3, &encode(&mut encoder, &request, HUFFMAN | INDEX)));
+        let wire = connection(&frames_sent);
+        let expected = rewrite(&wire).expect("rewrite");
+
+        for read_size in [1, 7, 9, 4096, 1 << 20] {
+            let (mut client, server) = UnixStream::pair().expect("socket pair");
+            let mut server = UdsConnection::new(server);
+            let sent = wire.clone();
+            let writer = tokio::spawn(async move {
+                // Odd write sizes, so reads see frames split anywhere.
+                for piece in sent.chunks(1000 + 3) {
+                    client.write_all(piece).await.expect("write");
+                }
+                client.shutdown().await.expect("shutdown");
+            });
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; read_size];
+            loop {
+                let n = server.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            writer.await.expect("writer");
+            assert_eq!(got.len(), expected.len(), "reads of {read_size}");
+            assert!(
+                got == expected,
+                "reads of {read_size} differ from the rewriter's output"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_closes_on_a_bad_block() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = UnixStream::pair().expect("socket pair");
+        let mut server = UdsConnection::new(server);
+        client
+            .write_all(&connection(&[
+                frame(0x6, 0, 0, &[0; 8]),
+                headers(1, &[0x80 | 70]),
+            ]))
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let error = loop {
+            let mut buf = [0u8; 64];
+            match server.read(&mut buf).await {
+                Ok(0) => panic!("a clean end instead of an error"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            got.len() <= PREFACE.len() + 17,
+            "nothing of the bad block was read"
+        );
     }
 
     // Adversarial input: each closes the connection.

@@ -24,7 +24,8 @@ use std::process::Command;
 
 const PIP_INSTALL: &str =
     "python3 -m pip install -r tests/interop/requirements.txt (scripts/test.sh does it)";
-const NODE_INSTALL: &str = "apt-get install -y nodejs npm (.ci/run does it when node is missing)";
+/// What .ci/run runs when node is missing.
+const NODE_INSTALL: &str = "apt-get install -y nodejs npm";
 
 /// A missing tool: a failure in CI, a skip elsewhere.
 fn missing_tool(what: &str, install: &str) {
