@@ -34,6 +34,10 @@
 //!   result goes out as HEADERS (with the original END_STREAM and priority)
 //!   plus as many CONTINUATION frames as needed to keep each frame within
 //!   16,384 bytes, the smallest SETTINGS_MAX_FRAME_SIZE a peer may have.
+//! - A header frame longer than the server's SETTINGS_MAX_FRAME_SIZE,
+//!   which h2 would refuse, is accepted up to the block limit: the adapter
+//!   does not read the server's settings, and a lenient reader here lets
+//!   server.rs raise that setting without touching this file.
 //! - Any framing or HPACK error closes the connection: the wrapper's read
 //!   fails, hyper drops the connection, and nothing half rewritten is ever
 //!   passed on. PUSH_PROMISE from a client is such an error (RFC 9113
