@@ -467,6 +467,7 @@ mod raw_h2 {
     const END_HEADERS: u8 = 0x4;
     const PADDED: u8 = 0x8;
     const PRIORITY: u8 = 0x20;
+    const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 
     fn frame(frame_type: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = u32::try_from(payload.len()).expect("a small frame");
@@ -546,6 +547,19 @@ mod raw_h2 {
             conn.read_exact(&mut payload).map_err(io)?;
             match frame_type {
                 SETTINGS if flags & ACK == 0 => {
+                    // The rewrite tracks the client's HPACK table up to the
+                    // 4096 bytes h2 advertises by default (uds_authority's
+                    // SERVER_HEADER_TABLE_SIZE): pin that nobody changed it.
+                    for entry in payload.chunks_exact(6) {
+                        let id = u16::from_be_bytes([entry[0], entry[1]]);
+                        let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+                        if id == SETTINGS_HEADER_TABLE_SIZE && value != 4096 {
+                            return Err(format!(
+                                "the daemon advertises SETTINGS_HEADER_TABLE_SIZE {value}: \
+                                 uds_authority::SERVER_HEADER_TABLE_SIZE must follow"
+                            ));
+                        }
+                    }
                     conn.write_all(&frame(SETTINGS, ACK, 0, &[])).map_err(io)?
                 }
                 PING if flags & ACK == 0 => {
