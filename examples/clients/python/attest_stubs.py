@@ -2,9 +2,11 @@
 from proto/attest/v1/*.proto by grpcio-tools (no generated code is kept
 in the repository, so the stubs always match the .proto files)."""
 
+import atexit
 import glob
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -25,6 +27,8 @@ def generate(proto_dir: str) -> types.SimpleNamespace:
     keys, attestations) and the service modules (cas_grpc, build_grpc,
     keys_grpc, attestations_grpc)."""
     out = tempfile.mkdtemp(prefix="attest-stubs-")
+    # Imported modules stay loaded; the files are not needed after exit.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = sorted(glob.glob(os.path.join(proto_dir, "attest", "v1", "*.proto")))
     if not protos:
         raise SystemExit(f"no attest/v1/*.proto under {proto_dir}")
