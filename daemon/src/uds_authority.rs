@@ -51,11 +51,11 @@
 //! h2's own HPACK module is private. It decodes Huffman strings, tracks
 //! the dynamic table, refuses a table-size update above the maximum and
 //! reports malformed input as errors (the corruption test below feeds it
-//! a thousand broken connections). Its Huffman decoder is slower than h2's (it builds its
-//! code table for every string), which matters little for a daemon whose
-//! every call starts a build or moves blobs. The encoder side needs
-//! nothing beyond its integer encoding: a literal without indexing is a
-//! flag byte and two length-prefixed strings.
+//! a thousand broken connections). Its Huffman decoder is slower than
+//! h2's (it builds its code table for every string), which matters little
+//! for a daemon whose every call starts a build or moves blobs. The
+//! encoder side needs nothing beyond its integer encoding: a literal
+//! without indexing is a flag byte and two length-prefixed strings.
 
 use loona_hpack::decoder::DecoderError;
 use std::io;
