@@ -25,3 +25,4 @@ pub mod server;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod uds_authority;

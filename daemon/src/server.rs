@@ -4,6 +4,7 @@
 use crate::error::DaemonError;
 use crate::executor::Daemon;
 use crate::service::Services;
+use crate::uds_authority::UdsConnection;
 use attest_proto::v1::{
     attestations_server::AttestationsServer, build_server::BuildServer,
     content_store_server::ContentStoreServer, keys_server::KeysServer,
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 /// Largest gRPC message accepted (uploads are chunked well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -54,20 +56,28 @@ pub async fn serve(
         .set_serving::<AttestationsServer<Services>>()
         .await;
     health_reporter.set_serving::<KeysServer<Services>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(attest_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| DaemonError::Setting {
-            name: "reflection",
-            reason: e.to_string(),
-        })?;
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(attest_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| DaemonError::Setting {
+        name: "reflection",
+        reason: e.to_string(),
+    };
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    // v1alpha too: Python's grpcio-reflection and other stock clients
+    // speak only that version (grpcurl tries v1, then v1alpha).
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
 
     let services = Services { daemon };
     tracing::info!(socket = %socket.display(), "attestd is serving");
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             ContentStoreServer::new(services.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -76,7 +86,12 @@ pub async fn serve(
         .add_service(BuildServer::new(services.clone()))
         .add_service(AttestationsServer::new(services.clone()))
         .add_service(KeysServer::new(services))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        // Every connection through the :authority rewrite, so stock gRPC
+        // clients work with their defaults (see uds_authority).
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
+            shutdown,
+        )
         .await;
     let _ = std::fs::remove_file(socket);
     result.map_err(|e| DaemonError::Setting {
