@@ -3,7 +3,6 @@
 //! working daemon.
 
 use crate::error::DaemonError;
-use crate::gc::GcPolicy;
 use attest_provenance::keys::KeyIdScheme;
 use attest_sandbox::Limits;
 use clap::{Parser, Subcommand};
@@ -280,6 +279,22 @@ impl LimitPolicy {
         }
     }
 }
+
+/// When and how much the collector (`store/gc.rs`) removes; lives here
+/// so that the collector depends on the configuration and not back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcPolicy {
+    /// Cap on the content store's blob bytes; 0: no cap.
+    pub cas_max_bytes: u64,
+    /// Cap on the materialized trees' file bytes on disk; 0: no cap.
+    pub inputs_max_bytes: u64,
+    /// Cap on the bytes of the trees in the memory tmpfs (half its size);
+    /// 0: no memory trees, or no cap.
+    pub inputs_memory_max_bytes: u64,
+    /// Nothing used more recently than this is evicted.
+    pub min_age: Duration,
+}
+
 
 /// The daemon's resolved configuration.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{error_chain, DaemonError};
 use crate::index::{AttestationIndex, IndexedAttestation};
 use crate::materialize::{remove_tree, InputTrees, TreeStats};
-use crate::provenance::{build_link, sign_provenance, BuildFacts, LinkFacts};
+use crate::provenance_of_build::{build_link, sign_provenance, BuildFacts, LinkFacts};
 use crate::signer::Signer;
 use crate::store::{BlobStore, BlobWriter};
 use attest_proto::v1::{
@@ -299,14 +299,14 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
 }
 
 /// The link's step name when one was requested: the request's, or
-/// [`crate::provenance::DEFAULT_LINK_NAME`]. The client turns it into a
+/// [`crate::provenance_of_build::DEFAULT_LINK_NAME`]. The client turns it into a
 /// file name, so it is checked here too.
 fn validate_link_name(request: &BuildRequest) -> Result<Option<String>, DaemonError> {
     if !request.emit_link {
         return Ok(None);
     }
     let name = if request.link_name.is_empty() {
-        crate::provenance::DEFAULT_LINK_NAME
+        crate::provenance_of_build::DEFAULT_LINK_NAME
     } else {
         &request.link_name
     };

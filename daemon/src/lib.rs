@@ -13,12 +13,10 @@
 pub mod config;
 pub mod error;
 pub mod executor;
-pub mod gc;
 pub mod helper_pool;
 pub mod index;
 pub mod materialize;
-pub mod packs;
-pub mod provenance;
+pub mod provenance_of_build;
 pub mod rootfs;
 pub mod server;
 pub mod service;

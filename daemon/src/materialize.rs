@@ -51,7 +51,7 @@
 //!
 //! Last use and eviction. Each `materialize` call, and each completeness
 //! check answered from a tree's list, sets the tree directory's mtime to
-//! now, so the collector (`gc.rs`) can evict the least recently used
+//! now, so the collector (`store/gc.rs`) can evict the least recently used
 //! trees. A tree is evicted by removing its list and renaming it to a
 //! `.tmp-` name under the same lock `materialize` takes, so a build either
 //! gets the tree before it goes (and the collector then sees it used within
@@ -115,7 +115,7 @@ pub struct MemoryPlace {
 }
 
 /// Default of [`MemoryPlace::linkable_max_bytes`]. Files over
-/// [`crate::packs::PACKED_BLOB_MAX`] are blob files in the store, which a
+/// [`crate::store::packs::PACKED_BLOB_MAX`] are blob files in the store, which a
 /// disk tree hardlinks at the cost of a directory entry each, while a
 /// memory tree copies them (their size in RAM, and the copy's time). What
 /// memory saves is inode creation, one per file, which such files, few
@@ -665,7 +665,7 @@ struct Plan {
     /// plus the list.
     footprint: u64,
     /// Bytes of the non-executable files over
-    /// [`crate::packs::PACKED_BLOB_MAX`]: those a disk tree links.
+    /// [`crate::store::packs::PACKED_BLOB_MAX`]: those a disk tree links.
     linkable_bytes: u64,
 }
 
@@ -680,7 +680,7 @@ fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
             files_sorted.push((relative.as_os_str().as_bytes().to_vec(), *digest));
             bytes += digest.size;
             footprint += digest.size.div_ceil(PAGE) * PAGE;
-            if !executable && digest.size > crate::packs::PACKED_BLOB_MAX {
+            if !executable && digest.size > crate::store::packs::PACKED_BLOB_MAX {
                 linkable_bytes += digest.size;
             }
         }
@@ -1339,7 +1339,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
-        let big = vec![b'x'; crate::packs::PACKED_BLOB_MAX as usize + 1];
+        let big = vec![b'x'; crate::store::packs::PACKED_BLOB_MAX as usize + 1];
         std::fs::write(src.join("big.bin"), &big).unwrap();
         std::fs::write(src.join("small.txt"), b"small").unwrap();
         let store = BlobStore::open(&dir.path().join("cas")).unwrap();
@@ -1351,7 +1351,7 @@ mod tests {
         assert_eq!(out, dir.path().join("inputs-mem").join(root.hex()));
         assert_eq!(std::fs::metadata(out.join("big.bin")).unwrap().nlink(), 1);
         // Over it (the big file alone is more): disk, the big file linked.
-        memory.linkable_max_bytes = crate::packs::PACKED_BLOB_MAX;
+        memory.linkable_max_bytes = crate::store::packs::PACKED_BLOB_MAX;
         let other = dir.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("big.bin"), &big).unwrap();

@@ -46,11 +46,11 @@ fn digest_arg(digest: Option<&attest_proto::v1::Digest>, what: &str) -> Result<D
 
 /// Blobs of one upload waiting to be made durable: large ones as files
 /// ([`crate::store::BlobStore::commit`]), small ones in the upload's packs
-/// (`packs.rs`).
+/// (`store/packs.rs`).
 struct Batch {
     files: Vec<crate::store::PendingBlob>,
     file_bytes: u64,
-    packs: crate::packs::PackWriter,
+    packs: crate::store::packs::PackWriter,
 }
 
 /// The blob an upload is receiving.
@@ -162,7 +162,7 @@ impl ContentStore for Services {
         let store = self.daemon.store.clone();
         let mut current: Option<Receiving> = None;
         let mut received: i64 = 0;
-        // Blobs are made durable in batches (store.rs, `commit`): one
+        // Blobs are made durable in batches (`store/blobs.rs`, `commit`): one
         // syncfs per batch rather than one fsync per blob, which for 20,000
         // small files was 20,000 journal commits. One batch is committed on
         // a blocking thread while the next one is received.
@@ -186,9 +186,9 @@ impl ContentStore for Services {
                     }
                 }
                 let digest = digest_arg(Some(digest), "blob digest")?;
-                // Small blobs are packed (packs.rs); large ones stay files,
+                // Small blobs are packed (`store/packs.rs`); large ones stay files,
                 // which a materialized tree can hardlink.
-                current = Some(if digest.size <= crate::packs::PACKED_BLOB_MAX {
+                current = Some(if digest.size <= crate::store::packs::PACKED_BLOB_MAX {
                     batch.packs.begin(digest).map_err(Status::from)?;
                     Receiving::Packed
                 } else {

@@ -32,7 +32,7 @@
 //! (SECURITY.md).
 
 use crate::error::DaemonError;
-use crate::packs::{PackWriter, Packs, PACKED_BLOB_MAX};
+use crate::store::packs::{PackWriter, Packs, PACKED_BLOB_MAX};
 use attest_tree::{hash_bytes, Digest};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -53,7 +53,7 @@ pub struct StoredBlob {
     /// Blobs it holds: 1 for a file; for a pack, the blobs its entries name.
     pub blobs: u64,
     /// The pack, when this is one (evicted whole).
-    pub pack: Option<crate::packs::PackInfo>,
+    pub pack: Option<crate::store::packs::PackInfo>,
     /// Last use (see the module comment), to [`TOUCH_AFTER`].
     pub last_used: SystemTime,
 }

@@ -12,12 +12,12 @@
 //! `cas/packs/index.redb` maps each blob (sha256 and size) to its pack and
 //! offset. Blobs of at most [`PACKED_BLOB_MAX`] bytes that arrive by
 //! UploadBlobs are packed; larger ones, and the daemon's own products and
-//! logs, stay one file each (store.rs), where a materialized tree can
+//! logs, stay one file each (`blobs.rs`), where a materialized tree can
 //! hardlink them.
 //!
 //! Crash safety. A blob is hashed as it is appended and checked against
 //! the digest it claims; a mismatch cuts the pack back to where the blob
-//! began. Batches are committed as in store.rs: `fdatasync` of the packs
+//! began. Batches are committed as in `blobs.rs`: `fdatasync` of the packs
 //! written since the last commit, then one redb transaction inserts their
 //! index entries (redb commits are atomic and durable). So an entry only
 //! ever points at bytes that were checked and are on disk; a crash leaves

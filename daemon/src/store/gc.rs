@@ -47,28 +47,14 @@
 //! both re-checking the last use first, so a crash mid-collection leaves
 //! only `.tmp-` names that the next start removes.
 
-use crate::config::Config;
+use crate::config::{Config, GcPolicy};
 use crate::error::DaemonError;
 use crate::index::AttestationIndex;
 use crate::materialize::InputTrees;
 use crate::store::BlobStore;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
-
-/// When and how much to collect.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GcPolicy {
-    /// Cap on the content store's blob bytes; 0: no cap.
-    pub cas_max_bytes: u64,
-    /// Cap on the materialized trees' file bytes on disk; 0: no cap.
-    pub inputs_max_bytes: u64,
-    /// Cap on the bytes of the trees in the memory tmpfs (half its size);
-    /// 0: no memory trees, or no cap.
-    pub inputs_memory_max_bytes: u64,
-    /// Nothing used more recently than this is evicted.
-    pub min_age: Duration,
-}
+use std::time::SystemTime;
 
 /// What one collection found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -225,6 +211,7 @@ pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, Daemo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use attest_tree::Digest;
     use std::fs::File;
 
