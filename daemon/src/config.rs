@@ -295,7 +295,6 @@ pub struct GcPolicy {
     pub min_age: Duration,
 }
 
-
 /// The daemon's resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -20,8 +20,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::resolve(&cli)?;
     if let Some(Command::Gc { dry_run }) = cli.command {
-        let report =
-            attestd::store::gc::collect_offline(&config, dry_run).context("garbage collection failed")?;
+        let report = attestd::store::gc::collect_offline(&config, dry_run)
+            .context("garbage collection failed")?;
         println!("{}{report}", if dry_run { "dry run: " } else { "" });
         return Ok(());
     }

@@ -211,9 +211,9 @@ pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, Daemo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use attest_tree::Digest;
     use std::fs::File;
+    use std::time::Duration;
 
     struct State {
         _dir: tempfile::TempDir,
