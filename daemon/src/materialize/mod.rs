@@ -57,20 +57,27 @@
 //! gets the tree before it goes (and the collector then sees it used within
 //! its minimum age and keeps it) or builds it anew; the renamed tree is
 //! deleted after the lock is released.
+//!
+//! The files: this one is the cache (lookup, completeness, eviction);
+//! [`builder`] builds one tree; [`file_list`] is the list format;
+//! [`stored_tree`] reads a tree of `Directory` messages from the store.
 
 use crate::error::DaemonError;
-use crate::store::{BlobStore, Placed};
-use attest_proto::v1::Directory;
-use attest_tree::{symlink_target, validate_directory, Digest, EntryName, MAX_TREE_DEPTH};
-use prost::Message;
-use std::ffi::OsStr;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use crate::store::BlobStore;
+use attest_tree::Digest;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+mod builder;
+mod file_list;
+mod stored_tree;
+
+use builder::{plan, Plan};
+use file_list::{read_file_list, stats_of, write_file_list, FILE_LIST_PREFIX};
+use stored_tree::{walk, walk_files, Node};
 
 /// A tree's regular files: each path (`/`-separated, relative to the root,
 /// the names' raw bytes, which need not be UTF-8) with its digest.
@@ -453,251 +460,12 @@ impl InputTrees {
         );
         Ok(dir)
     }
-
-    /// Builds the tree of `plan` under a temporary name in `place`, then
-    /// renames it into place whole with its list beside it. Returns where
-    /// the tree is: this one, or the one another build finished first.
-    /// A half-built tree is removed on any error.
-    fn build(
-        &self,
-        store: &BlobStore,
-        root: &Digest,
-        plan: &Plan,
-        place: &Path,
-        in_memory: bool,
-    ) -> Result<(PathBuf, LinkCounts), DaemonError> {
-        let tmp_dir = place.join(format!(".tmp-{}-{}", root.hex(), uuid::Uuid::new_v4()));
-        let counts = LinkCounts::default();
-        let result = (|| {
-            std::fs::create_dir(&tmp_dir).map_err(DaemonError::io("create", &tmp_dir))?;
-            self.chown(&tmp_dir)?;
-            // Parents before children, so directories first, in walk order.
-            let mut directories = Vec::new();
-            for (relative, node) in &plan.nodes {
-                if let Node::Directory = node {
-                    let path = tmp_dir.join(relative);
-                    std::fs::create_dir(&path).map_err(DaemonError::io("create", &path))?;
-                    self.chown(&path)?;
-                    directories.push(path);
-                }
-            }
-            self.place_leaves(store, plan, &tmp_dir, in_memory, &counts)?;
-            // Directories 0755 (files 0644, executables 0755): the sandbox
-            // lays the step's overlay over the tree, and overlayfs checks
-            // the modes it finds here, so the step (their owner) can create,
-            // change, delete and rename files anywhere, as in a copy of its
-            // own. Nothing here is ever written by a step: overlayfs never
-            // writes its lower layer.
-            for dir in directories.iter().rev().chain(std::iter::once(&tmp_dir)) {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                    .map_err(DaemonError::io("chmod", dir))?;
-            }
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(theirs) = self.locate(root) {
-                // Another build materialized the same tree first: use theirs.
-                let theirs = theirs.join(root.hex());
-                touch(&theirs)?;
-                remove_tree(&tmp_dir)?;
-                return Ok(theirs);
-            }
-            let final_dir = place.join(root.hex());
-            write_file_list(
-                &place.join(format!("{FILE_LIST_PREFIX}{}", root.hex())),
-                &plan.files_sorted,
-            )?;
-            std::fs::rename(&tmp_dir, &final_dir).map_err(DaemonError::io("rename", &final_dir))?;
-            touch(&final_dir)?;
-            Ok(final_dir)
-        })();
-        if result.is_err() && tmp_dir.exists() {
-            let _ = remove_tree(&tmp_dir);
-        }
-        result.map(|dir| (dir, counts))
-    }
-
-    /// Places the files and symlinks of `plan` under `tmp_dir`, whose
-    /// directories exist, on several threads (`store.place` and `chown`
-    /// take `&self`; each path is placed once). On disk, a non-executable
-    /// file is a hardlink to its blob; in memory everything is a copy (no
-    /// link crosses filesystems, so none is tried). The first error stops
-    /// every worker and is returned; the caller removes the half-built
-    /// tree.
-    fn place_leaves(
-        &self,
-        store: &BlobStore,
-        plan: &Plan,
-        tmp_dir: &Path,
-        in_memory: bool,
-        counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
-        let leaves: Vec<&(PathBuf, Node)> = plan
-            .nodes
-            .iter()
-            .filter(|(_, node)| !matches!(node, Node::Directory))
-            .collect();
-        // One worker per CPU: each file is a dozen syscalls (open, create,
-        // copy or link, chmod, chown) that mostly wait on directory and
-        // inode locks of different directories. The 20,000-file bench tree
-        // took 0.76-1.4 s on one thread and 0.41-0.47 s on two in memory,
-        // 0.39-0.43 s and 0.27-0.31 s on disk (hardlinks), 2 CPUs.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = cpus
-            .min(MAX_PLACING_THREADS)
-            .min(leaves.len().div_ceil(LEAVES_PER_TAKE))
-            .max(1);
-        if workers == 1 {
-            for (relative, node) in leaves {
-                self.place_leaf(store, &tmp_dir.join(relative), node, in_memory, counts)?;
-            }
-            return Ok(());
-        }
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<DaemonError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let start = next.fetch_add(LEAVES_PER_TAKE, Ordering::Relaxed);
-                    if start >= leaves.len() {
-                        return;
-                    }
-                    for (relative, node) in
-                        &leaves[start..(start + LEAVES_PER_TAKE).min(leaves.len())]
-                    {
-                        let path = tmp_dir.join(relative);
-                        if let Err(e) = self.place_leaf(store, &path, node, in_memory, counts) {
-                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                            first.get_or_insert(e);
-                            // Every worker stops at its next take.
-                            next.store(leaves.len(), Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Places one file or symlink at `path`.
-    fn place_leaf(
-        &self,
-        store: &BlobStore,
-        path: &Path,
-        node: &Node,
-        in_memory: bool,
-        counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
-        match node {
-            Node::Directory => {}
-            Node::File { digest, executable } => {
-                // Non-executable files are owner-writable (0644), as in the
-                // step's copy of old: the step rewrites an input in its
-                // overlay (copy-up), never here. An executable (0755) is a
-                // copy, since a link shares the blob's inode and so its
-                // mode.
-                let mode = if *executable { 0o755 } else { 0o644 };
-                match store.place(digest, path, mode, !executable && !in_memory)? {
-                    Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
-                    Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
-                };
-                self.chown(path)?;
-            }
-            Node::Symlink { target } => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-                    .map_err(DaemonError::io("create symlink", path))?;
-                self.chown(path)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives an entry of a tree to the step's ids (see the module comment);
-    /// a no-op without root. Never follows a symlink.
-    fn chown(&self, path: &Path) -> Result<(), DaemonError> {
-        match self.owner {
-            Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-                .map_err(DaemonError::io("chown", path)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Writes a tree's file list through a temporary name beside it.
-fn write_file_list(path: &Path, files: &[(Vec<u8>, Digest)]) -> Result<(), DaemonError> {
-    let place = path.parent().unwrap_or(Path::new("."));
-    let tmp = place.join(format!(".tmp-list-{}", uuid::Uuid::new_v4()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(DaemonError::io("create", &tmp))?;
-        file.write_all(&encode_file_list(files))
-            .map_err(DaemonError::io("write", &tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(DaemonError::io("rename", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Whether a materialization failed on a full filesystem (no space or no
 /// inodes left: both ENOSPC), which in memory means "build it on disk".
 fn is_full(error: &DaemonError) -> bool {
     matches!(error, DaemonError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
-}
-
-/// A stored tree read whole, before anything is created: what to make,
-/// and how much room it needs, to choose memory or disk.
-struct Plan {
-    /// Every entry, parents before children.
-    nodes: Vec<(PathBuf, Node)>,
-    /// The regular files, sorted: the tree's file list.
-    files_sorted: FileList,
-    files: u64,
-    bytes: u64,
-    /// The files' bytes rounded up to whole pages (how tmpfs stores them),
-    /// plus the list.
-    footprint: u64,
-    /// Bytes of the non-executable files over
-    /// [`crate::store::packs::PACKED_BLOB_MAX`]: those a disk tree links.
-    linkable_bytes: u64,
-}
-
-/// Reads the tree named by `root` from the store into a [`Plan`].
-fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
-    const PAGE: u64 = 4096;
-    let mut nodes = Vec::new();
-    let mut files_sorted = Vec::new();
-    let (mut bytes, mut footprint, mut linkable_bytes) = (0u64, 0u64, 0u64);
-    walk(store, root, &mut |relative, node| {
-        if let Node::File { digest, executable } = &node {
-            files_sorted.push((relative.as_os_str().as_bytes().to_vec(), *digest));
-            bytes += digest.size;
-            footprint += digest.size.div_ceil(PAGE) * PAGE;
-            if !executable && digest.size > crate::store::packs::PACKED_BLOB_MAX {
-                linkable_bytes += digest.size;
-            }
-        }
-        nodes.push((relative.to_path_buf(), node));
-        Ok(())
-    })?;
-    files_sorted.sort();
-    // A list record is a digest, a size and a path: about 100 bytes.
-    footprint += (files_sorted.len() as u64 * 100).div_ceil(PAGE) * PAGE;
-    Ok(Plan {
-        files: files_sorted.len() as u64,
-        nodes,
-        files_sorted,
-        bytes,
-        footprint,
-        linkable_bytes,
-    })
 }
 
 /// Removes what a crash left in a place: half-built or half-evicted
@@ -722,95 +490,6 @@ fn remove_leftovers(dir: &Path) -> Result<(), DaemonError> {
         }
     }
     Ok(())
-}
-
-/// Files and symlinks a worker takes at a time when placing them on
-/// several threads.
-const LEAVES_PER_TAKE: usize = 64;
-/// Most threads placing one tree's files: past a few, they only contend
-/// for the same locks (and the builds running meanwhile need CPUs too).
-const MAX_PLACING_THREADS: usize = 4;
-
-/// How a materialization made its files, for the debug log.
-#[derive(Default)]
-struct LinkCounts {
-    linked: AtomicU64,
-    copied: AtomicU64,
-}
-
-/// Name prefix of a tree's file list (a dot name, which `list` and
-/// anything looking for trees skip).
-const FILE_LIST_PREFIX: &str = ".files-";
-/// First line of a file list; the rest is NUL-terminated
-/// `<hex digest> <size> <path>` records, the path as its raw bytes (paths
-/// cannot hold NUL; lists written before names could be other than UTF-8
-/// only hold UTF-8 paths, which read the same).
-const FILE_LIST_MAGIC: &str = "attestd-file-list v1";
-
-/// `MAGIC <count> <sha256 of the records>\n` then the records: the
-/// checksum catches a list cut short or garbled by a crash (it is written
-/// without fsync, as the tree is).
-fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
-    let mut records = Vec::with_capacity(files.len() * 100);
-    for (path, digest) in files {
-        records.extend_from_slice(format!("{} {} ", digest.hex(), digest.size).as_bytes());
-        records.extend_from_slice(path);
-        records.push(0);
-    }
-    let mut out = format!(
-        "{FILE_LIST_MAGIC} {} {}\n",
-        files.len(),
-        attest_tree::hash_bytes(&records).hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&records);
-    out
-}
-
-/// Reads a tree's file list; None when it is missing or does not check.
-fn read_file_list(path: &Path) -> Option<FileList> {
-    let bytes = std::fs::read(path).ok()?;
-    let newline = bytes.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let records = &bytes[newline + 1..];
-    let rest = header.strip_prefix(FILE_LIST_MAGIC)?.trim_start();
-    let (count, checksum) = rest.split_once(' ')?;
-    let count: usize = count.parse().ok()?;
-    if attest_tree::hash_bytes(records).hex() != checksum {
-        return None;
-    }
-    let mut files = Vec::with_capacity(count);
-    for record in records.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let mut fields = record.splitn(3, |&b| b == b' ');
-        let hex = std::str::from_utf8(fields.next()?).ok()?;
-        let size = std::str::from_utf8(fields.next()?).ok()?;
-        let path = fields.next()?;
-        files.push((
-            path.to_vec(),
-            Digest::from_hex(hex, size.parse().ok()?).ok()?,
-        ));
-    }
-    (files.len() == count).then_some(files)
-}
-
-fn stats_of(files: &[(Vec<u8>, Digest)]) -> TreeStats {
-    TreeStats {
-        files: files.len() as u64,
-        bytes: files.iter().map(|(_, d)| d.size).sum(),
-    }
-}
-
-/// Every file of a stored tree, sorted by path.
-fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
-    let mut files = Vec::new();
-    walk(store, root, &mut |relative, node| {
-        if let Node::File { digest, .. } = node {
-            files.push((relative.as_os_str().as_bytes().to_vec(), digest));
-        }
-        Ok(())
-    })?;
-    files.sort();
-    Ok(files)
 }
 
 /// Records a use of a materialized tree: its directory's mtime. A
@@ -844,70 +523,6 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// One entry met while walking a tree.
-enum Node {
-    Directory,
-    File {
-        digest: Digest,
-        executable: bool,
-    },
-    /// The target's bytes, UTF-8 or not.
-    Symlink {
-        target: Vec<u8>,
-    },
-}
-
-/// Depth-first walk of a stored tree, parents before children. `visit` gets
-/// each entry's path relative to the root (the root itself is not visited),
-/// made of the names' raw bytes.
-fn walk(
-    store: &BlobStore,
-    root: &Digest,
-    visit: &mut dyn FnMut(&Path, Node) -> Result<(), DaemonError>,
-) -> Result<(), DaemonError> {
-    let mut stack: Vec<(PathBuf, Digest, usize)> = vec![(PathBuf::new(), *root, 0)];
-    while let Some((relative, digest, depth)) = stack.pop() {
-        // A Merkle tree cannot contain itself, but a hostile client can send
-        // absurdly deep chains; bound the depth like PATH_MAX bounds paths.
-        if depth > MAX_TREE_DEPTH {
-            return Err(DaemonError::InvalidRequest(format!(
-                "input tree is deeper than {MAX_TREE_DEPTH} directories at {}",
-                relative.display()
-            )));
-        }
-        let bytes = store.read(&digest)?;
-        let directory = Directory::decode(bytes.as_slice()).map_err(|e| {
-            DaemonError::InvalidRequest(format!("blob {digest} is not a Directory message: {e}"))
-        })?;
-        validate_directory(&directory)?;
-        for file in &directory.files {
-            let digest = Digest::from_proto(file.digest.as_ref().expect("validated"))?;
-            visit(
-                &relative.join(OsStr::from_bytes(file.name_bytes())),
-                Node::File {
-                    digest,
-                    executable: file.is_executable,
-                },
-            )?;
-        }
-        for link in &directory.symlinks {
-            visit(
-                &relative.join(OsStr::from_bytes(link.name_bytes())),
-                Node::Symlink {
-                    target: symlink_target(link).to_vec(),
-                },
-            )?;
-        }
-        for child in directory.directories.iter().rev() {
-            let child_path = relative.join(OsStr::from_bytes(child.name_bytes()));
-            visit(&child_path, Node::Directory)?;
-            let digest = Digest::from_proto(child.digest.as_ref().expect("validated"))?;
-            stack.push((child_path, digest, depth + 1));
-        }
-    }
-    Ok(())
-}
-
 /// Removes a tree that was made read-only.
 pub fn remove_tree(path: &Path) -> Result<(), DaemonError> {
     for entry in walkdir_dirs(path) {
@@ -936,6 +551,8 @@ fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
 
     /// A store holding a tree of one file `f` (bytes `f`): (its temp dir,
     /// the store, the root digest).
