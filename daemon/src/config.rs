@@ -2,13 +2,33 @@
 //! file over built-in defaults. `attestd` with no configuration at all is a
 //! working daemon.
 
-use crate::error::DaemonError;
 use attest_provenance::keys::KeyIdScheme;
 use attest_sandbox::Limits;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why the configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A flag, variable or config key (named as the flag) with a value
+    /// the daemon cannot use.
+    #[error("invalid setting {name}: {reason}")]
+    Setting { name: &'static str, reason: String },
+}
 
 /// attestd runs build steps in hermetic sandboxes and signs in-toto / SLSA
 /// provenance for what they produced.
@@ -323,7 +343,7 @@ const GIB: u64 = 1 << 30;
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file
     /// over defaults.
-    pub fn resolve(cli: &Cli) -> Result<Config, DaemonError> {
+    pub fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
         let is_root = attest_proto::current_uid() == 0;
         let (config_path, explicit) = match &cli.config {
             Some(path) => (path.clone(), true),
@@ -345,7 +365,7 @@ impl Config {
             (None, Some(text)) => {
                 text.parse()
                     .map_err(
-                        |e: attest_provenance::keys::KeyError| DaemonError::Setting {
+                        |e: attest_provenance::keys::KeyError| ConfigError::Setting {
                             name: "keyid_scheme",
                             reason: e.to_string(),
                         },
@@ -359,14 +379,14 @@ impl Config {
             .or(file.builder_id)
             .unwrap_or_else(|| format!("urn:attestd:host:{}", hostname()));
         if !builder_id.contains(':') {
-            return Err(DaemonError::Setting {
+            return Err(ConfigError::Setting {
                 name: "builder-id",
                 reason: format!("{builder_id:?} is not a URI"),
             });
         }
         let sandbox_helper = match cli.sandbox_helper.clone().or(file.sandbox_helper) {
             Some(path) => path,
-            None => attest_sandbox::find_helper().ok_or_else(|| DaemonError::Setting {
+            None => attest_sandbox::find_helper().ok_or_else(|| ConfigError::Setting {
                 name: "sandbox-helper",
                 reason: "attestd-sandbox was not found next to attestd nor on PATH; build it (cargo build) or pass --sandbox-helper".into(),
             })?,
@@ -379,7 +399,7 @@ impl Config {
             .or(file.max_parallel_builds)
             .unwrap_or(cpus);
         if max_parallel_builds == 0 {
-            return Err(DaemonError::Setting {
+            return Err(ConfigError::Setting {
                 name: "max-parallel-builds",
                 reason: "must be at least 1".into(),
             });
@@ -389,11 +409,11 @@ impl Config {
                    text: &Option<String>,
                    name: &'static str,
                    default: Duration|
-         -> Result<u64, DaemonError> {
+         -> Result<u64, ConfigError> {
             let value = match (flag, text) {
                 (Some(d), _) => d,
                 (None, Some(t)) => {
-                    parse_duration(t).map_err(|reason| DaemonError::Setting { name, reason })?
+                    parse_duration(t).map_err(|reason| ConfigError::Setting { name, reason })?
                 }
                 (None, None) => default,
             };
@@ -403,11 +423,11 @@ impl Config {
                     text: &Option<String>,
                     name: &'static str,
                     default: u64|
-         -> Result<u64, DaemonError> {
+         -> Result<u64, ConfigError> {
             match (flag, text) {
                 (Some(s), _) => Ok(s),
                 (None, Some(t)) => {
-                    parse_size(t).map_err(|reason| DaemonError::Setting { name, reason })
+                    parse_size(t).map_err(|reason| ConfigError::Setting { name, reason })
                 }
                 (None, None) => Ok(default),
             }
@@ -496,7 +516,7 @@ impl Config {
         .filter(|d| !d.is_zero());
         let rootfs_hashing = match (cli.rootfs_hashing, &file.rootfs_hashing) {
             (Some(on), _) => on,
-            (None, Some(text)) => parse_on_off(text).map_err(|reason| DaemonError::Setting {
+            (None, Some(text)) => parse_on_off(text).map_err(|reason| ConfigError::Setting {
                 name: "rootfs-hashing",
                 reason,
             })?,
@@ -543,16 +563,19 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, DaemonError> {
+fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|source| DaemonError::Config {
+        Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             Ok(FileConfig::default())
         }
-        Err(e) => Err(DaemonError::io("read config file", path)(e)),
+        Err(e) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -632,12 +655,12 @@ mod tests {
         std::fs::write(&file, "stat_dir = \"/typo\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", file.to_str().unwrap()])),
-            Err(DaemonError::Config { .. })
+            Err(ConfigError::Parse { .. })
         ));
         let missing = dir.path().join("missing.toml");
         assert!(matches!(
             Config::resolve(&cli(&["--config", missing.to_str().unwrap()])),
-            Err(DaemonError::Io { .. })
+            Err(ConfigError::Read { .. })
         ));
     }
 
@@ -716,7 +739,7 @@ mod tests {
         std::fs::write(&file, "inputs_memory_size = \"lots\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", path])),
-            Err(DaemonError::Setting {
+            Err(ConfigError::Setting {
                 name: "inputs-memory-size",
                 ..
             })
@@ -743,7 +766,7 @@ mod tests {
         std::fs::write(&file, "rootfs_hashing = \"yes\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", path])),
-            Err(DaemonError::Setting {
+            Err(ConfigError::Setting {
                 name: "rootfs-hashing",
                 ..
             })

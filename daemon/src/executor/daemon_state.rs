@@ -1,8 +1,8 @@
 //! The daemon's shared state and its state directory: created with the
 //! modes the sandbox needs, cleaned of what a crashed daemon left.
 
+use super::ExecutorError;
 use crate::config::Config;
-use crate::error::DaemonError;
 use crate::index::AttestationIndex;
 use crate::materialize::{remove_tree, InputTrees};
 use crate::signer::Signer;
@@ -32,23 +32,23 @@ pub struct Daemon {
 impl Daemon {
     /// Opens (creating) everything under the state dir and cleans what a
     /// crashed daemon left behind.
-    pub fn open(config: Config) -> Result<Daemon, DaemonError> {
+    pub fn open(config: Config) -> Result<Daemon, ExecutorError> {
         let state = &config.state_dir;
         // The sandbox runs as an unprivileged mapped uid that must reach its
         // run directory, so the state dir and runs/ are traverse-only (0711:
         // no listing); keys, the content store, the materialized inputs and
         // the index stay owner-only, out of the sandbox's and other users' reach.
-        std::fs::create_dir_all(state).map_err(DaemonError::io("create", state))?;
+        std::fs::create_dir_all(state).map_err(ExecutorError::io("create", state))?;
         set_mode(state, 0o711)?;
         check_ancestors_traversable(state)?;
         let runs_dir = state.join("runs");
-        std::fs::create_dir_all(&runs_dir).map_err(DaemonError::io("create", &runs_dir))?;
+        std::fs::create_dir_all(&runs_dir).map_err(ExecutorError::io("create", &runs_dir))?;
         set_mode(&runs_dir, 0o711)?;
         let cas_dir = state.join("cas");
-        std::fs::create_dir_all(&cas_dir).map_err(DaemonError::io("create", &cas_dir))?;
+        std::fs::create_dir_all(&cas_dir).map_err(ExecutorError::io("create", &cas_dir))?;
         set_mode(&cas_dir, 0o700)?;
         let inputs_dir = state.join("inputs");
-        std::fs::create_dir_all(&inputs_dir).map_err(DaemonError::io("create", &inputs_dir))?;
+        std::fs::create_dir_all(&inputs_dir).map_err(ExecutorError::io("create", &inputs_dir))?;
         // The helper copies the input tree as root before it drops into the
         // step's user namespace, so the mapped uid never needs this path:
         // 0700 keeps other local users out of every uploaded source tree.
@@ -59,7 +59,8 @@ impl Daemon {
         // mount namespace (so all share the one empty directory); traversed
         // by the sandbox's mapped root like the run directories.
         let pool_scratch = state.join("pool-scratch");
-        std::fs::create_dir_all(&pool_scratch).map_err(DaemonError::io("create", &pool_scratch))?;
+        std::fs::create_dir_all(&pool_scratch)
+            .map_err(ExecutorError::io("create", &pool_scratch))?;
         set_mode(&pool_scratch, 0o711)?;
         let helpers = crate::helper_pool::HelperPool::new(
             config.sandbox_helper.clone(),
@@ -107,40 +108,36 @@ impl Daemon {
 /// must be able to walk down to its run directory; a state dir below a
 /// 0700 directory would fail every build with EACCES deep in the sandbox
 /// setup, so it is refused at start with the directory named.
-fn check_ancestors_traversable(state: &Path) -> Result<(), DaemonError> {
+fn check_ancestors_traversable(state: &Path) -> Result<(), ExecutorError> {
     if attest_proto::current_uid() != 0 {
         return Ok(());
     }
-    let absolute = std::fs::canonicalize(state).map_err(DaemonError::io("resolve", state))?;
+    let absolute = std::fs::canonicalize(state).map_err(ExecutorError::io("resolve", state))?;
     for ancestor in absolute.ancestors().skip(1) {
         let mode = std::fs::metadata(ancestor)
-            .map_err(DaemonError::io("stat", ancestor))?
+            .map_err(ExecutorError::io("stat", ancestor))?
             .permissions()
             .mode();
         if mode & 0o001 == 0 {
-            return Err(DaemonError::Setting {
-                name: "state-dir",
-                reason: format!(
-                    "{} (mode {:o}) cannot be traversed by the sandbox's unprivileged uid; chmod o+x it or choose a --state-dir elsewhere",
-                    ancestor.display(),
-                    mode & 0o7777
-                ),
+            return Err(ExecutorError::StateDirNotTraversable {
+                ancestor: ancestor.to_path_buf(),
+                mode: mode & 0o7777,
             });
         }
     }
     Ok(())
 }
 
-pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), DaemonError> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<(), ExecutorError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(DaemonError::io("chmod", path))
+        .map_err(ExecutorError::io("chmod", path))
 }
 
 /// Asks the helper to remove cgroups and mounts of runs a crash left, then
 /// deletes their directories.
-fn clean_stale_runs(helper: &Path, runs_dir: &Path) -> Result<(), DaemonError> {
+fn clean_stale_runs(helper: &Path, runs_dir: &Path) -> Result<(), ExecutorError> {
     let stale: Vec<PathBuf> = std::fs::read_dir(runs_dir)
-        .map_err(DaemonError::io("list", runs_dir))?
+        .map_err(ExecutorError::io("list", runs_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     // Always run: besides stale runs, a crash can leave warm helpers'
@@ -154,8 +151,9 @@ fn clean_stale_runs(helper: &Path, runs_dir: &Path) -> Result<(), DaemonError> {
     let status = attest_sandbox::cleanup_command(helper, runs_dir)
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| {
-            DaemonError::Sandbox(format!("cannot run {} cleanup: {e}", helper.display()))
+        .map_err(|source| ExecutorError::HelperCleanup {
+            helper: helper.to_path_buf(),
+            source,
         })?;
     if !status.success() {
         tracing::warn!(%status, "sandbox cleanup reported a failure");

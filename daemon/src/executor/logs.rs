@@ -1,8 +1,8 @@
 //! The step's stdout and stderr: passed to the client as they come and
 //! stored whole.
 
+use super::ExecutorError;
 use super::{send, EventSender};
-use crate::error::DaemonError;
 use crate::store::BlobWriter;
 use attest_proto::v1::{build_event::Event, log_chunk::Stream, LogChunk};
 use attest_tree::Digest;
@@ -16,17 +16,22 @@ pub(super) async fn pump_log(
     stream: Stream,
     tx: EventSender,
     mut blob: BlobWriter,
-) -> Result<Digest, DaemonError> {
+) -> Result<Digest, ExecutorError> {
     let mut buffer = vec![0u8; 64 * 1024];
     let mut client_gone = false;
     loop {
         let n = match pipe.read(&mut buffer).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => {
-                return Err(DaemonError::Sandbox(format!(
-                    "reading the step's output failed: {e}"
-                )))
+            Err(source) => {
+                return Err(ExecutorError::StepOutput {
+                    stream: match stream {
+                        Stream::Stdout => "stdout",
+                        Stream::Stderr => "stderr",
+                        Stream::Unspecified => "output",
+                    },
+                    source,
+                })
             }
         };
         tokio::task::block_in_place(|| blob.write(&buffer[..n]))?;
@@ -38,5 +43,5 @@ pub(super) async fn pump_log(
             client_gone = !send(&tx, Event::Log(chunk)).await;
         }
     }
-    tokio::task::block_in_place(|| blob.finish())
+    Ok(tokio::task::block_in_place(|| blob.finish())?)
 }

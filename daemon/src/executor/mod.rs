@@ -19,14 +19,20 @@ pub mod request;
 mod run;
 
 pub use daemon_state::Daemon;
-pub use request::{validate, validate_relative_path, ValidatedRequest};
+pub use request::{validate, validate_relative_path, PathRole, RequestError, ValidatedRequest};
 
 use crate::error::error_chain;
-use crate::materialize::{remove_tree, TreeStats};
+use crate::index::IndexError;
+use crate::materialize::{remove_tree, MaterializeError, TreeStats};
+use crate::provenance_of_build::BuildProvenanceError;
+use crate::signer::SignerError;
+use crate::store::StoreError;
 use attest_proto::v1::{
     build_event::Event, BuildDone, BuildEvent, OutputFile, Queued, ResourceUsage, Termination,
 };
+use attest_sandbox::SandboxError;
 use run::run;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -35,6 +41,142 @@ use tonic::Status;
 pub const EXIT_OUTPUT_REFUSED: i32 = 70;
 /// Exit status when the daemon itself failed.
 pub const EXIT_INTERNAL: i32 = 71;
+/// Exit status when the request was refused as invalid (EX_USAGE of
+/// sysexits.h): the caller's to fix, not a fault of the daemon or sandbox.
+/// The client uses it for a request refused before the build started
+/// (INVALID_ARGUMENT) too.
+pub const EXIT_INVALID_REQUEST: i32 = 64;
+
+/// Why a build (or opening the daemon's state) failed inside the daemon.
+/// [`ExecutorError::class`] says whose fault it was, which decides the
+/// exit status the client is told to use.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error(transparent)]
+    Provenance(#[from] BuildProvenanceError),
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Refused at start: every build would fail with EACCES deep in the
+    /// sandbox setup otherwise.
+    #[error("{ancestor} (mode {mode:o}) cannot be traversed by the sandbox's unprivileged uid; chmod o+x it or choose a --state-dir elsewhere")]
+    StateDirNotTraversable { ancestor: PathBuf, mode: u32 },
+    #[error("cannot run {helper} cleanup")]
+    HelperCleanup {
+        helper: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the sandbox spec {path}")]
+    WriteSpec {
+        path: PathBuf,
+        #[source]
+        source: SandboxError,
+    },
+    #[error("cannot start the sandbox helper {helper}")]
+    HelperStart {
+        helper: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for the sandbox helper failed")]
+    HelperWait(#[source] std::io::Error),
+    #[error("the sandbox helper exited with {status} without a usable report")]
+    HelperNoReport {
+        status: std::process::ExitStatus,
+        #[source]
+        source: SandboxError,
+    },
+    #[error("reading the step's {stream} failed")]
+    StepOutput {
+        stream: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task the build ran on a blocking thread panicked or was cancelled.
+    #[error("the {task} task failed")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Whose fault a failed build was: what the client's exit status tells
+/// apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The request (or the tree it names) is not acceptable:
+    /// [`EXIT_INVALID_REQUEST`].
+    Request,
+    /// The sandbox helper could not be started or died without a report:
+    /// [`attest_sandbox::EXIT_SETUP_FAILED`], as for a setup failure the
+    /// helper reports itself.
+    Sandbox,
+    /// The daemon itself (its disk, its index, its key, a task):
+    /// [`EXIT_INTERNAL`].
+    Daemon,
+}
+
+impl FailureClass {
+    /// The exit status the client is told to use.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            FailureClass::Request => EXIT_INVALID_REQUEST,
+            FailureClass::Sandbox => attest_sandbox::EXIT_SETUP_FAILED,
+            FailureClass::Daemon => EXIT_INTERNAL,
+        }
+    }
+}
+
+impl ExecutorError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> ExecutorError {
+        let path = path.into();
+        move |source| ExecutorError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// A join error of the blocking task named `task`.
+    pub fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ExecutorError {
+        move |source| ExecutorError::Task { task, source }
+    }
+
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ExecutorError::Request(_)
+            | ExecutorError::Provenance(BuildProvenanceError::AmbiguousLinkKey { .. }) => {
+                FailureClass::Request
+            }
+            ExecutorError::Materialize(e) if e.is_bad_tree() => FailureClass::Request,
+            ExecutorError::HelperStart { .. }
+            | ExecutorError::HelperWait(_)
+            | ExecutorError::HelperNoReport { .. }
+            | ExecutorError::StepOutput { .. } => FailureClass::Sandbox,
+            _ => FailureClass::Daemon,
+        }
+    }
+}
 
 pub(super) type EventSender = mpsc::Sender<Result<BuildEvent, Status>>;
 
@@ -75,6 +217,28 @@ impl Ending {
     }
 }
 
+/// How a build that failed with `error` ends: its message says whose fault
+/// it was, its exit status tells the three classes apart.
+fn ending_of_error(invocation_id: &str, error: &ExecutorError) -> Ending {
+    let class = error.class();
+    let chain = error_chain(error);
+    let message = match class {
+        FailureClass::Request => {
+            tracing::info!(invocation_id, error = %chain, "build refused");
+            format!("the request cannot be built: {chain}")
+        }
+        FailureClass::Sandbox => {
+            tracing::error!(invocation_id, error = %chain, "the sandbox helper failed");
+            format!("the sandbox could not run the build: {chain}")
+        }
+        FailureClass::Daemon => {
+            tracing::error!(invocation_id, error = %chain, "build failed inside the daemon");
+            format!("the daemon could not complete the build: {chain}")
+        }
+    };
+    Ending::failed(Termination::SetupFailed, class.exit_status(), message)
+}
+
 /// Runs one validated build to the end, streaming its events.
 pub async fn execute(
     daemon: Arc<Daemon>,
@@ -99,17 +263,7 @@ pub async fn execute(
     let run_dir = daemon.runs_dir.join(&invocation_id);
     let ending = match run(&daemon, &request, input, &invocation_id, &run_dir, &tx).await {
         Ok(ending) => ending,
-        Err(error) => {
-            tracing::error!(invocation_id, error = %error_chain(&error), "build failed inside the daemon");
-            Ending::failed(
-                Termination::SetupFailed,
-                EXIT_INTERNAL,
-                format!(
-                    "the daemon could not complete the build: {}",
-                    error_chain(&error)
-                ),
-            )
-        }
+        Err(error) => ending_of_error(&invocation_id, &error),
     };
     if run_dir.exists() {
         if let Err(e) = tokio::task::spawn_blocking(move || remove_tree(&run_dir))

@@ -1,7 +1,7 @@
 //! Output collection: hashing and storing the declared outputs the helper
 //! copied out of the sandbox.
 
-use crate::error::DaemonError;
+use super::ExecutorError;
 use crate::store::BlobStore;
 use attest_sandbox::{CollectedOutput, OutputState};
 use attest_tree::Digest;
@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// One collected output file: its path (the names' bytes, which need not
 /// be UTF-8 inside a declared directory), digest and executable bit.
-type Collected = (Vec<u8>, Digest, bool);
+pub(super) type Collected = (Vec<u8>, Digest, bool);
 
 /// Hashes and stores every declared output. Returns Err(message) when an
 /// output is missing or was refused by the helper.
@@ -20,7 +20,7 @@ pub(super) fn collect_outputs(
     out_dir: &Path,
     declared: &[String],
     collected: &[CollectedOutput],
-) -> Result<Result<Vec<Collected>, String>, DaemonError> {
+) -> Result<Result<Vec<Collected>, String>, ExecutorError> {
     let mut outputs = Vec::new();
     for path in declared {
         let Some(found) = collected.iter().find(|c| &c.path == path) else {
@@ -62,17 +62,17 @@ fn collect_directory(
     out_dir: &Path,
     relative: &Path,
     outputs: &mut Vec<Collected>,
-) -> Result<Result<(), String>, DaemonError> {
+) -> Result<Result<(), String>, ExecutorError> {
     let dir = out_dir.join(relative);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(DaemonError::io("list", &dir))?
+        .map_err(ExecutorError::io("list", &dir))?
         .collect::<Result<_, _>>()
-        .map_err(DaemonError::io("list", &dir))?;
+        .map_err(ExecutorError::io("list", &dir))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let child = relative.join(entry.file_name());
         let meta = std::fs::symlink_metadata(entry.path())
-            .map_err(DaemonError::io("stat", entry.path()))?;
+            .map_err(ExecutorError::io("stat", entry.path()))?;
         if meta.is_dir() {
             if let Err(message) = collect_directory(store, out_dir, &child, outputs)? {
                 return Ok(Err(message));

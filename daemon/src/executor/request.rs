@@ -1,9 +1,62 @@
 //! What is checked in a build request before anything runs: everything
-//! that needs no store.
+//! that needs no store. Each refusal is one [`RequestError`] variant; the
+//! service answers every one of them with INVALID_ARGUMENT.
 
-use crate::error::DaemonError;
 use attest_proto::v1::{BuildRequest, SourceInfo};
 use attest_tree::{validate_name, Digest};
+
+/// Why a build request was refused. All of them are the caller's to fix.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("input_root is missing")]
+    MissingInputRoot,
+    #[error("input_root {hash:?}/{size_bytes} is not a sha256 digest with a size")]
+    MalformedInputRoot { hash: String, size_bytes: i64 },
+    #[error("argv is empty: name the command to run")]
+    EmptyArgv,
+    #[error("argument {argument:?} contains NUL")]
+    NulInArgument { argument: String },
+    #[error("environment variable {name:?} is malformed: names must be non-empty without '=' or NUL, values without NUL")]
+    MalformedEnvironment { name: String },
+    #[error("no output paths: declare at least one product to attest")]
+    NoOutputs,
+    #[error("output path {path:?} is declared twice")]
+    DuplicateOutput { path: String },
+    #[error("{what} is empty")]
+    EmptyPath { what: PathRole },
+    #[error("{what} {path:?} is absolute; give it relative to the source root")]
+    AbsolutePath { what: PathRole, path: String },
+    #[error("{what} {path:?} contains \"..\", which could leave the build's tree")]
+    ParentComponent { what: PathRole, path: String },
+    #[error("{what} {path:?}: {reason}")]
+    BadComponent {
+        what: PathRole,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("link_name {name:?} is not a usable step name")]
+    BadLinkName {
+        name: String,
+        #[source]
+        source: attest_provenance::link::LinkError,
+    },
+}
+
+/// Which path of a request a [`RequestError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRole {
+    OutputPath,
+    WorkingDirectory,
+}
+
+impl std::fmt::Display for PathRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathRole::OutputPath => "output path",
+            PathRole::WorkingDirectory => "working directory",
+        })
+    }
+}
 
 /// A request that passed validation.
 #[derive(Debug, Clone)]
@@ -23,54 +76,59 @@ pub struct ValidatedRequest {
 /// Checks a relative path from a request: no "..", not absolute, no empty
 /// or "." components, no NUL. Returns it unchanged.
 pub fn validate_relative_path(
-    what: &str,
+    what: PathRole,
     path: &str,
     allow_empty: bool,
-) -> Result<String, DaemonError> {
+) -> Result<String, RequestError> {
     if path.is_empty() {
         return if allow_empty {
             Ok(String::new())
         } else {
-            Err(DaemonError::InvalidRequest(format!("{what} is empty")))
+            Err(RequestError::EmptyPath { what })
         };
     }
+    let path_owned = || path.to_string();
     if path.starts_with('/') {
-        return Err(DaemonError::InvalidRequest(format!(
-            "{what} {path:?} is absolute; give it relative to the source root"
-        )));
+        return Err(RequestError::AbsolutePath {
+            what,
+            path: path_owned(),
+        });
     }
     for component in path.split('/') {
         if component == ".." {
-            return Err(DaemonError::InvalidRequest(format!(
-                "{what} {path:?} contains \"..\", which could leave the build's tree"
-            )));
+            return Err(RequestError::ParentComponent {
+                what,
+                path: path_owned(),
+            });
         }
-        if let Err(why) = validate_name(component) {
-            return Err(DaemonError::InvalidRequest(format!(
-                "{what} {path:?}: {why}"
-            )));
+        if let Err(reason) = validate_name(component) {
+            return Err(RequestError::BadComponent {
+                what,
+                path: path_owned(),
+                reason,
+            });
         }
     }
     Ok(path.to_string())
 }
 
 /// Validates everything in a request that can be checked without the store.
-pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError> {
+pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, RequestError> {
     let root = request
         .input_root
         .as_ref()
-        .ok_or_else(|| DaemonError::InvalidRequest("input_root is missing".into()))?;
-    let input_root = Digest::from_proto(root)
-        .map_err(|e| DaemonError::InvalidRequest(format!("input_root: {e}")))?;
+        .ok_or(RequestError::MissingInputRoot)?;
+    let input_root = Digest::from_proto(root).map_err(|_| RequestError::MalformedInputRoot {
+        hash: root.hash.clone(),
+        size_bytes: root.size_bytes,
+    })?;
     if request.argv.is_empty() || request.argv[0].is_empty() {
-        return Err(DaemonError::InvalidRequest(
-            "argv is empty: name the command to run".into(),
-        ));
+        return Err(RequestError::EmptyArgv);
     }
     if let Some(arg) = request.argv.iter().find(|a| a.contains('\0')) {
-        return Err(DaemonError::InvalidRequest(format!(
-            "argument {arg:?} contains NUL"
-        )));
+        return Err(RequestError::NulInArgument {
+            argument: arg.clone(),
+        });
     }
     let mut env = Vec::with_capacity(request.env.len());
     for var in &request.env {
@@ -79,25 +137,20 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
             || var.name.contains('\0')
             || var.value.contains('\0')
         {
-            return Err(DaemonError::InvalidRequest(format!(
-                "environment variable {:?} is malformed: names must be non-empty without '=' or NUL",
-                var.name
-            )));
+            return Err(RequestError::MalformedEnvironment {
+                name: var.name.clone(),
+            });
         }
         env.push((var.name.clone(), var.value.clone()));
     }
     if request.output_paths.is_empty() {
-        return Err(DaemonError::InvalidRequest(
-            "no output paths: declare at least one product to attest".into(),
-        ));
+        return Err(RequestError::NoOutputs);
     }
     let mut outputs = Vec::new();
     for path in &request.output_paths {
-        let path = validate_relative_path("output path", path, false)?;
+        let path = validate_relative_path(PathRole::OutputPath, path, false)?;
         if outputs.contains(&path) {
-            return Err(DaemonError::InvalidRequest(format!(
-                "output path {path:?} is declared twice"
-            )));
+            return Err(RequestError::DuplicateOutput { path });
         }
         outputs.push(path);
     }
@@ -106,7 +159,7 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
         argv: request.argv.clone(),
         env,
         working_directory: validate_relative_path(
-            "working directory",
+            PathRole::WorkingDirectory,
             &request.working_directory,
             true,
         )?,
@@ -119,9 +172,9 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, DaemonError>
 }
 
 /// The link's step name when one was requested: the request's, or
-/// [`crate::provenance_of_build::DEFAULT_LINK_NAME`]. The client turns it into a
-/// file name, so it is checked here too.
-fn validate_link_name(request: &BuildRequest) -> Result<Option<String>, DaemonError> {
+/// [`crate::provenance_of_build::DEFAULT_LINK_NAME`]. The client turns it
+/// into a file name, so it is checked here too.
+fn validate_link_name(request: &BuildRequest) -> Result<Option<String>, RequestError> {
     if !request.emit_link {
         return Ok(None);
     }
@@ -130,8 +183,12 @@ fn validate_link_name(request: &BuildRequest) -> Result<Option<String>, DaemonEr
     } else {
         &request.link_name
     };
-    attest_provenance::link::validate_step_name(name)
-        .map_err(|e| DaemonError::InvalidRequest(format!("link_name: {e}")))?;
+    attest_provenance::link::validate_step_name(name).map_err(|source| {
+        RequestError::BadLinkName {
+            name: name.to_string(),
+            source,
+        }
+    })?;
     Ok(Some(name.to_string()))
 }
 
@@ -148,25 +205,89 @@ mod tests {
         }
     }
 
+    fn refusal(request: &BuildRequest) -> RequestError {
+        match validate(request) {
+            Err(error) => error,
+            Ok(accepted) => panic!("accepted: {accepted:?}"),
+        }
+    }
+
     #[test]
     fn hostile_output_paths_are_refused_with_the_path_named() {
-        for bad in [
-            "../etc/passwd",
-            "/etc/passwd",
-            "a/../../b",
-            "a//b",
-            "./a",
-            "a/",
-            "nul\0",
+        let what = PathRole::OutputPath;
+        let owned = |p: &str| p.to_string();
+        for (bad, expected) in [
+            (
+                "../etc/passwd",
+                RequestError::ParentComponent {
+                    what,
+                    path: owned("../etc/passwd"),
+                },
+            ),
+            (
+                "/etc/passwd",
+                RequestError::AbsolutePath {
+                    what,
+                    path: owned("/etc/passwd"),
+                },
+            ),
+            (
+                "a/../../b",
+                RequestError::ParentComponent {
+                    what,
+                    path: owned("a/../../b"),
+                },
+            ),
+            (
+                "a//b",
+                RequestError::BadComponent {
+                    what,
+                    path: owned("a//b"),
+                    reason: validate_name("").unwrap_err(),
+                },
+            ),
+            (
+                "./a",
+                RequestError::BadComponent {
+                    what,
+                    path: owned("./a"),
+                    reason: validate_name(".").unwrap_err(),
+                },
+            ),
+            (
+                "a/",
+                RequestError::BadComponent {
+                    what,
+                    path: owned("a/"),
+                    reason: validate_name("").unwrap_err(),
+                },
+            ),
+            (
+                "nul\0",
+                RequestError::BadComponent {
+                    what,
+                    path: owned("nul\0"),
+                    reason: validate_name("nul\0").unwrap_err(),
+                },
+            ),
+            ("", RequestError::EmptyPath { what }),
         ] {
-            match validate(&request(&[bad], &["true"])) {
-                Err(DaemonError::InvalidRequest(message)) => {
-                    assert!(message.contains("output path"), "{message}")
-                }
-                other => panic!("{bad:?} was not refused: {other:?}"),
-            }
+            assert_eq!(refusal(&request(&[bad], &["true"])), expected, "{bad:?}");
         }
         assert!(validate(&request(&["out/bin"], &["true"])).is_ok());
+    }
+
+    #[test]
+    fn hostile_working_directories_are_refused() {
+        let mut escaping = request(&["out"], &["true"]);
+        escaping.working_directory = "../..".into();
+        assert_eq!(
+            refusal(&escaping),
+            RequestError::ParentComponent {
+                what: PathRole::WorkingDirectory,
+                path: "../..".into()
+            }
+        );
     }
 
     #[test]
@@ -192,37 +313,63 @@ mod tests {
             Some("compile")
         );
         for bad in ["../../etc/cron.d/x", "a/b", ".link", "-x", "a b"] {
-            match validate(&with_link(bad)) {
-                Err(DaemonError::InvalidRequest(message)) => {
-                    assert!(message.contains("link_name"), "{message}")
+            assert_eq!(
+                refusal(&with_link(bad)),
+                RequestError::BadLinkName {
+                    name: bad.into(),
+                    source: attest_provenance::link::validate_step_name(bad).unwrap_err(),
                 }
-                other => panic!("{bad:?} was not refused: {other:?}"),
-            }
+            );
         }
     }
 
     #[test]
     fn empty_argv_and_missing_outputs_are_refused() {
-        assert!(
-            matches!(validate(&request(&["a"], &[])), Err(DaemonError::InvalidRequest(m)) if m.contains("argv"))
-        );
-        assert!(
-            matches!(validate(&request(&[], &["true"])), Err(DaemonError::InvalidRequest(m)) if m.contains("output"))
-        );
-        assert!(
-            matches!(validate(&request(&["a", "a"], &["true"])), Err(DaemonError::InvalidRequest(m)) if m.contains("twice"))
+        assert_eq!(refusal(&request(&["a"], &[])), RequestError::EmptyArgv);
+        assert_eq!(refusal(&request(&["a"], &[""])), RequestError::EmptyArgv);
+        assert_eq!(refusal(&request(&[], &["true"])), RequestError::NoOutputs);
+        assert_eq!(
+            refusal(&request(&["a", "a"], &["true"])),
+            RequestError::DuplicateOutput { path: "a".into() }
         );
     }
 
     #[test]
-    fn malformed_root_digest_is_refused() {
+    fn nul_in_argv_and_malformed_environment_are_refused() {
+        assert_eq!(
+            refusal(&request(&["a"], &["sh", "-c\0x"])),
+            RequestError::NulInArgument {
+                argument: "-c\0x".into()
+            }
+        );
+        for name in ["", "A=B", "A\0"] {
+            let mut bad = request(&["a"], &["true"]);
+            bad.env = vec![attest_proto::v1::EnvVar {
+                name: name.into(),
+                value: "v".into(),
+            }];
+            assert_eq!(
+                refusal(&bad),
+                RequestError::MalformedEnvironment { name: name.into() }
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_root_digest_is_refused() {
         let mut bad = request(&["a"], &["true"]);
+        bad.input_root = None;
+        assert_eq!(refusal(&bad), RequestError::MissingInputRoot);
         bad.input_root = Some(attest_proto::v1::Digest {
             hash: "zz".into(),
             size_bytes: 0,
         });
-        assert!(
-            matches!(validate(&bad), Err(DaemonError::InvalidRequest(m)) if m.contains("input_root"))
+        assert_eq!(
+            refusal(&bad),
+            RequestError::MalformedInputRoot {
+                hash: "zz".into(),
+                size_bytes: 0
+            }
         );
     }
 }

@@ -1,23 +1,27 @@
 //! One accepted build after its slot: stage the inputs, run the step
-//! through the helper, and on success sign and index its provenance.
+//! through the helper, and on success collect, sign and index. Each of
+//! those is a function here; [`run`] calls them in order.
 
 use super::daemon_state::set_mode;
 use super::logs::pump_log;
-use super::outputs::collect_outputs;
+use super::outputs::{collect_outputs, Collected};
 use super::request::ValidatedRequest;
-use super::{now_rfc3339, send, Daemon, Ending, EventSender, EXIT_OUTPUT_REFUSED};
-use crate::error::{error_chain, DaemonError};
+use super::{now_rfc3339, send, Daemon, Ending, EventSender, ExecutorError, EXIT_OUTPUT_REFUSED};
 use crate::index::IndexedAttestation;
-use crate::materialize::TreeStats;
-use crate::provenance_of_build::{build_link, sign_provenance, BuildFacts, LinkFacts};
+use crate::materialize::{FileList, TreeStats};
+use crate::provenance_of_build::{
+    build_link, sign_provenance, BuildFacts, BuildProvenanceError, LinkFacts,
+};
+use crate::rootfs::{RootfsFacts, StepWatch};
 use attest_proto::v1::{
     build_event::Event, log_chunk::Stream, Collecting, OutputFile, ResourceUsage, Signed, Staging,
     Started, Termination,
 };
-use attest_sandbox::{Outcome, RootfsSpec, SandboxSpec};
+use attest_sandbox::{Outcome, RootfsSpec, SandboxReport, SandboxSpec};
 use attest_tree::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::process::Child;
 
 pub(super) async fn run(
     daemon: &Arc<Daemon>,
@@ -26,7 +30,156 @@ pub(super) async fn run(
     invocation_id: &str,
     run_dir: &Path,
     tx: &EventSender,
-) -> Result<Ending, DaemonError> {
+) -> Result<Ending, ExecutorError> {
+    let (input_dir, input_files) = stage(daemon, request, input, tx).await?;
+    let spec = prepare_run_dir(daemon, request, invocation_id, input_dir, run_dir)?;
+    let spec_path = run_dir.join("spec.json");
+    let report_path = run_dir.join("report.json");
+    attest_sandbox::write_spec(&spec_path, &spec).map_err(|source| ExecutorError::WriteSpec {
+        path: spec_path.clone(),
+        source,
+    })?;
+
+    let Some(step) = run_step(daemon, &spec_path, &report_path, invocation_id, tx).await? else {
+        return Ok(Ending::failed(
+            Termination::Cancelled,
+            attest_sandbox::EXIT_CANCELLED,
+            "the build was cancelled because its client went away".into(),
+        ));
+    };
+    let StepRun {
+        report,
+        mut child,
+        stdout,
+        stderr,
+        started_on,
+        finished_on,
+        rootfs_watch,
+        sandbox_started,
+    } = step;
+    // The helper's own exit (sandbox teardown) runs alongside the rest of
+    // the build and is awaited before its result is returned.
+    let helper_exit = tokio::spawn(async move { child.wait().await });
+    let result: Result<Ending, ExecutorError> = async {
+        let usage = ResourceUsage {
+            wall_ms: report.usage.wall_ms,
+            user_cpu_ms: report.usage.user_cpu_ms,
+            sys_cpu_ms: report.usage.sys_cpu_ms,
+            max_rss_kib: report.usage.max_rss_kib,
+        };
+        if !report.outcome.is_success() {
+            let (termination, exit_code) = termination_of(&report.outcome);
+            return Ok(Ending {
+                termination,
+                exit_code,
+                exit_status: report.outcome.exit_code(),
+                message: report.outcome.describe(),
+                outputs: Vec::new(),
+                envelope: Vec::new(),
+                link: Vec::new(),
+                usage: Some(usage),
+            });
+        }
+
+        // Re-validates the rootfs while the outputs are collected: the
+        // change feed, else a walk (stat only, through the digest cache).
+        let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
+        tracing::debug!(
+            elapsed_ms = sandbox_started.elapsed().as_millis() as u64,
+            "step ended, its report read"
+        );
+        send(tx, Event::Collecting(Collecting {})).await;
+        let collected = {
+            let store = daemon.store.clone();
+            let outputs = report.outputs.clone();
+            let declared = request.outputs.clone();
+            let out_dir = spec.out_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                collect_outputs(&store, &out_dir, &declared, &outputs)
+            })
+            .await
+            .map_err(ExecutorError::task("output collection"))??
+        };
+        let outputs = match collected {
+            Ok(outputs) => outputs,
+            Err(message) => {
+                let mut ending =
+                    Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
+                ending.usage = Some(usage);
+                return Ok(ending);
+            }
+        };
+        let rootfs = rootfs_check.facts().await;
+        let attested = attest(
+            daemon,
+            request,
+            &Attesting {
+                invocation_id,
+                input_files: &input_files,
+                report: &report,
+                rootfs: &rootfs,
+                outputs: &outputs,
+                stdout,
+                stderr,
+                started_on: &started_on,
+                finished_on: &finished_on,
+            },
+        )
+        .await?;
+        send(
+            tx,
+            Event::Signed(Signed {
+                keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
+            }),
+        )
+        .await;
+        Ok(Ending {
+            termination: Termination::Exited,
+            exit_code: 0,
+            exit_status: 0,
+            message: format!(
+                "the step succeeded; {} output file(s) attested",
+                outputs.len()
+            ),
+            outputs: outputs
+                .into_iter()
+                .map(|(path, digest, is_executable)| {
+                    let (path, raw_path) = attest_tree::split_name(path);
+                    OutputFile {
+                        path,
+                        raw_path,
+                        digest: Some(digest.to_proto()),
+                        is_executable,
+                    }
+                })
+                .collect(),
+            envelope: attested.envelope,
+            link: attested.link,
+            usage: Some(usage),
+        })
+    }
+    .await;
+    match helper_exit.await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => {
+            tracing::warn!(invocation_id, %status, "the sandbox helper exited with a failure after its report")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(invocation_id, error = %e, "waiting for the sandbox helper failed")
+        }
+        Err(e) => tracing::warn!(invocation_id, error = %e, "the helper-exit task failed"),
+    }
+    result
+}
+
+/// Stage: materializes the input tree (once per root digest) and lists its
+/// files, the provenance's materials.
+async fn stage(
+    daemon: &Arc<Daemon>,
+    request: &ValidatedRequest,
+    input: TreeStats,
+    tx: &EventSender,
+) -> Result<(PathBuf, FileList), ExecutorError> {
     send(
         tx,
         Event::Staging(Staging {
@@ -35,65 +188,88 @@ pub(super) async fn run(
         }),
     )
     .await;
-    let staged = {
-        let daemon = daemon.clone();
-        let root = request.input_root;
-        tokio::task::spawn_blocking(
-            move || -> Result<(PathBuf, crate::materialize::FileList), DaemonError> {
-                let dir = daemon.inputs.materialize(&daemon.store, &root)?;
-                let files = daemon.inputs.list_files(&daemon.store, &root)?;
-                Ok((dir, files))
-            },
-        )
-        .await
-        .map_err(|e| DaemonError::Sandbox(format!("staging task failed: {e}")))??
-    };
-    let (input_dir, input_files) = staged;
+    let daemon = daemon.clone();
+    let root = request.input_root;
+    let staged = tokio::task::spawn_blocking(move || -> Result<_, ExecutorError> {
+        let dir = daemon.inputs.materialize(&daemon.store, &root)?;
+        let files = daemon.inputs.list_files(&daemon.store, &root)?;
+        Ok((dir, files))
+    })
+    .await
+    .map_err(ExecutorError::task("staging"))??;
+    Ok(staged)
+}
 
+/// Creates the run directory with its `out` and `scratch` and returns the
+/// sandbox spec of the step.
+fn prepare_run_dir(
+    daemon: &Daemon,
+    request: &ValidatedRequest,
+    invocation_id: &str,
+    input_dir: PathBuf,
+    run_dir: &Path,
+) -> Result<SandboxSpec, ExecutorError> {
     let out_dir = run_dir.join("out");
     let scratch_dir = run_dir.join("scratch");
     for dir in [run_dir, &out_dir, &scratch_dir] {
-        std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(ExecutorError::io("create", dir))?;
         set_mode(dir, 0o711)?;
     }
-    let limits = daemon.config.limits.resolve(request.limits.as_ref());
-    let spec = SandboxSpec {
+    Ok(SandboxSpec {
         run_id: invocation_id.to_string(),
         argv: request.argv.clone(),
         env: request.env.clone(),
         input_dir,
         cwd: request.working_directory.clone(),
         outputs: request.outputs.clone(),
-        out_dir: out_dir.clone(),
+        out_dir,
         scratch_dir,
         rootfs: RootfsSpec::host_default(),
-        limits,
+        limits: daemon.config.limits.resolve(request.limits.as_ref()),
         source_date_epoch: request.source_date_epoch,
         hostname: attest_sandbox::launch::DEFAULT_HOSTNAME.into(),
         // The materialized tree is owned by the step's ids with writable
-        // directories (materialize.rs): an overlay over it costs nothing per
+        // directories (materialize/): an overlay over it costs nothing per
         // input byte. The helper falls back to a copy where it cannot mount
         // one, and the provenance says which it was.
         work_layer: attest_sandbox::WorkLayer::Overlay,
-    };
-    let spec_path = run_dir.join("spec.json");
-    let report_path = run_dir.join("report.json");
-    attest_sandbox::write_spec(&spec_path, &spec)
-        .map_err(|e| DaemonError::Sandbox(error_chain(&e)))?;
+    })
+}
 
+/// The step as the helper ran it, up to its report.
+struct StepRun {
+    report: SandboxReport,
+    /// The helper, still tearing the sandbox down.
+    child: Child,
+    stdout: Digest,
+    stderr: Digest,
+    started_on: String,
+    finished_on: String,
+    rootfs_watch: Option<StepWatch>,
+    sandbox_started: std::time::Instant,
+}
+
+/// Sandbox: starts the helper, passes the step's output to the client and
+/// the store until the helper lets go of it, and reads its report. None
+/// when the client went away and the step was cancelled.
+async fn run_step(
+    daemon: &Arc<Daemon>,
+    spec_path: &Path,
+    report_path: &Path,
+    invocation_id: &str,
+    tx: &EventSender,
+) -> Result<Option<StepRun>, ExecutorError> {
     let started_on = now_rfc3339();
     let sandbox_started = std::time::Instant::now();
     let rootfs_watch = daemon.rootfs.as_ref().map(|r| r.step_starting());
     // A warm helper from the pool, else a cold one (helper_pool.rs).
     let started = daemon
         .helpers
-        .start(&spec_path, &report_path)
+        .start(spec_path, report_path)
         .await
-        .map_err(|e| {
-            DaemonError::Sandbox(format!(
-                "cannot start {}: {e}",
-                daemon.config.sandbox_helper.display()
-            ))
+        .map_err(|source| ExecutorError::HelperStart {
+            helper: daemon.config.sandbox_helper.clone(),
+            source,
         })?;
     let mut child = started.child;
     // Held open for the helper's whole life: EOF on it tells the helper
@@ -132,192 +308,132 @@ pub(super) async fn run(
             pumped.await
         }
     };
-    let stdout = stdout.map_err(|e| DaemonError::Sandbox(e.to_string()))??;
-    let stderr = stderr.map_err(|e| DaemonError::Sandbox(e.to_string()))??;
+    let stdout = stdout.map_err(ExecutorError::task("stdout"))??;
+    let stderr = stderr.map_err(ExecutorError::task("stderr"))??;
     let finished_on = now_rfc3339();
     if cancelled {
         let _ = child.wait().await;
-        return Ok(Ending::failed(
-            Termination::Cancelled,
-            attest_sandbox::EXIT_CANCELLED,
-            "the build was cancelled because its client went away".into(),
-        ));
+        return Ok(None);
     }
-    let report = match attest_sandbox::read_report(&report_path) {
+    let report = match attest_sandbox::read_report(report_path) {
         Ok(report) => report,
-        Err(e) => {
+        Err(source) => {
             // No report: the helper died. Its status says how.
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| DaemonError::Sandbox(format!("waiting for the helper failed: {e}")))?;
-            return Err(DaemonError::Sandbox(format!(
-                "the helper exited with {status} without a usable report: {}",
-                error_chain(&e)
-            )));
+            let status = child.wait().await.map_err(ExecutorError::HelperWait)?;
+            return Err(ExecutorError::HelperNoReport { status, source });
         }
     };
-    // The helper's own exit (sandbox teardown) runs alongside the rest of
-    // the build and is awaited before its result is returned.
-    let helper_exit = tokio::spawn(async move { child.wait().await });
-    let result: Result<Ending, DaemonError> = async {
-        let usage = ResourceUsage {
-            wall_ms: report.usage.wall_ms,
-            user_cpu_ms: report.usage.user_cpu_ms,
-            sys_cpu_ms: report.usage.sys_cpu_ms,
-            max_rss_kib: report.usage.max_rss_kib,
-        };
-        if !report.outcome.is_success() {
-            let (termination, exit_code) = termination_of(&report.outcome);
-            return Ok(Ending {
-                termination,
-                exit_code,
-                exit_status: report.outcome.exit_code(),
-                message: report.outcome.describe(),
-                outputs: Vec::new(),
-                envelope: Vec::new(),
-                link: Vec::new(),
-                usage: Some(usage),
-            });
-        }
+    Ok(Some(StepRun {
+        report,
+        child,
+        stdout,
+        stderr,
+        started_on,
+        finished_on,
+        rootfs_watch,
+        sandbox_started,
+    }))
+}
 
-        // Re-validates the rootfs while the outputs are collected: the
-        // change feed, else a walk (stat only, through the digest cache).
-        let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
-        tracing::debug!(
-            elapsed_ms = sandbox_started.elapsed().as_millis() as u64,
-            "step ended, its report read"
-        );
-        send(tx, Event::Collecting(Collecting {})).await;
-        let collected = {
-            let store = daemon.store.clone();
-            let outputs = report.outputs.clone();
-            let declared = request.outputs.clone();
-            tokio::task::spawn_blocking(move || {
-                collect_outputs(&store, &out_dir, &declared, &outputs)
-            })
-            .await
-            .map_err(|e| DaemonError::Sandbox(format!("collect task failed: {e}")))??
-        };
-        let outputs = match collected {
-            Ok(outputs) => outputs,
-            Err(message) => {
-                let mut ending =
-                    Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
-                ending.usage = Some(usage);
-                return Ok(ending);
-            }
-        };
+/// What a successful step's attestation is made of.
+struct Attesting<'a> {
+    invocation_id: &'a str,
+    input_files: &'a FileList,
+    report: &'a SandboxReport,
+    rootfs: &'a RootfsFacts,
+    outputs: &'a [Collected],
+    stdout: Digest,
+    stderr: Digest,
+    started_on: &'a str,
+    finished_on: &'a str,
+}
 
-        let named: Vec<(Vec<u8>, Digest)> =
-            outputs.iter().map(|(p, d, _)| (p.clone(), *d)).collect();
-        let rootfs = rootfs_check.facts().await;
-        let signing_started = std::time::Instant::now();
-        let envelope = sign_provenance(
-            &BuildFacts {
-                invocation_id,
-                builder_id: &daemon.config.builder_id,
-                argv: &request.argv,
-                env: &request.env,
-                working_directory: &request.working_directory,
-                output_paths: &request.outputs,
-                requested_limits: request.limits.as_ref(),
-                source: request.source.as_ref(),
-                input_root: request.input_root,
-                input_files: &input_files,
-                settings: &report.settings,
-                rootfs: &rootfs,
-                source_date_epoch: request.source_date_epoch,
-                outputs: &named,
-                stdout,
-                stderr,
-                exit_code: 0,
-                usage: &report.usage,
-                started_on: &started_on,
-                finished_on: &finished_on,
-            },
-            &[daemon.signer.key()],
-            daemon.config.keyid_scheme,
-        )?;
-        let envelope_json = envelope.to_json();
-        tracing::debug!(
-            materials = input_files.len(),
-            envelope_bytes = envelope_json.len(),
-            elapsed_ms = signing_started.elapsed().as_millis() as u64,
-            "provenance built and signed"
-        );
-        let link = match &request.link_name {
-            Some(name) => build_link(&LinkFacts {
-                name,
-                invocation_id,
-                argv: &request.argv,
-                working_directory: &request.working_directory,
-                input_files: &input_files,
-                outputs: &named,
-                stdout,
-                stderr,
-                exit_code: 0,
-            })?
-            .sign(&[daemon.signer.key()])
-            .map_err(|e| DaemonError::Signing(error_chain(&e)))?,
-            None => Vec::new(),
-        };
-        let record = IndexedAttestation {
-            invocation_id: invocation_id.to_string(),
-            envelope: envelope_json.clone(),
-            signed_on: now_rfc3339(),
-        };
-        let subjects: Vec<String> = named.iter().map(|(_, d)| d.hex()).collect();
-        {
-            let daemon = daemon.clone();
-            tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
-                .await
-                .map_err(|e| DaemonError::Index(e.to_string()))??;
-        }
-        send(
-            tx,
-            Event::Signed(Signed {
-                keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
-            }),
-        )
-        .await;
-        Ok(Ending {
-            termination: Termination::Exited,
+/// The signed documents of a build.
+struct Attested {
+    /// The DSSE envelope's JSON.
+    envelope: Vec<u8>,
+    /// The signed in-toto link, when one was asked for; else empty.
+    link: Vec<u8>,
+}
+
+/// Attest: signs the provenance (and the link, when asked for) and
+/// records the envelope in the index under each subject.
+async fn attest(
+    daemon: &Arc<Daemon>,
+    request: &ValidatedRequest,
+    facts: &Attesting<'_>,
+) -> Result<Attested, ExecutorError> {
+    let named: Vec<(Vec<u8>, Digest)> = facts
+        .outputs
+        .iter()
+        .map(|(p, d, _)| (p.clone(), *d))
+        .collect();
+    let signing_started = std::time::Instant::now();
+    let envelope = sign_provenance(
+        &BuildFacts {
+            invocation_id: facts.invocation_id,
+            builder_id: &daemon.config.builder_id,
+            argv: &request.argv,
+            env: &request.env,
+            working_directory: &request.working_directory,
+            output_paths: &request.outputs,
+            requested_limits: request.limits.as_ref(),
+            source: request.source.as_ref(),
+            input_root: request.input_root,
+            input_files: facts.input_files,
+            settings: &facts.report.settings,
+            rootfs: facts.rootfs,
+            source_date_epoch: request.source_date_epoch,
+            outputs: &named,
+            stdout: facts.stdout,
+            stderr: facts.stderr,
             exit_code: 0,
-            exit_status: 0,
-            message: format!(
-                "the step succeeded; {} output file(s) attested",
-                outputs.len()
-            ),
-            outputs: outputs
-                .into_iter()
-                .map(|(path, digest, is_executable)| {
-                    let (path, raw_path) = attest_tree::split_name(path);
-                    OutputFile {
-                        path,
-                        raw_path,
-                        digest: Some(digest.to_proto()),
-                        is_executable,
-                    }
-                })
-                .collect(),
-            envelope: envelope_json.into_bytes(),
-            link,
-            usage: Some(usage),
-        })
+            usage: &facts.report.usage,
+            started_on: facts.started_on,
+            finished_on: facts.finished_on,
+        },
+        &[daemon.signer.key()],
+        daemon.config.keyid_scheme,
+    )?;
+    let envelope_json = envelope.to_json();
+    tracing::debug!(
+        materials = facts.input_files.len(),
+        envelope_bytes = envelope_json.len(),
+        elapsed_ms = signing_started.elapsed().as_millis() as u64,
+        "provenance built and signed"
+    );
+    let link = match &request.link_name {
+        Some(name) => build_link(&LinkFacts {
+            name,
+            invocation_id: facts.invocation_id,
+            argv: &request.argv,
+            working_directory: &request.working_directory,
+            input_files: facts.input_files,
+            outputs: &named,
+            stdout: facts.stdout,
+            stderr: facts.stderr,
+            exit_code: 0,
+        })?
+        .sign(&[daemon.signer.key()])
+        .map_err(BuildProvenanceError::SignLink)?,
+        None => Vec::new(),
+    };
+    let record = IndexedAttestation {
+        invocation_id: facts.invocation_id.to_string(),
+        envelope: envelope_json.clone(),
+        signed_on: now_rfc3339(),
+    };
+    let subjects: Vec<String> = named.iter().map(|(_, d)| d.hex()).collect();
+    {
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
+            .await
+            .map_err(ExecutorError::task("index"))??;
     }
-    .await;
-    match helper_exit.await {
-        Ok(Ok(status)) if status.success() => {}
-        Ok(Ok(status)) => {
-            tracing::warn!(invocation_id, %status, "the sandbox helper exited with a failure after its report")
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(invocation_id, error = %e, "waiting for the sandbox helper failed")
-        }
-        Err(e) => tracing::warn!(invocation_id, error = %e, "the helper-exit task failed"),
-    }
-    result
+    Ok(Attested {
+        envelope: envelope_json.into_bytes(),
+        link,
+    })
 }
 
 fn termination_of(outcome: &Outcome) -> (Termination, i32) {

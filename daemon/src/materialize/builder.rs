@@ -4,8 +4,7 @@
 
 use super::file_list::{write_file_list, FILE_LIST_PREFIX};
 use super::stored_tree::{walk, Node};
-use super::{remove_tree, touch, FileList, InputTrees};
-use crate::error::DaemonError;
+use super::{remove_tree, touch, FileList, InputTrees, MaterializeError};
 use crate::store::{BlobStore, Placed};
 use attest_tree::Digest;
 use std::ffi::OsStr;
@@ -27,18 +26,18 @@ impl InputTrees {
         plan: &Plan,
         place: &Path,
         in_memory: bool,
-    ) -> Result<(PathBuf, LinkCounts), DaemonError> {
+    ) -> Result<(PathBuf, LinkCounts), MaterializeError> {
         let tmp_dir = place.join(format!(".tmp-{}-{}", root.hex(), uuid::Uuid::new_v4()));
         let counts = LinkCounts::default();
         let result = (|| {
-            std::fs::create_dir(&tmp_dir).map_err(DaemonError::io("create", &tmp_dir))?;
+            std::fs::create_dir(&tmp_dir).map_err(MaterializeError::io("create", &tmp_dir))?;
             self.chown(&tmp_dir)?;
             // Parents before children, so directories first, in walk order.
             let mut directories = Vec::new();
             for (relative, node) in &plan.nodes {
                 if let Node::Directory = node {
                     let path = tmp_dir.join(relative);
-                    std::fs::create_dir(&path).map_err(DaemonError::io("create", &path))?;
+                    std::fs::create_dir(&path).map_err(MaterializeError::io("create", &path))?;
                     self.chown(&path)?;
                     directories.push(path);
                 }
@@ -52,7 +51,7 @@ impl InputTrees {
             // writes its lower layer.
             for dir in directories.iter().rev().chain(std::iter::once(&tmp_dir)) {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                    .map_err(DaemonError::io("chmod", dir))?;
+                    .map_err(MaterializeError::io("chmod", dir))?;
             }
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(theirs) = self.locate(root) {
@@ -67,7 +66,8 @@ impl InputTrees {
                 &place.join(format!("{FILE_LIST_PREFIX}{}", root.hex())),
                 &plan.files_sorted,
             )?;
-            std::fs::rename(&tmp_dir, &final_dir).map_err(DaemonError::io("rename", &final_dir))?;
+            std::fs::rename(&tmp_dir, &final_dir)
+                .map_err(MaterializeError::io("rename", &final_dir))?;
             touch(&final_dir)?;
             Ok(final_dir)
         })();
@@ -91,7 +91,7 @@ impl InputTrees {
         tmp_dir: &Path,
         in_memory: bool,
         counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<(), MaterializeError> {
         let leaves: Vec<&(PathBuf, Node)> = plan
             .nodes
             .iter()
@@ -114,7 +114,7 @@ impl InputTrees {
             return Ok(());
         }
         let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<DaemonError>> = Mutex::new(None);
+        let first_error: Mutex<Option<MaterializeError>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| loop {
@@ -151,7 +151,7 @@ impl InputTrees {
         node: &Node,
         in_memory: bool,
         counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<(), MaterializeError> {
         match node {
             Node::Directory => {}
             Node::File { digest, executable } => {
@@ -169,7 +169,7 @@ impl InputTrees {
             }
             Node::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-                    .map_err(DaemonError::io("create symlink", path))?;
+                    .map_err(MaterializeError::io("create symlink", path))?;
                 self.chown(path)?;
             }
         }
@@ -178,10 +178,10 @@ impl InputTrees {
 
     /// Gives an entry of a tree to the step's ids (see the module comment);
     /// a no-op without root. Never follows a symlink.
-    fn chown(&self, path: &Path) -> Result<(), DaemonError> {
+    fn chown(&self, path: &Path) -> Result<(), MaterializeError> {
         match self.owner {
             Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-                .map_err(DaemonError::io("chown", path)),
+                .map_err(MaterializeError::io("chown", path)),
             None => Ok(()),
         }
     }
@@ -205,7 +205,7 @@ pub(super) struct Plan {
 }
 
 /// Reads the tree named by `root` from the store into a [`Plan`].
-pub(super) fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
+pub(super) fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, MaterializeError> {
     const PAGE: u64 = 4096;
     let mut nodes = Vec::new();
     let mut files_sorted = Vec::new();

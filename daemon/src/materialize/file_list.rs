@@ -1,14 +1,16 @@
 //! The file-list format: `inputs/.files-<root digest>`, a tree's regular
 //! files with their digests and a checksum, beside each materialized tree.
 
-use super::{FileList, TreeStats};
-use crate::error::DaemonError;
+use super::{FileList, MaterializeError, TreeStats};
 use attest_tree::Digest;
 use std::io::Write;
 use std::path::Path;
 
 /// Writes a tree's file list through a temporary name beside it.
-pub(super) fn write_file_list(path: &Path, files: &[(Vec<u8>, Digest)]) -> Result<(), DaemonError> {
+pub(super) fn write_file_list(
+    path: &Path,
+    files: &[(Vec<u8>, Digest)],
+) -> Result<(), MaterializeError> {
     let place = path.parent().unwrap_or(Path::new("."));
     let tmp = place.join(format!(".tmp-list-{}", uuid::Uuid::new_v4()));
     let result = (|| {
@@ -16,11 +18,11 @@ pub(super) fn write_file_list(path: &Path, files: &[(Vec<u8>, Digest)]) -> Resul
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(DaemonError::io("create", &tmp))?;
+            .map_err(MaterializeError::io("create", &tmp))?;
         file.write_all(&encode_file_list(files))
-            .map_err(DaemonError::io("write", &tmp))?;
+            .map_err(MaterializeError::io("write", &tmp))?;
         drop(file);
-        std::fs::rename(&tmp, path).map_err(DaemonError::io("rename", path))
+        std::fs::rename(&tmp, path).map_err(MaterializeError::io("rename", path))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

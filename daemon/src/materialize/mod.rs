@@ -62,8 +62,7 @@
 //! [`builder`] builds one tree; [`file_list`] is the list format;
 //! [`stored_tree`] reads a tree of `Directory` messages from the store.
 
-use crate::error::DaemonError;
-use crate::store::BlobStore;
+use crate::store::{BlobStore, StoreError};
 use attest_tree::Digest;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,6 +77,75 @@ mod stored_tree;
 use builder::{plan, Plan};
 use file_list::{read_file_list, stats_of, write_file_list, FILE_LIST_PREFIX};
 use stored_tree::{walk, walk_files, Node};
+
+/// Why an input tree could not be checked, listed or materialized.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blob the tree names is not in the store (never uploaded, or
+    /// evicted since): the client uploads it and asks again.
+    #[error("blob {digest} is not in the content store")]
+    BlobMissing { digest: Digest },
+    #[error("the content store failed")]
+    Store(#[source] StoreError),
+    /// The tree the client sent is not one the daemon accepts; the
+    /// variants below are the client's fault, not the daemon's.
+    #[error("blob {digest} is not a Directory message")]
+    NotADirectory {
+        digest: Digest,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("directory {digest} is not canonical")]
+    BadDirectory {
+        digest: Digest,
+        #[source]
+        source: attest_tree::TreeError,
+    },
+    #[error("input tree is deeper than {max} directories at {at}")]
+    TooDeep { max: usize, at: PathBuf },
+}
+
+impl From<StoreError> for MaterializeError {
+    /// A missing blob is one variant whichever layer noticed it.
+    fn from(error: StoreError) -> MaterializeError {
+        match error {
+            StoreError::NotFound { digest } => MaterializeError::BlobMissing { digest },
+            other => MaterializeError::Store(other),
+        }
+    }
+}
+
+impl MaterializeError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> MaterializeError {
+        let path = path.into();
+        move |source| MaterializeError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// Whether the tree is malformed or too deep: the request's fault.
+    pub fn is_bad_tree(&self) -> bool {
+        matches!(
+            self,
+            MaterializeError::NotADirectory { .. }
+                | MaterializeError::BadDirectory { .. }
+                | MaterializeError::TooDeep { .. }
+        )
+    }
+}
 
 /// A tree's regular files: each path (`/`-separated, relative to the root,
 /// the names' raw bytes, which need not be UTF-8) with its digest.
@@ -186,10 +254,11 @@ const RECENT_LISTS: usize = 8;
 impl InputTrees {
     /// Opens the cache on disk at `dir`, and in `memory` when given,
     /// removing half-built trees a crash left behind.
-    pub fn open(dir: &Path, memory: Option<MemoryPlace>) -> Result<InputTrees, DaemonError> {
-        std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
+    pub fn open(dir: &Path, memory: Option<MemoryPlace>) -> Result<InputTrees, MaterializeError> {
+        std::fs::create_dir_all(dir).map_err(MaterializeError::io("create", dir))?;
         if let Some(memory) = &memory {
-            std::fs::create_dir_all(&memory.dir).map_err(DaemonError::io("create", &memory.dir))?;
+            std::fs::create_dir_all(&memory.dir)
+                .map_err(MaterializeError::io("create", &memory.dir))?;
         }
         for place in memory.iter().map(|m| m.dir.as_path()).chain([dir]) {
             remove_leftovers(place)?;
@@ -248,12 +317,12 @@ impl InputTrees {
 
     /// Every materialized tree, in memory and on disk, with its size and
     /// last use.
-    pub fn list(&self) -> Result<Vec<MaterializedTree>, DaemonError> {
+    pub fn list(&self) -> Result<Vec<MaterializedTree>, MaterializeError> {
         let mut trees = Vec::new();
         for place in self.places() {
             let in_memory = self.memory.as_ref().is_some_and(|m| m.dir == place);
-            for entry in std::fs::read_dir(place).map_err(DaemonError::io("list", place))? {
-                let entry = entry.map_err(DaemonError::io("list", place))?;
+            for entry in std::fs::read_dir(place).map_err(MaterializeError::io("list", place))? {
+                let entry = entry.map_err(MaterializeError::io("list", place))?;
                 if entry.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
@@ -286,7 +355,7 @@ impl InputTrees {
         &self,
         tree: &MaterializedTree,
         last_used: SystemTime,
-    ) -> Result<bool, DaemonError> {
+    ) -> Result<bool, MaterializeError> {
         let name = tree
             .path
             .file_name()
@@ -302,7 +371,7 @@ impl InputTrees {
                 Ok(meta) if meta.modified().map(|m| m <= last_used).unwrap_or(false) => {}
                 Ok(_) => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(DaemonError::io("stat", &tree.path)(e)),
+                Err(e) => return Err(MaterializeError::io("stat", &tree.path)(e)),
             }
             // The list first: a crash between the two leaves a tree without
             // a list (rebuilt on use), never a list claiming a tree.
@@ -311,9 +380,10 @@ impl InputTrees {
             match std::fs::remove_file(&list) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DaemonError::io("remove", &list)(e)),
+                Err(e) => return Err(MaterializeError::io("remove", &list)(e)),
             }
-            std::fs::rename(&tree.path, &doomed).map_err(DaemonError::io("evict", &tree.path))?;
+            std::fs::rename(&tree.path, &doomed)
+                .map_err(MaterializeError::io("evict", &tree.path))?;
         }
         remove_tree(&doomed)?;
         Ok(true)
@@ -329,7 +399,7 @@ impl InputTrees {
         &self,
         store: &BlobStore,
         root: &Digest,
-    ) -> Result<TreeStats, DaemonError> {
+    ) -> Result<TreeStats, MaterializeError> {
         {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(place) = self.locate(root) {
@@ -353,7 +423,7 @@ impl InputTrees {
         // One lookup for them all (one pack-index transaction); the first
         // missing in walk order is the one named.
         if let Some(missing) = store.missing(&digests)?.first() {
-            return Err(DaemonError::BlobNotFound(missing.to_string()));
+            return Err(MaterializeError::BlobMissing { digest: *missing });
         }
         Ok(stats)
     }
@@ -362,7 +432,11 @@ impl InputTrees {
     /// to the root, the names' bytes, which need not be UTF-8) and digest,
     /// sorted by those bytes: the per-file materials. Read from the tree's
     /// file list when there is one.
-    pub fn list_files(&self, store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
+    pub fn list_files(
+        &self,
+        store: &BlobStore,
+        root: &Digest,
+    ) -> Result<FileList, MaterializeError> {
         let started = std::time::Instant::now();
         if let Some(files) = self.file_list(root) {
             tracing::debug!(
@@ -391,7 +465,11 @@ impl InputTrees {
 
     /// The directory holding the tree, materializing it first if needed:
     /// in memory when it fits there, else on disk.
-    pub fn materialize(&self, store: &BlobStore, root: &Digest) -> Result<PathBuf, DaemonError> {
+    pub fn materialize(
+        &self,
+        store: &BlobStore,
+        root: &Digest,
+    ) -> Result<PathBuf, MaterializeError> {
         let started = std::time::Instant::now();
         let stale = {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,7 +493,7 @@ impl InputTrees {
                         uuid::Uuid::new_v4()
                     ));
                     std::fs::rename(&final_dir, &stale)
-                        .map_err(DaemonError::io("replace", &final_dir))?;
+                        .map_err(MaterializeError::io("replace", &final_dir))?;
                     Some(stale)
                 }
                 None => None,
@@ -464,28 +542,33 @@ impl InputTrees {
 
 /// Whether a materialization failed on a full filesystem (no space or no
 /// inodes left: both ENOSPC), which in memory means "build it on disk".
-fn is_full(error: &DaemonError) -> bool {
-    matches!(error, DaemonError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
+fn is_full(error: &MaterializeError) -> bool {
+    let full = |source: &std::io::Error| source.kind() == std::io::ErrorKind::StorageFull;
+    match error {
+        MaterializeError::Io { source, .. } => full(source),
+        MaterializeError::Store(StoreError::Io { source, .. }) => full(source),
+        _ => false,
+    }
 }
 
 /// Removes what a crash left in a place: half-built or half-evicted
 /// trees (`.tmp-` names) and lists whose tree is gone.
-fn remove_leftovers(dir: &Path) -> Result<(), DaemonError> {
-    for entry in std::fs::read_dir(dir).map_err(DaemonError::io("list", dir))? {
-        let entry = entry.map_err(DaemonError::io("list", dir))?;
+fn remove_leftovers(dir: &Path) -> Result<(), MaterializeError> {
+    for entry in std::fs::read_dir(dir).map_err(MaterializeError::io("list", dir))? {
+        let entry = entry.map_err(MaterializeError::io("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp-") {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 remove_tree(&entry.path())?;
             } else {
                 std::fs::remove_file(entry.path())
-                    .map_err(DaemonError::io("remove", entry.path()))?;
+                    .map_err(MaterializeError::io("remove", entry.path()))?;
             }
         } else if let Some(tree) = name.strip_prefix(FILE_LIST_PREFIX) {
             // A list whose tree is gone (a crash mid-eviction).
             if !dir.join(tree).is_dir() {
                 std::fs::remove_file(entry.path())
-                    .map_err(DaemonError::io("remove", entry.path()))?;
+                    .map_err(MaterializeError::io("remove", entry.path()))?;
             }
         }
     }
@@ -494,10 +577,10 @@ fn remove_leftovers(dir: &Path) -> Result<(), DaemonError> {
 
 /// Records a use of a materialized tree: its directory's mtime. A
 /// directory opened read-only can have its times set by its owner.
-fn touch(dir: &Path) -> Result<(), DaemonError> {
+fn touch(dir: &Path) -> Result<(), MaterializeError> {
     std::fs::File::open(dir)
         .and_then(|d| d.set_modified(SystemTime::now()))
-        .map_err(DaemonError::io("touch", dir))
+        .map_err(MaterializeError::io("touch", dir))
 }
 
 /// Bytes only this tree holds (see [`MaterializedTree::bytes`]): its
@@ -524,11 +607,11 @@ fn tree_bytes(dir: &Path) -> u64 {
 }
 
 /// Removes a tree that was made read-only.
-pub fn remove_tree(path: &Path) -> Result<(), DaemonError> {
+pub fn remove_tree(path: &Path) -> Result<(), MaterializeError> {
     for entry in walkdir_dirs(path) {
         let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755));
     }
-    std::fs::remove_dir_all(path).map_err(DaemonError::io("remove", path))
+    std::fs::remove_dir_all(path).map_err(MaterializeError::io("remove", path))
 }
 
 fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
@@ -633,8 +716,8 @@ mod tests {
         }
         let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
         match trees.check_complete(&store, &tree.root) {
-            Err(DaemonError::BlobNotFound(name)) => {
-                assert!(name.contains(&tree.files[0].digest.hex()))
+            Err(MaterializeError::BlobMissing { digest }) => {
+                assert_eq!(digest, tree.files[0].digest)
             }
             other => panic!("expected BlobNotFound, got {other:?}"),
         }
@@ -765,7 +848,7 @@ mod tests {
         std::fs::remove_file(&list).unwrap();
         assert!(matches!(
             trees.check_complete(&store, &root),
-            Err(DaemonError::BlobNotFound(_))
+            Err(MaterializeError::BlobMissing { .. })
         ));
     }
 
@@ -1045,7 +1128,7 @@ mod tests {
         std::fs::remove_file(store.path(&missing)).unwrap();
         let trees = with_memory(dir.path(), 1 << 30);
         match trees.materialize(&store, &root) {
-            Err(DaemonError::BlobNotFound(name)) => assert!(name.contains(&missing.hex())),
+            Err(MaterializeError::BlobMissing { digest }) => assert_eq!(digest, missing),
             other => panic!("expected BlobNotFound, got {other:?}"),
         }
         for place in ["inputs", "inputs-mem"] {

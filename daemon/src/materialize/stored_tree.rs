@@ -1,8 +1,7 @@
 //! Reading a tree of `Directory` messages from the store: every message
 //! parsed and checked canonical, the depth bounded.
 
-use super::FileList;
-use crate::error::DaemonError;
+use super::{FileList, MaterializeError};
 use crate::store::BlobStore;
 use attest_proto::v1::Directory;
 use attest_tree::{symlink_target, validate_directory, Digest, EntryName, MAX_TREE_DEPTH};
@@ -12,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Every file of a stored tree, sorted by path.
-pub(super) fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
+pub(super) fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, MaterializeError> {
     let mut files = Vec::new();
     walk(store, root, &mut |relative, node| {
         if let Node::File { digest, .. } = node {
@@ -43,25 +42,26 @@ pub(super) enum Node {
 pub(super) fn walk(
     store: &BlobStore,
     root: &Digest,
-    visit: &mut dyn FnMut(&Path, Node) -> Result<(), DaemonError>,
-) -> Result<(), DaemonError> {
+    visit: &mut dyn FnMut(&Path, Node) -> Result<(), MaterializeError>,
+) -> Result<(), MaterializeError> {
     let mut stack: Vec<(PathBuf, Digest, usize)> = vec![(PathBuf::new(), *root, 0)];
     while let Some((relative, digest, depth)) = stack.pop() {
         // A Merkle tree cannot contain itself, but a hostile client can send
         // absurdly deep chains; bound the depth like PATH_MAX bounds paths.
         if depth > MAX_TREE_DEPTH {
-            return Err(DaemonError::InvalidRequest(format!(
-                "input tree is deeper than {MAX_TREE_DEPTH} directories at {}",
-                relative.display()
-            )));
+            return Err(MaterializeError::TooDeep {
+                max: MAX_TREE_DEPTH,
+                at: relative,
+            });
         }
         let bytes = store.read(&digest)?;
-        let directory = Directory::decode(bytes.as_slice()).map_err(|e| {
-            DaemonError::InvalidRequest(format!("blob {digest} is not a Directory message: {e}"))
-        })?;
-        validate_directory(&directory)?;
+        let directory = Directory::decode(bytes.as_slice())
+            .map_err(|source| MaterializeError::NotADirectory { digest, source })?;
+        let bad = |source| MaterializeError::BadDirectory { digest, source };
+        validate_directory(&directory).map_err(bad)?;
         for file in &directory.files {
-            let digest = Digest::from_proto(file.digest.as_ref().expect("validated"))?;
+            let digest =
+                Digest::from_proto(file.digest.as_ref().expect("validated")).map_err(bad)?;
             visit(
                 &relative.join(OsStr::from_bytes(file.name_bytes())),
                 Node::File {
@@ -81,7 +81,8 @@ pub(super) fn walk(
         for child in directory.directories.iter().rev() {
             let child_path = relative.join(OsStr::from_bytes(child.name_bytes()));
             visit(&child_path, Node::Directory)?;
-            let digest = Digest::from_proto(child.digest.as_ref().expect("validated"))?;
+            let digest =
+                Digest::from_proto(child.digest.as_ref().expect("validated")).map_err(bad)?;
             stack.push((child_path, digest, depth + 1));
         }
     }

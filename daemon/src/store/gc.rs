@@ -48,13 +48,30 @@
 //! only `.tmp-` names that the next start removes.
 
 use crate::config::{Config, GcPolicy};
-use crate::error::DaemonError;
-use crate::index::AttestationIndex;
-use crate::materialize::InputTrees;
-use crate::store::BlobStore;
+use crate::index::{AttestationIndex, IndexError};
+use crate::materialize::{InputTrees, MaterializeError};
+use crate::store::{BlobStore, StoreError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// Why a collection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("{state_dir} holds no content store")]
+    NoContentStore { state_dir: PathBuf },
+    /// The index's lock is the state dir's: a daemon holds it.
+    #[error("cannot lock {index}; a running attestd collects by itself every --gc-interval, stop it to collect now")]
+    StateDirInUse {
+        index: PathBuf,
+        #[source]
+        source: IndexError,
+    },
+    #[error("the content store failed")]
+    Store(#[from] StoreError),
+    #[error("the materialized trees failed")]
+    Materialize(#[from] MaterializeError),
+}
 
 /// What one collection found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,7 +134,7 @@ pub fn collect(
     runs_dir: &Path,
     policy: &GcPolicy,
     dry_run: bool,
-) -> Result<GcReport, DaemonError> {
+) -> Result<GcReport, GcError> {
     let now = SystemTime::now();
     let old_enough = |last_used: SystemTime| {
         now.duration_since(last_used)
@@ -185,23 +202,18 @@ pub fn collect(
 /// starting meanwhile. Only the trees on disk: the memory trees lived in
 /// the stopped daemon's private tmpfs and went with it (and a running
 /// daemon's, which this process could not see, collect themselves).
-pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, DaemonError> {
+pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, GcError> {
     let state = &config.state_dir;
     let cas = state.join("cas");
     if !cas.is_dir() {
-        return Err(DaemonError::Setting {
-            name: "state-dir",
-            reason: format!("{} holds no content store", state.display()),
+        return Err(GcError::NoContentStore {
+            state_dir: state.clone(),
         });
     }
     let index = state.join("index.redb");
-    let _lock = AttestationIndex::open(&index).map_err(|e| DaemonError::Setting {
-        name: "state-dir",
-        reason: format!(
-            "cannot lock {} ({}); a running attestd collects by itself every --gc-interval, stop it to collect now",
-            index.display(),
-            crate::error::error_chain(&e)
-        ),
+    let _lock = AttestationIndex::open(&index).map_err(|source| GcError::StateDirInUse {
+        index: index.clone(),
+        source,
     })?;
     let store = BlobStore::open(&cas)?;
     let inputs = InputTrees::open(&state.join("inputs"), None)?;
