@@ -521,3 +521,104 @@ impl Keys for Services {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn code_of(error: ServiceError) -> tonic::Code {
+        Status::from(error).code()
+    }
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+    }
+
+    #[test]
+    fn a_request_error_is_invalid_argument_with_its_reason() {
+        let status = Status::from(ServiceError::from(RequestError::ParentComponent {
+            what: crate::executor::PathRole::OutputPath,
+            path: "../x".into(),
+        }));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "output path \"../x\" contains \"..\", which could leave the build's tree"
+        );
+        let digest = attest_tree::hash_bytes(b"d");
+        for bad_tree in [
+            MaterializeError::TooDeep {
+                max: 256,
+                at: PathBuf::from("a"),
+            },
+            MaterializeError::BadDirectory {
+                digest,
+                source: attest_tree::TreeError::MalformedDigest("x".into()),
+            },
+        ] {
+            assert_eq!(code_of(bad_tree.into()), tonic::Code::InvalidArgument);
+        }
+        let mismatch = StoreError::DigestMismatch {
+            digest,
+            received: "00".into(),
+            received_size: 1,
+        };
+        assert_eq!(code_of(mismatch.into()), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_daemon_fault_is_internal_with_its_cause_in_the_message() {
+        let fault = MaterializeError::Io {
+            action: "create",
+            path: PathBuf::from("/state/inputs/x"),
+            source: io_error(),
+        };
+        let status = Status::from(ServiceError::from(fault));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status
+                .message()
+                .starts_with("cannot create /state/inputs/x: "),
+            "{}",
+            status.message()
+        );
+        let store_fault = StoreError::Io {
+            action: "read",
+            path: PathBuf::from("/state/cas/x"),
+            source: io_error(),
+        };
+        assert_eq!(
+            code_of(ServiceError::Materialize(store_fault.into())),
+            tonic::Code::Internal
+        );
+    }
+
+    #[test]
+    fn missing_lost_and_absent_data_have_their_own_codes() {
+        let digest = attest_tree::hash_bytes(b"d");
+        assert_eq!(
+            code_of(StoreError::NotFound { digest }.into()),
+            tonic::Code::FailedPrecondition
+        );
+        // The same missing blob seen while walking a tree.
+        assert_eq!(
+            code_of(MaterializeError::from(StoreError::NotFound { digest }).into()),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code_of(StoreError::Corrupt { digest }.into()),
+            tonic::Code::DataLoss
+        );
+        assert_eq!(
+            code_of(ServiceError::DownloadNotFound { digest }),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            code_of(ServiceError::AttestationNotFound {
+                invocation_id: "x".into()
+            }),
+            tonic::Code::NotFound
+        );
+    }
+}

@@ -294,3 +294,77 @@ pub async fn execute(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::NotFound)
+    }
+
+    #[test]
+    fn request_sandbox_and_daemon_faults_end_with_their_own_exit_status() {
+        let request = ExecutorError::from(RequestError::EmptyArgv);
+        let bad_tree = ExecutorError::from(MaterializeError::TooDeep {
+            max: 256,
+            at: PathBuf::from("a"),
+        });
+        let ambiguous = ExecutorError::from(BuildProvenanceError::AmbiguousLinkKey {
+            files: "inputs",
+            key: "caf%E9.txt".into(),
+        });
+        for error in [&request, &bad_tree, &ambiguous] {
+            assert_eq!(error.class(), FailureClass::Request, "{error}");
+        }
+        let helper_start = ExecutorError::HelperStart {
+            helper: PathBuf::from("/usr/libexec/attestd-sandbox"),
+            source: io_error(),
+        };
+        let step_output = ExecutorError::StepOutput {
+            stream: "stdout",
+            source: io_error(),
+        };
+        for error in [&helper_start, &step_output] {
+            assert_eq!(error.class(), FailureClass::Sandbox, "{error}");
+        }
+        let disk = ExecutorError::io("create", "/state/runs/x")(io_error());
+        let store = ExecutorError::from(StoreError::Corrupt {
+            digest: attest_tree::hash_bytes(b"x"),
+        });
+        let missing_blob = ExecutorError::from(MaterializeError::BlobMissing {
+            digest: attest_tree::hash_bytes(b"x"),
+        });
+        for error in [&disk, &store, &missing_blob] {
+            assert_eq!(error.class(), FailureClass::Daemon, "{error}");
+        }
+
+        let ending = ending_of_error("id", &request);
+        assert_eq!(
+            (ending.termination, ending.exit_status),
+            (Termination::SetupFailed, EXIT_INVALID_REQUEST)
+        );
+        assert_eq!(
+            ending.message,
+            "the request cannot be built: argv is empty: name the command to run"
+        );
+        let ending = ending_of_error("id", &helper_start);
+        assert_eq!(ending.exit_status, attest_sandbox::EXIT_SETUP_FAILED);
+        assert!(
+            ending
+                .message
+                .starts_with("the sandbox could not run the build: cannot start the sandbox helper /usr/libexec/attestd-sandbox: "),
+            "{}",
+            ending.message
+        );
+        let ending = ending_of_error("id", &disk);
+        assert_eq!(ending.exit_status, EXIT_INTERNAL);
+        assert!(
+            ending.message.starts_with(
+                "the daemon could not complete the build: cannot create /state/runs/x: "
+            ),
+            "{}",
+            ending.message
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! `attest run`'s exit status tells whose fault a failure was, through the
+//! real binaries: 64 a request the daemon refused as invalid, 125 a sandbox
+//! that could not run the step, 71 the daemon itself failing. One test per
+//! class, each named for the fault it provokes.
+
+use attest_e2e::TestDaemon;
+use std::path::Path;
+
+fn source_tree(daemon: &TestDaemon) -> std::path::PathBuf {
+    let src = daemon.work_dir("src");
+    std::fs::write(src.join("input.txt"), b"input\n").unwrap();
+    src
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_output_path_leaving_the_tree_exits_64_as_an_invalid_request() {
+    let daemon = TestDaemon::start();
+    let src = source_tree(&daemon);
+    let work = daemon.work_dir("work");
+    let out = daemon.attest_run(
+        &work,
+        &src,
+        &[
+            "--out",
+            "../escape",
+            "--attestation",
+            "escape.intoto.jsonl",
+            "--",
+            "true",
+        ],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("\"..\""), "{stderr}");
+    assert!(!work.join("escape.intoto.jsonl").exists());
+}
+
+/// An `attestd` whose sandbox helper is `/bin/false`, which stands in for a
+/// helper that cannot set up a sandbox: it exits at once, writing no
+/// report. (The shared harness always passes the real helper.) Killed on
+/// drop.
+struct DaemonWithBrokenHelper {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl DaemonWithBrokenHelper {
+    fn start() -> DaemonWithBrokenHelper {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("attestd.sock");
+        let child = std::process::Command::new(attest_e2e::bin("attestd"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--sandbox-helper", "/bin/false", "--config", "/dev/null"])
+            .env("ATTESTD_ROOTFS_HASHING", "off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attestd did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        DaemonWithBrokenHelper { dir, child }
+    }
+}
+
+impl Drop for DaemonWithBrokenHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_sandbox_helper_that_dies_without_a_report_exits_125() {
+    let daemon = DaemonWithBrokenHelper::start();
+    let src = daemon.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("input.txt"), b"input\n").unwrap();
+    let out = attest_e2e::run(
+        std::process::Command::new(attest_e2e::bin("attest"))
+            .env("ATTEST_SOCKET", daemon.dir.path().join("attestd.sock"))
+            .env("XDG_CACHE_HOME", daemon.dir.path().join("cache"))
+            .current_dir(daemon.dir.path())
+            .args(["run", "--quiet", "--src"])
+            .arg(&src)
+            .args(["--out", "product", "--", "true"]),
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("the sandbox could not run the build"),
+        "{stderr}"
+    );
+    assert!(!daemon.dir.path().join("product").exists());
+}
+
+#[test]
+fn a_daemon_that_cannot_create_its_run_directory_exits_71() {
+    let daemon = TestDaemon::start();
+    let src = source_tree(&daemon);
+    let work = daemon.work_dir("work");
+    // The daemon's own state broken under it: runs/ is now a file, so no
+    // build can get a run directory. Nothing the request or the sandbox did.
+    let runs = daemon.state_dir.join("runs");
+    std::fs::remove_dir_all(&runs).unwrap();
+    std::fs::write(&runs, b"not a directory").unwrap();
+    let out = daemon.attest_run(&work, &src, &["--out", "product", "--", "true"]);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(71), "{stderr}");
+    assert!(
+        stderr.contains("the daemon could not complete the build"),
+        "{stderr}"
+    );
+    assert!(!Path::new(&work.join("product")).exists());
+}
