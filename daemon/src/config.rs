@@ -655,12 +655,13 @@ mod tests {
         std::fs::write(&file, "stat_dir = \"/typo\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", file.to_str().unwrap()])),
-            Err(ConfigError::Parse { .. })
+            Err(ConfigError::Parse { path, .. }) if path == file
         ));
         let missing = dir.path().join("missing.toml");
         assert!(matches!(
             Config::resolve(&cli(&["--config", missing.to_str().unwrap()])),
-            Err(ConfigError::Read { .. })
+            Err(ConfigError::Read { path, source }) if path == missing
+                && source.kind() == std::io::ErrorKind::NotFound
         ));
     }
 
