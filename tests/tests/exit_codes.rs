@@ -126,3 +126,33 @@ fn a_daemon_that_cannot_create_its_run_directory_exits_71() {
     );
     assert!(!Path::new(&work.join("product")).exists());
 }
+
+#[test]
+fn overlapping_declared_outputs_are_refused_before_the_step_runs() {
+    let daemon = TestDaemon::start();
+    let src = source_tree(&daemon);
+    let work = daemon.work_dir("work");
+    // Were the step to run, it would leave this file in the source tree's
+    // copy and the build would fail only after it, inside the daemon.
+    let out = daemon.attest_run(
+        &work,
+        &src,
+        &[
+            "--out",
+            "d",
+            "--out",
+            "d/x",
+            "--",
+            "sh",
+            "-c",
+            "mkdir d && echo x > d/x",
+        ],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("output paths \"d\" and \"d/x\" overlap"),
+        "{stderr}"
+    );
+    assert!(!daemon.log().contains("build finished"), "{}", daemon.log());
+}

@@ -22,6 +22,11 @@ pub enum RequestError {
     NoOutputs,
     #[error("output path {path:?} is declared twice")]
     DuplicateOutput { path: String },
+    /// One declared output inside another (`d` and `d/x`): the helper
+    /// would collect the inner one twice, or refuse it only after the
+    /// step ran.
+    #[error("output paths {outer:?} and {inner:?} overlap: declare only {outer:?}, which holds the other")]
+    OverlappingOutputs { outer: String, inner: String },
     #[error("{what} is empty")]
     EmptyPath { what: PathRole },
     #[error("{what} {path:?} is absolute; give it relative to the source root")]
@@ -154,6 +159,12 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, RequestError
         }
         outputs.push(path);
     }
+    if let Some((outer, inner)) = first_overlap(&outputs) {
+        return Err(RequestError::OverlappingOutputs {
+            outer: outer.to_string(),
+            inner: inner.to_string(),
+        });
+    }
     Ok(ValidatedRequest {
         input_root,
         argv: request.argv.clone(),
@@ -168,6 +179,23 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, RequestError
         source: request.source.clone(),
         source_date_epoch: request.source_date_epoch,
         link_name: validate_link_name(request)?,
+    })
+}
+
+/// The first pair of outputs of which one is a directory holding the
+/// other, outer first. The paths are validated: no `.`, `..` or empty
+/// components, so a component-wise prefix is the whole test.
+fn first_overlap(outputs: &[String]) -> Option<(&str, &str)> {
+    let holds = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    outputs.iter().find_map(|a| {
+        outputs
+            .iter()
+            .find(|b| holds(a, b))
+            .map(|b| (a.as_str(), b.as_str()))
     })
 }
 
@@ -332,6 +360,25 @@ mod tests {
             refusal(&request(&["a", "a"], &["true"])),
             RequestError::DuplicateOutput { path: "a".into() }
         );
+    }
+
+    #[test]
+    fn overlapping_outputs_are_refused_before_anything_runs_in_either_order() {
+        let expected = RequestError::OverlappingOutputs {
+            outer: "d".into(),
+            inner: "d/x".into(),
+        };
+        assert_eq!(refusal(&request(&["d", "d/x"], &["true"])), expected);
+        assert_eq!(refusal(&request(&["d/x", "d"], &["true"])), expected);
+        assert_eq!(
+            refusal(&request(&["out", "a/b", "a/b/c/d"], &["true"])),
+            RequestError::OverlappingOutputs {
+                outer: "a/b".into(),
+                inner: "a/b/c/d".into(),
+            }
+        );
+        // Siblings sharing a name prefix do not overlap.
+        assert!(validate(&request(&["d", "dx", "d2/x", "e/d"], &["true"])).is_ok());
     }
 
     #[test]
