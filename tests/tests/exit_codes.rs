@@ -156,3 +156,42 @@ fn overlapping_declared_outputs_are_refused_before_the_step_runs() {
     );
     assert!(!daemon.log().contains("build finished"), "{}", daemon.log());
 }
+
+/// A client that names its input root with the wrong size: the size went
+/// into the signed provenance unchecked, before and after the tree was
+/// materialized (issue 11 item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_digest_with_a_wrong_size_is_refused_and_never_signed() {
+    let daemon = TestDaemon::start();
+    let src = source_tree(&daemon);
+    let client = attest::Client::connect(&daemon.socket).await.unwrap();
+    let tree = attest_e2e::upload_tree(&client, &src).await;
+    let request = |root: attest_tree::Digest| attest_proto::v1::BuildRequest {
+        input_root: Some(root.to_proto()),
+        argv: vec!["true".into()],
+        output_paths: vec!["out".into()],
+        ..Default::default()
+    };
+    let lying = attest_tree::Digest {
+        size: tree.root.size + 1000,
+        ..tree.root
+    };
+    let refused = |result: Result<_, attest::ClientError>| match result {
+        Err(attest::ClientError::Status(status)) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(
+                status.message().contains("its size is wrong"),
+                "{}",
+                status.message()
+            );
+        }
+        Err(other) => panic!("expected INVALID_ARGUMENT, got {other}"),
+        Ok(_) => panic!("a root digest with a wrong size was accepted"),
+    };
+    refused(client.build(request(lying)).await);
+    // Materialize the tree with a real build, then lie again: the tree's
+    // file list must not stand in for the check.
+    let mut events = client.build(request(tree.root)).await.unwrap();
+    while events.message().await.unwrap().is_some() {}
+    refused(client.build(request(lying)).await);
+}

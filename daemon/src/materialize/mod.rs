@@ -110,6 +110,10 @@ pub enum MaterializeError {
     },
     #[error("input tree is deeper than {max} directories at {at}")]
     TooDeep { max: usize, at: PathBuf },
+    /// The root digest's size is not the stored root directory's: it would
+    /// go into the signed provenance unchecked.
+    #[error("input root {root} names a stored directory of {actual} bytes; its size is wrong")]
+    RootSizeMismatch { root: Digest, actual: u64 },
 }
 
 impl From<StoreError> for MaterializeError {
@@ -143,6 +147,7 @@ impl MaterializeError {
             MaterializeError::NotADirectory { .. }
                 | MaterializeError::BadDirectory { .. }
                 | MaterializeError::TooDeep { .. }
+                | MaterializeError::RootSizeMismatch { .. }
         )
     }
 }
@@ -400,7 +405,19 @@ impl InputTrees {
         store: &BlobStore,
         root: &Digest,
     ) -> Result<TreeStats, MaterializeError> {
-        {
+        // The root digest, size included, goes into the signed provenance
+        // as the request gave it: a size that is not the stored root
+        // directory's is refused. A tree is materialized under its sha256
+        // alone, so its list is used only while the store holds the root
+        // message at exactly this size; otherwise the walk below reads the
+        // root, and a root evicted meanwhile is missing like any blob.
+        if let Some(actual) = store.other_size(root)? {
+            return Err(MaterializeError::RootSizeMismatch {
+                root: *root,
+                actual,
+            });
+        }
+        if store.contains(root) {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(place) = self.locate(root) {
                 let tree = place.join(root.hex());
@@ -634,6 +651,7 @@ fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
 
@@ -673,6 +691,66 @@ mod tests {
             store.put_file(&file.path).unwrap();
         }
         tree.root
+    }
+
+    #[test]
+    fn a_root_digest_with_a_wrong_size_is_refused_before_and_after_materializing() {
+        let (dir, store, root) = one_file_tree();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        let lying = Digest {
+            size: root.size + 1,
+            ..root
+        };
+        let expected = |e: &MaterializeError| {
+            matches!(e, MaterializeError::RootSizeMismatch { root: named, actual }
+                if *named == lying && *actual == root.size)
+        };
+        let refused = trees.check_complete(&store, &lying).unwrap_err();
+        assert!(expected(&refused), "{refused:?}");
+        // Once materialized, the tree answers from its list, which knows no
+        // root size: the stored root message is still what decides.
+        trees.materialize(&store, &root).unwrap();
+        assert_eq!(trees.check_complete(&store, &root).unwrap().files, 1);
+        let refused = trees.check_complete(&store, &lying).unwrap_err();
+        assert!(expected(&refused), "{refused:?}");
+        assert!(refused.is_bad_tree());
+    }
+
+    #[test]
+    fn a_packed_root_digest_with_a_wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root_message = attest_proto::v1::Directory::default().encode_to_vec();
+        let root = attest_tree::hash_bytes(&root_message);
+        let mut packs = store.pack_writer();
+        packs.begin(root).unwrap();
+        packs.write(&root_message).unwrap();
+        packs.end().unwrap();
+        packs.take_batch().commit().unwrap();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        assert_eq!(trees.check_complete(&store, &root).unwrap().files, 0);
+        let lying = Digest { size: 7, ..root };
+        match trees.check_complete(&store, &lying) {
+            Err(MaterializeError::RootSizeMismatch {
+                root: named,
+                actual,
+            }) => {
+                assert_eq!((named, actual), (lying, root.size))
+            }
+            other => panic!("expected RootSizeMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_materialized_tree_whose_root_message_was_evicted_is_checked_against_the_store() {
+        let (dir, store, root) = one_file_tree();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        trees.materialize(&store, &root).unwrap();
+        std::fs::remove_file(store.path(&root)).unwrap();
+        match trees.check_complete(&store, &root) {
+            Err(MaterializeError::BlobMissing { digest }) => assert_eq!(digest, root),
+            other => panic!("expected BlobMissing, got {other:?}"),
+        }
     }
 
     #[test]

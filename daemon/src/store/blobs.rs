@@ -97,6 +97,23 @@ impl BlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
+    /// The true size of the blob with `digest`'s sha256 when the store
+    /// holds it and `digest.size` is not that size: a digest naming a
+    /// stored blob with a wrong size. None when the store holds no blob of
+    /// that sha256, or holds it at `digest.size`. Not a use.
+    pub fn other_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        if let Ok(meta) = std::fs::metadata(self.path(digest)) {
+            if meta.len() != digest.size {
+                return Ok(Some(meta.len()));
+            }
+        }
+        Ok(self
+            .packs
+            .sizes_packed(&digest.hash)?
+            .into_iter()
+            .find(|size| *size != digest.size))
+    }
+
     /// Whether the store holds this blob (with the right size). Counts as
     /// a use of the blob.
     pub fn contains(&self, digest: &Digest) -> bool {

@@ -171,6 +171,29 @@ impl Packs {
             }))
     }
 
+    /// The sizes under which a blob with this sha256 is packed (entries
+    /// are keyed by sha256 and size, so a lookup with a wrong size finds
+    /// nothing). Not a use.
+    pub fn sizes_packed(&self, hash: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(BLOBS).map_err(index_err)?;
+        let mut low = [0u8; 40];
+        low[..32].copy_from_slice(hash);
+        let mut high = low;
+        high[32..].fill(0xff);
+        let mut sizes = Vec::new();
+        for entry in table
+            .range::<&[u8]>(low.as_slice()..=high.as_slice())
+            .map_err(index_err)?
+        {
+            let (key, _) = entry.map_err(index_err)?;
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&key.value()[32..40]);
+            sizes.push(u64::from_be_bytes(size));
+        }
+        Ok(sizes)
+    }
+
     /// Which of `digests` are packed (their packs there), in one read
     /// transaction. Counts as a use of those that are.
     pub fn contains_many(&self, digests: &[Digest]) -> Result<Vec<bool>, StoreError> {
