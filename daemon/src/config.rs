@@ -114,6 +114,14 @@ pub struct Cli {
     /// Most output any request may ask for. Default: 8GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_max_output: Option<u64>,
+    /// Most files one build may hand back, all declared outputs together
+    /// (a declared directory counts each file under it). A build that
+    /// leaves more is refused before anything is signed, with this limit
+    /// named: its result would not reach the client. Default: 10000; at
+    /// most 50000, past which the list of outputs alone no longer fits in
+    /// the 4 MiB gRPC message a client accepts.
+    #[arg(long, env = "ATTESTD_MAX_OUTPUT_FILES", value_name = "N")]
+    pub max_output_files: Option<u64>,
     /// CPU time (user + system) a step gets when its request names none. Default: 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub default_cpu_time: Option<Duration>,
@@ -250,6 +258,7 @@ struct FileLimits {
     max_max_output: Option<String>,
     default_cpu_time: Option<String>,
     max_cpu_time: Option<String>,
+    max_output_files: Option<u64>,
 }
 
 /// Default and maximum limits; a request's zero means the default, and
@@ -326,6 +335,8 @@ pub struct Config {
     pub sandbox_helper: PathBuf,
     pub max_parallel_builds: usize,
     pub limits: LimitPolicy,
+    /// `--max-output-files`: most files one build may hand back.
+    pub max_output_files: usize,
     pub gc: GcPolicy,
     /// None: no automatic collection.
     pub gc_interval: Option<Duration>,
@@ -339,6 +350,14 @@ pub struct Config {
 }
 
 const GIB: u64 = 1 << 30;
+
+/// Default of `--max-output-files`.
+pub const DEFAULT_MAX_OUTPUT_FILES: u64 = 10_000;
+/// Largest `--max-output-files` accepted: an output costs at least about
+/// 84 bytes in the build's result message (its path, its digest's hex and
+/// size) before the envelope names it again, so past this many the result
+/// cannot fit the 4 MiB gRPC message a client decodes by default.
+pub const MAX_OUTPUT_FILES_CEILING: u64 = 50_000;
 
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file
@@ -479,6 +498,18 @@ impl Config {
             )?,
             tmp_bytes: 0,
         };
+        let max_output_files = cli
+            .max_output_files
+            .or(fl.max_output_files)
+            .unwrap_or(DEFAULT_MAX_OUTPUT_FILES);
+        if !(1..=MAX_OUTPUT_FILES_CEILING).contains(&max_output_files) {
+            return Err(ConfigError::Setting {
+                name: "max-output-files",
+                reason: format!(
+                    "{max_output_files} is not between 1 and {MAX_OUTPUT_FILES_CEILING}"
+                ),
+            });
+        }
         let mut gc = GcPolicy {
             cas_max_bytes: size(
                 cli.cas_max_size,
@@ -530,6 +561,7 @@ impl Config {
             sandbox_helper,
             max_parallel_builds,
             limits: LimitPolicy { defaults, maxima },
+            max_output_files: max_output_files as usize,
             gc,
             gc_interval,
             rootfs_hashing,
@@ -646,6 +678,39 @@ mod tests {
         assert_eq!(cfg.builder_id, "https://example.com/b");
         assert_eq!(cfg.limits.defaults.timeout_ms, 90_000);
         assert_eq!(cfg.limits.maxima.memory_bytes, GIB);
+    }
+
+    #[test]
+    fn max_output_files_comes_from_flag_env_or_limits_table_and_has_a_ceiling() {
+        assert_eq!(
+            Config::resolve(&cli(&[])).unwrap().max_output_files,
+            DEFAULT_MAX_OUTPUT_FILES as usize
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(&file, "[limits]\nmax_output_files = 200\n").unwrap();
+        let config = file.to_str().unwrap();
+        assert_eq!(
+            Config::resolve(&cli(&["--config", config]))
+                .unwrap()
+                .max_output_files,
+            200
+        );
+        assert_eq!(
+            Config::resolve(&cli(&["--config", config, "--max-output-files", "30"]))
+                .unwrap()
+                .max_output_files,
+            30
+        );
+        for refused in ["0", "50001"] {
+            match Config::resolve(&cli(&["--max-output-files", refused])) {
+                Err(ConfigError::Setting { name, reason }) => {
+                    assert_eq!(name, "max-output-files");
+                    assert_eq!(reason, format!("{refused} is not between 1 and 50000"));
+                }
+                other => panic!("{refused} was not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ fn help_explains_every_flag() {
         "--max-pids",
         "--default-max-output",
         "--max-max-output",
+        "--max-output-files",
+        "ATTESTD_MAX_OUTPUT_FILES",
         "--log",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");

@@ -195,3 +195,43 @@ async fn a_root_digest_with_a_wrong_size_is_refused_and_never_signed() {
     while events.message().await.unwrap().is_some() {}
     refused(client.build(request(lying)).await);
 }
+
+/// A step that leaves more files in a declared directory than the daemon
+/// hands back: 100,000 files were once signed and indexed, then the client
+/// could not decode the result. Refused before signing, the limit named.
+#[test]
+fn a_step_leaving_more_files_than_max_output_files_exits_70_unsigned() {
+    let daemon = TestDaemon::start_with(&["--max-output-files", "20"]);
+    let src = source_tree(&daemon);
+    let work = daemon.work_dir("work");
+    let many = |count: u32| {
+        daemon.attest_run(
+            &work,
+            &src,
+            &[
+                "--out",
+                "d",
+                "--attestation",
+                "d.intoto.jsonl",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "mkdir d && i=0; while [ $i -lt {count} ]; do echo $i > d/$i; i=$((i+1)); done"
+                ),
+            ],
+        )
+    };
+    let out = many(21);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(
+        stderr.contains("more than 20 output files") && stderr.contains("--max-output-files"),
+        "{stderr}"
+    );
+    assert!(!work.join("d.intoto.jsonl").exists());
+    // Exactly the limit is attested.
+    let out = many(20);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(work.join("d.intoto.jsonl").exists());
+}

@@ -13,13 +13,27 @@ use std::path::Path;
 /// be UTF-8 inside a declared directory), digest and executable bit.
 pub(super) type Collected = (Vec<u8>, Digest, bool);
 
-/// Hashes and stores every declared output. Returns Err(message) when an
-/// output is missing or was refused by the helper.
+/// Why the output set is refused when it holds more than `max_files`
+/// files; checked before each file is stored, so collection stops at the
+/// first file past the limit.
+fn over_limit(outputs: &[Collected], max_files: usize) -> Option<String> {
+    (outputs.len() >= max_files).then(|| {
+        format!(
+            "the step left more than {max_files} output files, the most one build may hand back \
+             (--max-output-files); nothing was attested"
+        )
+    })
+}
+
+/// Hashes and stores every declared output, at most `max_files` files in
+/// all. Returns Err(message) when an output is missing, was refused by the
+/// helper, or there are more files than that.
 pub(super) fn collect_outputs(
     store: &BlobStore,
     out_dir: &Path,
     declared: &[String],
     collected: &[CollectedOutput],
+    max_files: usize,
 ) -> Result<Result<Vec<Collected>, String>, ExecutorError> {
     let mut outputs = Vec::new();
     for path in declared {
@@ -40,12 +54,15 @@ pub(super) fn collect_outputs(
                 )))
             }
             OutputState::File { executable } => {
+                if let Some(message) = over_limit(&outputs, max_files) {
+                    return Ok(Err(message));
+                }
                 let digest = store.put_file(&out_dir.join(path))?;
                 outputs.push((path.as_bytes().to_vec(), digest, *executable));
             }
             OutputState::Directory => {
                 if let Err(message) =
-                    collect_directory(store, out_dir, Path::new(path), &mut outputs)?
+                    collect_directory(store, out_dir, Path::new(path), &mut outputs, max_files)?
                 {
                     return Ok(Err(message));
                 }
@@ -62,6 +79,7 @@ fn collect_directory(
     out_dir: &Path,
     relative: &Path,
     outputs: &mut Vec<Collected>,
+    max_files: usize,
 ) -> Result<Result<(), String>, ExecutorError> {
     let dir = out_dir.join(relative);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -74,10 +92,13 @@ fn collect_directory(
         let meta = std::fs::symlink_metadata(entry.path())
             .map_err(ExecutorError::io("stat", entry.path()))?;
         if meta.is_dir() {
-            if let Err(message) = collect_directory(store, out_dir, &child, outputs)? {
+            if let Err(message) = collect_directory(store, out_dir, &child, outputs, max_files)? {
                 return Ok(Err(message));
             }
         } else if meta.is_file() {
+            if let Some(message) = over_limit(outputs, max_files) {
+                return Ok(Err(message));
+            }
             let digest = store.put_file(&entry.path())?;
             outputs.push((
                 child.as_os_str().as_bytes().to_vec(),
@@ -91,4 +112,61 @@ fn collect_directory(
         }
     }
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An out_dir with a declared file `f` and a declared directory `d`
+    /// holding `count` files.
+    fn outputs_with(count: usize) -> (tempfile::TempDir, BlobStore, Vec<CollectedOutput>) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("d/sub")).unwrap();
+        std::fs::write(out.join("f"), b"f").unwrap();
+        for i in 0..count {
+            std::fs::write(out.join(format!("d/sub/{i}")), i.to_string()).unwrap();
+        }
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let reported = vec![
+            CollectedOutput {
+                path: "f".into(),
+                state: OutputState::File { executable: false },
+            },
+            CollectedOutput {
+                path: "d".into(),
+                state: OutputState::Directory,
+            },
+        ];
+        (dir, store, reported)
+    }
+
+    #[test]
+    fn a_step_leaving_more_files_than_max_output_files_is_refused_naming_the_limit() {
+        let (dir, store, reported) = outputs_with(10);
+        let declared = ["f".to_string(), "d".to_string()];
+        let out = dir.path().join("out");
+        // 11 files: exactly the limit is attested...
+        let all = collect_outputs(&store, &out, &declared, &reported, 11)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.len(), 11);
+        // ...one fewer is refused, and collection stops there: the file
+        // past the limit is never stored.
+        let refused = collect_outputs(&store, &out, &declared, &reported, 10)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            "the step left more than 10 output files, the most one build may hand back \
+             (--max-output-files); nothing was attested"
+        );
+        let fresh = BlobStore::open(&dir.path().join("cas2")).unwrap();
+        collect_outputs(&fresh, &out, &declared, &reported, 3)
+            .unwrap()
+            .unwrap_err();
+        let stored = fresh.list().unwrap().len();
+        assert_eq!(stored, 3, "stored {stored} blobs past a limit of 3");
+    }
 }

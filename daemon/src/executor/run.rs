@@ -94,8 +94,9 @@ pub(super) async fn run(
             let outputs = report.outputs.clone();
             let declared = request.outputs.clone();
             let out_dir = spec.out_dir.clone();
+            let max_files = daemon.config.max_output_files;
             tokio::task::spawn_blocking(move || {
-                collect_outputs(&store, &out_dir, &declared, &outputs)
+                collect_outputs(&store, &out_dir, &declared, &outputs, max_files)
             })
             .await
             .map_err(ExecutorError::task("output collection"))??
@@ -110,7 +111,7 @@ pub(super) async fn run(
             }
         };
         let rootfs = rootfs_check.facts().await;
-        let attested = attest(
+        let signed = sign(
             daemon,
             request,
             &Attesting {
@@ -124,8 +125,42 @@ pub(super) async fn run(
                 started_on: &started_on,
                 finished_on: &finished_on,
             },
-        )
-        .await?;
+        )?;
+        let subjects: Vec<String> = outputs.iter().map(|(_, d, _)| d.hex()).collect();
+        let message = format!(
+            "the step succeeded; {} output file(s) attested",
+            outputs.len()
+        );
+        let outputs: Vec<OutputFile> = outputs
+            .into_iter()
+            .map(|(path, digest, is_executable)| {
+                let (path, raw_path) = attest_tree::split_name(path);
+                OutputFile {
+                    path,
+                    raw_path,
+                    digest: Some(digest.to_proto()),
+                    is_executable,
+                }
+            })
+            .collect();
+        // The result is one BuildDone message: one the client cannot
+        // decode is refused here, before the envelope is indexed or sent,
+        // so no attestation exists of a build nobody received.
+        let result_bytes = result_message_bytes(&outputs, &signed, &message);
+        if result_bytes > RESULT_MESSAGE_MAX {
+            let mut ending = Ending::failed(
+                Termination::OutputRefused,
+                EXIT_OUTPUT_REFUSED,
+                format!(
+                    "the build's result would be a message of {result_bytes} bytes, over the \
+                     {RESULT_MESSAGE_MAX} a client accepts: fewer or shorter-named outputs \
+                     (see --max-output-files); nothing was attested"
+                ),
+            );
+            ending.usage = Some(usage);
+            return Ok(ending);
+        }
+        index(daemon, invocation_id, &signed.envelope, subjects).await?;
         send(
             tx,
             Event::Signed(Signed {
@@ -137,24 +172,10 @@ pub(super) async fn run(
             termination: Termination::Exited,
             exit_code: 0,
             exit_status: 0,
-            message: format!(
-                "the step succeeded; {} output file(s) attested",
-                outputs.len()
-            ),
-            outputs: outputs
-                .into_iter()
-                .map(|(path, digest, is_executable)| {
-                    let (path, raw_path) = attest_tree::split_name(path);
-                    OutputFile {
-                        path,
-                        raw_path,
-                        digest: Some(digest.to_proto()),
-                        is_executable,
-                    }
-                })
-                .collect(),
-            envelope: attested.envelope,
-            link: attested.link,
+            message,
+            outputs,
+            envelope: signed.envelope.into_bytes(),
+            link: signed.link,
             usage: Some(usage),
         })
     }
@@ -350,16 +371,37 @@ struct Attesting<'a> {
 
 /// The signed documents of a build.
 struct Attested {
-    /// The DSSE envelope's JSON.
-    envelope: Vec<u8>,
+    /// The DSSE envelope, JSON on one line.
+    envelope: String,
     /// The signed in-toto link, when one was asked for; else empty.
     link: Vec<u8>,
 }
 
-/// Attest: signs the provenance (and the link, when asked for) and
-/// records the envelope in the index under each subject.
-async fn attest(
-    daemon: &Arc<Daemon>,
+/// Largest BuildDone the daemon sends: the 4 MiB a gRPC client (tonic,
+/// grpc-go, grpcio) decodes by default, `attest` included.
+pub(super) const RESULT_MESSAGE_MAX: usize = 4 << 20;
+
+/// The encoded size of the BuildDone carrying these, rounded up: each
+/// output's fields and their framing, the envelope, the link and the
+/// message, plus the event's few fixed fields.
+fn result_message_bytes(outputs: &[OutputFile], signed: &Attested, message: &str) -> usize {
+    const FRAMING: usize = 6;
+    const FIXED_FIELDS: usize = 512;
+    outputs
+        .iter()
+        .map(|o| prost::Message::encoded_len(o) + FRAMING)
+        .sum::<usize>()
+        + signed.envelope.len()
+        + signed.link.len()
+        + message.len()
+        + 3 * FRAMING
+        + FIXED_FIELDS
+}
+
+/// Attest, first half: signs the provenance, and the link when asked for.
+/// Nothing is recorded yet.
+fn sign(
+    daemon: &Daemon,
     request: &ValidatedRequest,
     facts: &Attesting<'_>,
 ) -> Result<Attested, ExecutorError> {
@@ -395,10 +437,10 @@ async fn attest(
         &[daemon.signer.key()],
         daemon.config.keyid_scheme,
     )?;
-    let envelope_json = envelope.to_json();
+    let envelope = envelope.to_json();
     tracing::debug!(
         materials = facts.input_files.len(),
-        envelope_bytes = envelope_json.len(),
+        envelope_bytes = envelope.len(),
         elapsed_ms = signing_started.elapsed().as_millis() as u64,
         "provenance built and signed"
     );
@@ -418,22 +460,27 @@ async fn attest(
         .map_err(BuildProvenanceError::SignLink)?,
         None => Vec::new(),
     };
+    Ok(Attested { envelope, link })
+}
+
+/// Attest, second half: records the envelope in the index under its
+/// invocation id and each subject's sha256.
+async fn index(
+    daemon: &Arc<Daemon>,
+    invocation_id: &str,
+    envelope: &str,
+    subjects: Vec<String>,
+) -> Result<(), ExecutorError> {
     let record = IndexedAttestation {
-        invocation_id: facts.invocation_id.to_string(),
-        envelope: envelope_json.clone(),
+        invocation_id: invocation_id.to_string(),
+        envelope: envelope.to_string(),
         signed_on: now_rfc3339(),
     };
-    let subjects: Vec<String> = named.iter().map(|(_, d)| d.hex()).collect();
-    {
-        let daemon = daemon.clone();
-        tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
-            .await
-            .map_err(ExecutorError::task("index"))??;
-    }
-    Ok(Attested {
-        envelope: envelope_json.into_bytes(),
-        link,
-    })
+    let daemon = daemon.clone();
+    tokio::task::spawn_blocking(move || daemon.index.insert(&record, &subjects))
+        .await
+        .map_err(ExecutorError::task("index"))??;
+    Ok(())
 }
 
 fn termination_of(outcome: &Outcome) -> (Termination, i32) {
@@ -447,5 +494,67 @@ fn termination_of(outcome: &Outcome) -> (Termination, i32) {
         Outcome::OutputLimit { .. } => (Termination::OutputLimit, 0),
         Outcome::Cancelled => (Termination::Cancelled, 0),
         Outcome::SetupFailed { .. } => (Termination::SetupFailed, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attest_proto::v1::{BuildDone, BuildEvent};
+
+    fn outputs(count: usize) -> Vec<OutputFile> {
+        (0..count)
+            .map(|i| {
+                let mut name = format!("out/dir/f{i}\u{e9}").into_bytes();
+                name.push(0xff);
+                let (path, raw_path) = attest_tree::split_name(name);
+                OutputFile {
+                    path,
+                    raw_path,
+                    digest: Some(attest_tree::hash_bytes(&i.to_le_bytes()).to_proto()),
+                    is_executable: i % 2 == 0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_result_size_estimate_never_falls_short_of_the_message_sent() {
+        for count in [0, 1, 1000] {
+            let signed = Attested {
+                envelope: "e".repeat(50 * count + 700),
+                link: vec![b'l'; 30 * count],
+            };
+            let message = "the step succeeded; 1000 output file(s) attested".to_string();
+            let outputs = outputs(count);
+            let estimate = result_message_bytes(&outputs, &signed, &message);
+            let sent = prost::Message::encoded_len(&BuildEvent {
+                event: Some(Event::Done(BuildDone {
+                    invocation_id: uuid::Uuid::new_v4().to_string(),
+                    success: true,
+                    termination: Termination::Exited as i32,
+                    exit_code: 0,
+                    message,
+                    suggested_exit_status: 0,
+                    outputs,
+                    envelope: signed.envelope.into_bytes(),
+                    link: signed.link,
+                    usage: Some(ResourceUsage {
+                        wall_ms: u64::MAX,
+                        user_cpu_ms: u64::MAX,
+                        sys_cpu_ms: u64::MAX,
+                        max_rss_kib: u64::MAX,
+                    }),
+                })),
+            });
+            assert!(
+                estimate >= sent,
+                "{count} outputs: estimated {estimate} < {sent}"
+            );
+            assert!(
+                estimate < sent + 1024 + 8 * count,
+                "{count}: {estimate} vs {sent}"
+            );
+        }
     }
 }
