@@ -5,9 +5,11 @@
 //! unshares or mounts once its runtime runs: every step runs through the
 //! `attestd-sandbox` helper (crate `attest-sandbox`). The one exception
 //! comes before the runtime starts: `main` mounts the memory tmpfs for
-//! input trees in a mount namespace of the daemon's own (materialize.rs). Data path of one build:
-//! [`service`] (gRPC) -> [`executor`] (stage -> sandbox -> collect ->
-//! attest) -> [`store`] (blobs), [`index`] (attestations), [`signer`] (key).
+//! input trees in a mount namespace of the daemon's own (`materialize/`).
+//! Data path of one build: [`service`] (gRPC) -> [`executor`] (stage ->
+//! sandbox -> collect -> attest) -> [`store`] (blobs), [`index`]
+//! (attestations), [`signer`] (key). Each layer has its own error type
+//! ([`error`] lists them).
 #![forbid(unsafe_code)]
 
 pub mod config;
