@@ -6,10 +6,10 @@
 //! away, the step is cancelled. Whatever happens, the build's run directory
 //! is removed at the end.
 //!
-//! The pieces, in the order a build meets them: [`daemon_state`] (the
+//! The pieces, in the order a build meets them: `daemon_state` (the
 //! state directory, opened once at start), [`request`] (what is checked
-//! before a build is accepted), [`run`] (stage, sandbox, attest),
-//! [`outputs`] (hashing and storing the declared outputs), [`logs`] (the
+//! before a build is accepted), `run` (stage, sandbox, attest),
+//! `outputs` (hashing and storing the declared outputs), `logs` (the
 //! step's stdout and stderr).
 
 mod daemon_state;

@@ -59,8 +59,8 @@
 //! deleted after the lock is released.
 //!
 //! The files: this one is the cache (lookup, completeness, eviction);
-//! [`builder`] builds one tree; [`file_list`] is the list format;
-//! [`stored_tree`] reads a tree of `Directory` messages from the store.
+//! `builder` builds one tree; `file_list` is the list format;
+//! `stored_tree` reads a tree of `Directory` messages from the store.
 
 use crate::store::{BlobStore, StoreError};
 use attest_tree::Digest;

@@ -112,7 +112,7 @@ impl RootfsHasher {
     /// A hasher of the binds the executor gives every sandbox, which starts
     /// reading them into its cache on a thread of its own. Builds whose step
     /// ends before a bind's first walk is done record it without a digest
-    /// ([`FIRST_HASH_RUNNING`]) rather than wait for it.
+    /// ([`super::FIRST_HASH_RUNNING`]) rather than wait for it.
     pub fn start_for_host(state_dir: &Path) -> Arc<RootfsHasher> {
         let attest_sandbox::RootfsSpec::Host { ro_binds } =
             attest_sandbox::RootfsSpec::host_default();

@@ -35,8 +35,8 @@
 //! than waiting for it.
 //!
 //! The files: this one holds the types a build's provenance is made of;
-//! [`digest_format`] is the byte format of a bind's digest (what a verifier
-//! reimplements); [`walk`] walks one bind and applies it; [`hasher`]
+//! `digest_format` is the byte format of a bind's digest (what a verifier
+//! reimplements); `walk` walks one bind and applies it; `hasher`
 //! schedules the walks (the first hash in the background, one walk per bind
 //! at a time, the check after each step).
 
