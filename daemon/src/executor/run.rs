@@ -40,145 +40,27 @@ pub(super) async fn run(
         source,
     })?;
 
-    let Some(step) = run_step(daemon, &spec_path, &report_path, invocation_id, tx).await? else {
+    let Some((mut child, step)) =
+        run_step(daemon, &spec_path, &report_path, invocation_id, tx).await?
+    else {
         return Ok(Ending::failed(
             Termination::Cancelled,
             attest_sandbox::EXIT_CANCELLED,
             "the build was cancelled because its client went away".into(),
         ));
     };
-    let StepRun {
-        report,
-        mut child,
-        stdout,
-        stderr,
-        started_on,
-        finished_on,
-        rootfs_watch,
-        sandbox_started,
-    } = step;
     // The helper's own exit (sandbox teardown) runs alongside the rest of
     // the build and is awaited before its result is returned.
     let helper_exit = tokio::spawn(async move { child.wait().await });
-    let result: Result<Ending, ExecutorError> = async {
-        let usage = ResourceUsage {
-            wall_ms: report.usage.wall_ms,
-            user_cpu_ms: report.usage.user_cpu_ms,
-            sys_cpu_ms: report.usage.sys_cpu_ms,
-            max_rss_kib: report.usage.max_rss_kib,
-        };
-        if !report.outcome.is_success() {
-            let (termination, exit_code) = termination_of(&report.outcome);
-            return Ok(Ending {
-                termination,
-                exit_code,
-                exit_status: report.outcome.exit_code(),
-                message: report.outcome.describe(),
-                outputs: Vec::new(),
-                envelope: Vec::new(),
-                link: Vec::new(),
-                usage: Some(usage),
-            });
-        }
-
-        // Re-validates the rootfs while the outputs are collected: the
-        // change feed, else a walk (stat only, through the digest cache).
-        let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
-        tracing::debug!(
-            elapsed_ms = sandbox_started.elapsed().as_millis() as u64,
-            "step ended, its report read"
-        );
-        send(tx, Event::Collecting(Collecting {})).await;
-        let collected = {
-            let store = daemon.store.clone();
-            let outputs = report.outputs.clone();
-            let declared = request.outputs.clone();
-            let out_dir = spec.out_dir.clone();
-            let max_files = daemon.config.max_output_files;
-            tokio::task::spawn_blocking(move || {
-                collect_outputs(&store, &out_dir, &declared, &outputs, max_files)
-            })
-            .await
-            .map_err(ExecutorError::task("output collection"))??
-        };
-        let outputs = match collected {
-            Ok(outputs) => outputs,
-            Err(message) => {
-                let mut ending =
-                    Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
-                ending.usage = Some(usage);
-                return Ok(ending);
-            }
-        };
-        let rootfs = rootfs_check.facts().await;
-        let signed = sign(
-            daemon,
-            request,
-            &Attesting {
-                invocation_id,
-                input_files: &input_files,
-                report: &report,
-                rootfs: &rootfs,
-                outputs: &outputs,
-                stdout,
-                stderr,
-                started_on: &started_on,
-                finished_on: &finished_on,
-            },
-        )?;
-        let subjects: Vec<String> = outputs.iter().map(|(_, d, _)| d.hex()).collect();
-        let message = format!(
-            "the step succeeded; {} output file(s) attested",
-            outputs.len()
-        );
-        let outputs: Vec<OutputFile> = outputs
-            .into_iter()
-            .map(|(path, digest, is_executable)| {
-                let (path, raw_path) = attest_tree::split_name(path);
-                OutputFile {
-                    path,
-                    raw_path,
-                    digest: Some(digest.to_proto()),
-                    is_executable,
-                }
-            })
-            .collect();
-        // The result is one BuildDone message: one the client cannot
-        // decode is refused here, before the envelope is indexed or sent,
-        // so no attestation exists of a build nobody received.
-        let result_bytes = result_message_bytes(&outputs, &signed, &message);
-        if result_bytes > RESULT_MESSAGE_MAX {
-            let mut ending = Ending::failed(
-                Termination::OutputRefused,
-                EXIT_OUTPUT_REFUSED,
-                format!(
-                    "the build's result would be a message of {result_bytes} bytes, over the \
-                     {RESULT_MESSAGE_MAX} a client accepts: fewer or shorter-named outputs \
-                     (see --max-output-files); nothing was attested"
-                ),
-            );
-            ending.usage = Some(usage);
-            return Ok(ending);
-        }
-        index(daemon, invocation_id, &signed.envelope, subjects).await?;
-        send(
-            tx,
-            Event::Signed(Signed {
-                keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
-            }),
-        )
-        .await;
-        Ok(Ending {
-            termination: Termination::Exited,
-            exit_code: 0,
-            exit_status: 0,
-            message,
-            outputs,
-            envelope: signed.envelope.into_bytes(),
-            link: signed.link,
-            usage: Some(usage),
-        })
-    }
+    let result = collect_and_attest(
+        daemon,
+        request,
+        invocation_id,
+        &input_files,
+        &spec.out_dir,
+        step,
+        tx,
+    )
     .await;
     match helper_exit.await {
         Ok(Ok(status)) if status.success() => {}
@@ -191,6 +73,146 @@ pub(super) async fn run(
         Err(e) => tracing::warn!(invocation_id, error = %e, "the helper-exit task failed"),
     }
     result
+}
+
+/// Collect, then attest: for a step that succeeded, hashes and stores its
+/// outputs, signs the provenance and indexes it; for one that did not,
+/// says how it ended.
+async fn collect_and_attest(
+    daemon: &Arc<Daemon>,
+    request: &ValidatedRequest,
+    invocation_id: &str,
+    input_files: &FileList,
+    out_dir: &Path,
+    step: StepRun,
+    tx: &EventSender,
+) -> Result<Ending, ExecutorError> {
+    let StepRun {
+        report,
+        stdout,
+        stderr,
+        started_on,
+        finished_on,
+        rootfs_watch,
+        sandbox_started,
+    } = step;
+    let usage = ResourceUsage {
+        wall_ms: report.usage.wall_ms,
+        user_cpu_ms: report.usage.user_cpu_ms,
+        sys_cpu_ms: report.usage.sys_cpu_ms,
+        max_rss_kib: report.usage.max_rss_kib,
+    };
+    if !report.outcome.is_success() {
+        let (termination, exit_code) = termination_of(&report.outcome);
+        return Ok(Ending {
+            termination,
+            exit_code,
+            exit_status: report.outcome.exit_code(),
+            message: report.outcome.describe(),
+            outputs: Vec::new(),
+            envelope: Vec::new(),
+            link: Vec::new(),
+            usage: Some(usage),
+        });
+    }
+
+    // Re-validates the rootfs while the outputs are collected: the
+    // change feed, else a walk (stat only, through the digest cache).
+    let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
+    tracing::debug!(
+        elapsed_ms = sandbox_started.elapsed().as_millis() as u64,
+        "step ended, its report read"
+    );
+    send(tx, Event::Collecting(Collecting {})).await;
+    let collected = {
+        let store = daemon.store.clone();
+        let outputs = report.outputs.clone();
+        let declared = request.outputs.clone();
+        let out_dir = out_dir.to_path_buf();
+        let max_files = daemon.config.max_output_files;
+        tokio::task::spawn_blocking(move || {
+            collect_outputs(&store, &out_dir, &declared, &outputs, max_files)
+        })
+        .await
+        .map_err(ExecutorError::task("output collection"))??
+    };
+    let outputs = match collected {
+        Ok(outputs) => outputs,
+        Err(message) => {
+            let mut ending =
+                Ending::failed(Termination::OutputRefused, EXIT_OUTPUT_REFUSED, message);
+            ending.usage = Some(usage);
+            return Ok(ending);
+        }
+    };
+    let rootfs = rootfs_check.facts().await;
+    let signed = sign(
+        daemon,
+        request,
+        &Attesting {
+            invocation_id,
+            input_files,
+            report: &report,
+            rootfs: &rootfs,
+            outputs: &outputs,
+            stdout,
+            stderr,
+            started_on: &started_on,
+            finished_on: &finished_on,
+        },
+    )?;
+    let subjects: Vec<String> = outputs.iter().map(|(_, d, _)| d.hex()).collect();
+    let message = format!(
+        "the step succeeded; {} output file(s) attested",
+        outputs.len()
+    );
+    let outputs: Vec<OutputFile> = outputs
+        .into_iter()
+        .map(|(path, digest, is_executable)| {
+            let (path, raw_path) = attest_tree::split_name(path);
+            OutputFile {
+                path,
+                raw_path,
+                digest: Some(digest.to_proto()),
+                is_executable,
+            }
+        })
+        .collect();
+    // The result is one BuildDone message: one the client cannot
+    // decode is refused here, before the envelope is indexed or sent,
+    // so no attestation exists of a build nobody received.
+    let result_bytes = result_message_bytes(&outputs, &signed, &message);
+    if result_bytes > RESULT_MESSAGE_MAX {
+        let mut ending = Ending::failed(
+            Termination::OutputRefused,
+            EXIT_OUTPUT_REFUSED,
+            format!(
+                "the build's result would be a message of {result_bytes} bytes, over the \
+                 {RESULT_MESSAGE_MAX} a client accepts: fewer or shorter-named outputs \
+                 (see --max-output-files); nothing was attested"
+            ),
+        );
+        ending.usage = Some(usage);
+        return Ok(ending);
+    }
+    index(daemon, invocation_id, &signed.envelope, subjects).await?;
+    send(
+        tx,
+        Event::Signed(Signed {
+            keyids: vec![daemon.signer.public_key().keyid(daemon.config.keyid_scheme)],
+        }),
+    )
+    .await;
+    Ok(Ending {
+        termination: Termination::Exited,
+        exit_code: 0,
+        exit_status: 0,
+        message,
+        outputs,
+        envelope: signed.envelope.into_bytes(),
+        link: signed.link,
+        usage: Some(usage),
+    })
 }
 
 /// Stage: materializes the input tree (once per root digest) and lists its
@@ -260,8 +282,6 @@ fn prepare_run_dir(
 /// The step as the helper ran it, up to its report.
 struct StepRun {
     report: SandboxReport,
-    /// The helper, still tearing the sandbox down.
-    child: Child,
     stdout: Digest,
     stderr: Digest,
     started_on: String,
@@ -271,15 +291,16 @@ struct StepRun {
 }
 
 /// Sandbox: starts the helper, passes the step's output to the client and
-/// the store until the helper lets go of it, and reads its report. None
-/// when the client went away and the step was cancelled.
+/// the store until the helper lets go of it, and reads its report; returns
+/// it with the helper, still tearing the sandbox down. None when the
+/// client went away and the step was cancelled.
 async fn run_step(
     daemon: &Arc<Daemon>,
     spec_path: &Path,
     report_path: &Path,
     invocation_id: &str,
     tx: &EventSender,
-) -> Result<Option<StepRun>, ExecutorError> {
+) -> Result<Option<(Child, StepRun)>, ExecutorError> {
     let started_on = now_rfc3339();
     let sandbox_started = std::time::Instant::now();
     let rootfs_watch = daemon.rootfs.as_ref().map(|r| r.step_starting());
@@ -344,16 +365,18 @@ async fn run_step(
             return Err(ExecutorError::HelperNoReport { status, source });
         }
     };
-    Ok(Some(StepRun {
-        report,
+    Ok(Some((
         child,
-        stdout,
-        stderr,
-        started_on,
-        finished_on,
-        rootfs_watch,
-        sandbox_started,
-    }))
+        StepRun {
+            report,
+            stdout,
+            stderr,
+            started_on,
+            finished_on,
+            rootfs_watch,
+            sandbox_started,
+        },
+    )))
 }
 
 /// What a successful step's attestation is made of.
