@@ -205,73 +205,63 @@ impl Client {
             .into_inner())
     }
 
-    /// Downloads a blob to `dest`, checking its digest as it arrives. The
-    /// bytes go to a temporary file beside `dest` that is renamed into place
-    /// only when complete and matching: never a partial product.
+    /// Downloads a blob to `relative` beneath `out_dir`, checking its
+    /// digest as it arrives, and returns where it landed. The path is
+    /// resolved without following any symlink (`products::Destination`);
+    /// the bytes go to a short temporary name in the final directory that
+    /// is synced and renamed into place only when complete and matching,
+    /// and removed on any failure: never a partial product.
     pub async fn download(
         &self,
         digest: &Digest,
-        dest: &Path,
+        out_dir: &Path,
+        relative: &Path,
         executable: bool,
-    ) -> Result<(), ClientError> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(parent)
+    ) -> Result<PathBuf, ClientError> {
+        let destination = crate::products::Destination::open(out_dir, relative)?;
+        let dest = destination.path().to_path_buf();
+        let (temp, file) = destination.create_temp()?;
+        let tmp = temp.path();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut stream = self
+            .cas()
+            .download_blob(DownloadBlobRequest {
+                digest: Some(digest.to_proto()),
+            })
+            .await?
+            .into_inner();
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            context.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            if size > digest.size {
+                // More than the attested size: stop before writing it.
+                break;
+            }
+            file.write_all(&chunk.data)
+                .await
+                .map_err(ClientError::io("write", &tmp))?;
+        }
+        if size != digest.size || context.finish().as_ref() != digest.hash {
+            return Err(ClientError::DownloadMismatch {
+                path: dest,
+                expected: digest.to_string(),
+            });
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if executable { 0o755 } else { 0o644 };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
             .await
-            .map_err(ClientError::io("create", parent))?;
-        let tmp = parent.join(format!(
-            ".{}.attest-partial-{}",
-            dest.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let result = async {
-            let mut stream = self
-                .cas()
-                .download_blob(DownloadBlobRequest {
-                    digest: Some(digest.to_proto()),
-                })
-                .await?
-                .into_inner();
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(ClientError::io("create", &tmp))?;
-            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                context.update(&chunk.data);
-                size += chunk.data.len() as u64;
-                file.write_all(&chunk.data)
-                    .await
-                    .map_err(ClientError::io("write", &tmp))?;
-            }
-            file.sync_all()
-                .await
-                .map_err(ClientError::io("sync", &tmp))?;
-            if size != digest.size || context.finish().as_ref() != digest.hash {
-                return Err(ClientError::DownloadMismatch {
-                    path: dest.to_path_buf(),
-                    expected: digest.to_string(),
-                });
-            }
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if executable { 0o755 } else { 0o644 };
-            tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-                .await
-                .map_err(ClientError::io("chmod", &tmp))?;
-            tokio::fs::rename(&tmp, dest)
-                .await
-                .map_err(ClientError::io("write", dest))
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+            .map_err(ClientError::io("chmod", &tmp))?;
+        file.sync_all()
+            .await
+            .map_err(ClientError::io("sync", &tmp))?;
+        drop(file);
+        // Dropping `temp` on any error above removed the temporary file.
+        temp.commit()?;
+        Ok(dest)
     }
 
     /// The daemon's public verification keys.

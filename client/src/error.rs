@@ -42,6 +42,11 @@ pub enum ClientError {
     ChangedSinceHashed { path: PathBuf },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("refusing to write {path}: {reason}")]
+    ProductPath {
+        path: PathBuf,
+        reason: crate::products::Refusal,
+    },
 }
 
 impl ClientError {

@@ -1,4 +1,5 @@
 //! `attest`: the command line for CI runners, build engineers and verifiers.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use attest::run::{run_build, LogStream, Observer, RunOptions};

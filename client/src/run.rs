@@ -110,6 +110,30 @@ pub async fn run_build(
             ))
         })?,
     };
+    // Refused before anything is built, so that the daemon never signs a
+    // build whose attestation or products could not be written: a name the
+    // kernel cannot hold (the default attestation name is the first
+    // output's file name plus `.intoto.jsonl`, too long for an output
+    // named with 243 bytes or more), and a product path with a symlink or
+    // a file on its way beneath --out-dir (checked again as it is written).
+    let attestation_name_len = attestation_path
+        .file_name()
+        .map_or(0, |n| n.as_bytes().len());
+    if attestation_name_len > crate::products::NAME_MAX {
+        return Err(ClientError::Invalid(format!(
+            "the attestation's file name {} is {attestation_name_len} bytes, more than {} ({}); pass a shorter --attestation",
+            attestation_path.display(),
+            crate::products::NAME_MAX,
+            if options.attestation.is_some() {
+                "as given"
+            } else {
+                "named after the first output"
+            },
+        )));
+    }
+    for output in &options.outputs {
+        crate::products::precheck(&options.out_dir, Path::new(output))?;
+    }
     let src = options.src.clone();
     if !src.is_dir() {
         return Err(ClientError::Invalid(format!(
@@ -242,9 +266,13 @@ pub async fn run_build(
             })?;
         // A path that is not UTF-8 comes as raw bytes (`raw_path`).
         let path = attest_tree::joined(&output.path, &output.raw_path);
-        let dest = options.out_dir.join(OsStr::from_bytes(path));
-        client
-            .download(&digest, &dest, output.is_executable)
+        let dest = client
+            .download(
+                &digest,
+                &options.out_dir,
+                Path::new(OsStr::from_bytes(path)),
+                output.is_executable,
+            )
             .await?;
         summary.products.push(dest);
     }
@@ -257,26 +285,7 @@ pub async fn run_build(
     Ok(summary)
 }
 
-/// Writes a file through a temporary name and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(ClientError::io("create", parent))?;
-    let tmp = parent.join(format!(
-        ".{}.attest-partial-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(ClientError::io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ClientError::io("write", path)(e)
-    })
-}
+pub use crate::products::write_atomically;
 
 #[cfg(test)]
 mod tests {

@@ -305,6 +305,9 @@ impl LimitPolicy {
             max_output_bytes,
             // /tmp shares the output budget: one limit on what a step writes.
             tmp_bytes: max_output_bytes,
+            // Each of the step's logs (stdout, stderr): head and tail kept
+            // past this. Not yet a flag or request field.
+            max_log_bytes: 64 << 20,
         }
     }
 }
@@ -479,6 +482,7 @@ impl Config {
                 GIB,
             )?,
             tmp_bytes: 0,
+            max_log_bytes: 0,
         };
         let maxima = Limits {
             timeout_ms: dur(cli.max_timeout, &fl.max_timeout, "max-timeout", 120 * min)?,
@@ -497,6 +501,7 @@ impl Config {
                 8 * GIB,
             )?,
             tmp_bytes: 0,
+            max_log_bytes: 0,
         };
         let max_output_files = cli
             .max_output_files
@@ -574,6 +579,15 @@ impl Config {
     pub fn without_inputs_memory(mut self) -> Config {
         self.inputs_memory_bytes = 0;
         self.gc.inputs_memory_max_bytes = 0;
+        self
+    }
+
+    /// Sizes the memory cache to the tmpfs actually found (a service
+    /// manager's may differ from `--inputs-memory-size`); the collector
+    /// keeps memory trees to half of it, as for the configured size.
+    pub fn with_inputs_memory(mut self, size_bytes: u64) -> Config {
+        self.inputs_memory_bytes = size_bytes;
+        self.gc.inputs_memory_max_bytes = size_bytes / 2;
         self
     }
 }

@@ -2,14 +2,14 @@
 //! provenance.
 //!
 //! The network-facing process is multi-threaded tokio and never forks,
-//! unshares or mounts once its runtime runs: every step runs through the
-//! `attestd-sandbox` helper (crate `attest-sandbox`). The one exception
-//! comes before the runtime starts: `main` mounts the memory tmpfs for
-//! input trees in a mount namespace of the daemon's own (`materialize/`).
-//! Data path of one build: [`service`] (gRPC) -> [`executor`] (stage ->
-//! sandbox -> collect -> attest) -> [`store`] (blobs), [`index`]
-//! (attestations), [`signer`] (key). Each layer has its own error type
-//! ([`error`] lists them).
+//! unshares or mounts: every step runs through the `attestd-sandbox`
+//! helper (crate `attest-sandbox`). The memory tmpfs for input trees is
+//! made by that helper's `memory-namespace` launcher, which execs the
+//! daemon inside the namespace holding it (or by the service manager);
+//! `main` only detects it. Data path of one build: [`service`] (gRPC) ->
+//! [`executor`] (stage -> sandbox -> collect -> attest) -> [`store`]
+//! (blobs), [`index`] (attestations), [`signer`] (key). Each layer has its
+//! own error type ([`error`] lists them).
 #![forbid(unsafe_code)]
 
 pub mod config;

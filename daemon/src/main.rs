@@ -1,5 +1,6 @@
 //! `attestd`: parse the configuration, open the state, serve until SIGINT
 //! or SIGTERM; or `attestd gc`: collect garbage in a stopped daemon's state.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use attestd::config::{Cli, Command, Config};
@@ -7,9 +8,9 @@ use attestd::executor::Daemon;
 use clap::Parser;
 use std::sync::Arc;
 
-/// Not `#[tokio::main]`: the memory tmpfs needs a mount namespace of the
-/// daemon's own, and `unshare(CLONE_NEWNS)` fails in a process with more
-/// than one thread, so it is made before the runtime starts any.
+/// Not `#[tokio::main]`: when the daemon launches itself into its memory
+/// namespace (`inputs_memory`) it execs, which must happen before the
+/// runtime starts any thread.
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -25,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}{report}", if dry_run { "dry run: " } else { "" });
         return Ok(());
     }
-    let config = mount_inputs_memory(config);
+    let config = inputs_memory(config);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,48 +34,79 @@ fn main() -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
-/// Mounts the input trees' tmpfs (`--inputs-memory-size`) in a mount
-/// namespace of the daemon's own, so it dies with the daemon and its
-/// helpers; returns the config with the memory cache off when it is not
-/// mounted (not root, turned off, or the mount failed: trees then all go to
-/// disk). Runs while the process has one thread.
-fn mount_inputs_memory(config: Config) -> Config {
+/// Finds the input trees' tmpfs (`--inputs-memory-size`) at
+/// `STATE/inputs-mem` and returns the config sized to it, or with the
+/// memory cache off when there is none (not root, turned off, or the mount
+/// failed: trees then all go to disk).
+///
+/// The daemon never mounts it itself. A service manager may provide it
+/// (systemd's `TemporaryFileSystem=`); otherwise, as root, the daemon
+/// execs `attestd-sandbox memory-namespace`, which makes a mount namespace
+/// and the tmpfs and execs the daemon back, with the same arguments and
+/// pid, inside it (`attest_sandbox::memory_namespace`).
+fn inputs_memory(config: Config) -> Config {
+    use attest_sandbox::memory_namespace::{launcher_command, tmpfs_size_at, LAUNCHED_ENV};
     if config.inputs_memory_bytes == 0 {
         return config;
     }
-    if attest_proto::current_uid() != 0 {
-        tracing::debug!("not root: input trees are materialized on disk only");
-        return config.without_inputs_memory();
-    }
+    let launched = std::env::var(LAUNCHED_ENV).ok();
+    // Read once: neither the helpers nor a later exec should inherit it.
+    std::env::remove_var(LAUNCHED_ENV);
     let dir = config.state_dir.join(attestd::materialize::MEMORY_DIR);
+    let found = std::fs::canonicalize(&dir).ok().and_then(|dir| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        tmpfs_size_at(&mountinfo, &dir)
+    });
+    if let Some(size) = found {
+        tracing::info!(
+            dir = %dir.display(),
+            size = %bytesize::ByteSize(size),
+            provided_by = if launched.is_some() { "attestd-sandbox memory-namespace" } else { "the service manager" },
+            "input trees that fit are materialized in memory (a tmpfs private to this daemon)"
+        );
+        return config.with_inputs_memory(size);
+    }
+    match launched {
+        Some(outcome) => {
+            let reason = outcome
+                .strip_prefix("failed: ")
+                .unwrap_or("the tmpfs is not mounted");
+            tracing::warn!(%reason, "cannot mount the input trees' tmpfs: they are materialized on disk only");
+            return config.without_inputs_memory();
+        }
+        None if attest_proto::current_uid() != 0 => {
+            tracing::debug!("not root: input trees are materialized on disk only");
+            return config.without_inputs_memory();
+        }
+        None => {}
+    }
     // 0700 under the mount too: seen from the host, an empty directory.
-    let mounted = std::fs::create_dir_all(&dir)
+    let prepared = std::fs::create_dir_all(&dir)
         .and_then(|()| {
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         })
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
-        .and_then(|()| {
-            attest_sandbox::private_tmpfs(
-                &attest_sandbox::sys::LinuxSyscalls,
+        .and_then(|()| Ok((std::env::current_exe()?, std::fs::canonicalize(&dir)?)));
+    let error = match prepared {
+        Ok((exe, dir)) => {
+            use std::os::unix::process::CommandExt;
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            launcher_command(
+                &config.sandbox_helper,
                 &dir,
                 config.inputs_memory_bytes,
+                &exe,
+                &args,
             )
-            .map_err(|e| e.chain())
-        });
-    match mounted {
-        Ok(()) => {
-            tracing::info!(
-                dir = %dir.display(),
-                size = %bytesize::ByteSize(config.inputs_memory_bytes),
-                "input trees that fit are materialized in memory (a tmpfs private to this daemon)"
-            );
-            config
+            .exec()
         }
-        Err(reason) => {
-            tracing::warn!(%reason, "cannot mount the input trees' tmpfs: they are materialized on disk only");
-            config.without_inputs_memory()
-        }
-    }
+        Err(e) => e,
+    };
+    tracing::warn!(
+        reason = %error,
+        helper = %config.sandbox_helper.display(),
+        "cannot launch into the input trees' memory namespace: they are materialized on disk only"
+    );
+    config.without_inputs_memory()
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

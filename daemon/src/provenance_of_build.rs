@@ -536,6 +536,7 @@ mod tests {
                 cpu_time_ms: 1,
                 max_output_bytes: 1,
                 tmp_bytes: 1,
+                max_log_bytes: 1,
             },
             network: "none (loopback only)".into(),
             hostname: "attestd".into(),

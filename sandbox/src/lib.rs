@@ -1,28 +1,43 @@
 //! Run one build step in fresh Linux namespaces with limits.
 //!
-//! The daemon uses [`launch`] (plain data and a `Command`, no forking); the
-//! `attestd-sandbox` helper binary does the namespace work through
-//! [`run::run`]. Every kernel call goes through [`sys::Syscalls`]; this is the
+//! The daemon uses [`daemon_side`] (plain data and a `Command`, no forking);
+//! the `attestd-sandbox` helper binary does the namespace work through
+//! [`helper::run`]; the sandbox's pid 1 and the step before its exec run
+//! [`sandbox_init`]; a warm helper's keeper and zygote run [`warm_keeper`]. Every kernel call goes through [`sys::Syscalls`]; this is the
 //! only crate of the project with `unsafe`, all of it in [`sys`].
 
+// Shared by every process: the kernel interface, errors, cgroups, the
+// seccomp profile, and the typed spec and report the daemon and the helper
+// exchange.
 pub mod cgroup;
 pub mod error;
-pub mod launch;
-pub mod outputs;
-pub mod private_mounts;
-pub mod run;
 pub mod seccomp;
-pub mod setup;
 pub mod spec;
 pub mod sys;
-pub mod warm;
+
+// One module per process that runs the code in it.
+pub mod daemon_side;
+pub mod helper;
+pub mod sandbox_init;
+pub mod warm_keeper;
+// The launcher that makes the daemon's memory namespace and execs the
+// daemon in it, and the daemon's detection of that tmpfs.
+pub mod memory_namespace;
+
+// The paths of the flat layout, kept so that `attest_sandbox::run::Shape`,
+// `attest_sandbox::launch::...` and `attest_sandbox::warm::...` still name
+// the same items.
+pub use daemon_side::launch;
+pub use helper as run;
+pub use helper::outputs;
+pub use sandbox_init::setup;
+pub use warm_keeper as warm;
 
 pub use error::SandboxError;
 pub use launch::{
     cleanup_command, find_helper, helper_command, read_report, request_stop, serve_command,
     write_spec,
 };
-pub use private_mounts::private_tmpfs;
 pub use spec::*;
 pub use warm::request_line;
 
@@ -54,6 +69,7 @@ pub(crate) mod tests {
                 cpu_time_ms: 0,
                 max_output_bytes: 1 << 20,
                 tmp_bytes: 1 << 20,
+                max_log_bytes: 1 << 16,
             },
             source_date_epoch: 1_700_000_000,
             hostname: "attest".into(),
@@ -161,11 +177,25 @@ pub(crate) mod tests {
                 path: "a".into(),
                 state: OutputState::File { executable: true },
             }],
+            logs: Logs {
+                stdout: LogCapture {
+                    step_bytes: 10,
+                    dropped_bytes: 4,
+                    head_bytes: 3,
+                },
+                stderr: LogCapture::default(),
+            },
         };
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["outcome"]["kind"], "pids_limit");
         assert_eq!(j["outputs"][0]["state"]["kind"], "file");
         assert_eq!(j["settings"]["uid_map"], "0 100000 65536");
+        assert_eq!(j["logs"]["stdout"]["dropped_bytes"], 4);
+        // A report without logs (an older helper's) reads as none dropped.
+        let mut old = j.clone();
+        old.as_object_mut().unwrap().remove("logs");
+        let old: SandboxReport = serde_json::from_value(old).unwrap();
+        assert_eq!(old.logs, Logs::default());
         let back: SandboxReport = serde_json::from_value(j).unwrap();
         assert_eq!(back, r);
     }

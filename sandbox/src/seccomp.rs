@@ -3,8 +3,14 @@
 //! `seccompiler`, and the profile digest in the report is the sha256 of the
 //! canonical JSON of this table, so a change to the table changes the digest.
 //!
-//! Everything not listed is allowed: the filter is a deny-list on top of the
-//! other layers (no capabilities, no_new_privs, read-only rootfs, namespaces).
+//! Syscalls not listed are allowed: for syscall numbers the filter is a
+//! deny-list on top of the other layers (no capabilities, no_new_privs,
+//! read-only rootfs, namespaces). Where a listed call is only refused for
+//! some arguments, what stays allowed is an allowlist in the table, one
+//! reason per allowed value: `socket` and `socketpair` reach only the
+//! address families a build needs inside its own namespaces (every other
+//! family answers EAFNOSUPPORT, as a kernel built without it would), and
+//! `personality` only the Linux personalities.
 
 use std::collections::BTreeMap;
 
@@ -18,13 +24,42 @@ use sha2::{Digest, Sha256};
 use crate::error::SandboxError;
 
 /// What the filter answers for a matching call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Deny {
     /// Fail with EPERM.
     Eperm,
-    /// Fail with ENOSYS, so libc falls back to an older call we can inspect.
+    /// Fail with ENOSYS, so libc falls back to an older call we can inspect,
+    /// or says what a kernel without the call says.
     Enosys,
+    /// Fail with EAFNOSUPPORT: what a kernel built without an address
+    /// family answers, so a build that probes for one degrades gracefully.
+    Eafnosupport,
+    /// Fail with EPROTONOSUPPORT: what a kernel without a protocol answers.
+    Eprotonosupport,
+}
+
+impl Deny {
+    /// The errno the filter answers.
+    pub fn errno(self) -> i32 {
+        match self {
+            Deny::Eperm => libc::EPERM,
+            Deny::Enosys => libc::ENOSYS,
+            Deny::Eafnosupport => libc::EAFNOSUPPORT,
+            Deny::Eprotonosupport => libc::EPROTONOSUPPORT,
+        }
+    }
+}
+
+/// A first-argument value that stays allowed, and why a build needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Allowed {
+    /// The value (compared as the 32-bit int the kernel reads).
+    pub value: u32,
+    /// Its name in the kernel headers.
+    pub name: &'static str,
+    /// Why a build needs it.
+    pub why: &'static str,
 }
 
 /// One entry of the filter.
@@ -37,11 +72,95 @@ pub struct Entry {
     /// When set, the call is refused only if its first argument has any of
     /// these bits (e.g. `clone` with namespace flags).
     pub arg0_any_bit_of: Option<u64>,
+    /// When set, the call is refused only if its first argument is none of
+    /// these values (an allowlist: e.g. the address families of `socket`).
+    pub arg0_allowed: Option<&'static [Allowed]>,
+    /// When set to `(v, allowed)`, the call is refused only if its first
+    /// argument is `v` and its third none of `allowed` (the netlink
+    /// protocols of `socket(AF_NETLINK, ...)`).
+    pub arg2_allowed_if_arg0: Option<(u32, &'static [Allowed])>,
     /// The answer.
     pub action: Deny,
     /// Why the step must not make this call.
     pub reason: &'static str,
 }
+
+/// The address families a step may open sockets of. Every other family
+/// reaches something outside the step's namespaces (vsock reaches the
+/// hypervisor, AF_PACKET and AF_CAN devices, AF_ALG and AF_KEY kernel
+/// crypto and IPsec state, AF_BLUETOOTH, AF_TIPC, AF_RDS, AF_XDP... host
+/// hardware or large rarely-audited kernel code), and no build needs it.
+pub const SOCKET_FAMILIES: &[Allowed] = &[
+    Allowed {
+        value: libc::AF_UNIX as u32,
+        name: "AF_UNIX",
+        why: "local sockets between the step's own processes (socketpair in every language runtime, make's jobserver, test servers); the step's root holds no host socket path, and abstract names are private to its network namespace",
+    },
+    Allowed {
+        value: libc::AF_INET as u32,
+        name: "AF_INET",
+        why: "loopback servers and clients in tests; the step's network namespace has only its own loopback",
+    },
+    Allowed {
+        value: libc::AF_INET6 as u32,
+        name: "AF_INET6",
+        why: "the same over ::1; runtimes open IPv6 sockets first and fall back",
+    },
+    Allowed {
+        value: libc::AF_NETLINK as u32,
+        name: "AF_NETLINK",
+        why: "route and address queries about the step's own network namespace (getifaddrs, getaddrinfo with AI_ADDRCONFIG, Go's net.Interfaces)",
+    },
+];
+
+/// The netlink protocols a step may open. The others reach kernel state
+/// that is not the step's (uevents, audit, the crypto API's configuration,
+/// the process connector, SCSI and RDMA transports, generic netlink's many
+/// families), and no build needs them.
+pub const NETLINK_PROTOCOLS: &[Allowed] = &[
+    Allowed {
+        value: libc::NETLINK_ROUTE as u32,
+        name: "NETLINK_ROUTE",
+        why: "interfaces, addresses and routes of the step's own network namespace (getifaddrs, getaddrinfo with AI_ADDRCONFIG, `ip`)",
+    },
+    Allowed {
+        value: libc::NETLINK_SOCK_DIAG as u32,
+        name: "NETLINK_SOCK_DIAG",
+        why: "the step's own sockets, by namespace (`ss` in test suites)",
+    },
+];
+
+/// The `personality` values a step may pass. The others switch on
+/// behaviour a Linux build never needs and that has served kernel exploits
+/// (MMAP_PAGE_ZERO maps page zero, READ_IMPLIES_EXEC makes data executable,
+/// foreign execution domains reach rarely-used kernel code).
+pub const PERSONALITIES: &[Allowed] = &[
+    Allowed {
+        value: 0xffff_ffff,
+        name: "query",
+        why: "reads the current personality without changing it (glibc, setarch, uname wrappers)",
+    },
+    Allowed {
+        value: 0x0000,
+        name: "PER_LINUX",
+        why: "the default personality, which tools set back explicitly",
+    },
+    Allowed {
+        value: 0x0008,
+        name: "PER_LINUX32",
+        why: "`linux32`/`setarch i686`: builds of 32-bit userland that ask uname for the machine",
+    },
+    Allowed {
+        value: 0x0040000,
+        name: "PER_LINUX | ADDR_NO_RANDOMIZE",
+        why: "`setarch -R`: reproducible builds and test suites that turn off address randomization for the step itself",
+    },
+    Allowed {
+        value: 0x0040008,
+        name: "PER_LINUX32 | ADDR_NO_RANDOMIZE",
+        why: "the two above together",
+    },
+];
 
 const NS_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
@@ -57,6 +176,8 @@ macro_rules! deny {
             name: stringify!($name),
             nr: paste_nr!($name),
             arg0_any_bit_of: None,
+            arg0_allowed: None,
+            arg2_allowed_if_arg0: None,
             action: Deny::Eperm,
             reason: $reason,
         }
@@ -208,6 +329,21 @@ macro_rules! paste_nr {
     (vhangup) => {
         libc::SYS_vhangup
     };
+    (kcmp) => {
+        libc::SYS_kcmp
+    };
+    (process_madvise) => {
+        libc::SYS_process_madvise
+    };
+    (quotactl_fd) => {
+        libc::SYS_quotactl_fd
+    };
+    (iopl) => {
+        libc::SYS_iopl
+    };
+    (ioperm) => {
+        libc::SYS_ioperm
+    };
 }
 
 /// The filter table, in a fixed order.
@@ -303,11 +439,74 @@ pub fn profile() -> Vec<Entry> {
         deny!(fanotify_init, "watches file access beyond the step"),
         deny!(lookup_dcookie, "leaks kernel state"),
         deny!(vhangup, "terminal control; the step has no terminal"),
+        deny!(
+            kcmp,
+            "compares kernel objects of other processes, as ptrace would let it"
+        ),
+        deny!(
+            process_madvise,
+            "acts on another process's memory as ptrace does"
+        ),
+        deny!(quotactl_fd, "disk quotas are host state"),
     ];
+    // Port I/O: needs CAP_SYS_RAWIO, which the step lacks; refused here too so
+    // that it never rests on that one check.
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        deny!(iopl, "raw port I/O on the host's hardware"),
+        deny!(ioperm, "raw port I/O on the host's hardware"),
+    ]);
+    v.push(Entry {
+        name: "socket",
+        nr: libc::SYS_socket,
+        arg0_any_bit_of: None,
+        arg0_allowed: Some(SOCKET_FAMILIES),
+        arg2_allowed_if_arg0: None,
+        action: Deny::Eafnosupport,
+        reason: "an address family outside the allowlist reaches what the step's namespaces do not isolate (vsock reaches the hypervisor's host side)",
+    });
+    v.push(Entry {
+        name: "socket",
+        nr: libc::SYS_socket,
+        arg0_any_bit_of: None,
+        arg0_allowed: None,
+        arg2_allowed_if_arg0: Some((libc::AF_NETLINK as u32, NETLINK_PROTOCOLS)),
+        action: Deny::Eprotonosupport,
+        reason: "a netlink protocol outside the allowlist reaches kernel state that is not the step's namespace's",
+    });
+    v.push(Entry {
+        name: "socketpair",
+        nr: libc::SYS_socketpair,
+        arg0_any_bit_of: None,
+        arg0_allowed: Some(SOCKET_FAMILIES),
+        arg2_allowed_if_arg0: None,
+        action: Deny::Eafnosupport,
+        reason: "the same families as socket: a pair of another family loads and reaches its kernel code",
+    });
+    v.push(Entry {
+        name: "personality",
+        nr: libc::SYS_personality,
+        arg0_any_bit_of: None,
+        arg0_allowed: Some(PERSONALITIES),
+        arg2_allowed_if_arg0: None,
+        action: Deny::Eperm,
+        reason: "personalities beyond plain Linux map page zero, make data executable or reach foreign execution domains",
+    });
+    v.push(Entry {
+        name: "memfd_secret",
+        nr: libc::SYS_memfd_secret,
+        arg0_any_bit_of: None,
+        arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
+        action: Deny::Enosys,
+        reason: "memory taken out of the kernel's direct map and locked; no build tool uses it, and ENOSYS is what most kernels (secretmem off) answer",
+    });
     v.push(Entry {
         name: "clone",
         nr: libc::SYS_clone,
         arg0_any_bit_of: Some(NS_FLAGS),
+        arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
         action: Deny::Eperm,
         reason: "clone with namespace flags creates nested namespaces",
     });
@@ -315,6 +514,8 @@ pub fn profile() -> Vec<Entry> {
         name: "clone3",
         nr: libc::SYS_clone3,
         arg0_any_bit_of: None,
+        arg0_allowed: None,
+        arg2_allowed_if_arg0: None,
         action: Deny::Enosys,
         reason: "its flags are in memory where seccomp cannot see them; ENOSYS makes libc fall back to clone",
     });
@@ -334,11 +535,14 @@ fn compute_profile_digest() -> String {
     struct Canonical {
         arch: &'static str,
         default: &'static str,
+        /// What a call through the x32 ABI gets (x86_64 only).
+        x32_abi: Option<&'static str>,
         entries: Vec<Entry>,
     }
     let c = Canonical {
         arch: std::env::consts::ARCH,
         default: "allow",
+        x32_abi: cfg!(target_arch = "x86_64").then_some("enosys"),
         entries: profile(),
     };
     let json = serde_json::to_vec(&c).unwrap_or_default();
@@ -352,48 +556,124 @@ fn arch() -> Result<TargetArch, SandboxError> {
 /// Compiles the table into BPF programs, one per action (seccompiler gives
 /// one match action per filter; the kernel applies all of them).
 pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
-    let mut by_action: BTreeMap<u8, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
+    let mut by_action: BTreeMap<Deny, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     let err = |source| SandboxError::Seccomp { source };
     for e in profile() {
-        let key = match e.action {
-            Deny::Eperm => 0,
-            Deny::Enosys => 1,
-        };
-        let rules = match e.arg0_any_bit_of {
-            None => vec![],
-            Some(mask) => {
-                let mut rules = Vec::new();
-                for bit in 0..64 {
-                    let b = 1u64 << bit;
-                    if mask & b != 0 {
-                        let cond = SeccompCondition::new(
-                            0,
-                            SeccompCmpArgLen::Qword,
-                            SeccompCmpOp::MaskedEq(b),
-                            b,
-                        )
-                        .map_err(err)?;
-                        rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
-                    }
+        let mut rules = Vec::new();
+        if let Some(mask) = e.arg0_any_bit_of {
+            // Any one bit of the mask set: one rule per bit, rules are ORed.
+            for bit in 0..64 {
+                let b = 1u64 << bit;
+                if mask & b != 0 {
+                    let cond = SeccompCondition::new(
+                        0,
+                        SeccompCmpArgLen::Qword,
+                        SeccompCmpOp::MaskedEq(b),
+                        b,
+                    )
+                    .map_err(err)?;
+                    rules.push(SeccompRule::new(vec![cond]).map_err(err)?);
                 }
-                rules
             }
-        };
-        by_action.entry(key).or_default().insert(e.nr, rules);
+        }
+        if let Some(allowed) = e.arg0_allowed {
+            // None of the allowed values: one rule whose conditions are
+            // ANDed. The kernel reads these arguments as 32-bit ints, so
+            // only the low half is compared (high bits cannot smuggle an
+            // allowed value past the filter, nor a refused one through).
+            let conditions = allowed
+                .iter()
+                .map(|a| {
+                    SeccompCondition::new(
+                        0,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Ne,
+                        u64::from(a.value),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            rules.push(SeccompRule::new(conditions).map_err(err)?);
+        }
+        if let Some((arg0, allowed)) = e.arg2_allowed_if_arg0 {
+            // The first argument is `arg0` and the third none of `allowed`.
+            let mut conditions = vec![SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                u64::from(arg0),
+            )
+            .map_err(err)?];
+            for a in allowed {
+                conditions.push(
+                    SeccompCondition::new(
+                        2,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Ne,
+                        u64::from(a.value),
+                    )
+                    .map_err(err)?,
+                );
+            }
+            rules.push(SeccompRule::new(conditions).map_err(err)?);
+        }
+        // No condition: every call of this syscall matches.
+        by_action.entry(e.action).or_default().insert(e.nr, rules);
     }
     let mut out = Vec::new();
-    for (key, rules) in by_action {
-        let errno = if key == 0 { libc::EPERM } else { libc::ENOSYS };
+    for (action, rules) in by_action {
         let filter = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
-            SeccompAction::Errno(errno as u32),
+            SeccompAction::Errno(action.errno() as u32),
             arch()?,
         )
         .map_err(err)?;
         out.push(BpfProgram::try_from(filter).map_err(err)?);
     }
+    #[cfg(target_arch = "x86_64")]
+    out.push(x32_guard());
     Ok(out)
+}
+
+/// The x32 ABI's bit in a syscall number (`__X32_SYSCALL_BIT`).
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Refuses every call made through the x32 ABI with ENOSYS. x32 calls
+/// carry the x86_64 audit arch but their number has bit 30 set, so none
+/// matches an entry of the table: on a kernel built with x32 enabled
+/// (CONFIG_X86_X32_ABI) they would pass the whole deny-list. No build of
+/// ours runs x32 code, and ENOSYS is what a kernel without x32 answers.
+#[cfg(target_arch = "x86_64")]
+fn x32_guard() -> BpfProgram {
+    use seccompiler::sock_filter;
+    // Classic BPF opcodes (linux/bpf_common.h: BPF_LD|BPF_W|BPF_ABS is
+    // 0x00|0x00|0x20) and seccomp_data offsets.
+    const LD_W_ABS: u16 = 0x20;
+    const JMP_JEQ_K: u16 = 0x05 | 0x10;
+    const JMP_JSET_K: u16 = 0x05 | 0x40;
+    const RET_K: u16 = 0x06;
+    const NR_OFFSET: u32 = 0;
+    const ARCH_OFFSET: u32 = 4;
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        insn(LD_W_ABS, 0, 0, ARCH_OFFSET),
+        // Another architecture (i386 through int 0x80): killed, as the
+        // table's filters do.
+        insn(JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, NR_OFFSET),
+        insn(JMP_JSET_K, 0, 1, X32_SYSCALL_BIT),
+        insn(
+            RET_K,
+            0,
+            0,
+            libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA),
+        ),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 #[cfg(test)]
@@ -403,11 +683,107 @@ mod tests {
     #[test]
     fn every_entry_has_a_reason_and_is_unique() {
         let p = profile();
-        let mut names: Vec<_> = p.iter().map(|e| e.name).collect();
+        // A syscall may appear once per answer (socket: EAFNOSUPPORT for a
+        // family, EPROTONOSUPPORT for a netlink protocol).
+        let mut names: Vec<_> = p.iter().map(|e| (e.name, e.action)).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), p.len());
         assert!(p.iter().all(|e| !e.reason.is_empty()));
+    }
+
+    #[test]
+    fn sockets_reach_only_the_four_families_of_the_steps_namespaces() {
+        let p = profile();
+        for name in ["socket", "socketpair"] {
+            let e = p
+                .iter()
+                .find(|e| e.name == name && e.arg0_allowed.is_some())
+                .expect(name);
+            assert_eq!(e.action, Deny::Eafnosupport, "{name}");
+            let families: Vec<u32> = e
+                .arg0_allowed
+                .expect(name)
+                .iter()
+                .map(|a| a.value)
+                .collect();
+            assert_eq!(
+                families,
+                [
+                    libc::AF_UNIX,
+                    libc::AF_INET,
+                    libc::AF_INET6,
+                    libc::AF_NETLINK
+                ]
+                .map(|f| f as u32),
+                "{name}"
+            );
+        }
+        assert!(SOCKET_FAMILIES
+            .iter()
+            .chain(PERSONALITIES)
+            .all(|a| !a.why.is_empty()));
+    }
+
+    #[test]
+    fn personality_is_narrowed_to_plain_linux_and_the_query() {
+        let p = profile();
+        let e = p
+            .iter()
+            .find(|e| e.name == "personality")
+            .expect("personality");
+        assert_eq!(e.action, Deny::Eperm);
+        let values: Vec<u32> = e
+            .arg0_allowed
+            .expect("allowlist")
+            .iter()
+            .map(|a| a.value)
+            .collect();
+        for refused in [
+            0x0100000, // MMAP_PAGE_ZERO
+            0x0400000, // READ_IMPLIES_EXEC
+            0x0020000, // UNAME26
+            0x0000001, // PER_SVR4 (an execution domain)
+        ] {
+            assert!(!values.contains(&refused), "{refused:#x} allowed");
+        }
+        assert!(values.contains(&0xffff_ffff) && values.contains(&0));
+    }
+
+    /// Runs a classic BPF program over one seccomp_data (nr, arch), as the
+    /// kernel would: enough of the interpreter for the guard's opcodes.
+    #[cfg(target_arch = "x86_64")]
+    fn run_bpf(prog: &[seccompiler::sock_filter], nr: u32, arch: u32) -> u32 {
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = &prog[pc];
+            match i.code {
+                0x20 => acc = if i.k == 0 { nr } else { arch },
+                0x15 => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+                0x45 => pc += usize::from(if acc & i.k != 0 { i.jt } else { i.jf }),
+                0x06 => return i.k,
+                other => panic!("opcode {other:#x} not modelled"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_abi_calls_are_enosys_so_they_cannot_bypass_the_table() {
+        let guard = x32_guard();
+        let x86_64 = 62 | 0x8000_0000 | 0x4000_0000;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        // socket(AF_VSOCK) through x32: number 41 | bit 30.
+        assert_eq!(run_bpf(&guard, X32_SYSCALL_BIT | 41, x86_64), enosys);
+        assert_eq!(run_bpf(&guard, X32_SYSCALL_BIT | 165, x86_64), enosys);
+        assert_eq!(run_bpf(&guard, 41, x86_64), libc::SECCOMP_RET_ALLOW);
+        // i386 (AUDIT_ARCH_I386) is killed.
+        assert_eq!(
+            run_bpf(&guard, 41, 3 | 0x4000_0000),
+            libc::SECCOMP_RET_KILL_PROCESS
+        );
+        assert!(compile().unwrap().contains(&guard));
     }
 
     #[test]
@@ -445,6 +821,10 @@ mod tests {
             "acct",
             "quotactl",
             "userfaultfd",
+            "memfd_secret",
+            "socket",
+            "socketpair",
+            "personality",
         ] {
             assert!(p.iter().any(|e| e.name == required), "{required} missing");
         }
@@ -460,7 +840,12 @@ mod tests {
     #[test]
     fn compiles_and_digest_is_stable() {
         let progs = compile().expect("compiles");
-        assert_eq!(progs.len(), 2);
+        // EPERM, ENOSYS, EAFNOSUPPORT, EPROTONOSUPPORT, and on x86_64 the
+        // x32 guard.
+        assert_eq!(
+            progs.len(),
+            if cfg!(target_arch = "x86_64") { 5 } else { 4 }
+        );
         assert!(progs.iter().all(|p| !p.is_empty()));
         assert_eq!(profile_digest(), profile_digest());
         assert_eq!(profile_digest().len(), 64);

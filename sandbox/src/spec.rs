@@ -1,7 +1,7 @@
 //! The typed contract between the daemon and the sandbox helper.
 //!
 //! The daemon fills a [`SandboxSpec`], writes it with
-//! [`crate::launch::write_spec`], runs `attestd-sandbox run`, and reads back a
+//! [`crate::daemon_side::launch::write_spec`], runs `attestd-sandbox run`, and reads back a
 //! [`SandboxReport`]. Everything here is plain data: no `unsafe`, no syscalls.
 
 use std::path::{Component, Path, PathBuf};
@@ -75,15 +75,17 @@ pub struct SandboxSpec {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkLayer {
-    /// A size-limited tmpfs holding a copy of the input tree, owned by the
-    /// step. Costs a copy of every input byte per build.
+    /// A copy of the input tree, owned by the step, in the step's space (a
+    /// tmpfs it shares with `/tmp`, sized to the copy plus
+    /// `max_output_bytes`). Costs a copy of every input byte per build.
     #[default]
     Copy,
     /// An overlayfs: the input tree is the read-only lower layer, the step's
-    /// changes go to an upper layer on a tmpfs of `max_output_bytes`. Costs
-    /// nothing per input byte; the input tree must be owned by the step's
-    /// host ids with owner-writable modes (else the step cannot change what
-    /// it was given), which the daemon's materialized trees are. Where the
+    /// changes go to an upper layer in the step's space, a tmpfs of
+    /// `max_output_bytes` it shares with `/tmp`. Costs nothing per input
+    /// byte; the input tree must be owned by the step's host ids with
+    /// owner-writable modes (else the step cannot change what it was
+    /// given), which the daemon's materialized trees are. Where the
     /// overlay cannot be mounted (no overlayfs, a lower path overlayfs cannot
     /// name), the helper falls back to `Copy` and says so in the settings.
     Overlay,
@@ -153,11 +155,50 @@ pub struct Limits {
     /// where a cgroup lists them (root); RLIMIT_CPU per process (rounded up
     /// to whole seconds) always, as the floor. 0 = none.
     pub cpu_time_ms: u64,
-    /// Bytes the step may add to the work mount beyond the input tree, and
-    /// the largest single file it may write (RLIMIT_FSIZE).
+    /// The one limit on what the step writes and hands back: the bytes it
+    /// may add to the work mount beyond the input tree and to `/tmp`
+    /// together (one tmpfs holds both), the largest single file it may
+    /// write (RLIMIT_FSIZE), and the logical bytes of the outputs collected
+    /// (a sparse file at its logical size, a file once per path).
     pub max_output_bytes: u64,
-    /// Size of the tmpfs `/tmp`.
+    /// Sizes nothing of its own: `/tmp` shares `max_output_bytes` with the
+    /// work mount. The report's settings record `max_output_bytes` here,
+    /// the most `/tmp` can hold. Kept so the spec's shape is unchanged.
     pub tmp_bytes: u64,
+    /// Bytes of each of the step's logs (stdout, stderr) handed on: past
+    /// this, the first half and the last half of the cap are kept and what
+    /// lies between is dropped, counted in [`LogCapture`]. The helper never
+    /// holds more than half of it in memory; the daemon receives at most it.
+    pub max_log_bytes: u64,
+}
+
+/// What became of one of the step's logs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCapture {
+    /// Bytes the step wrote.
+    pub step_bytes: u64,
+    /// Bytes dropped from the middle to stay within `max_log_bytes`; 0 when
+    /// the log was handed on whole.
+    pub dropped_bytes: u64,
+    /// Where the gap is: the bytes handed on before it (the rest, after it,
+    /// are the log's last bytes).
+    pub head_bytes: u64,
+}
+
+impl LogCapture {
+    /// Whether bytes were dropped.
+    pub fn truncated(&self) -> bool {
+        self.dropped_bytes > 0
+    }
+}
+
+/// The step's two logs.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Logs {
+    /// The step's stdout.
+    pub stdout: LogCapture,
+    /// The step's stderr.
+    pub stderr: LogCapture,
 }
 
 /// What the helper hands back after the step.
@@ -171,6 +212,9 @@ pub struct SandboxReport {
     pub settings: Settings,
     /// One entry per declared output, in the declared order.
     pub outputs: Vec<CollectedOutput>,
+    /// What became of the step's stdout and stderr.
+    #[serde(default)]
+    pub logs: Logs,
 }
 
 /// How a step ended. When the step exits 0 the outcome is `Exited { code: 0 }`
@@ -509,6 +553,7 @@ impl SandboxSpec {
             ("pids", l.pids),
             ("max_output_bytes", l.max_output_bytes),
             ("tmp_bytes", l.tmp_bytes),
+            ("max_log_bytes", l.max_log_bytes),
         ] {
             if v == 0 {
                 return Err(bad("limits", format!("{name} must be positive")));

@@ -1,15 +1,18 @@
 //! Every kernel call the sandbox makes goes through [`Syscalls`]: the real
 //! [`LinuxSyscalls`] (the only place in the project with `unsafe`) and the
-//! recording [`fake::RecordingSyscalls`] that the unit tests use to check the
-//! order of the setup without root.
+//! recording `fake::RecordingSyscalls` that the unit tests use to check the
+//! order of the setup, the helper's preparation, supervision and output
+//! collection without root.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::poll::PollFlags;
 use nix::sched::CloneFlags;
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 /// Result of a raw call.
@@ -37,6 +40,27 @@ pub enum Rlimit {
     Nproc,
     /// Data segment and private writable mappings of the process.
     Data,
+}
+
+/// Bytes in use and bytes left on a filesystem (`statvfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Bytes in use.
+    pub used: u64,
+    /// Bytes an unprivileged writer can still use.
+    pub available: u64,
+}
+
+/// CPU time and peak memory of the reaped children
+/// (`getrusage(RUSAGE_CHILDREN)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChildUsage {
+    /// User CPU milliseconds.
+    pub user_ms: u64,
+    /// System CPU milliseconds.
+    pub sys_ms: u64,
+    /// Largest resident set of any of them, KiB.
+    pub max_rss_kib: u64,
 }
 
 /// The kernel interface of the sandbox.
@@ -123,6 +147,43 @@ pub trait Syscalls {
     /// Writes `/proc/self/oom_score_adj` (lowering needs CAP_SYS_RESOURCE,
     /// raising is always allowed).
     fn set_oom_score_adj(&self, value: i32) -> SysResult<()>;
+    /// `pipe2(O_CLOEXEC)`: (read end, write end).
+    fn pipe(&self) -> SysResult<(OwnedFd, OwnedFd)>;
+    /// `dup2(fd, target)`: `target` (0, 1 or 2) becomes `fd`, without
+    /// close-on-exec.
+    fn dup_onto(&self, fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()>;
+    /// One `read(2)`.
+    fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize>;
+    /// One `write(2)`.
+    fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<usize>;
+    /// `poll(2)` for readability of each of `fds`, at most `timeout_ms`;
+    /// the `revents` of each, in order.
+    fn poll_readable(&self, fds: &[BorrowedFd<'_>], timeout_ms: u16) -> SysResult<Vec<PollFlags>>;
+    /// Every pending signal number on a non-blocking signalfd.
+    fn read_signals(&self, fd: BorrowedFd<'_>) -> SysResult<Vec<i32>>;
+    /// `waitpid(2)`, with `WNOHANG` when `nohang`.
+    fn waitpid(&self, pid: Pid, nohang: bool) -> SysResult<WaitStatus>;
+    /// `getrusage(RUSAGE_CHILDREN)`.
+    fn children_usage(&self) -> SysResult<ChildUsage>;
+    /// Writes `contents` to the existing file `path` in one `write(2)`
+    /// (`/proc/PID/uid_map` and its kin accept exactly one).
+    fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<()>;
+    /// `lchown(2)`.
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()>;
+    /// `chmod(2)`, which the umask does not touch (setting the sticky bit
+    /// of a directory `mkdir` made).
+    fn chmod(&self, path: &Path, mode: u32) -> SysResult<()>;
+    /// `statvfs(2)`: what the filesystem of `path` uses and has left.
+    fn fs_usage(&self, path: &Path) -> SysResult<FsUsage>;
+    /// Opens the directory `path` under `dir` with `openat2`, refusing any
+    /// resolution that leaves `dir`, crosses a mount or meets a symlink
+    /// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV |
+    /// RESOLVE_NO_MAGICLINKS`).
+    fn open_dir_beneath(&self, dir: BorrowedFd<'_>, path: &Path) -> SysResult<OwnedFd>;
+    /// The descriptors open in this process, from `/proc/self/fd`.
+    fn open_fds(&self) -> SysResult<Vec<RawFd>>;
+    /// `close(2)` of a descriptor no Rust object owns (an inherited one).
+    fn close_raw(&self, fd: RawFd) -> SysResult<()>;
     /// `_exit(2)`.
     fn exit_now(&self, code: i32) -> !;
 }
@@ -498,6 +559,141 @@ impl Syscalls for LinuxSyscalls {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
+    fn pipe(&self) -> SysResult<(OwnedFd, OwnedFd)> {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+    }
+
+    fn dup_onto(&self, fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()> {
+        // SAFETY: dup2 onto one of fds 0-2, which no Rust object of ours
+        // owns (the standard streams are only ever borrowed); `fd` is
+        // valid for the call.
+        let r = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+        Errno::result(r).map(drop)
+    }
+
+    fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
+        nix::unistd::read(fd, buf)
+    }
+
+    fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<usize> {
+        nix::unistd::write(fd, buf)
+    }
+
+    fn poll_readable(&self, fds: &[BorrowedFd<'_>], timeout_ms: u16) -> SysResult<Vec<PollFlags>> {
+        let mut p: Vec<nix::poll::PollFd<'_>> = fds
+            .iter()
+            .map(|fd| nix::poll::PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        nix::poll::poll(&mut p, nix::poll::PollTimeout::from(timeout_ms))?;
+        Ok(p.iter()
+            .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+            .collect())
+    }
+
+    fn read_signals(&self, fd: BorrowedFd<'_>) -> SysResult<Vec<i32>> {
+        // A signalfd hands out whole `signalfd_siginfo` records, whose
+        // first field is the signal number (`ssi_signo`, a u32).
+        const RECORD: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+        let mut buf = [0u8; RECORD * 8];
+        let mut out = Vec::new();
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::EAGAIN) => return Ok(out),
+                Ok(n) => {
+                    for rec in buf[..n].chunks_exact(RECORD) {
+                        let signo = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
+                        out.push(signo as i32);
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => return Ok(out),
+            }
+        }
+    }
+
+    fn waitpid(&self, pid: Pid, nohang: bool) -> SysResult<WaitStatus> {
+        let flags = nohang.then_some(nix::sys::wait::WaitPidFlag::WNOHANG);
+        nix::sys::wait::waitpid(pid, flags)
+    }
+
+    fn children_usage(&self) -> SysResult<ChildUsage> {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let ru = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+        let ms = |t: nix::sys::time::TimeVal| {
+            (t.tv_sec().max(0) as u64) * 1000 + (t.tv_usec().max(0) as u64) / 1000
+        };
+        Ok(ChildUsage {
+            user_ms: ms(ru.user_time()),
+            sys_ms: ms(ru.system_time()),
+            max_rss_kib: ru.max_rss().max(0) as u64,
+        })
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<()> {
+        use std::io::Write;
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(as_errno)?;
+        f.write_all(contents).map_err(as_errno)
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> SysResult<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    fn fs_usage(&self, path: &Path) -> SysResult<FsUsage> {
+        let st = nix::sys::statvfs::statvfs(path)?;
+        let bs = st.fragment_size() as u64;
+        Ok(FsUsage {
+            used: (st.blocks() as u64).saturating_sub(st.blocks_free() as u64) * bs,
+            available: st.blocks_available() as u64 * bs,
+        })
+    }
+
+    fn open_dir_beneath(&self, dir: BorrowedFd<'_>, path: &Path) -> SysResult<OwnedFd> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        let how = OpenHow::new()
+            .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_XDEV
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        nix::fcntl::openat2(dir, path, how)
+    }
+
+    fn open_fds(&self) -> SysResult<Vec<RawFd>> {
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let mut fds = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd").map_err(as_errno)? {
+            let entry = entry.map_err(as_errno)?;
+            if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                fds.push(fd);
+            }
+        }
+        // The listing's own descriptor is among them and already closed.
+        Ok(fds)
+    }
+
+    fn close_raw(&self, fd: RawFd) -> SysResult<()> {
+        // SAFETY: called only on descriptors inherited at exec, before any
+        // Rust object of ours owns a descriptor >= 3, so nothing is closed
+        // under a live owner.
+        let r = unsafe { libc::close(fd) };
+        Errno::result(r).map(drop)
+    }
+
     fn exit_now(&self, code: i32) -> ! {
         // SAFETY: _exit ends the process without running atexit handlers or
         // destructors, which is what a forked child must do.
@@ -510,6 +706,7 @@ impl Syscalls for LinuxSyscalls {
 pub mod fake {
     use super::*;
     use std::cell::RefCell;
+    use std::collections::{HashMap, VecDeque};
     use std::path::PathBuf;
 
     /// One recorded call.
@@ -555,19 +752,55 @@ pub mod fake {
         Clone(CloneFlags),
         Kill(i32),
         SetOomScoreAdj(i32),
+        Pipe,
+        DupOnto(RawFd),
+        Read,
+        Write(Vec<u8>),
+        Poll(usize),
+        ReadSignals,
+        Waitpid(i32, bool),
+        ChildrenUsage,
+        WriteFile(PathBuf, Vec<u8>),
+        Lchown(PathBuf, u32, u32),
+        Chmod(PathBuf, u32),
+        FsUsage(PathBuf),
+        OpenDirBeneath(PathBuf),
+        OpenFds,
+        CloseRaw(RawFd),
     }
 
     /// Records every call; `fork` returns `fork_result`; `execve` of a path
     /// in `exec_enoent` fails with ENOENT; a call whose `Debug` starts with
-    /// `fail_on` fails with EPERM.
+    /// `fail_on` or one of `also_fail` fails with `fail_errno`.
+    ///
+    /// Descriptors are real: `pipe` makes a kernel pipe, and `read`,
+    /// `write`, `poll_readable` and `open_dir_beneath` act on real
+    /// descriptors (so a test feeds the helper by writing into a pipe, and
+    /// output collection resolves real paths in a temporary directory).
+    /// `read_signals` reads bytes, each one signal number. What the kernel
+    /// would decide about processes and filesystems is scripted: `waits`,
+    /// `fs`, `child_usage`, `fds`.
     #[derive(Debug)]
     pub struct RecordingSyscalls {
         pub calls: RefCell<Vec<Call>>,
         pub fork_result: Forked,
         pub exec_enoent: Vec<String>,
         pub fail_on: Option<String>,
+        /// More prefixes of calls that fail, as `fail_on`.
+        pub also_fail: Vec<String>,
+        /// The errno of a call matched by `fail_on`.
+        pub fail_errno: Errno,
         /// What `read_to_eof` returns (the exec plan the step receives).
         pub exec_plan: Vec<u8>,
+        /// What successive `waitpid` calls return; once empty, a `WNOHANG`
+        /// wait finds the child alive and a blocking one finds no child.
+        pub waits: RefCell<VecDeque<SysResult<WaitStatus>>>,
+        /// What `fs_usage` says of each path (others: ENOENT).
+        pub fs: HashMap<PathBuf, FsUsage>,
+        /// What `children_usage` returns.
+        pub child_usage: ChildUsage,
+        /// What `open_fds` lists.
+        pub fds: Vec<RawFd>,
     }
 
     impl Default for RecordingSyscalls {
@@ -577,20 +810,28 @@ pub mod fake {
                 fork_result: Forked::Child,
                 exec_enoent: Vec::new(),
                 fail_on: None,
+                also_fail: Vec::new(),
+                fail_errno: Errno::EPERM,
                 exec_plan: Vec::new(),
+                waits: RefCell::new(VecDeque::new()),
+                fs: HashMap::new(),
+                child_usage: ChildUsage::default(),
+                fds: Vec::new(),
             }
         }
     }
 
     impl RecordingSyscalls {
         fn rec(&self, c: Call) -> SysResult<()> {
+            let shown = format!("{c:?}");
             let fail = self
                 .fail_on
-                .as_ref()
-                .is_some_and(|f| format!("{c:?}").starts_with(f.as_str()));
+                .iter()
+                .chain(&self.also_fail)
+                .any(|f| shown.starts_with(f.as_str()));
             self.calls.borrow_mut().push(c);
             if fail {
-                Err(Errno::EPERM)
+                Err(self.fail_errno)
             } else {
                 Ok(())
             }
@@ -737,6 +978,71 @@ pub mod fake {
         }
         fn set_oom_score_adj(&self, value: i32) -> SysResult<()> {
             self.rec(Call::SetOomScoreAdj(value))
+        }
+        fn pipe(&self) -> SysResult<(OwnedFd, OwnedFd)> {
+            self.rec(Call::Pipe)?;
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        }
+        fn dup_onto(&self, _fd: BorrowedFd<'_>, target: RawFd) -> SysResult<()> {
+            self.rec(Call::DupOnto(target))
+        }
+        fn read(&self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
+            self.rec(Call::Read)?;
+            nix::unistd::read(fd, buf)
+        }
+        fn write(&self, fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<usize> {
+            self.rec(Call::Write(buf.to_vec()))?;
+            nix::unistd::write(fd, buf)
+        }
+        fn poll_readable(
+            &self,
+            fds: &[BorrowedFd<'_>],
+            timeout_ms: u16,
+        ) -> SysResult<Vec<PollFlags>> {
+            self.rec(Call::Poll(fds.len()))?;
+            LinuxSyscalls.poll_readable(fds, timeout_ms)
+        }
+        fn read_signals(&self, fd: BorrowedFd<'_>) -> SysResult<Vec<i32>> {
+            self.rec(Call::ReadSignals)?;
+            let mut b = [0u8; 16];
+            let n = nix::unistd::read(fd, &mut b)?;
+            Ok(b[..n].iter().map(|s| i32::from(*s)).collect())
+        }
+        fn waitpid(&self, pid: Pid, nohang: bool) -> SysResult<WaitStatus> {
+            self.rec(Call::Waitpid(pid.as_raw(), nohang))?;
+            match self.waits.borrow_mut().pop_front() {
+                Some(r) => r,
+                None if nohang => Ok(WaitStatus::StillAlive),
+                None => Err(Errno::ECHILD),
+            }
+        }
+        fn children_usage(&self) -> SysResult<ChildUsage> {
+            self.rec(Call::ChildrenUsage)?;
+            Ok(self.child_usage)
+        }
+        fn write_file(&self, path: &Path, contents: &[u8]) -> SysResult<()> {
+            self.rec(Call::WriteFile(path.to_path_buf(), contents.to_vec()))
+        }
+        fn lchown(&self, path: &Path, uid: u32, gid: u32) -> SysResult<()> {
+            self.rec(Call::Lchown(path.to_path_buf(), uid, gid))
+        }
+        fn chmod(&self, path: &Path, mode: u32) -> SysResult<()> {
+            self.rec(Call::Chmod(path.to_path_buf(), mode))
+        }
+        fn fs_usage(&self, path: &Path) -> SysResult<FsUsage> {
+            self.rec(Call::FsUsage(path.to_path_buf()))?;
+            self.fs.get(path).copied().ok_or(Errno::ENOENT)
+        }
+        fn open_dir_beneath(&self, dir: BorrowedFd<'_>, path: &Path) -> SysResult<OwnedFd> {
+            self.rec(Call::OpenDirBeneath(path.to_path_buf()))?;
+            LinuxSyscalls.open_dir_beneath(dir, path)
+        }
+        fn open_fds(&self) -> SysResult<Vec<RawFd>> {
+            self.rec(Call::OpenFds)?;
+            Ok(self.fds.clone())
+        }
+        fn close_raw(&self, fd: RawFd) -> SysResult<()> {
+            self.rec(Call::CloseRaw(fd))
         }
         fn exit_now(&self, code: i32) -> ! {
             panic!("exit_now({code}) in the fake")

@@ -60,6 +60,7 @@ fn default_limits() -> Limits {
         cpu_time_ms: 60_000,
         max_output_bytes: 16 << 20,
         tmp_bytes: 16 << 20,
+        max_log_bytes: 64 << 20,
     }
 }
 
@@ -730,7 +731,8 @@ fn cpu_time_limit_caps_all_processes_together() {
 fn disk_filler_hits_the_tmp_limit() {
     needs_root!();
     let mut r = Run::new(&["fill", "/tmp/fill"]);
-    r.spec.limits.tmp_bytes = 2 << 20;
+    // /tmp shares max_output_bytes with /build: that is its limit.
+    r.spec.limits.max_output_bytes = 2 << 20;
     let d = r.run();
     assert_eq!(
         d.report.outcome,

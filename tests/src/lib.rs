@@ -64,7 +64,31 @@ impl TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("attestd.sock");
         let state_dir = dir.path().join("state");
-        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra, env);
+        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra, env, &[]);
+        let mut daemon = TestDaemon {
+            dir,
+            socket,
+            state_dir,
+            child,
+        };
+        daemon.wait_listening();
+        daemon
+    }
+
+    /// Starts `attestd` as `WRAPPER... attestd ARGS`, the way a service
+    /// manager that prepares its environment (mounts, namespaces) would;
+    /// `wrapper` gets `{state}` replaced by the state dir.
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("attestd.sock");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&state_dir).expect("create state dir");
+        let state = state_dir.to_str().expect("a UTF-8 temp dir");
+        let wrapper: Vec<String> = wrapper
+            .iter()
+            .map(|w| w.replace("{state}", state))
+            .collect();
+        let child = spawn_daemon(dir.path(), &socket, &state_dir, extra, &[], &wrapper);
         let mut daemon = TestDaemon {
             dir,
             socket,
@@ -83,7 +107,14 @@ impl TestDaemon {
 
     /// Starts a new daemon on the same state dir and socket.
     pub fn restart(&mut self) {
-        self.child = spawn_daemon(self.dir.path(), &self.socket, &self.state_dir, &[], &[]);
+        self.child = spawn_daemon(
+            self.dir.path(),
+            &self.socket,
+            &self.state_dir,
+            &[],
+            &[],
+            &[],
+        );
         self.wait_listening();
     }
 
@@ -200,13 +231,22 @@ fn spawn_daemon(
     state_dir: &Path,
     extra: &[&str],
     env: &[(&str, &std::ffi::OsStr)],
+    wrapper: &[String],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("attestd.log"))
         .expect("log file");
-    Command::new(bin("attestd"))
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(bin("attestd"));
+            command
+        }
+        None => Command::new(bin("attestd")),
+    };
+    command
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--socket")

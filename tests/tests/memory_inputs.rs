@@ -276,3 +276,69 @@ fn with_the_memory_cache_off_nothing_is_mounted_and_trees_stay_on_disk() {
     assert_eq!(seen, "on disk\n");
     assert_eq!(trees_in(&daemon.state_dir.join("inputs")).len(), 1);
 }
+
+#[test]
+fn the_tmpfs_is_made_by_the_sandbox_launcher_and_the_daemon_keeps_its_pid() {
+    if !is_root() {
+        eprintln!("skipped: the memory tmpfs needs root");
+        return;
+    }
+    let daemon = TestDaemon::start();
+    // The daemon execs `attestd-sandbox memory-namespace`, which mounts and
+    // execs the daemon back: the process we started is attestd again, in a
+    // namespace that holds the tmpfs, and it says who made it.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", daemon.pid())).unwrap();
+    assert_eq!(exe.file_name().unwrap(), "attestd", "{}", exe.display());
+    let point = daemon.state_dir.join("inputs-mem");
+    assert!(mount_line(
+        Path::new(&format!("/proc/{}/mountinfo", daemon.pid())),
+        &point
+    )
+    .is_some());
+    let log = daemon.log();
+    assert!(
+        log.contains("\"attestd-sandbox memory-namespace\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_tmpfs_the_service_manager_mounted_is_used_as_it_is_and_not_mounted_again() {
+    if !is_root() {
+        eprintln!("skipped: the memory tmpfs needs root");
+        return;
+    }
+    // What systemd's `TemporaryFileSystem=STATE/inputs-mem:size=8M` does: a
+    // private mount namespace with the tmpfs, then the daemon.
+    let daemon = TestDaemon::start_under(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mkdir -p {state}/inputs-mem && mount -t tmpfs -o size=8m,mode=0700 tmpfs {state}/inputs-mem && exec \"$0\" \"$@\"",
+        ],
+        &[],
+    );
+    let point = daemon.state_dir.join("inputs-mem");
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", daemon.pid())).unwrap();
+    let mounts_there = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(point.to_str().unwrap()))
+        .count();
+    assert_eq!(mounts_there, 1, "{mountinfo}");
+    let log = daemon.log();
+    assert!(log.contains("\"the service manager\""), "{log}");
+    // Sized by what it found (8 MiB), not by --inputs-memory-size.
+    assert!(log.contains("8.4 MB"), "{log}");
+    let src = daemon.work_dir("src");
+    std::fs::write(src.join("input.txt"), "small\n").unwrap();
+    let work = daemon.work_dir("work");
+    assert_eq!(
+        run_step(&daemon, &work, &src, "seen.txt", "cat input.txt > seen.txt"),
+        "small\n"
+    );
+    assert_eq!(trees_in(&daemon.daemon_view(&point)).len(), 1);
+}

@@ -36,7 +36,7 @@
 //!
 //! Memory and disk. When the daemon runs as root it mounts a tmpfs at
 //! `STATE/inputs-mem` in a mount namespace of its own (see `main.rs` and
-//! `attest_sandbox::private_tmpfs`), and a tree whose files fit (at most
+//! `attest_sandbox::memory_namespace`), and a tree whose files fit (at most
 //! half the tmpfs, and no more than it has free) is materialized there:
 //! creating 20,000 files on ext4 costs 3 to 10 times what it costs on
 //! tmpfs, more than hashing them. A tree too big for it goes to

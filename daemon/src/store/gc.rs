@@ -285,6 +285,7 @@ mod tests {
                 cpu_time_ms: 1000,
                 max_output_bytes: 1 << 20,
                 tmp_bytes: 1 << 20,
+                max_log_bytes: 1 << 20,
             },
             source_date_epoch: 0,
             hostname: "attestd".into(),

@@ -488,6 +488,129 @@ fn main() {
                 }
             }
         }
+        "socket-families" => {
+            // Every family outside the allowlist, with every socket type and
+            // protocol 0 (AF_KEY also with its own protocol): the answer must
+            // be the filter's EAFNOSUPPORT, whatever the kernel has built in.
+            // Any other answer, success or not, means the family's kernel
+            // code was reached.
+            let allowed = [
+                libc::AF_UNIX,
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_NETLINK,
+            ];
+            let types = [
+                libc::SOCK_STREAM,
+                libc::SOCK_DGRAM,
+                libc::SOCK_RAW,
+                libc::SOCK_SEQPACKET,
+                libc::SOCK_RDM,
+            ];
+            // Past AF_MAX (46 on Linux 6.x) too, so a new family is covered.
+            for family in (0..64).filter(|f| !allowed.contains(f)) {
+                for ty in types {
+                    let protocols: &[i32] = if family == libc::AF_KEY {
+                        &[0, 2]
+                    } else {
+                        &[0]
+                    };
+                    for &protocol in protocols {
+                        let r = raw_socket(family, ty, protocol);
+                        p.check(
+                            &format!("socket({}, {ty}, {protocol})", family_name(family)),
+                            r == Err(libc::EAFNOSUPPORT),
+                            format!("{r:?}"),
+                        );
+                    }
+                    let r = raw_socketpair(family, ty);
+                    p.check(
+                        &format!("socketpair({}, {ty})", family_name(family)),
+                        r == Err(libc::EAFNOSUPPORT),
+                        format!("{r:?}"),
+                    );
+                }
+            }
+            // Netlink: every protocol (MAX_LINKS is 32) but ROUTE and
+            // SOCK_DIAG must be the filter's EPROTONOSUPPORT.
+            for protocol in
+                (0..32).filter(|p| ![libc::NETLINK_ROUTE, libc::NETLINK_SOCK_DIAG].contains(p))
+            {
+                let r = raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, protocol);
+                p.check(
+                    &format!("socket(AF_NETLINK, SOCK_RAW, {protocol})"),
+                    r == Err(libc::EPROTONOSUPPORT),
+                    format!("{r:?}"),
+                );
+            }
+            let r = raw_socket(libc::AF_NETLINK, libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG);
+            p.sanity(
+                "socket(AF_NETLINK, NETLINK_SOCK_DIAG)",
+                r.is_ok(),
+                format!("{r:?}"),
+            );
+            for (family, ty, protocol) in [
+                (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                (libc::AF_INET, libc::SOCK_STREAM, 0),
+                (libc::AF_INET6, libc::SOCK_DGRAM, 0),
+                (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            ] {
+                let r = raw_socket(family, ty, protocol);
+                p.sanity(
+                    &format!("socket({})", family_name(family)),
+                    r.is_ok(),
+                    format!("{r:?}"),
+                );
+            }
+            let r = raw_socketpair(libc::AF_UNIX, libc::SOCK_STREAM);
+            p.sanity("socketpair(AF_UNIX)", r.is_ok(), format!("{r:?}"));
+            let r = std::net::TcpListener::bind("[::1]:0");
+            p.sanity("listen on ::1", r.is_ok(), res(&r));
+        }
+        "personality" => {
+            for (name, value) in [
+                ("MMAP_PAGE_ZERO", 0x0100000u32),
+                ("READ_IMPLIES_EXEC", 0x0400000),
+                ("UNAME26", 0x0020000),
+                ("PER_SVR4", 0x0000001 | 0x0400000 | 0x4000000),
+                ("PER_BSD", 0x0000006),
+                ("PER_LINUX with high bits", 0xdead_0000),
+            ] {
+                let r = raw_personality(u64::from(value));
+                p.check(
+                    &format!("personality({name})"),
+                    r == Err(libc::EPERM),
+                    format!("{r:?}"),
+                );
+                // Whatever happened, back to plain Linux for the next try.
+                let _ = raw_personality(0);
+            }
+            // The argument is a 32-bit int: an allowed value in the low half
+            // with junk above is what the kernel reads as that value.
+            let r = raw_personality(0x1_ffff_ffff);
+            p.sanity(
+                "personality query with high bits",
+                r.is_ok(),
+                format!("{r:?}"),
+            );
+            for value in [0xffff_ffffu64, 0, 0x0008, 0x0040000, 0] {
+                let r = raw_personality(value);
+                p.sanity(
+                    &format!("personality({value:#x})"),
+                    r.is_ok(),
+                    format!("{r:?}"),
+                );
+            }
+            // SAFETY: memfd_secret with flags 0 only returns a descriptor or
+            // an error; the descriptor (if any) is closed at exit.
+            let r = unsafe { libc::syscall(libc::SYS_memfd_secret, 0usize) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            p.check(
+                "memfd_secret is ENOSYS",
+                r < 0 && errno == Some(libc::ENOSYS),
+                format!("{r} {errno:?}"),
+            );
+        }
         "spin" => {
             // fork a helper too, so "nothing left running" covers children
             // SAFETY: single-threaded; both sides only spin.
@@ -510,4 +633,98 @@ fn main() {
     } else {
         0
     })
+}
+
+/// `socket(2)` with any family; Ok holds the descriptor (closed at exit),
+/// Err the errno.
+fn raw_socket(family: i32, ty: i32, protocol: i32) -> Result<i32, i32> {
+    // SAFETY: socket takes integers only and returns a descriptor or -1.
+    let fd = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(fd)
+    }
+}
+
+/// `socketpair(2)` with any family; Err holds the errno.
+fn raw_socketpair(family: i32, ty: i32) -> Result<[i32; 2], i32> {
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` is a valid array of two ints the kernel writes into.
+    let r = unsafe { libc::socketpair(family, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(fds)
+    }
+}
+
+/// `personality(2)` with a full 64-bit register, as an attacker would pass
+/// it; Ok holds the previous personality, Err the errno.
+fn raw_personality(value: u64) -> Result<i64, i32> {
+    // SAFETY: personality takes one integer and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_personality, value as libc::c_ulong) };
+    // The previous personality is never negative as an int; -1 is an error.
+    if r == -1 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(r)
+    }
+}
+
+/// The kernel's name for an address family, for readable probe output
+/// (`include/linux/socket.h`, Linux 6.x; AF_MAX is 46).
+fn family_name(family: i32) -> String {
+    const NAMES: [&str; 46] = [
+        "AF_UNSPEC",
+        "AF_UNIX",
+        "AF_INET",
+        "AF_AX25",
+        "AF_IPX",
+        "AF_APPLETALK",
+        "AF_NETROM",
+        "AF_BRIDGE",
+        "AF_ATMPVC",
+        "AF_X25",
+        "AF_INET6",
+        "AF_ROSE",
+        "AF_DECnet",
+        "AF_NETBEUI",
+        "AF_SECURITY",
+        "AF_KEY",
+        "AF_NETLINK",
+        "AF_PACKET",
+        "AF_ASH",
+        "AF_ECONET",
+        "AF_ATMSVC",
+        "AF_RDS",
+        "AF_SNA",
+        "AF_IRDA",
+        "AF_PPPOX",
+        "AF_WANPIPE",
+        "AF_LLC",
+        "AF_IB",
+        "AF_MPLS",
+        "AF_CAN",
+        "AF_TIPC",
+        "AF_BLUETOOTH",
+        "AF_IUCV",
+        "AF_RXRPC",
+        "AF_ISDN",
+        "AF_PHONET",
+        "AF_IEEE802154",
+        "AF_CAIF",
+        "AF_ALG",
+        "AF_NFC",
+        "AF_VSOCK",
+        "AF_KCM",
+        "AF_QIPCRTR",
+        "AF_SMC",
+        "AF_XDP",
+        "AF_MCTP",
+    ];
+    usize::try_from(family)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or_else(|| format!("family {family}"), |n| n.to_string())
 }

@@ -1,6 +1,8 @@
 //! The ordered procedure that turns the freshly cloned child (pid 1 of new
 //! user, mount, pid, net, uts and ipc namespaces) into the sandbox, forks the
 //! step and execs it. One step per syscall; each says what it guards against.
+//! Steps S1-S19 run in pid 1 (S20-S23, its reaping, are in
+//! [`super::init_loop`]); E1-E16 run in the forked step, up to its exec.
 //!
 //! [`enter_sandbox`] runs with a [`Syscalls`]: the real kernel in the helper,
 //! the recording fake in the unit tests below.
@@ -71,7 +73,7 @@ pub struct ChildPlan {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// Set when the helper is a warm one sitting in the step's memory cgroup:
     /// the `oom_score_adj` we set on ourselves first, so the OOM killer picks
-    /// a process of the step, never the helper (see `crate::warm`): 0 when
+    /// a process of the step, never the helper (see `crate::warm_keeper`): 0 when
     /// the helper could lower its own to -1000 (which we inherited), else
     /// 1000.
     pub oom_score_adj: Option<i32>,
@@ -162,11 +164,11 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let root = plan.new_root.as_path();
 
-    // 1. Die with the helper: if the helper is killed, the init dies, and the
-    //    kernel kills every process of the pid namespace with it.
+    // S1. Die with the helper: if the helper is killed, the init dies, and the
+    //     kernel kills every process of the pid namespace with it.
     sys.set_parent_death_signal()
         .map_err(plain("prctl(PR_SET_PDEATHSIG)"))?;
-    // 1b. A warm helper shares the step's memory cgroup: it sits at
+    // S2. A warm helper shares the step's memory cgroup: it sits at
     //     oom_score_adj -1000 (inherited by this clone: back to 0), or, where
     //     the host refuses to lower it, we go to 1000. Raising needs no
     //     privilege, and everything we fork inherits it, so on an OOM in the
@@ -175,22 +177,22 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         sys.set_oom_score_adj(v)
             .map_err(plain("set oom_score_adj"))?;
     }
-    // 2. Wait until the helper has written our uid/gid maps and put us into
-    //    the run's cgroup; EOF means the helper died: give up.
+    // S3. Wait until the helper has written our uid/gid maps and put us into
+    //     the run's cgroup; EOF means the helper died: give up.
     sys.wait_for_parent(plan.sync_fd)
         .map_err(plain("wait for the helper"))?;
-    // 3. Become the mapped setup id, so files we create have a valid owner
-    //    (gid first: after setresuid we could no longer change it).
+    // S4. Become the mapped setup id, so files we create have a valid owner
+    //     (gid first: after setresuid we could no longer change it).
     sys.setresgid(plan.setup_gid).map_err(plain("setresgid"))?;
     sys.setresuid(plan.setup_uid).map_err(plain("setresuid"))?;
-    // 4. New cgroup namespace now that we are in the run's cgroup: the step
-    //    sees its own cgroup as the root and learns nothing of the host's.
+    // S5. New cgroup namespace now that we are in the run's cgroup: the step
+    //     sees its own cgroup as the root and learns nothing of the host's.
     sys.unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(plain("unshare(CLONE_NEWCGROUP)"))?;
-    // 5. Make every mount a slave: nothing we mount propagates back to the
-    //    helper's or the host's namespace. The helper's namespace is private
-    //    but for its work-layer mount point, so the one thing that still
-    //    propagates in is the work layer the helper mounts there later.
+    // S6. Make every mount a slave: nothing we mount propagates back to the
+    //     helper's or the host's namespace. The helper's namespace is private
+    //     but for its work-layer mount point, so the one thing that still
+    //     propagates in is the work layer the helper mounts there later.
     sys.mount(
         None,
         Path::new("/"),
@@ -199,7 +201,7 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         None,
     )
     .map_err(at("make / a slave", Path::new("/")))?;
-    // 6. A fresh tmpfs as the new root: only what we put there is reachable.
+    // S7. A fresh tmpfs as the new root: only what we put there is reachable.
     sys.mount(
         Some(Path::new("tmpfs")),
         root,
@@ -208,9 +210,9 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         Some("size=1m,nr_inodes=4096,mode=0755"),
     )
     .map_err(at("mount root tmpfs", root))?;
-    // 7. The read-only rootfs: each host path bound read-only, nosuid and
-    //    nodev at the same path (a setuid binary cannot gain privileges, the
-    //    step cannot write host files); host symlinks recreated as symlinks.
+    // S8. The read-only rootfs: each host path bound read-only, nosuid and
+    //     nodev at the same path (a setuid binary cannot gain privileges, the
+    //     step cannot write host files); host symlinks recreated as symlinks.
     for e in &plan.root_entries {
         match e {
             RootEntry::Dir(p) => {
@@ -236,8 +238,8 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
             }
         }
     }
-    // 8. Synthetic /etc/passwd, /etc/group, /etc/hosts: the step sees its own
-    //    user and localhost, nothing of the host's accounts or names.
+    // S9. Synthetic /etc/passwd, /etc/group, /etc/hosts: the step sees its own
+    //     user and localhost, nothing of the host's accounts or names.
     for (p, contents) in &plan.synthetic_files {
         if let Some(parent) = p.parent() {
             mkdir_p(sys, root, parent)?;
@@ -246,20 +248,20 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         sys.create_file(&dst, contents, 0o644)
             .map_err(at("create synthetic file", &dst))?;
     }
-    // 9. The work layer at /build: the helper's (still empty) mount point,
-    //    bound here as a slave; the layer the helper mounts on it once the
-    //    step is known (the step's own copy of the inputs, or an overlay over
-    //    them) appears on top, nosuid and nodev.
+    // S10. The work layer at /build: the helper's (still empty) mount point,
+    //      bound here as a slave; the layer the helper mounts on it once the
+    //      step is known (the step's own copy of the inputs, or an overlay over
+    //      them) appears on top, nosuid and nodev.
     let build = under(root, Path::new(crate::spec::WORK_MOUNT));
     sys.mkdir(&build, 0o755).map_err(at("mkdir", &build))?;
     bind(sys, &plan.work_src, &build, nosuid_nodev)?;
-    // 10. /tmp: the size-limited tmpfs, nosuid and nodev.
+    // S11. /tmp: the size-limited tmpfs, nosuid and nodev.
     let tmp = under(root, Path::new("/tmp"));
     sys.mkdir(&tmp, 0o1777).map_err(at("mkdir", &tmp))?;
     bind(sys, &plan.tmp_src, &tmp, nosuid_nodev)?;
-    // 11. A minimal /dev: a tmpfs with only null, zero, full, random and
-    //     urandom bound from the host (no tty, no block device, no /dev/mem),
-    //     then made read-only so no node or file can be added.
+    // S12. A minimal /dev: a tmpfs with only null, zero, full, random and
+    //      urandom bound from the host (no tty, no block device, no /dev/mem),
+    //      then made read-only so no node or file can be added.
     let dev = under(root, Path::new("/dev"));
     sys.mkdir(&dev, 0o755).map_err(at("mkdir", &dev))?;
     sys.mount(
@@ -295,7 +297,7 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         Some("size=64k,nr_inodes=64,mode=0755"),
     )
     .map_err(at("remount /dev read-only", &dev))?;
-    // 12. A fresh /proc of our pid namespace: no host process is visible.
+    // S13. A fresh /proc of our pid namespace: no host process is visible.
     let proc_ = under(root, Path::new("/proc"));
     sys.mkdir(&proc_, 0o555).map_err(at("mkdir", &proc_))?;
     sys.mount(
@@ -306,14 +308,14 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         None,
     )
     .map_err(at("mount /proc", &proc_))?;
-    // 13. Fixed hostname in our UTS namespace, for reproducibility.
+    // S14. Fixed hostname in our UTS namespace, for reproducibility.
     sys.sethostname(&plan.hostname)
         .map_err(plain("sethostname"))?;
-    // 14. Loopback up in our empty network namespace: the step can talk to
-    //     itself, and there is no other interface, so no route out.
+    // S15. Loopback up in our empty network namespace: the step can talk to
+    //      itself, and there is no other interface, so no route out.
     sys.loopback_up().map_err(plain("bring up loopback"))?;
-    // 15. pivot_root onto the new root, stacking the old root on top of it,
-    //     then detach the old root: no path leads back to the host tree.
+    // S16. pivot_root onto the new root, stacking the old root on top of it,
+    //      then detach the old root: no path leads back to the host tree.
     sys.chdir(root).map_err(at("chdir", root))?;
     sys.pivot_root(Path::new("."), Path::new("."))
         .map_err(at("pivot_root", root))?;
@@ -321,7 +323,7 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         .map_err(at("detach the old root", Path::new("/")))?;
     sys.chdir(Path::new("/"))
         .map_err(at("chdir", Path::new("/")))?;
-    // 16. The root tmpfs read-only: nothing can be added next to the binds.
+    // S17. The root tmpfs read-only: nothing can be added next to the binds.
     sys.mount(
         None,
         Path::new("/"),
@@ -330,11 +332,11 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         None,
     )
     .map_err(at("remount / read-only", Path::new("/")))?;
-    // 17. Fork the step; we stay pid 1 and reap. The step gets ready as far
-    //     as it can without knowing what it runs, then waits for its plan.
+    // S18. Fork the step; we stay pid 1 and reap. The step gets ready as far
+    //      as it can without knowing what it runs, then waits for its plan.
     match sys.fork().map_err(plain("fork the step"))? {
         Forked::Parent(step) => {
-            // 17b. Let go of the step's output pipes: only the step writes
+            // S19. Let go of the step's output pipes: only the step writes
             //      there, and the daemon reads them to EOF.
             sys.release_std_streams()
                 .map_err(plain("release stdout and stderr"))?;
@@ -343,42 +345,42 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         Forked::Child => {}
     }
     // --- in the step from here on ---
-    // 18. Own session: no controlling terminal to inject input into.
+    // E1. Own session: no controlling terminal to inject input into.
     sys.setsid().map_err(plain("setsid"))?;
-    // 19. The helper blocked signals for its signalfd; the step starts clean.
+    // E2. The helper blocked signals for its signalfd; the step starts clean.
     sys.unblock_signals().map_err(plain("sigprocmask"))?;
-    // 20. stdin from /dev/null: the helper's stdin is the daemon's liveness
+    // E3. stdin from /dev/null: the helper's stdin is the daemon's liveness
     //     pipe and must not reach the step.
     sys.stdin_from_dev_null()
         .map_err(plain("stdin from /dev/null"))?;
-    // 21. A fixed umask, for reproducible file modes.
+    // E4. A fixed umask, for reproducible file modes.
     sys.umask(0o022);
-    // 22. no_new_privs: exec can never grant privileges (setuid bits, file
+    // E5. no_new_privs: exec can never grant privileges (setuid bits, file
     //     capabilities), and it is required for an unprivileged seccomp.
     sys.set_no_new_privs()
         .map_err(plain("prctl(PR_SET_NO_NEW_PRIVS)"))?;
-    // 23. Empty the bounding set: no capability can ever come back.
+    // E6. Empty the bounding set: no capability can ever come back.
     sys.drop_bounding_set()
         .map_err(plain("prctl(PR_CAPBSET_DROP)"))?;
-    // 24. Empty the ambient set: exec keeps no capability.
+    // E7. Empty the ambient set: exec keeps no capability.
     sys.clear_ambient_caps()
         .map_err(plain("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"))?;
-    // 25. No supplementary groups (only a privileged helper may call it).
+    // E8. No supplementary groups (only a privileged helper may call it).
     if plan.privileged_map {
         sys.clear_groups().map_err(plain("setgroups"))?;
     }
-    // 26. The fixed unprivileged step ids (gid first).
+    // E9. The fixed unprivileged step ids (gid first).
     sys.setresgid(plan.step_gid).map_err(plain("setresgid"))?;
     sys.setresuid(plan.step_uid).map_err(plain("setresuid"))?;
-    // 27. Empty effective, permitted and inheritable sets.
+    // E10. Empty effective, permitted and inheritable sets.
     sys.clear_capabilities().map_err(plain("capset"))?;
-    // 28. Every inherited descriptor but 0, 1, 2 is closed by the exec.
+    // E11. Every inherited descriptor but 0, 1, 2 is closed by the exec.
     sys.cloexec_from(3).map_err(plain("close_range"))?;
-    // 29. The seccomp filter, last of the hardening, so the setup above may
-    //     use what it denies. From here on we hold nothing a step could not.
+    // E12. The seccomp filter, last of the hardening, so the setup above may
+    //      use what it denies. From here on we hold nothing a step could not.
     sys.load_seccomp(&plan.seccomp).map_err(plain("seccomp"))?;
-    // 30. Wait for the plan (EOF without one: the helper gave this sandbox
-    //     up; an error ends us, and the init with us).
+    // E13. Wait for the plan (EOF without one: the helper gave this sandbox
+    //      up; an error ends us, and the init with us).
     let bytes = sys
         .read_to_eof(plan.exec_fd)
         .map_err(plain("read the exec plan"))?;
@@ -386,15 +388,15 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         step: "read the exec plan",
         source: Errno::EPIPE,
     })?;
-    // 31. Start in the declared directory of the work layer.
+    // E14. Start in the declared directory of the work layer.
     sys.chdir(&exec.cwd).map_err(at("chdir", &exec.cwd))?;
-    // 32. Resource limits: the floor under the cgroup (no core dumps, file
-    //     size, CPU time, processes). Lowering needs no capability.
+    // E15. Resource limits: the floor under the cgroup (no core dumps, file
+    //      size, CPU time, processes). Lowering needs no capability.
     for (which, soft, hard) in &exec.rlimits {
         sys.setrlimit(*which, *soft, *hard)
             .map_err(plain("setrlimit"))?;
     }
-    // 33. exec, searching PATH when argv[0] has no '/'.
+    // E16. exec, searching PATH when argv[0] has no '/'.
     exec_step(sys, &exec)?;
     Ok(Role::Execd)
 }
@@ -587,7 +589,10 @@ mod tests {
         let uid = pos(&c, |x| *x == Call::Setresuid(1000));
         let caps = pos(&c, |x| *x == Call::ClearCapabilities);
         let fds = pos(&c, |x| *x == Call::CloexecFrom(3));
-        let sec = pos(&c, |x| *x == Call::LoadSeccomp(2));
+        let sec = pos(
+            &c,
+            |x| matches!(x, Call::LoadSeccomp(n) if *n == plan().seccomp.len()),
+        );
         let exec = pos(&c, |x| matches!(x, Call::Execve(..)));
         assert!(fork < nnp);
         assert!(nnp < bset && bset < amb && amb < groups && groups < gid && gid < uid);

@@ -1,10 +1,11 @@
-//! A mount namespace of the daemon's own, holding a tmpfs for its
-//! materialized input trees.
+//! Run by the `memory-namespace` launcher: a mount namespace for the
+//! daemon, holding a tmpfs for its materialized input trees.
 //!
-//! The daemon calls [`private_tmpfs`] once, as root, at the very start of
-//! `main`, while it is still single-threaded (`unshare(CLONE_NEWNS)` fails
-//! with EINVAL in a multi-threaded process) and before its async runtime
-//! starts any thread. A mount made in a namespace no other process shares
+//! `attestd-sandbox memory-namespace` calls [`private_tmpfs`] once, as
+//! root, then execs the daemon in the namespace it made
+//! ([`crate::memory_namespace`]); the launcher is single-threaded, as
+//! `unshare(CLONE_NEWNS)` requires (it fails with EINVAL in a
+//! multi-threaded process). A mount made in a namespace no other process shares
 //! lives exactly as long as the processes in it: when the daemon and its
 //! children (the sandbox helpers, which inherit the namespace) exit,
 //! however they exit, SIGKILL included, the tmpfs goes with them. Nothing
@@ -25,18 +26,18 @@ pub fn private_tmpfs(
     target: &Path,
     size_bytes: u64,
 ) -> Result<(), SandboxError> {
-    // 1. A mount namespace of our own: the tmpfs below then exists only in
-    //    it, so it dies with the daemon and its children instead of leaking
-    //    on the host when the daemon is killed.
+    // L1. A mount namespace of our own: the tmpfs below then exists only in
+    //     it, so it dies with the daemon and its children instead of leaking
+    //     on the host when the daemon is killed.
     sys.unshare(CloneFlags::CLONE_NEWNS)
         .map_err(|source| SandboxError::Syscall {
             step: "unshare(CLONE_NEWNS)",
             source,
         })?;
-    // 2. Every mount a slave of the host's: mounts the host makes later
-    //    (a new /usr bind, a remounted state disk) still reach us, while on
-    //    a host whose mounts are shared (systemd's default) our tmpfs would
-    //    otherwise propagate back out into the host's namespace.
+    // L2. Every mount a slave of the host's: mounts the host makes later
+    //     (a new /usr bind, a remounted state disk) still reach us, while on
+    //     a host whose mounts are shared (systemd's default) our tmpfs would
+    //     otherwise propagate back out into the host's namespace.
     sys.mount(
         None,
         Path::new("/"),
@@ -49,11 +50,11 @@ pub fn private_tmpfs(
         path: "/".into(),
         source,
     })?;
-    // 3. The tmpfs: 0700 so only root reaches the trees (as on disk, where
-    //    STATE/inputs is 0700), nosuid and nodev since uploaded files are
-    //    not trusted to carry either, and a size cap so a tree can never
-    //    take more memory than the configured share (a write past it fails
-    //    with ENOSPC, and the daemon puts the tree on disk instead).
+    // L3. The tmpfs: 0700 so only root reaches the trees (as on disk, where
+    //     STATE/inputs is 0700), nosuid and nodev since uploaded files are
+    //     not trusted to carry either, and a size cap so a tree can never
+    //     take more memory than the configured share (a write past it fails
+    //     with ENOSPC, and the daemon puts the tree on disk instead).
     let data = format!("size={size_bytes},mode=0700");
     sys.mount(
         Some(Path::new("tmpfs")),

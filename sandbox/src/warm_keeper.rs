@@ -24,9 +24,9 @@
 //!   rootfs): namespaces, id maps, rootfs, /dev, /proc, /tmp, loopback,
 //!   pivot_root, and the step's process forked and fully hardened (ids,
 //!   capabilities, no_new_privs, seccomp), waiting for what to exec
-//!   ([`crate::run::prepare`]). Then it waits for one request line on
+//!   ([`crate::helper::prepare()`]). Then it waits for one request line on
 //!   stdin: `SPEC_PATH <TAB> REPORT_PATH <LF>` ([`request_line`]). What is
-//!   left then is the step's own part ([`crate::run::run_prepared`]): the
+//!   left then is the step's own part ([`crate::helper::run_prepared`]): the
 //!   limits written into the cgroup (pids.max one higher: it counts there
 //!   itself), the work layer mounted (it propagates into the waiting
 //!   sandbox), and the exec plan sent. A spec of another shape gets a
@@ -44,19 +44,42 @@
 //! warm helper serves exactly one build, since its stdout and stderr are that
 //! build's output pipes.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
+use nix::poll::PollFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, PREFIX};
 use crate::error::SandboxError;
-use crate::run::{Shape, Warm};
-use crate::sys::{Forked, LinuxSyscalls, Syscalls};
+use crate::helper::Shape;
+use crate::sys::{Forked, Syscalls};
+
+/// What a warm helper (`attestd-sandbox serve`, this module) set up
+/// before it knew its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warm {
+    /// The cgroup this process already sits in, without limits yet; the
+    /// sandbox's clone inherits it, so no slow join is left to do. `None`:
+    /// no cgroup (not root, or no controllers), rlimits only.
+    pub cgroup: Option<Cgroup>,
+    /// Steps H1 and H2 are done: we are in our private mount namespace.
+    pub mount_ns_ready: bool,
+    /// The `oom_score_adj` the sandbox's child sets on itself: `Some(0)`
+    /// when we sit in the step's memory cgroup at -1000, `Some(1000)` when
+    /// we sit there but could not lower ours, `None` without a cgroup.
+    pub child_oom_score_adj: Option<i32>,
+}
+
+/// The pids limit written into a warm helper's cgroup: the step's, plus one
+/// for the helper that sits there with it.
+pub fn warm_pids_max(step_pids: u64) -> u64 {
+    step_pids.saturating_add(1)
+}
 
 /// Exit status of a warm helper that ended before any request arrived (EOF
 /// or a signal on an idle helper: nothing ran, no report).
@@ -178,13 +201,13 @@ fn pool_cgroup_name() -> String {
 
 /// The keeper: returns the exit status of the helper.
 pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
-    // K.1 Block the stop signals and SIGCHLD before the fork, so none is lost
+    // K1. Block the stop signals and SIGCHLD before the fork, so none is lost
     //     between the fork and the loop (the zygote inherits the mask).
     let Ok(sfd) = signal_fd(true) else {
         return 1;
     };
     let privileged = nix::unistd::geteuid().is_root();
-    // K.2 The cgroup, empty and without limits; named `attestd-*` so that a
+    // K2. The cgroup, empty and without limits; named `attestd-*` so that a
     //     restarted daemon's cleanup removes it if we are SIGKILLed.
     let cg = if privileged {
         Cgroup::create_named(&pool_cgroup_name())
@@ -192,7 +215,7 @@ pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
         None
     };
     let keeper = nix::unistd::getpid();
-    // K.3 The zygote.
+    // K3. The zygote.
     let zygote = match sys.fork() {
         Ok(Forked::Child) => {
             drop(sfd);
@@ -206,12 +229,12 @@ pub fn serve(sys: &dyn Syscalls, shape: &Shape) -> i32 {
             return 1;
         }
     };
-    // K.3b We never write to the step's output pipes: let go of them, so
-    //      their reader sees EOF as soon as the zygote delivers its report.
+    // K4. We never write to the step's output pipes: let go of them, so
+    //     their reader sees EOF as soon as the zygote delivers its report.
     let _ = sys.release_std_streams();
-    // K.4 Forward stop signals; wait for the zygote.
-    let code = keep(sys, &sfd, zygote);
-    // K.5 Nothing of the run outlives us: sweep and remove the cgroup.
+    // K5. Forward stop signals; wait for the zygote.
+    let code = keep(sys, sfd.as_fd(), zygote);
+    // K6. Nothing of the run outlives us: sweep and remove the cgroup.
     if let Some(cg) = &cg {
         cg.kill_all(sys);
         cg.remove();
@@ -239,32 +262,39 @@ pub fn keeper_action(signo: i32) -> KeeperAction {
     }
 }
 
-fn keep(sys: &dyn Syscalls, sfd: &SignalFd, zygote: Pid) -> i32 {
+/// K5: forwards stop signals to the zygote until it exits; its status.
+fn keep(sys: &dyn Syscalls, signals: BorrowedFd<'_>, zygote: Pid) -> i32 {
     loop {
-        match waitpid(zygote, Some(WaitPidFlag::WNOHANG)) {
+        match sys.waitpid(zygote, true) {
             Ok(WaitStatus::Exited(_, code)) => return code,
             Ok(WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => return 1,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => return 1,
         }
-        let mut fds = [nix::poll::PollFd::new(
-            sfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
-        while let Ok(Some(si)) = sfd.read_signal() {
-            if let KeeperAction::Forward(s) = keeper_action(si.ssi_signo as i32) {
+        // SIGCHLD is among the signals: the wait ends when the zygote does.
+        let ready = sys
+            .poll_readable(&[signals], KEEPER_POLL_MS)
+            .is_ok_and(|r| !r[0].is_empty());
+        if !ready {
+            continue;
+        }
+        for signo in sys.read_signals(signals).unwrap_or_default() {
+            if let KeeperAction::Forward(s) = keeper_action(signo) {
                 let _ = sys.kill(zygote, s);
             }
         }
     }
 }
 
+/// The longest the keeper sleeps between looks at its zygote when no
+/// signal comes (SIGCHLD wakes it at once).
+const KEEPER_POLL_MS: u16 = 60_000;
+
 /// The zygote: returns its exit status (0 = a report was written).
 fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) -> i32 {
     // Decided once, before any user namespace could make us look like root.
     let privileged = nix::unistd::geteuid().is_root();
-    // Z.1 Die with the keeper (whose death the daemon would take for ours);
+    // Z1. Die with the keeper (whose death the daemon would take for ours);
     //     it may already be gone.
     if sys.set_parent_death_signal().is_err() || nix::unistd::getppid() != keeper {
         return 1;
@@ -273,29 +303,30 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
         return 1;
     };
     let warm = prepare_warm(sys, privileged, cg);
-    // Z.4b The sandbox, built for `shape` and waiting for its step. An
-    //      error is kept and becomes the report's outcome once a request
-    //      arrives. (The init dies with us: its parent-death signal.)
-    let prepared = crate::run::prepare(
-        &LinuxSyscalls,
+    // Z5. The sandbox, built for `shape` and waiting for its step. An
+    //     error is kept and becomes the report's outcome once a request
+    //     arrives. (The init dies with us: its parent-death signal.)
+    let prepared = crate::helper::prepare(
+        sys,
         privileged,
         shape,
         warm.mount_ns_ready,
         None,
         warm.child_oom_score_adj,
     );
-    // Z.5 Wait for the request, a stop signal, or EOF.
-    let (spec_path, report_path) = match wait_for_request(&sfd) {
+    // Z6. Wait for the request, a stop signal, or EOF.
+    let stdin = std::io::stdin();
+    let (spec_path, report_path) = match wait_for_request(sys, sfd.as_fd(), stdin.as_fd()) {
         Request::Run(s, r) => (s, r),
         Request::Stop => return EXIT_NO_REQUEST,
     };
     drop(sfd); // a pending stop signal stays pending for run's signalfd
-    let written = match crate::launch::read_spec(&spec_path) {
-        Ok(spec) => crate::run::run_prepared(&spec, prepared, &warm, privileged, &report_path),
-        Err(e) => crate::run::deliver(
+    let written = match crate::daemon_side::launch::read_spec(&spec_path) {
+        Ok(spec) => crate::helper::run_prepared(&spec, prepared, &warm, privileged, &report_path),
+        Err(e) => crate::helper::deliver(
             sys,
             &report_path,
-            &crate::run::setup_failed(crate::run::unknown_settings(), &e),
+            &crate::helper::setup_failed(crate::helper::unknown_settings(), &e),
         ),
     };
     if written {
@@ -305,14 +336,14 @@ fn zygote(sys: &dyn Syscalls, keeper: Pid, cg: Option<Cgroup>, shape: &Shape) ->
     }
 }
 
-/// Z.2-Z.4, everything that does not depend on the spec. A step that fails
-/// leaves its part undone, for `run::prepare` to do or to refuse: a cgroup we
-/// could not join is not used (rlimits only, as `run` without a cgroup); a
+/// Z2-Z4, everything that does not depend on the spec. A step that fails
+/// leaves its part undone, for `helper::prepare` to do or to refuse: a cgroup we
+/// could not join is not used (rlimits only, as a cold run without a cgroup); a
 /// mount namespace not made is made later.
 pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) -> Warm {
-    // Z.2 Join the cgroup: the slow write, done while nobody waits.
+    // Z2. Join the cgroup: the slow write, done while nobody waits.
     let cgroup = cg.filter(|cg| cg.join_self().is_ok());
-    // Z.3 We share the step's memory cgroup and must never be the OOM
+    // Z3. We share the step's memory cgroup and must never be the OOM
     //     killer's pick: -1000 for us, and the sandbox's child goes back to
     //     0. Where lowering is refused (root without CAP_SYS_RESOURCE, or a
     //     host that forbids it), the child raises its own to 1000 instead, so
@@ -324,9 +355,9 @@ pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) ->
             1000
         }
     });
-    // Z.4 Our private mount namespace (A.1, A.2 of `run`). Root only: without
+    // Z4. Our private mount namespace (H1, H2 of the helper). Root only: without
     //     root it makes a user namespace, in which we would look like root.
-    let mount_ns_ready = privileged && crate::run::private_mount_ns(sys, true).is_ok();
+    let mount_ns_ready = privileged && crate::helper::private_mount_ns(sys, true).is_ok();
     Warm {
         cgroup,
         mount_ns_ready,
@@ -334,31 +365,24 @@ pub fn prepare_warm(sys: &dyn Syscalls, privileged: bool, cg: Option<Cgroup>) ->
     }
 }
 
-fn wait_for_request(sfd: &SignalFd) -> Request {
+/// Z6: reads stdin until a request line, EOF or a stop signal.
+fn wait_for_request(sys: &dyn Syscalls, signals: BorrowedFd<'_>, stdin: BorrowedFd<'_>) -> Request {
     let mut buf = LineBuf::default();
     loop {
-        let stdin = std::io::stdin();
-        let mut fds = [
-            nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
-            nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
+        let (sig, inp) = match sys.poll_readable(&[signals, stdin], KEEPER_POLL_MS) {
+            Ok(r) => (r[0], r[1]),
+            Err(Errno::EINTR) => continue,
             Err(_) => return Request::Stop,
+        };
+        if !sig.is_empty() && !sys.read_signals(signals).unwrap_or_default().is_empty() {
+            return Request::Stop;
         }
-        let sig = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
-        let inp = fds[1].revents().unwrap_or(nix::poll::PollFlags::empty());
-        if !sig.is_empty() {
-            if let Ok(Some(_)) = sfd.read_signal() {
-                return Request::Stop;
-            }
-        }
-        if inp.contains(nix::poll::PollFlags::POLLNVAL) {
+        if inp.contains(PollFlags::POLLNVAL) {
             return Request::Stop;
         }
         if !inp.is_empty() {
             let mut b = [0u8; 1024];
-            let chunk: &[u8] = match nix::unistd::read(stdin.as_fd(), &mut b) {
+            let chunk: &[u8] = match sys.read(stdin, &mut b) {
                 Ok(n) => &b[..n],
                 Err(Errno::EINTR | Errno::EAGAIN) => continue,
                 Err(_) => return Request::Stop,
@@ -469,7 +493,102 @@ mod tests {
 
     #[test]
     fn warm_pids_limit_counts_the_helper() {
-        assert_eq!(crate::run::warm_pids_max(64), 65);
-        assert_eq!(crate::run::warm_pids_max(u64::MAX), u64::MAX);
+        assert_eq!(crate::helper::warm_pids_max(64), 65);
+        assert_eq!(crate::helper::warm_pids_max(u64::MAX), u64::MAX);
+    }
+
+    mod waiting {
+        use super::super::*;
+        use crate::sys::fake::{Call, RecordingSyscalls};
+        use nix::unistd::write;
+        use std::os::fd::OwnedFd;
+
+        /// A signal pipe and a stdin pipe, the test holding the write ends.
+        fn pipes() -> ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd)) {
+            (nix::unistd::pipe().unwrap(), nix::unistd::pipe().unwrap())
+        }
+
+        #[test]
+        fn a_request_line_on_stdin_is_the_run() {
+            let sys = RecordingSyscalls::default();
+            let ((sig_r, _sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json\t/s/rep").unwrap();
+            write(&in_w, b"ort.json\n").unwrap();
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Run("/s/spec.json".into(), "/s/report.json".into())
+            );
+            assert!(!sys.calls().contains(&Call::ReadSignals));
+        }
+
+        #[test]
+        fn eof_a_stop_signal_or_a_failed_poll_is_no_run() {
+            let sys = RecordingSyscalls::default();
+            let ((sig_r, _sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json").unwrap();
+            drop(in_w);
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+            // A stop signal wins over a request already waiting.
+            let ((sig_r, sig_w), (in_r, in_w)) = pipes();
+            write(&in_w, b"/s/spec.json\t/s/report.json\n").unwrap();
+            write(&sig_w, &[libc::SIGTERM as u8]).unwrap();
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+            let sys = RecordingSyscalls {
+                fail_on: Some("Poll".into()),
+                fail_errno: Errno::EBADF,
+                ..Default::default()
+            };
+            assert_eq!(
+                wait_for_request(&sys, sig_r.as_fd(), in_r.as_fd()),
+                Request::Stop
+            );
+        }
+
+        #[test]
+        fn the_keeper_forwards_stop_signals_and_ends_with_the_zygote() {
+            let zygote = Pid::from_raw(77);
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().extend([
+                Ok(WaitStatus::StillAlive),
+                Ok(WaitStatus::Exited(zygote, 0)),
+            ]);
+            let (sig_r, sig_w) = nix::unistd::pipe().unwrap();
+            write(
+                &sig_w,
+                &[
+                    libc::SIGCHLD as u8,
+                    libc::SIGTERM as u8,
+                    libc::SIGUSR1 as u8,
+                ],
+            )
+            .unwrap();
+            assert_eq!(keep(&sys, sig_r.as_fd(), zygote), 0);
+            let kills: Vec<_> = sys
+                .calls()
+                .into_iter()
+                .filter(|c| matches!(c, Call::Kill(_)))
+                .collect();
+            assert_eq!(kills, vec![Call::Kill(77)]);
+        }
+
+        #[test]
+        fn a_zygote_killed_by_a_signal_is_a_failed_helper() {
+            let zygote = Pid::from_raw(77);
+            let sys = RecordingSyscalls::default();
+            sys.waits.borrow_mut().push_back(Ok(WaitStatus::Signaled(
+                zygote,
+                Signal::SIGKILL,
+                false,
+            )));
+            let (sig_r, _sig_w) = nix::unistd::pipe().unwrap();
+            assert_eq!(keep(&sys, sig_r.as_fd(), zygote), 1);
+            assert!(!sys.calls().iter().any(|c| matches!(c, Call::Poll(_))));
+        }
     }
 }

@@ -106,12 +106,12 @@ pub const DEFAULT_HOSTNAME: &str = "attestd";
 /// (an existing directory, seen only in the helper's own mount namespace, so
 /// any number of helpers may share it). Same stdin/stdout/stderr contract as
 /// [`helper_command`]; hand it a build by writing
-/// [`crate::warm::request_line`] to its stdin, then keep stdin open. Its
+/// [`crate::warm_keeper::request_line`] to its stdin, then keep stdin open. Its
 /// stdout and stderr reach EOF once the report is written (before the
 /// helper exits). EOF before the request ends it with nothing run (exit
-/// status [`crate::warm::EXIT_NO_REQUEST`]), cleaned up. One build per
+/// status [`crate::warm_keeper::EXIT_NO_REQUEST`]), cleaned up. One build per
 /// helper; a spec with another rootfs or hostname gets its sandbox rebuilt.
-pub fn serve_command(helper: &Path, shape: &crate::run::Shape) -> Command {
+pub fn serve_command(helper: &Path, shape: &crate::helper::Shape) -> Command {
     let mut c = Command::new(helper);
     c.arg("serve")
         .arg("--scratch-dir")
