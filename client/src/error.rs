@@ -61,6 +61,13 @@ impl ClientError {
                 _ => EXIT_FAILURE,
             },
             ClientError::Invalid(_) => EXIT_INVALID_REQUEST,
+            // The requested path itself is unusable; a symlink or a file in
+            // the way is the out-dir's state, not the request's.
+            ClientError::ProductPath {
+                reason:
+                    crate::products::Refusal::NotRelative | crate::products::Refusal::NameTooLong { .. },
+                ..
+            } => EXIT_INVALID_REQUEST,
             _ => EXIT_FAILURE,
         }
     }

@@ -16,6 +16,9 @@ fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The client refuses `..` before it asks (it will write the product
+/// there), the daemon would refuse it too: 64 either way. The daemon's own
+/// refusal through the binary is `overlapping_declared_outputs_...` below.
 #[test]
 fn an_output_path_leaving_the_tree_exits_64_as_an_invalid_request() {
     let daemon = TestDaemon::start();
@@ -35,7 +38,7 @@ fn an_output_path_leaving_the_tree_exits_64_as_an_invalid_request() {
     );
     let stderr = stderr_of(&out);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
-    assert!(stderr.contains("\"..\""), "{stderr}");
+    assert!(stderr.contains("../escape"), "{stderr}");
     assert!(!work.join("escape.intoto.jsonl").exists());
 }
 
@@ -58,6 +61,9 @@ impl DaemonWithBrokenHelper {
             .arg("--socket")
             .arg(&socket)
             .args(["--sandbox-helper", "/bin/false", "--config", "/dev/null"])
+            // No memory tmpfs: as root the daemon would exec the helper's
+            // memory-namespace launcher at start, which /bin/false is not.
+            .args(["--inputs-memory-size", "0"])
             .env("ATTESTD_ROOTFS_HASHING", "off")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
