@@ -393,9 +393,19 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     );
     bar.set_message("hashing");
     let observer = Arc::new(TerminalObserver { bar: bar.clone() });
-    let summary = run_build(&client, &options, observer)
-        .await
-        .context("attest run failed")?;
+    let summary = match run_build(&client, &options, observer).await {
+        Ok(summary) => summary,
+        Err(error) => {
+            bar.finish_and_clear();
+            eprintln!(
+                "attest: attest run failed: {}",
+                attest::error::chain(&error)
+            );
+            // A refused request, a daemon fault and anything else exit apart
+            // (README, "exit status").
+            return Ok(error.run_exit_code());
+        }
+    };
     bar.finish_and_clear();
     let done = &summary.done;
     if !done.success {

@@ -2,14 +2,33 @@
 //! file over built-in defaults. `attestd` with no configuration at all is a
 //! working daemon.
 
-use crate::error::DaemonError;
-use crate::gc::GcPolicy;
 use attest_provenance::keys::KeyIdScheme;
 use attest_sandbox::Limits;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why the configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A flag, variable or config key (named as the flag) with a value
+    /// the daemon cannot use.
+    #[error("invalid setting {name}: {reason}")]
+    Setting { name: &'static str, reason: String },
+}
 
 /// attestd runs build steps in hermetic sandboxes and signs in-toto / SLSA
 /// provenance for what they produced.
@@ -95,6 +114,14 @@ pub struct Cli {
     /// Most output any request may ask for. Default: 8GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_max_output: Option<u64>,
+    /// Most files one build may hand back, all declared outputs together
+    /// (a declared directory counts each file under it). A build that
+    /// leaves more is refused before anything is signed, with this limit
+    /// named: its result would not reach the client. Default: 10000; at
+    /// most 50000, past which the list of outputs alone no longer fits in
+    /// the 4 MiB gRPC message a client accepts.
+    #[arg(long, env = "ATTESTD_MAX_OUTPUT_FILES", value_name = "N")]
+    pub max_output_files: Option<u64>,
     /// CPU time (user + system) a step gets when its request names none. Default: 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub default_cpu_time: Option<Duration>,
@@ -231,6 +258,7 @@ struct FileLimits {
     max_max_output: Option<String>,
     default_cpu_time: Option<String>,
     max_cpu_time: Option<String>,
+    max_output_files: Option<u64>,
 }
 
 /// Default and maximum limits; a request's zero means the default, and
@@ -284,6 +312,21 @@ impl LimitPolicy {
     }
 }
 
+/// When and how much the collector (`store/gc.rs`) removes; lives here
+/// so that the collector depends on the configuration and not back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcPolicy {
+    /// Cap on the content store's blob bytes; 0: no cap.
+    pub cas_max_bytes: u64,
+    /// Cap on the materialized trees' file bytes on disk; 0: no cap.
+    pub inputs_max_bytes: u64,
+    /// Cap on the bytes of the trees in the memory tmpfs (half its size);
+    /// 0: no memory trees, or no cap.
+    pub inputs_memory_max_bytes: u64,
+    /// Nothing used more recently than this is evicted.
+    pub min_age: Duration,
+}
+
 /// The daemon's resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -295,6 +338,8 @@ pub struct Config {
     pub sandbox_helper: PathBuf,
     pub max_parallel_builds: usize,
     pub limits: LimitPolicy,
+    /// `--max-output-files`: most files one build may hand back.
+    pub max_output_files: usize,
     pub gc: GcPolicy,
     /// None: no automatic collection.
     pub gc_interval: Option<Duration>,
@@ -309,10 +354,18 @@ pub struct Config {
 
 const GIB: u64 = 1 << 30;
 
+/// Default of `--max-output-files`.
+pub const DEFAULT_MAX_OUTPUT_FILES: u64 = 10_000;
+/// Largest `--max-output-files` accepted: an output costs at least about
+/// 84 bytes in the build's result message (its path, its digest's hex and
+/// size) before the envelope names it again, so past this many the result
+/// cannot fit the 4 MiB gRPC message a client decodes by default.
+pub const MAX_OUTPUT_FILES_CEILING: u64 = 50_000;
+
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file
     /// over defaults.
-    pub fn resolve(cli: &Cli) -> Result<Config, DaemonError> {
+    pub fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
         let is_root = attest_proto::current_uid() == 0;
         let (config_path, explicit) = match &cli.config {
             Some(path) => (path.clone(), true),
@@ -334,7 +387,7 @@ impl Config {
             (None, Some(text)) => {
                 text.parse()
                     .map_err(
-                        |e: attest_provenance::keys::KeyError| DaemonError::Setting {
+                        |e: attest_provenance::keys::KeyError| ConfigError::Setting {
                             name: "keyid_scheme",
                             reason: e.to_string(),
                         },
@@ -348,14 +401,14 @@ impl Config {
             .or(file.builder_id)
             .unwrap_or_else(|| format!("urn:attestd:host:{}", hostname()));
         if !builder_id.contains(':') {
-            return Err(DaemonError::Setting {
+            return Err(ConfigError::Setting {
                 name: "builder-id",
                 reason: format!("{builder_id:?} is not a URI"),
             });
         }
         let sandbox_helper = match cli.sandbox_helper.clone().or(file.sandbox_helper) {
             Some(path) => path,
-            None => attest_sandbox::find_helper().ok_or_else(|| DaemonError::Setting {
+            None => attest_sandbox::find_helper().ok_or_else(|| ConfigError::Setting {
                 name: "sandbox-helper",
                 reason: "attestd-sandbox was not found next to attestd nor on PATH; build it (cargo build) or pass --sandbox-helper".into(),
             })?,
@@ -368,7 +421,7 @@ impl Config {
             .or(file.max_parallel_builds)
             .unwrap_or(cpus);
         if max_parallel_builds == 0 {
-            return Err(DaemonError::Setting {
+            return Err(ConfigError::Setting {
                 name: "max-parallel-builds",
                 reason: "must be at least 1".into(),
             });
@@ -378,11 +431,11 @@ impl Config {
                    text: &Option<String>,
                    name: &'static str,
                    default: Duration|
-         -> Result<u64, DaemonError> {
+         -> Result<u64, ConfigError> {
             let value = match (flag, text) {
                 (Some(d), _) => d,
                 (None, Some(t)) => {
-                    parse_duration(t).map_err(|reason| DaemonError::Setting { name, reason })?
+                    parse_duration(t).map_err(|reason| ConfigError::Setting { name, reason })?
                 }
                 (None, None) => default,
             };
@@ -392,11 +445,11 @@ impl Config {
                     text: &Option<String>,
                     name: &'static str,
                     default: u64|
-         -> Result<u64, DaemonError> {
+         -> Result<u64, ConfigError> {
             match (flag, text) {
                 (Some(s), _) => Ok(s),
                 (None, Some(t)) => {
-                    parse_size(t).map_err(|reason| DaemonError::Setting { name, reason })
+                    parse_size(t).map_err(|reason| ConfigError::Setting { name, reason })
                 }
                 (None, None) => Ok(default),
             }
@@ -450,6 +503,18 @@ impl Config {
             tmp_bytes: 0,
             max_log_bytes: 0,
         };
+        let max_output_files = cli
+            .max_output_files
+            .or(fl.max_output_files)
+            .unwrap_or(DEFAULT_MAX_OUTPUT_FILES);
+        if !(1..=MAX_OUTPUT_FILES_CEILING).contains(&max_output_files) {
+            return Err(ConfigError::Setting {
+                name: "max-output-files",
+                reason: format!(
+                    "{max_output_files} is not between 1 and {MAX_OUTPUT_FILES_CEILING}"
+                ),
+            });
+        }
         let mut gc = GcPolicy {
             cas_max_bytes: size(
                 cli.cas_max_size,
@@ -487,7 +552,7 @@ impl Config {
         .filter(|d| !d.is_zero());
         let rootfs_hashing = match (cli.rootfs_hashing, &file.rootfs_hashing) {
             (Some(on), _) => on,
-            (None, Some(text)) => parse_on_off(text).map_err(|reason| DaemonError::Setting {
+            (None, Some(text)) => parse_on_off(text).map_err(|reason| ConfigError::Setting {
                 name: "rootfs-hashing",
                 reason,
             })?,
@@ -501,6 +566,7 @@ impl Config {
             sandbox_helper,
             max_parallel_builds,
             limits: LimitPolicy { defaults, maxima },
+            max_output_files: max_output_files as usize,
             gc,
             gc_interval,
             rootfs_hashing,
@@ -543,16 +609,19 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, DaemonError> {
+fn load_file(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|source| DaemonError::Config {
+        Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             Ok(FileConfig::default())
         }
-        Err(e) => Err(DaemonError::io("read config file", path)(e)),
+        Err(e) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -626,18 +695,52 @@ mod tests {
     }
 
     #[test]
+    fn max_output_files_comes_from_flag_env_or_limits_table_and_has_a_ceiling() {
+        assert_eq!(
+            Config::resolve(&cli(&[])).unwrap().max_output_files,
+            DEFAULT_MAX_OUTPUT_FILES as usize
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(&file, "[limits]\nmax_output_files = 200\n").unwrap();
+        let config = file.to_str().unwrap();
+        assert_eq!(
+            Config::resolve(&cli(&["--config", config]))
+                .unwrap()
+                .max_output_files,
+            200
+        );
+        assert_eq!(
+            Config::resolve(&cli(&["--config", config, "--max-output-files", "30"]))
+                .unwrap()
+                .max_output_files,
+            30
+        );
+        for refused in ["0", "50001"] {
+            match Config::resolve(&cli(&["--max-output-files", refused])) {
+                Err(ConfigError::Setting { name, reason }) => {
+                    assert_eq!(name, "max-output-files");
+                    assert_eq!(reason, format!("{refused} is not between 1 and 50000"));
+                }
+                other => panic!("{refused} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_config_keys_and_missing_named_file_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "stat_dir = \"/typo\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", file.to_str().unwrap()])),
-            Err(DaemonError::Config { .. })
+            Err(ConfigError::Parse { path, .. }) if path == file
         ));
         let missing = dir.path().join("missing.toml");
         assert!(matches!(
             Config::resolve(&cli(&["--config", missing.to_str().unwrap()])),
-            Err(DaemonError::Io { .. })
+            Err(ConfigError::Read { path, source }) if path == missing
+                && source.kind() == std::io::ErrorKind::NotFound
         ));
     }
 
@@ -716,7 +819,7 @@ mod tests {
         std::fs::write(&file, "inputs_memory_size = \"lots\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", path])),
-            Err(DaemonError::Setting {
+            Err(ConfigError::Setting {
                 name: "inputs-memory-size",
                 ..
             })
@@ -743,7 +846,7 @@ mod tests {
         std::fs::write(&file, "rootfs_hashing = \"yes\"\n").unwrap();
         assert!(matches!(
             Config::resolve(&cli(&["--config", path])),
-            Err(DaemonError::Setting {
+            Err(ConfigError::Setting {
                 name: "rootfs-hashing",
                 ..
             })

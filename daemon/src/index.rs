@@ -3,7 +3,6 @@
 //! commits are atomic and crash-safe, so a killed daemon leaves the index
 //! as it was after the last completed build.
 
-use crate::error::DaemonError;
 use redb::{MultimapTableDefinition, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,13 +27,26 @@ pub struct AttestationIndex {
     db: redb::Database,
 }
 
-fn index_err(e: impl std::fmt::Display) -> DaemonError {
-    DaemonError::Index(e.to_string())
+/// Why the attestation index could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the attestation index database failed")]
+    Database(#[source] redb::Error),
+    #[error("the attestation record of invocation {invocation_id:?} cannot be encoded or decoded")]
+    Record {
+        invocation_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn index_err(e: impl Into<redb::Error>) -> IndexError {
+    IndexError::Database(e.into())
 }
 
 impl AttestationIndex {
     /// Opens or creates the database file.
-    pub fn open(path: &Path) -> Result<AttestationIndex, DaemonError> {
+    pub fn open(path: &Path) -> Result<AttestationIndex, IndexError> {
         let db = redb::Database::create(path).map_err(index_err)?;
         let txn = db.begin_write().map_err(index_err)?;
         txn.open_table(ATTESTATIONS).map_err(index_err)?;
@@ -49,8 +61,11 @@ impl AttestationIndex {
         &self,
         record: &IndexedAttestation,
         subject_sha256: &[String],
-    ) -> Result<(), DaemonError> {
-        let encoded = serde_json::to_vec(record).map_err(index_err)?;
+    ) -> Result<(), IndexError> {
+        let encoded = serde_json::to_vec(record).map_err(|source| IndexError::Record {
+            invocation_id: record.invocation_id.clone(),
+            source,
+        })?;
         let txn = self.db.begin_write().map_err(index_err)?;
         {
             let mut table = txn.open_table(ATTESTATIONS).map_err(index_err)?;
@@ -69,19 +84,22 @@ impl AttestationIndex {
     }
 
     /// The attestation of one invocation.
-    pub fn get(&self, invocation_id: &str) -> Result<Option<IndexedAttestation>, DaemonError> {
+    pub fn get(&self, invocation_id: &str) -> Result<Option<IndexedAttestation>, IndexError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(ATTESTATIONS).map_err(index_err)?;
         match table.get(invocation_id).map_err(index_err)? {
-            Some(value) => Ok(Some(
-                serde_json::from_slice(value.value()).map_err(index_err)?,
-            )),
+            Some(value) => Ok(Some(serde_json::from_slice(value.value()).map_err(
+                |source| IndexError::Record {
+                    invocation_id: invocation_id.to_string(),
+                    source,
+                },
+            )?)),
             None => Ok(None),
         }
     }
 
     /// Every attestation with this subject, newest first.
-    pub fn by_subject(&self, sha256: &str) -> Result<Vec<IndexedAttestation>, DaemonError> {
+    pub fn by_subject(&self, sha256: &str) -> Result<Vec<IndexedAttestation>, IndexError> {
         let ids: Vec<String> = {
             let txn = self.db.begin_read().map_err(index_err)?;
             let subjects = txn.open_multimap_table(BY_SUBJECT).map_err(index_err)?;

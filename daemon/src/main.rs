@@ -21,8 +21,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = Config::resolve(&cli)?;
     if let Some(Command::Gc { dry_run }) = cli.command {
-        let report =
-            attestd::gc::collect_offline(&config, dry_run).context("garbage collection failed")?;
+        let report = attestd::store::gc::collect_offline(&config, dry_run)
+            .context("garbage collection failed")?;
         println!("{}{report}", if dry_run { "dry run: " } else { "" });
         return Ok(());
     }
@@ -149,7 +149,7 @@ async fn collect_periodically(daemon: Arc<Daemon>, interval: std::time::Duration
         let daemon = daemon.clone();
         let runs_dir = daemon.config.state_dir.join("runs");
         let result = tokio::task::spawn_blocking(move || {
-            attestd::gc::collect(
+            attestd::store::gc::collect(
                 &daemon.store,
                 &daemon.inputs,
                 &runs_dir,

@@ -1,8 +1,11 @@
 //! The gRPC services: thin adapters from attest.v1 messages to the
 //! daemon's store, executor, index and signer.
 
-use crate::error::DaemonError;
-use crate::executor::{execute, validate, Daemon};
+use crate::error::error_chain;
+use crate::executor::{execute, validate, Daemon, RequestError};
+use crate::index::IndexError;
+use crate::materialize::MaterializeError;
+use crate::store::StoreError;
 use attest_proto::v1::{
     attestations_server::Attestations, build_server::Build, content_store_server::ContentStore,
     keys_server::Keys, Attestation, BuildEvent, BuildRequest, CheckTreeRequest, CheckTreeResponse,
@@ -33,24 +36,131 @@ const BATCH_BYTES: u64 = 32 << 20;
 /// Chunk size of blob downloads (under gRPC's 4 MiB default message cap).
 const DOWNLOAD_CHUNK: usize = 1 << 20;
 
+/// Why a call failed, for every service: each layer's error, and the
+/// service's own refusals. [`Status::from`] below is the one place where
+/// errors become gRPC status codes:
+///
+/// - INVALID_ARGUMENT: the request itself is wrong (a malformed request,
+///   bytes that do not match their digest, a malformed tree). The client's
+///   `attest run` exits with 64 for it.
+/// - FAILED_PRECONDITION: a blob the request needs is not in the store
+///   (upload it and ask again).
+/// - NOT_FOUND: what a lookup or download asked for does not exist.
+/// - DATA_LOSS: a stored blob no longer matches its digest.
+/// - INTERNAL: the daemon itself failed (disk, index, a task); `attest run`
+///   exits with 71.
+///
+/// A build that has started reports its failures in its BuildDone event
+/// instead (`executor::FailureClass`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{field} is missing")]
+    MissingDigest { field: &'static str },
+    #[error("{field} is not a digest")]
+    MalformedDigest {
+        field: &'static str,
+        #[source]
+        source: attest_tree::TreeError,
+    },
+    #[error("{count} digests in one request; at most {max}")]
+    TooManyDigests { count: usize, max: usize },
+    #[error("the first chunk of an upload must carry the blob's digest")]
+    UploadWithoutDigest,
+    #[error("{sha256:?} is not a sha256 in hex")]
+    MalformedSubject {
+        sha256: String,
+        #[source]
+        source: attest_tree::TreeError,
+    },
+    #[error("attestation for invocation {invocation_id:?} not found")]
+    AttestationNotFound { invocation_id: String },
+    #[error("blob {digest} is not in the content store")]
+    DownloadNotFound { digest: Digest },
+    #[error("reading blob {digest} failed")]
+    DownloadRead {
+        digest: Digest,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Found while streaming a download: the blob's bytes are not what its
+    /// digest says (changed on disk since it was stored).
+    #[error("stored blob {digest} {problem}")]
+    DownloadCorrupt {
+        digest: Digest,
+        problem: &'static str,
+    },
+    #[error("the {task} task failed")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let message = error_chain(&error);
+        let store_code = |e: &StoreError| match e {
+            StoreError::DigestMismatch { .. } => tonic::Code::InvalidArgument,
+            StoreError::NotFound { .. } => tonic::Code::FailedPrecondition,
+            StoreError::Corrupt { .. } => tonic::Code::DataLoss,
+            StoreError::Io { .. } | StoreError::PackIndex { .. } => tonic::Code::Internal,
+        };
+        let code = match &error {
+            ServiceError::Request(_)
+            | ServiceError::MissingDigest { .. }
+            | ServiceError::MalformedDigest { .. }
+            | ServiceError::TooManyDigests { .. }
+            | ServiceError::UploadWithoutDigest
+            | ServiceError::MalformedSubject { .. } => tonic::Code::InvalidArgument,
+            ServiceError::Store(e) => store_code(e),
+            ServiceError::Materialize(MaterializeError::BlobMissing { .. }) => {
+                tonic::Code::FailedPrecondition
+            }
+            ServiceError::Materialize(e) if e.is_bad_tree() => tonic::Code::InvalidArgument,
+            ServiceError::Materialize(MaterializeError::Store(e)) => store_code(e),
+            ServiceError::Materialize(_) => tonic::Code::Internal,
+            ServiceError::AttestationNotFound { .. } | ServiceError::DownloadNotFound { .. } => {
+                tonic::Code::NotFound
+            }
+            ServiceError::DownloadCorrupt { .. } => tonic::Code::DataLoss,
+            ServiceError::Index(_)
+            | ServiceError::DownloadRead { .. }
+            | ServiceError::Task { .. } => tonic::Code::Internal,
+        };
+        Status::new(code, message)
+    }
+}
+
 /// All four services share the daemon state.
 #[derive(Clone)]
 pub struct Services {
     pub daemon: Arc<Daemon>,
 }
 
-fn digest_arg(digest: Option<&attest_proto::v1::Digest>, what: &str) -> Result<Digest, Status> {
-    let digest = digest.ok_or_else(|| Status::invalid_argument(format!("{what} is missing")))?;
-    Digest::from_proto(digest).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
+fn digest_arg(
+    digest: Option<&attest_proto::v1::Digest>,
+    field: &'static str,
+) -> Result<Digest, ServiceError> {
+    let digest = digest.ok_or(ServiceError::MissingDigest { field })?;
+    Digest::from_proto(digest).map_err(|source| ServiceError::MalformedDigest { field, source })
 }
 
 /// Blobs of one upload waiting to be made durable: large ones as files
 /// ([`crate::store::BlobStore::commit`]), small ones in the upload's packs
-/// (`packs.rs`).
+/// (`store/packs.rs`).
 struct Batch {
     files: Vec<crate::store::PendingBlob>,
     file_bytes: u64,
-    packs: crate::packs::PackWriter,
+    packs: crate::store::packs::PackWriter,
 }
 
 /// The blob an upload is receiving.
@@ -74,7 +184,7 @@ impl Batch {
     fn take(
         &mut self,
         store: &crate::store::BlobStore,
-    ) -> impl FnOnce() -> Result<Vec<Digest>, DaemonError> {
+    ) -> impl FnOnce() -> Result<Vec<Digest>, StoreError> {
         self.file_bytes = 0;
         let files = std::mem::take(&mut self.files);
         let packed = self.packs.take_batch();
@@ -88,31 +198,35 @@ impl Batch {
 }
 
 /// Checks the blob just received and queues it for its batch.
-fn end_blob(batch: &mut Batch, receiving: Receiving) -> Result<(), Status> {
+fn end_blob(batch: &mut Batch, receiving: Receiving) -> Result<(), ServiceError> {
     match receiving {
-        Receiving::File(writer) => batch.push((*writer).close().map_err(Status::from)?),
+        Receiving::File(writer) => batch.push((*writer).close()?),
         Receiving::Packed => {
-            batch.packs.end().map_err(Status::from)?;
+            batch.packs.end()?;
         }
     }
     Ok(())
 }
 
 fn joined_commit(
-    joined: Result<Result<Vec<Digest>, DaemonError>, tokio::task::JoinError>,
-) -> Result<Vec<Digest>, Status> {
-    joined
-        .map_err(|e| Status::internal(format!("storing blobs failed: {e}")))?
-        .map_err(Status::from)
+    joined: Result<Result<Vec<Digest>, StoreError>, tokio::task::JoinError>,
+) -> Result<Vec<Digest>, ServiceError> {
+    Ok(joined.map_err(|source| ServiceError::Task {
+        task: "storing blobs",
+        source,
+    })??)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
-) -> Result<T, Status> {
+async fn blocking<T: Send + 'static, E: Into<ServiceError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(format!("worker task failed: {e}")))?
-        .map_err(Status::from)
+        .map_err(|source| ServiceError::Task {
+            task: "worker",
+            source,
+        })?
+        .map_err(Into::into)
 }
 
 #[tonic::async_trait]
@@ -123,10 +237,11 @@ impl ContentStore for Services {
     ) -> Result<Response<FindMissingBlobsResponse>, Status> {
         let request = request.into_inner();
         if request.digests.len() > MAX_FIND_MISSING {
-            return Err(Status::invalid_argument(format!(
-                "{} digests in one request; at most {MAX_FIND_MISSING}",
-                request.digests.len()
-            )));
+            return Err(ServiceError::TooManyDigests {
+                count: request.digests.len(),
+                max: MAX_FIND_MISSING,
+            }
+            .into());
         }
         let mut digests = Vec::with_capacity(request.digests.len());
         for d in &request.digests {
@@ -135,7 +250,7 @@ impl ContentStore for Services {
         let daemon = self.daemon.clone();
         let started = std::time::Instant::now();
         let asked = digests.len();
-        let missing: Vec<_> = blocking(move || {
+        let missing: Vec<_> = blocking(move || -> Result<_, StoreError> {
             Ok(daemon
                 .store
                 .missing(&digests)?
@@ -162,7 +277,7 @@ impl ContentStore for Services {
         let store = self.daemon.store.clone();
         let mut current: Option<Receiving> = None;
         let mut received: i64 = 0;
-        // Blobs are made durable in batches (store.rs, `commit`): one
+        // Blobs are made durable in batches (`store/blobs.rs`, `commit`): one
         // syncfs per batch rather than one fsync per blob, which for 20,000
         // small files was 20,000 journal commits. One batch is committed on
         // a blocking thread while the next one is received.
@@ -186,26 +301,24 @@ impl ContentStore for Services {
                     }
                 }
                 let digest = digest_arg(Some(digest), "blob digest")?;
-                // Small blobs are packed (packs.rs); large ones stay files,
+                // Small blobs are packed (`store/packs.rs`); large ones stay files,
                 // which a materialized tree can hardlink.
-                current = Some(if digest.size <= crate::packs::PACKED_BLOB_MAX {
-                    batch.packs.begin(digest).map_err(Status::from)?;
+                current = Some(if digest.size <= crate::store::packs::PACKED_BLOB_MAX {
+                    batch.packs.begin(digest).map_err(ServiceError::from)?;
                     Receiving::Packed
                 } else {
-                    Receiving::File(Box::new(store.writer(digest).map_err(Status::from)?))
+                    Receiving::File(Box::new(store.writer(digest).map_err(ServiceError::from)?))
                 });
             }
             let Some(receiving) = current.as_mut() else {
-                return Err(Status::invalid_argument(
-                    "the first chunk of an upload must carry the blob's digest",
-                ));
+                return Err(ServiceError::UploadWithoutDigest.into());
             };
             received += chunk.data.len() as i64;
             tokio::task::block_in_place(|| match receiving {
                 Receiving::File(writer) => writer.write(&chunk.data),
                 Receiving::Packed => batch.packs.write(&chunk.data),
             })
-            .map_err(Status::from)?;
+            .map_err(ServiceError::from)?;
         }
         if let Some(receiving) = current.take() {
             end_blob(&mut batch, receiving)?;
@@ -242,7 +355,7 @@ impl ContentStore for Services {
         let complete = blocking(
             move || match daemon.inputs.check_complete(&daemon.store, &root) {
                 Ok(_) => Ok(true),
-                Err(DaemonError::BlobNotFound(_)) => Ok(false),
+                Err(MaterializeError::BlobMissing { .. }) => Ok(false),
                 Err(e) => Err(e),
             },
         )
@@ -264,19 +377,16 @@ impl ContentStore for Services {
     ) -> Result<Response<Self::DownloadBlobStream>, Status> {
         let digest = digest_arg(request.get_ref().digest.as_ref(), "digest")?;
         let store = self.daemon.store.clone();
-        let mut file = blocking(move || store.open_blob(&digest))
-            .await
-            .map_err(|s| {
-                if s.code() == tonic::Code::FailedPrecondition {
-                    Status::not_found(s.message())
-                } else {
-                    s
-                }
-            })?;
+        let mut file = blocking(move || match store.open_blob(&digest) {
+            Err(StoreError::NotFound { digest }) => Err(ServiceError::DownloadNotFound { digest }),
+            opened => Ok(opened?),
+        })
+        .await?;
         let (tx, rx) = mpsc::channel(4);
         // The digest is re-checked while streaming: a blob corrupted on disk
         // ends the stream with DATA_LOSS rather than passing as whole.
         tokio::task::spawn_blocking(move || {
+            let corrupt = |problem| Status::from(ServiceError::DownloadCorrupt { digest, problem });
             let mut context = ring::digest::Context::new(&ring::digest::SHA256);
             let mut total = 0u64;
             loop {
@@ -284,10 +394,11 @@ impl ContentStore for Services {
                 let n = match file.read(&mut buffer) {
                     Ok(0) => break,
                     Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!(
-                            "reading blob {digest} failed: {e}"
-                        ))));
+                    Err(source) => {
+                        let _ =
+                            tx.blocking_send(Err(
+                                ServiceError::DownloadRead { digest, source }.into()
+                            ));
                         return;
                     }
                 };
@@ -296,15 +407,11 @@ impl ContentStore for Services {
                 total += n as u64;
                 if total == digest.size {
                     if context.clone().finish().as_ref() != digest.hash {
-                        let _ = tx.blocking_send(Err(Status::data_loss(format!(
-                            "stored blob {digest} no longer matches its digest"
-                        ))));
+                        let _ = tx.blocking_send(Err(corrupt("no longer matches its digest")));
                         return;
                     }
                 } else if total > digest.size {
-                    let _ = tx.blocking_send(Err(Status::data_loss(format!(
-                        "stored blob {digest} is longer than its digest says"
-                    ))));
+                    let _ = tx.blocking_send(Err(corrupt("is longer than its digest says")));
                     return;
                 }
                 if tx
@@ -315,9 +422,7 @@ impl ContentStore for Services {
                 }
             }
             if total != digest.size {
-                let _ = tx.blocking_send(Err(Status::data_loss(format!(
-                    "stored blob {digest} is shorter than its digest says"
-                ))));
+                let _ = tx.blocking_send(Err(corrupt("is shorter than its digest says")));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -332,7 +437,7 @@ impl Build for Services {
         &self,
         request: Request<BuildRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
-        let request = validate(request.get_ref()).map_err(Status::from)?;
+        let request = validate(request.get_ref()).map_err(ServiceError::from)?;
         // Everything the step needs must be in the store before the build is
         // accepted, so a missing blob is a clear error, not a failed build.
         let daemon = self.daemon.clone();
@@ -362,9 +467,7 @@ impl Attestations for Services {
             daemon
                 .index
                 .get(&id)?
-                .ok_or(DaemonError::AttestationNotFound(format!(
-                    "for invocation {id:?}"
-                )))
+                .ok_or(ServiceError::AttestationNotFound { invocation_id: id })
         })
         .await?;
         Ok(Response::new(Attestation {
@@ -379,7 +482,10 @@ impl Attestations for Services {
         request: Request<ListBySubjectRequest>,
     ) -> Result<Response<ListBySubjectResponse>, Status> {
         let sha = request.into_inner().sha256;
-        Digest::from_hex(&sha, 0).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Digest::from_hex(&sha, 0).map_err(|source| ServiceError::MalformedSubject {
+            sha256: sha.clone(),
+            source,
+        })?;
         let daemon = self.daemon.clone();
         let found = blocking(move || daemon.index.by_subject(&sha)).await?;
         Ok(Response::new(ListBySubjectResponse {
@@ -413,5 +519,106 @@ impl Keys for Services {
                 pem: public.to_spki_pem(),
             }],
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn code_of(error: ServiceError) -> tonic::Code {
+        Status::from(error).code()
+    }
+
+    fn io_error() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::PermissionDenied)
+    }
+
+    #[test]
+    fn a_request_error_is_invalid_argument_with_its_reason() {
+        let status = Status::from(ServiceError::from(RequestError::ParentComponent {
+            what: crate::executor::PathRole::OutputPath,
+            path: "../x".into(),
+        }));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "output path \"../x\" contains \"..\", which could leave the build's tree"
+        );
+        let digest = attest_tree::hash_bytes(b"d");
+        for bad_tree in [
+            MaterializeError::TooDeep {
+                max: 256,
+                at: PathBuf::from("a"),
+            },
+            MaterializeError::BadDirectory {
+                digest,
+                source: attest_tree::TreeError::MalformedDigest("x".into()),
+            },
+        ] {
+            assert_eq!(code_of(bad_tree.into()), tonic::Code::InvalidArgument);
+        }
+        let mismatch = StoreError::DigestMismatch {
+            digest,
+            received: "00".into(),
+            received_size: 1,
+        };
+        assert_eq!(code_of(mismatch.into()), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_daemon_fault_is_internal_with_its_cause_in_the_message() {
+        let fault = MaterializeError::Io {
+            action: "create",
+            path: PathBuf::from("/state/inputs/x"),
+            source: io_error(),
+        };
+        let status = Status::from(ServiceError::from(fault));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status
+                .message()
+                .starts_with("cannot create /state/inputs/x: "),
+            "{}",
+            status.message()
+        );
+        let store_fault = StoreError::Io {
+            action: "read",
+            path: PathBuf::from("/state/cas/x"),
+            source: io_error(),
+        };
+        assert_eq!(
+            code_of(ServiceError::Materialize(store_fault.into())),
+            tonic::Code::Internal
+        );
+    }
+
+    #[test]
+    fn missing_lost_and_absent_data_have_their_own_codes() {
+        let digest = attest_tree::hash_bytes(b"d");
+        assert_eq!(
+            code_of(StoreError::NotFound { digest }.into()),
+            tonic::Code::FailedPrecondition
+        );
+        // The same missing blob seen while walking a tree.
+        assert_eq!(
+            code_of(MaterializeError::from(StoreError::NotFound { digest }).into()),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code_of(StoreError::Corrupt { digest }.into()),
+            tonic::Code::DataLoss
+        );
+        assert_eq!(
+            code_of(ServiceError::DownloadNotFound { digest }),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            code_of(ServiceError::AttestationNotFound {
+                invocation_id: "x".into()
+            }),
+            tonic::Code::NotFound
+        );
     }
 }

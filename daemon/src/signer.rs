@@ -2,11 +2,44 @@
 //! mode 0600, in a 0700 directory of the state dir that no sandbox path
 //! reaches), loaded on every later start.
 
-use crate::error::DaemonError;
 use attest_provenance::keys::{KeyAlgorithm, KeyIdScheme, PublicKey, SigningKey};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Why the signing key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signing key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    ReadableByOthers { path: PathBuf, mode: u32 },
+    #[error("signing key {path} is not usable")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: attest_provenance::keys::KeyError,
+    },
+}
+
+impl SignerError {
+    fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> SignerError {
+        let path = path.into();
+        move |source| SignerError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
 
 /// The key that signs every attestation this daemon issues.
 pub struct Signer {
@@ -17,33 +50,29 @@ pub struct Signer {
 impl Signer {
     /// Loads `keys/signing-key.pem` under the state dir, generating it the
     /// first time. Refuses a key file that others can read.
-    pub fn load_or_generate(state_dir: &Path) -> Result<Signer, DaemonError> {
+    pub fn load_or_generate(state_dir: &Path) -> Result<Signer, SignerError> {
         let dir = state_dir.join("keys");
-        std::fs::create_dir_all(&dir).map_err(DaemonError::io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(SignerError::io("create", &dir))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(DaemonError::io("chmod", &dir))?;
+            .map_err(SignerError::io("chmod", &dir))?;
         let path = dir.join("signing-key.pem");
         let key = match std::fs::metadata(&path) {
             Ok(meta) => {
                 if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(DaemonError::Setting {
-                        name: "signing key",
-                        reason: format!(
-                            "{} is readable by group or others (mode {:o}); chmod 600 it",
-                            path.display(),
-                            meta.permissions().mode() & 0o777
-                        ),
+                    return Err(SignerError::ReadableByOthers {
+                        mode: meta.permissions().mode() & 0o777,
+                        path,
                     });
                 }
-                let pem = std::fs::read_to_string(&path).map_err(DaemonError::io("read", &path))?;
-                SigningKey::from_pkcs8_pem(&pem).map_err(|source| DaemonError::Key {
+                let pem = std::fs::read_to_string(&path).map_err(SignerError::io("read", &path))?;
+                SigningKey::from_pkcs8_pem(&pem).map_err(|source| SignerError::Key {
                     path: path.clone(),
                     source,
                 })?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(KeyAlgorithm::Ed25519).map_err(|source| {
-                    DaemonError::Key {
+                    SignerError::Key {
                         path: path.clone(),
                         source,
                     }
@@ -51,11 +80,11 @@ impl Signer {
                 write_private(&path, key.to_pkcs8_pem().as_bytes())?;
                 let public = dir.join("signing-key.pub.pem");
                 std::fs::write(&public, key.public_key().to_spki_pem())
-                    .map_err(DaemonError::io("write", &public))?;
+                    .map_err(SignerError::io("write", &public))?;
                 tracing::info!(path = %path.display(), "generated a new Ed25519 signing key");
                 key
             }
-            Err(e) => return Err(DaemonError::io("stat", &path)(e)),
+            Err(e) => return Err(SignerError::io("stat", &path)(e)),
         };
         Ok(Signer { key, path })
     }
@@ -83,7 +112,7 @@ impl Signer {
 
 /// Creates a file readable only by its owner, atomically (0600 from the
 /// first byte: never briefly world-readable).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SignerError> {
     let tmp = path.with_extension("pem.tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
@@ -91,11 +120,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(DaemonError::io("create", &tmp))?;
+        .map_err(SignerError::io("create", &tmp))?;
     file.write_all(bytes)
-        .map_err(DaemonError::io("write", &tmp))?;
-    file.sync_all().map_err(DaemonError::io("sync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(DaemonError::io("rename", path))
+        .map_err(SignerError::io("write", &tmp))?;
+    file.sync_all().map_err(SignerError::io("sync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(SignerError::io("rename", path))
 }
 
 #[cfg(test)]
@@ -121,9 +150,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = Signer::load_or_generate(dir.path()).unwrap();
         std::fs::set_permissions(first.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            Signer::load_or_generate(dir.path()),
-            Err(DaemonError::Setting { .. })
-        ));
+        match Signer::load_or_generate(dir.path()) {
+            Err(SignerError::ReadableByOthers { path, mode }) => {
+                assert_eq!((path, mode), (first.path().to_path_buf(), 0o644))
+            }
+            other => panic!(
+                "expected ReadableByOthers, got {:?}",
+                other.map(|s| s.keyid())
+            ),
+        }
     }
 }

@@ -25,6 +25,8 @@ fn help_explains_every_flag() {
         "--max-pids",
         "--default-max-output",
         "--max-max-output",
+        "--max-output-files",
+        "ATTESTD_MAX_OUTPUT_FILES",
         "--log",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
@@ -64,6 +66,10 @@ fn a_state_dir_the_sandbox_cannot_reach_is_refused_at_start() {
         .arg("/dev/null")
         .arg("--sandbox-helper")
         .arg("/bin/true")
+        // /bin/true stands in for the helper, so no memory tmpfs: as root
+        // the daemon would exec the helper's memory-namespace launcher
+        // before it checks the state dir.
+        .args(["--inputs-memory-size", "0"])
         .arg("--state-dir")
         .arg(closed.join("state"))
         .arg("--socket")

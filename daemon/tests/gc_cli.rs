@@ -10,6 +10,9 @@ fn attestd(state: &Path) -> Command {
         .arg("--state-dir")
         .arg(state)
         .args(["--config", "/dev/null", "--sandbox-helper", "/bin/true"])
+        // /bin/true stands in for the helper, so no memory tmpfs: as root
+        // the daemon would exec the helper's memory-namespace launcher.
+        .args(["--inputs-memory-size", "0"])
         .stdin(Stdio::null());
     command
 }

@@ -51,26 +51,107 @@
 //!
 //! Last use and eviction. Each `materialize` call, and each completeness
 //! check answered from a tree's list, sets the tree directory's mtime to
-//! now, so the collector (`gc.rs`) can evict the least recently used
+//! now, so the collector (`store/gc.rs`) can evict the least recently used
 //! trees. A tree is evicted by removing its list and renaming it to a
 //! `.tmp-` name under the same lock `materialize` takes, so a build either
 //! gets the tree before it goes (and the collector then sees it used within
 //! its minimum age and keeps it) or builds it anew; the renamed tree is
 //! deleted after the lock is released.
+//!
+//! The files: this one is the cache (lookup, completeness, eviction);
+//! `builder` builds one tree; `file_list` is the list format;
+//! `stored_tree` reads a tree of `Directory` messages from the store.
 
-use crate::error::DaemonError;
-use crate::store::{BlobStore, Placed};
-use attest_proto::v1::Directory;
-use attest_tree::{symlink_target, validate_directory, Digest, EntryName, MAX_TREE_DEPTH};
-use prost::Message;
-use std::ffi::OsStr;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use crate::store::{BlobStore, StoreError};
+use attest_tree::Digest;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+mod builder;
+mod file_list;
+pub use file_list::{decode_file_list, encode_file_list};
+mod stored_tree;
+
+use builder::{plan, Plan};
+use file_list::{read_file_list, stats_of, write_file_list, FILE_LIST_PREFIX};
+use stored_tree::{walk, walk_files, Node};
+
+/// Why an input tree could not be checked, listed or materialized.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error("cannot {action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blob the tree names is not in the store (never uploaded, or
+    /// evicted since): the client uploads it and asks again.
+    #[error("blob {digest} is not in the content store")]
+    BlobMissing { digest: Digest },
+    #[error("the content store failed")]
+    Store(#[source] StoreError),
+    /// The tree the client sent is not one the daemon accepts; the
+    /// variants below are the client's fault, not the daemon's.
+    #[error("blob {digest} is not a Directory message")]
+    NotADirectory {
+        digest: Digest,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("directory {digest} is not canonical")]
+    BadDirectory {
+        digest: Digest,
+        #[source]
+        source: attest_tree::TreeError,
+    },
+    #[error("input tree is deeper than {max} directories at {at}")]
+    TooDeep { max: usize, at: PathBuf },
+    /// The root digest's size is not the stored root directory's: it would
+    /// go into the signed provenance unchecked.
+    #[error("input root {root} names a stored directory of {actual} bytes; its size is wrong")]
+    RootSizeMismatch { root: Digest, actual: u64 },
+}
+
+impl From<StoreError> for MaterializeError {
+    /// A missing blob is one variant whichever layer noticed it.
+    fn from(error: StoreError) -> MaterializeError {
+        match error {
+            StoreError::NotFound { digest } => MaterializeError::BlobMissing { digest },
+            other => MaterializeError::Store(other),
+        }
+    }
+}
+
+impl MaterializeError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> MaterializeError {
+        let path = path.into();
+        move |source| MaterializeError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// Whether the tree is malformed or too deep: the request's fault.
+    pub fn is_bad_tree(&self) -> bool {
+        matches!(
+            self,
+            MaterializeError::NotADirectory { .. }
+                | MaterializeError::BadDirectory { .. }
+                | MaterializeError::TooDeep { .. }
+                | MaterializeError::RootSizeMismatch { .. }
+        )
+    }
+}
 
 /// A tree's regular files: each path (`/`-separated, relative to the root,
 /// the names' raw bytes, which need not be UTF-8) with its digest.
@@ -115,7 +196,7 @@ pub struct MemoryPlace {
 }
 
 /// Default of [`MemoryPlace::linkable_max_bytes`]. Files over
-/// [`crate::packs::PACKED_BLOB_MAX`] are blob files in the store, which a
+/// [`crate::store::packs::PACKED_BLOB_MAX`] are blob files in the store, which a
 /// disk tree hardlinks at the cost of a directory entry each, while a
 /// memory tree copies them (their size in RAM, and the copy's time). What
 /// memory saves is inode creation, one per file, which such files, few
@@ -179,10 +260,11 @@ const RECENT_LISTS: usize = 8;
 impl InputTrees {
     /// Opens the cache on disk at `dir`, and in `memory` when given,
     /// removing half-built trees a crash left behind.
-    pub fn open(dir: &Path, memory: Option<MemoryPlace>) -> Result<InputTrees, DaemonError> {
-        std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
+    pub fn open(dir: &Path, memory: Option<MemoryPlace>) -> Result<InputTrees, MaterializeError> {
+        std::fs::create_dir_all(dir).map_err(MaterializeError::io("create", dir))?;
         if let Some(memory) = &memory {
-            std::fs::create_dir_all(&memory.dir).map_err(DaemonError::io("create", &memory.dir))?;
+            std::fs::create_dir_all(&memory.dir)
+                .map_err(MaterializeError::io("create", &memory.dir))?;
         }
         for place in memory.iter().map(|m| m.dir.as_path()).chain([dir]) {
             remove_leftovers(place)?;
@@ -241,12 +323,12 @@ impl InputTrees {
 
     /// Every materialized tree, in memory and on disk, with its size and
     /// last use.
-    pub fn list(&self) -> Result<Vec<MaterializedTree>, DaemonError> {
+    pub fn list(&self) -> Result<Vec<MaterializedTree>, MaterializeError> {
         let mut trees = Vec::new();
         for place in self.places() {
             let in_memory = self.memory.as_ref().is_some_and(|m| m.dir == place);
-            for entry in std::fs::read_dir(place).map_err(DaemonError::io("list", place))? {
-                let entry = entry.map_err(DaemonError::io("list", place))?;
+            for entry in std::fs::read_dir(place).map_err(MaterializeError::io("list", place))? {
+                let entry = entry.map_err(MaterializeError::io("list", place))?;
                 if entry.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
@@ -279,7 +361,7 @@ impl InputTrees {
         &self,
         tree: &MaterializedTree,
         last_used: SystemTime,
-    ) -> Result<bool, DaemonError> {
+    ) -> Result<bool, MaterializeError> {
         let name = tree
             .path
             .file_name()
@@ -295,7 +377,7 @@ impl InputTrees {
                 Ok(meta) if meta.modified().map(|m| m <= last_used).unwrap_or(false) => {}
                 Ok(_) => return Ok(false),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-                Err(e) => return Err(DaemonError::io("stat", &tree.path)(e)),
+                Err(e) => return Err(MaterializeError::io("stat", &tree.path)(e)),
             }
             // The list first: a crash between the two leaves a tree without
             // a list (rebuilt on use), never a list claiming a tree.
@@ -304,9 +386,10 @@ impl InputTrees {
             match std::fs::remove_file(&list) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(DaemonError::io("remove", &list)(e)),
+                Err(e) => return Err(MaterializeError::io("remove", &list)(e)),
             }
-            std::fs::rename(&tree.path, &doomed).map_err(DaemonError::io("evict", &tree.path))?;
+            std::fs::rename(&tree.path, &doomed)
+                .map_err(MaterializeError::io("evict", &tree.path))?;
         }
         remove_tree(&doomed)?;
         Ok(true)
@@ -322,8 +405,20 @@ impl InputTrees {
         &self,
         store: &BlobStore,
         root: &Digest,
-    ) -> Result<TreeStats, DaemonError> {
-        {
+    ) -> Result<TreeStats, MaterializeError> {
+        // The root digest, size included, goes into the signed provenance
+        // as the request gave it: a size that is not the stored root
+        // directory's is refused. A tree is materialized under its sha256
+        // alone, so its list is used only while the store holds the root
+        // message at exactly this size; otherwise the walk below reads the
+        // root, and a root evicted meanwhile is missing like any blob.
+        if let Some(actual) = store.other_size(root)? {
+            return Err(MaterializeError::RootSizeMismatch {
+                root: *root,
+                actual,
+            });
+        }
+        if store.contains(root) {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(place) = self.locate(root) {
                 let tree = place.join(root.hex());
@@ -346,7 +441,7 @@ impl InputTrees {
         // One lookup for them all (one pack-index transaction); the first
         // missing in walk order is the one named.
         if let Some(missing) = store.missing(&digests)?.first() {
-            return Err(DaemonError::BlobNotFound(missing.to_string()));
+            return Err(MaterializeError::BlobMissing { digest: *missing });
         }
         Ok(stats)
     }
@@ -355,7 +450,11 @@ impl InputTrees {
     /// to the root, the names' bytes, which need not be UTF-8) and digest,
     /// sorted by those bytes: the per-file materials. Read from the tree's
     /// file list when there is one.
-    pub fn list_files(&self, store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
+    pub fn list_files(
+        &self,
+        store: &BlobStore,
+        root: &Digest,
+    ) -> Result<FileList, MaterializeError> {
         let started = std::time::Instant::now();
         if let Some(files) = self.file_list(root) {
             tracing::debug!(
@@ -384,7 +483,11 @@ impl InputTrees {
 
     /// The directory holding the tree, materializing it first if needed:
     /// in memory when it fits there, else on disk.
-    pub fn materialize(&self, store: &BlobStore, root: &Digest) -> Result<PathBuf, DaemonError> {
+    pub fn materialize(
+        &self,
+        store: &BlobStore,
+        root: &Digest,
+    ) -> Result<PathBuf, MaterializeError> {
         let started = std::time::Instant::now();
         let stale = {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -408,7 +511,7 @@ impl InputTrees {
                         uuid::Uuid::new_v4()
                     ));
                     std::fs::rename(&final_dir, &stale)
-                        .map_err(DaemonError::io("replace", &final_dir))?;
+                        .map_err(MaterializeError::io("replace", &final_dir))?;
                     Some(stale)
                 }
                 None => None,
@@ -453,380 +556,49 @@ impl InputTrees {
         );
         Ok(dir)
     }
-
-    /// Builds the tree of `plan` under a temporary name in `place`, then
-    /// renames it into place whole with its list beside it. Returns where
-    /// the tree is: this one, or the one another build finished first.
-    /// A half-built tree is removed on any error.
-    fn build(
-        &self,
-        store: &BlobStore,
-        root: &Digest,
-        plan: &Plan,
-        place: &Path,
-        in_memory: bool,
-    ) -> Result<(PathBuf, LinkCounts), DaemonError> {
-        let tmp_dir = place.join(format!(".tmp-{}-{}", root.hex(), uuid::Uuid::new_v4()));
-        let counts = LinkCounts::default();
-        let result = (|| {
-            std::fs::create_dir(&tmp_dir).map_err(DaemonError::io("create", &tmp_dir))?;
-            self.chown(&tmp_dir)?;
-            // Parents before children, so directories first, in walk order.
-            let mut directories = Vec::new();
-            for (relative, node) in &plan.nodes {
-                if let Node::Directory = node {
-                    let path = tmp_dir.join(relative);
-                    std::fs::create_dir(&path).map_err(DaemonError::io("create", &path))?;
-                    self.chown(&path)?;
-                    directories.push(path);
-                }
-            }
-            self.place_leaves(store, plan, &tmp_dir, in_memory, &counts)?;
-            // Directories 0755 (files 0644, executables 0755): the sandbox
-            // lays the step's overlay over the tree, and overlayfs checks
-            // the modes it finds here, so the step (their owner) can create,
-            // change, delete and rename files anywhere, as in a copy of its
-            // own. Nothing here is ever written by a step: overlayfs never
-            // writes its lower layer.
-            for dir in directories.iter().rev().chain(std::iter::once(&tmp_dir)) {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                    .map_err(DaemonError::io("chmod", dir))?;
-            }
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(theirs) = self.locate(root) {
-                // Another build materialized the same tree first: use theirs.
-                let theirs = theirs.join(root.hex());
-                touch(&theirs)?;
-                remove_tree(&tmp_dir)?;
-                return Ok(theirs);
-            }
-            let final_dir = place.join(root.hex());
-            write_file_list(
-                &place.join(format!("{FILE_LIST_PREFIX}{}", root.hex())),
-                &plan.files_sorted,
-            )?;
-            std::fs::rename(&tmp_dir, &final_dir).map_err(DaemonError::io("rename", &final_dir))?;
-            touch(&final_dir)?;
-            Ok(final_dir)
-        })();
-        if result.is_err() && tmp_dir.exists() {
-            let _ = remove_tree(&tmp_dir);
-        }
-        result.map(|dir| (dir, counts))
-    }
-
-    /// Places the files and symlinks of `plan` under `tmp_dir`, whose
-    /// directories exist, on several threads (`store.place` and `chown`
-    /// take `&self`; each path is placed once). On disk, a non-executable
-    /// file is a hardlink to its blob; in memory everything is a copy (no
-    /// link crosses filesystems, so none is tried). The first error stops
-    /// every worker and is returned; the caller removes the half-built
-    /// tree.
-    fn place_leaves(
-        &self,
-        store: &BlobStore,
-        plan: &Plan,
-        tmp_dir: &Path,
-        in_memory: bool,
-        counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
-        let leaves: Vec<&(PathBuf, Node)> = plan
-            .nodes
-            .iter()
-            .filter(|(_, node)| !matches!(node, Node::Directory))
-            .collect();
-        // One worker per CPU: each file is a dozen syscalls (open, create,
-        // copy or link, chmod, chown) that mostly wait on directory and
-        // inode locks of different directories. The 20,000-file bench tree
-        // took 0.76-1.4 s on one thread and 0.41-0.47 s on two in memory,
-        // 0.39-0.43 s and 0.27-0.31 s on disk (hardlinks), 2 CPUs.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = cpus
-            .min(MAX_PLACING_THREADS)
-            .min(leaves.len().div_ceil(LEAVES_PER_TAKE))
-            .max(1);
-        if workers == 1 {
-            for (relative, node) in leaves {
-                self.place_leaf(store, &tmp_dir.join(relative), node, in_memory, counts)?;
-            }
-            return Ok(());
-        }
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<DaemonError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let start = next.fetch_add(LEAVES_PER_TAKE, Ordering::Relaxed);
-                    if start >= leaves.len() {
-                        return;
-                    }
-                    for (relative, node) in
-                        &leaves[start..(start + LEAVES_PER_TAKE).min(leaves.len())]
-                    {
-                        let path = tmp_dir.join(relative);
-                        if let Err(e) = self.place_leaf(store, &path, node, in_memory, counts) {
-                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                            first.get_or_insert(e);
-                            // Every worker stops at its next take.
-                            next.store(leaves.len(), Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Places one file or symlink at `path`.
-    fn place_leaf(
-        &self,
-        store: &BlobStore,
-        path: &Path,
-        node: &Node,
-        in_memory: bool,
-        counts: &LinkCounts,
-    ) -> Result<(), DaemonError> {
-        match node {
-            Node::Directory => {}
-            Node::File { digest, executable } => {
-                // Non-executable files are owner-writable (0644), as in the
-                // step's copy of old: the step rewrites an input in its
-                // overlay (copy-up), never here. An executable (0755) is a
-                // copy, since a link shares the blob's inode and so its
-                // mode.
-                let mode = if *executable { 0o755 } else { 0o644 };
-                match store.place(digest, path, mode, !executable && !in_memory)? {
-                    Placed::Linked => counts.linked.fetch_add(1, Ordering::Relaxed),
-                    Placed::Copied => counts.copied.fetch_add(1, Ordering::Relaxed),
-                };
-                self.chown(path)?;
-            }
-            Node::Symlink { target } => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), path)
-                    .map_err(DaemonError::io("create symlink", path))?;
-                self.chown(path)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives an entry of a tree to the step's ids (see the module comment);
-    /// a no-op without root. Never follows a symlink.
-    fn chown(&self, path: &Path) -> Result<(), DaemonError> {
-        match self.owner {
-            Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-                .map_err(DaemonError::io("chown", path)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Writes a tree's file list through a temporary name beside it.
-fn write_file_list(path: &Path, files: &[(Vec<u8>, Digest)]) -> Result<(), DaemonError> {
-    let place = path.parent().unwrap_or(Path::new("."));
-    let tmp = place.join(format!(".tmp-list-{}", uuid::Uuid::new_v4()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(DaemonError::io("create", &tmp))?;
-        file.write_all(&encode_file_list(files))
-            .map_err(DaemonError::io("write", &tmp))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(DaemonError::io("rename", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Whether a materialization failed on a full filesystem (no space or no
 /// inodes left: both ENOSPC), which in memory means "build it on disk".
-fn is_full(error: &DaemonError) -> bool {
-    matches!(error, DaemonError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
-}
-
-/// A stored tree read whole, before anything is created: what to make,
-/// and how much room it needs, to choose memory or disk.
-struct Plan {
-    /// Every entry, parents before children.
-    nodes: Vec<(PathBuf, Node)>,
-    /// The regular files, sorted: the tree's file list.
-    files_sorted: FileList,
-    files: u64,
-    bytes: u64,
-    /// The files' bytes rounded up to whole pages (how tmpfs stores them),
-    /// plus the list.
-    footprint: u64,
-    /// Bytes of the non-executable files over
-    /// [`crate::packs::PACKED_BLOB_MAX`]: those a disk tree links.
-    linkable_bytes: u64,
-}
-
-/// Reads the tree named by `root` from the store into a [`Plan`].
-fn plan(store: &BlobStore, root: &Digest) -> Result<Plan, DaemonError> {
-    const PAGE: u64 = 4096;
-    let mut nodes = Vec::new();
-    let mut files_sorted = Vec::new();
-    let (mut bytes, mut footprint, mut linkable_bytes) = (0u64, 0u64, 0u64);
-    walk(store, root, &mut |relative, node| {
-        if let Node::File { digest, executable } = &node {
-            files_sorted.push((relative.as_os_str().as_bytes().to_vec(), *digest));
-            bytes += digest.size;
-            footprint += digest.size.div_ceil(PAGE) * PAGE;
-            if !executable && digest.size > crate::packs::PACKED_BLOB_MAX {
-                linkable_bytes += digest.size;
-            }
-        }
-        nodes.push((relative.to_path_buf(), node));
-        Ok(())
-    })?;
-    files_sorted.sort();
-    // A list record is a digest, a size and a path: about 100 bytes.
-    footprint += (files_sorted.len() as u64 * 100).div_ceil(PAGE) * PAGE;
-    Ok(Plan {
-        files: files_sorted.len() as u64,
-        nodes,
-        files_sorted,
-        bytes,
-        footprint,
-        linkable_bytes,
-    })
+fn is_full(error: &MaterializeError) -> bool {
+    let full = |source: &std::io::Error| source.kind() == std::io::ErrorKind::StorageFull;
+    match error {
+        MaterializeError::Io { source, .. } => full(source),
+        MaterializeError::Store(StoreError::Io { source, .. }) => full(source),
+        _ => false,
+    }
 }
 
 /// Removes what a crash left in a place: half-built or half-evicted
 /// trees (`.tmp-` names) and lists whose tree is gone.
-fn remove_leftovers(dir: &Path) -> Result<(), DaemonError> {
-    for entry in std::fs::read_dir(dir).map_err(DaemonError::io("list", dir))? {
-        let entry = entry.map_err(DaemonError::io("list", dir))?;
+fn remove_leftovers(dir: &Path) -> Result<(), MaterializeError> {
+    for entry in std::fs::read_dir(dir).map_err(MaterializeError::io("list", dir))? {
+        let entry = entry.map_err(MaterializeError::io("list", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp-") {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 remove_tree(&entry.path())?;
             } else {
                 std::fs::remove_file(entry.path())
-                    .map_err(DaemonError::io("remove", entry.path()))?;
+                    .map_err(MaterializeError::io("remove", entry.path()))?;
             }
         } else if let Some(tree) = name.strip_prefix(FILE_LIST_PREFIX) {
             // A list whose tree is gone (a crash mid-eviction).
             if !dir.join(tree).is_dir() {
                 std::fs::remove_file(entry.path())
-                    .map_err(DaemonError::io("remove", entry.path()))?;
+                    .map_err(MaterializeError::io("remove", entry.path()))?;
             }
         }
     }
     Ok(())
 }
 
-/// Files and symlinks a worker takes at a time when placing them on
-/// several threads.
-const LEAVES_PER_TAKE: usize = 64;
-/// Most threads placing one tree's files: past a few, they only contend
-/// for the same locks (and the builds running meanwhile need CPUs too).
-const MAX_PLACING_THREADS: usize = 4;
-
-/// How a materialization made its files, for the debug log.
-#[derive(Default)]
-struct LinkCounts {
-    linked: AtomicU64,
-    copied: AtomicU64,
-}
-
-/// Name prefix of a tree's file list (a dot name, which `list` and
-/// anything looking for trees skip).
-const FILE_LIST_PREFIX: &str = ".files-";
-/// First line of a file list; the rest is NUL-terminated
-/// `<hex digest> <size> <path>` records, the path as its raw bytes (paths
-/// cannot hold NUL; lists written before names could be other than UTF-8
-/// only hold UTF-8 paths, which read the same).
-const FILE_LIST_MAGIC: &str = "attestd-file-list v1";
-
-/// `MAGIC <count> <sha256 of the records>\n` then the records: the
-/// checksum catches a list cut short or garbled by a crash (it is written
-/// without fsync, as the tree is). Public for the fuzz target
-/// (`fuzz/src/lib.rs`), with [`decode_file_list`].
-pub fn encode_file_list(files: &[(Vec<u8>, Digest)]) -> Vec<u8> {
-    let mut records = Vec::with_capacity(files.len() * 100);
-    for (path, digest) in files {
-        records.extend_from_slice(format!("{} {} ", digest.hex(), digest.size).as_bytes());
-        records.extend_from_slice(path);
-        records.push(0);
-    }
-    let mut out = format!(
-        "{FILE_LIST_MAGIC} {} {}\n",
-        files.len(),
-        attest_tree::hash_bytes(&records).hex()
-    )
-    .into_bytes();
-    out.extend_from_slice(&records);
-    out
-}
-
-/// Reads a tree's file list; None when it is missing or does not check.
-fn read_file_list(path: &Path) -> Option<FileList> {
-    decode_file_list(&std::fs::read(path).ok()?)
-}
-
-/// Parses a file list's bytes; None when they do not check.
-pub fn decode_file_list(bytes: &[u8]) -> Option<FileList> {
-    let newline = bytes.iter().position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let records = &bytes[newline + 1..];
-    let rest = header.strip_prefix(FILE_LIST_MAGIC)?.trim_start();
-    let (count, checksum) = rest.split_once(' ')?;
-    let count: usize = count.parse().ok()?;
-    if attest_tree::hash_bytes(records).hex() != checksum {
-        return None;
-    }
-    // Not `count` itself: a list with a matching checksum can still claim
-    // any count, and reserving for it aborted the daemon (found by the
-    // file_list fuzz target). Every record takes at least one byte.
-    let mut files = Vec::with_capacity(count.min(records.len()));
-    for record in records.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let mut fields = record.splitn(3, |&b| b == b' ');
-        let hex = std::str::from_utf8(fields.next()?).ok()?;
-        let size = std::str::from_utf8(fields.next()?).ok()?;
-        let path = fields.next()?;
-        files.push((
-            path.to_vec(),
-            Digest::from_hex(hex, size.parse().ok()?).ok()?,
-        ));
-    }
-    (files.len() == count).then_some(files)
-}
-
-fn stats_of(files: &[(Vec<u8>, Digest)]) -> TreeStats {
-    TreeStats {
-        files: files.len() as u64,
-        bytes: files.iter().map(|(_, d)| d.size).sum(),
-    }
-}
-
-/// Every file of a stored tree, sorted by path.
-fn walk_files(store: &BlobStore, root: &Digest) -> Result<FileList, DaemonError> {
-    let mut files = Vec::new();
-    walk(store, root, &mut |relative, node| {
-        if let Node::File { digest, .. } = node {
-            files.push((relative.as_os_str().as_bytes().to_vec(), digest));
-        }
-        Ok(())
-    })?;
-    files.sort();
-    Ok(files)
-}
-
 /// Records a use of a materialized tree: its directory's mtime. A
 /// directory opened read-only can have its times set by its owner.
-fn touch(dir: &Path) -> Result<(), DaemonError> {
+fn touch(dir: &Path) -> Result<(), MaterializeError> {
     std::fs::File::open(dir)
         .and_then(|d| d.set_modified(SystemTime::now()))
-        .map_err(DaemonError::io("touch", dir))
+        .map_err(MaterializeError::io("touch", dir))
 }
 
 /// Bytes only this tree holds (see [`MaterializedTree::bytes`]): its
@@ -852,76 +624,12 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// One entry met while walking a tree.
-enum Node {
-    Directory,
-    File {
-        digest: Digest,
-        executable: bool,
-    },
-    /// The target's bytes, UTF-8 or not.
-    Symlink {
-        target: Vec<u8>,
-    },
-}
-
-/// Depth-first walk of a stored tree, parents before children. `visit` gets
-/// each entry's path relative to the root (the root itself is not visited),
-/// made of the names' raw bytes.
-fn walk(
-    store: &BlobStore,
-    root: &Digest,
-    visit: &mut dyn FnMut(&Path, Node) -> Result<(), DaemonError>,
-) -> Result<(), DaemonError> {
-    let mut stack: Vec<(PathBuf, Digest, usize)> = vec![(PathBuf::new(), *root, 0)];
-    while let Some((relative, digest, depth)) = stack.pop() {
-        // A Merkle tree cannot contain itself, but a hostile client can send
-        // absurdly deep chains; bound the depth like PATH_MAX bounds paths.
-        if depth > MAX_TREE_DEPTH {
-            return Err(DaemonError::InvalidRequest(format!(
-                "input tree is deeper than {MAX_TREE_DEPTH} directories at {}",
-                relative.display()
-            )));
-        }
-        let bytes = store.read(&digest)?;
-        let directory = Directory::decode(bytes.as_slice()).map_err(|e| {
-            DaemonError::InvalidRequest(format!("blob {digest} is not a Directory message: {e}"))
-        })?;
-        validate_directory(&directory)?;
-        for file in &directory.files {
-            let digest = Digest::from_proto(file.digest.as_ref().expect("validated"))?;
-            visit(
-                &relative.join(OsStr::from_bytes(file.name_bytes())),
-                Node::File {
-                    digest,
-                    executable: file.is_executable,
-                },
-            )?;
-        }
-        for link in &directory.symlinks {
-            visit(
-                &relative.join(OsStr::from_bytes(link.name_bytes())),
-                Node::Symlink {
-                    target: symlink_target(link).to_vec(),
-                },
-            )?;
-        }
-        for child in directory.directories.iter().rev() {
-            let child_path = relative.join(OsStr::from_bytes(child.name_bytes()));
-            visit(&child_path, Node::Directory)?;
-            let digest = Digest::from_proto(child.digest.as_ref().expect("validated"))?;
-            stack.push((child_path, digest, depth + 1));
-        }
-    }
-    Ok(())
-}
-
 /// Removes a tree that was made read-only.
-pub fn remove_tree(path: &Path) -> Result<(), DaemonError> {
+pub fn remove_tree(path: &Path) -> Result<(), MaterializeError> {
     for entry in walkdir_dirs(path) {
         let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755));
     }
-    std::fs::remove_dir_all(path).map_err(DaemonError::io("remove", path))
+    std::fs::remove_dir_all(path).map_err(MaterializeError::io("remove", path))
 }
 
 fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
@@ -944,6 +652,9 @@ fn walkdir_dirs(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
 
     /// A store holding a tree of one file `f` (bytes `f`): (its temp dir,
     /// the store, the root digest).
@@ -981,6 +692,66 @@ mod tests {
             store.put_file(&file.path).unwrap();
         }
         tree.root
+    }
+
+    #[test]
+    fn a_root_digest_with_a_wrong_size_is_refused_before_and_after_materializing() {
+        let (dir, store, root) = one_file_tree();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        let lying = Digest {
+            size: root.size + 1,
+            ..root
+        };
+        let expected = |e: &MaterializeError| {
+            matches!(e, MaterializeError::RootSizeMismatch { root: named, actual }
+                if *named == lying && *actual == root.size)
+        };
+        let refused = trees.check_complete(&store, &lying).unwrap_err();
+        assert!(expected(&refused), "{refused:?}");
+        // Once materialized, the tree answers from its list, which knows no
+        // root size: the stored root message is still what decides.
+        trees.materialize(&store, &root).unwrap();
+        assert_eq!(trees.check_complete(&store, &root).unwrap().files, 1);
+        let refused = trees.check_complete(&store, &lying).unwrap_err();
+        assert!(expected(&refused), "{refused:?}");
+        assert!(refused.is_bad_tree());
+    }
+
+    #[test]
+    fn a_packed_root_digest_with_a_wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cas")).unwrap();
+        let root_message = attest_proto::v1::Directory::default().encode_to_vec();
+        let root = attest_tree::hash_bytes(&root_message);
+        let mut packs = store.pack_writer();
+        packs.begin(root).unwrap();
+        packs.write(&root_message).unwrap();
+        packs.end().unwrap();
+        packs.take_batch().commit().unwrap();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        assert_eq!(trees.check_complete(&store, &root).unwrap().files, 0);
+        let lying = Digest { size: 7, ..root };
+        match trees.check_complete(&store, &lying) {
+            Err(MaterializeError::RootSizeMismatch {
+                root: named,
+                actual,
+            }) => {
+                assert_eq!((named, actual), (lying, root.size))
+            }
+            other => panic!("expected RootSizeMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_materialized_tree_whose_root_message_was_evicted_is_checked_against_the_store() {
+        let (dir, store, root) = one_file_tree();
+        let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
+        trees.materialize(&store, &root).unwrap();
+        std::fs::remove_file(store.path(&root)).unwrap();
+        match trees.check_complete(&store, &root) {
+            Err(MaterializeError::BlobMissing { digest }) => assert_eq!(digest, root),
+            other => panic!("expected BlobMissing, got {other:?}"),
+        }
     }
 
     #[test]
@@ -1024,8 +795,8 @@ mod tests {
         }
         let trees = InputTrees::open(&dir.path().join("inputs"), None).unwrap();
         match trees.check_complete(&store, &tree.root) {
-            Err(DaemonError::BlobNotFound(name)) => {
-                assert!(name.contains(&tree.files[0].digest.hex()))
+            Err(MaterializeError::BlobMissing { digest }) => {
+                assert_eq!(digest, tree.files[0].digest)
             }
             other => panic!("expected BlobNotFound, got {other:?}"),
         }
@@ -1156,7 +927,7 @@ mod tests {
         std::fs::remove_file(&list).unwrap();
         assert!(matches!(
             trees.check_complete(&store, &root),
-            Err(DaemonError::BlobNotFound(_))
+            Err(MaterializeError::BlobMissing { .. })
         ));
     }
 
@@ -1347,7 +1118,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
-        let big = vec![b'x'; crate::packs::PACKED_BLOB_MAX as usize + 1];
+        let big = vec![b'x'; crate::store::packs::PACKED_BLOB_MAX as usize + 1];
         std::fs::write(src.join("big.bin"), &big).unwrap();
         std::fs::write(src.join("small.txt"), b"small").unwrap();
         let store = BlobStore::open(&dir.path().join("cas")).unwrap();
@@ -1359,7 +1130,7 @@ mod tests {
         assert_eq!(out, dir.path().join("inputs-mem").join(root.hex()));
         assert_eq!(std::fs::metadata(out.join("big.bin")).unwrap().nlink(), 1);
         // Over it (the big file alone is more): disk, the big file linked.
-        memory.linkable_max_bytes = crate::packs::PACKED_BLOB_MAX;
+        memory.linkable_max_bytes = crate::store::packs::PACKED_BLOB_MAX;
         let other = dir.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("big.bin"), &big).unwrap();
@@ -1436,7 +1207,7 @@ mod tests {
         std::fs::remove_file(store.path(&missing)).unwrap();
         let trees = with_memory(dir.path(), 1 << 30);
         match trees.materialize(&store, &root) {
-            Err(DaemonError::BlobNotFound(name)) => assert!(name.contains(&missing.hex())),
+            Err(MaterializeError::BlobMissing { digest }) => assert_eq!(digest, missing),
             other => panic!("expected BlobNotFound, got {other:?}"),
         }
         for place in ["inputs", "inputs-mem"] {

@@ -47,27 +47,30 @@
 //! both re-checking the last use first, so a crash mid-collection leaves
 //! only `.tmp-` names that the next start removes.
 
-use crate::config::Config;
-use crate::error::DaemonError;
-use crate::index::AttestationIndex;
-use crate::materialize::InputTrees;
-use crate::store::BlobStore;
+use crate::config::{Config, GcPolicy};
+use crate::index::{AttestationIndex, IndexError};
+use crate::materialize::{InputTrees, MaterializeError};
+use crate::store::{BlobStore, StoreError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-/// When and how much to collect.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GcPolicy {
-    /// Cap on the content store's blob bytes; 0: no cap.
-    pub cas_max_bytes: u64,
-    /// Cap on the materialized trees' file bytes on disk; 0: no cap.
-    pub inputs_max_bytes: u64,
-    /// Cap on the bytes of the trees in the memory tmpfs (half its size);
-    /// 0: no memory trees, or no cap.
-    pub inputs_memory_max_bytes: u64,
-    /// Nothing used more recently than this is evicted.
-    pub min_age: Duration,
+/// Why a collection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("{state_dir} holds no content store")]
+    NoContentStore { state_dir: PathBuf },
+    /// The index's lock is the state dir's: a daemon holds it.
+    #[error("cannot lock {index}; a running attestd collects by itself every --gc-interval, stop it to collect now")]
+    StateDirInUse {
+        index: PathBuf,
+        #[source]
+        source: IndexError,
+    },
+    #[error("the content store failed")]
+    Store(#[from] StoreError),
+    #[error("the materialized trees failed")]
+    Materialize(#[from] MaterializeError),
 }
 
 /// What one collection found and did.
@@ -131,7 +134,7 @@ pub fn collect(
     runs_dir: &Path,
     policy: &GcPolicy,
     dry_run: bool,
-) -> Result<GcReport, DaemonError> {
+) -> Result<GcReport, GcError> {
     let now = SystemTime::now();
     let old_enough = |last_used: SystemTime| {
         now.duration_since(last_used)
@@ -199,23 +202,18 @@ pub fn collect(
 /// starting meanwhile. Only the trees on disk: the memory trees lived in
 /// the stopped daemon's private tmpfs and went with it (and a running
 /// daemon's, which this process could not see, collect themselves).
-pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, DaemonError> {
+pub fn collect_offline(config: &Config, dry_run: bool) -> Result<GcReport, GcError> {
     let state = &config.state_dir;
     let cas = state.join("cas");
     if !cas.is_dir() {
-        return Err(DaemonError::Setting {
-            name: "state-dir",
-            reason: format!("{} holds no content store", state.display()),
+        return Err(GcError::NoContentStore {
+            state_dir: state.clone(),
         });
     }
     let index = state.join("index.redb");
-    let _lock = AttestationIndex::open(&index).map_err(|e| DaemonError::Setting {
-        name: "state-dir",
-        reason: format!(
-            "cannot lock {} ({}); a running attestd collects by itself every --gc-interval, stop it to collect now",
-            index.display(),
-            crate::error::error_chain(&e)
-        ),
+    let _lock = AttestationIndex::open(&index).map_err(|source| GcError::StateDirInUse {
+        index: index.clone(),
+        source,
     })?;
     let store = BlobStore::open(&cas)?;
     let inputs = InputTrees::open(&state.join("inputs"), None)?;
@@ -227,6 +225,7 @@ mod tests {
     use super::*;
     use attest_tree::Digest;
     use std::fs::File;
+    use std::time::Duration;
 
     struct State {
         _dir: tempfile::TempDir,

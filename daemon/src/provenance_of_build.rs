@@ -2,7 +2,6 @@
 //! whose subjects are the products, with a SLSA Provenance v1 predicate of
 //! build type [`BUILD_TYPE`] (documented in docs/buildtype-v1.md).
 
-use crate::error::DaemonError;
 use crate::rootfs::{BindStatus, NodeKind, RootfsFacts, FIRST_HASH_RUNNING, TREE_MEDIA_TYPE};
 use attest_provenance::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PREDICATE_TYPE_V1,
@@ -318,13 +317,27 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
     (subject, provenance)
 }
 
+/// Why the provenance or the link of a build could not be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BuildProvenanceError {
+    #[error("signing the provenance failed")]
+    SignStatement(#[source] attest_provenance::SignStatementError),
+    #[error("signing the link failed")]
+    SignLink(#[source] attest_provenance::link::LinkError),
+    /// Two files whose link keys coincide: one named literally like the
+    /// `percent-bytes` encoding of the other's non-UTF-8 name. The link has
+    /// no way to tell them apart, so the build is refused.
+    #[error("the {files} hold two files named {key:?} in the link: one literally, one whose path is not UTF-8 and encodes to it")]
+    AmbiguousLinkKey { files: &'static str, key: String },
+}
+
 /// Builds the statement and signs it into a DSSE envelope: the same
 /// statement as [`build_statement`], serialized straight from its types.
 pub fn sign_provenance(
     facts: &BuildFacts<'_>,
     signers: &[&attest_provenance::keys::SigningKey],
     keyid_scheme: attest_provenance::keys::KeyIdScheme,
-) -> Result<attest_provenance::dsse::Envelope, DaemonError> {
+) -> Result<attest_provenance::dsse::Envelope, BuildProvenanceError> {
     let (subject, provenance) = build_provenance(facts);
     attest_provenance::sign_statement_of(
         &attest_provenance::StatementOf {
@@ -336,7 +349,7 @@ pub fn sign_provenance(
         signers,
         keyid_scheme,
     )
-    .map_err(|e| DaemonError::Signing(crate::error::error_chain(&e)))
+    .map_err(BuildProvenanceError::SignStatement)
 }
 
 /// The step name of a link when the request names none.
@@ -366,19 +379,18 @@ pub struct LinkFacts<'a> {
 /// A material or product whose path is not UTF-8 is keyed by its
 /// `percent-bytes` encoding, as in the provenance; the link has no place to
 /// mark it, so a tree that also holds a file literally named that encoding
-/// would give two files one key. Such a build is refused (InvalidRequest
+/// would give two files one key. Such a build is refused (`AmbiguousLinkKey`
 /// naming the key) rather than one file silently left out.
-pub fn build_link(facts: &LinkFacts<'_>) -> Result<attest_provenance::link::Link, DaemonError> {
-    let hashes = |files: &[(Vec<u8>, Digest)], what: &str| {
+pub fn build_link(
+    facts: &LinkFacts<'_>,
+) -> Result<attest_provenance::link::Link, BuildProvenanceError> {
+    let hashes = |files: &[(Vec<u8>, Digest)], what: &'static str| {
         let mut hashes = BTreeMap::new();
         for (path, digest) in files {
             let (key, _) = path_name(path);
             let hash = BTreeMap::from([("sha256".to_string(), digest.hex())]);
             if hashes.insert(key.clone(), hash).is_some() {
-                return Err(DaemonError::InvalidRequest(format!(
-                    "the {what} hold two files named {key:?} in the link: one literally, one \
-                     whose path is not UTF-8 and encodes to it"
-                )));
+                return Err(BuildProvenanceError::AmbiguousLinkKey { files: what, key });
             }
         }
         Ok(hashes)
@@ -495,8 +507,14 @@ mod tests {
             (b"caf\xe9.txt".to_vec(), hash_bytes(b"y")),
         ];
         match build_link(&link_facts(&clash)) {
-            Err(DaemonError::InvalidRequest(m)) => assert!(m.contains("caf%E9.txt"), "{m}"),
-            other => panic!("expected a refusal, got {other:?}"),
+            Err(error) => assert_eq!(
+                error,
+                BuildProvenanceError::AmbiguousLinkKey {
+                    files: "inputs",
+                    key: "caf%E9.txt".into()
+                }
+            ),
+            Ok(_) => panic!("two files with one link key were not refused"),
         }
     }
 

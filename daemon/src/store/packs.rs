@@ -12,12 +12,12 @@
 //! `cas/packs/index.redb` maps each blob (sha256 and size) to its pack and
 //! offset. Blobs of at most [`PACKED_BLOB_MAX`] bytes that arrive by
 //! UploadBlobs are packed; larger ones, and the daemon's own products and
-//! logs, stay one file each (store.rs), where a materialized tree can
+//! logs, stay one file each (`blobs.rs`), where a materialized tree can
 //! hardlink them.
 //!
 //! Crash safety. A blob is hashed as it is appended and checked against
 //! the digest it claims; a mismatch cuts the pack back to where the blob
-//! began. Batches are committed as in store.rs: `fdatasync` of the packs
+//! began. Batches are committed as in `blobs.rs`: `fdatasync` of the packs
 //! written since the last commit, then one redb transaction inserts their
 //! index entries (redb commits are atomic and durable). So an entry only
 //! ever points at bytes that were checked and are on disk; a crash leaves
@@ -32,7 +32,7 @@
 //! A reader that found an entry before that still reads the bytes through
 //! its open descriptor.
 
-use crate::error::DaemonError;
+use crate::store::StoreError;
 use crate::store::TOUCH_AFTER;
 use attest_tree::Digest;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -59,8 +59,8 @@ const BLOBS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("packed_b
 
 const PACK_SUFFIX: &str = ".pack";
 
-fn index_err(e: impl std::fmt::Display) -> DaemonError {
-    DaemonError::Index(format!("pack index: {e}"))
+fn index_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::PackIndex { source: e.into() }
 }
 
 fn key(digest: &Digest) -> [u8; 40] {
@@ -118,8 +118,8 @@ fn pack_id(name: &str) -> Option<u64> {
 impl Packs {
     /// Opens (creating if needed) the packs under `dir`, removing packs
     /// that no entry names (left by a crash before their first commit).
-    pub fn open(dir: &Path) -> Result<Packs, DaemonError> {
-        std::fs::create_dir_all(dir).map_err(DaemonError::io("create", dir))?;
+    pub fn open(dir: &Path) -> Result<Packs, StoreError> {
+        std::fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
         let db = redb::Database::create(dir.join("index.redb")).map_err(index_err)?;
         let txn = db.begin_write().map_err(index_err)?;
         txn.open_table(BLOBS).map_err(index_err)?;
@@ -134,15 +134,15 @@ impl Packs {
             }
         }
         let mut max_id = 0;
-        for entry in std::fs::read_dir(dir).map_err(DaemonError::io("list", dir))? {
-            let entry = entry.map_err(DaemonError::io("list", dir))?;
+        for entry in std::fs::read_dir(dir).map_err(StoreError::io("list", dir))? {
+            let entry = entry.map_err(StoreError::io("list", dir))?;
             let Some(id) = pack_id(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
             max_id = max_id.max(id);
             if !named.contains(&id) {
                 std::fs::remove_file(entry.path())
-                    .map_err(DaemonError::io("remove", entry.path()))?;
+                    .map_err(StoreError::io("remove", entry.path()))?;
             }
         }
         Ok(Packs {
@@ -159,7 +159,7 @@ impl Packs {
     }
 
     /// Where the blob is packed, if it is. Not a use of it.
-    pub fn locate(&self, digest: &Digest) -> Result<Option<PackedAt>, DaemonError> {
+    pub fn locate(&self, digest: &Digest) -> Result<Option<PackedAt>, StoreError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(BLOBS).map_err(index_err)?;
         Ok(table
@@ -171,9 +171,32 @@ impl Packs {
             }))
     }
 
+    /// The sizes under which a blob with this sha256 is packed (entries
+    /// are keyed by sha256 and size, so a lookup with a wrong size finds
+    /// nothing). Not a use.
+    pub fn sizes_packed(&self, hash: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(BLOBS).map_err(index_err)?;
+        let mut low = [0u8; 40];
+        low[..32].copy_from_slice(hash);
+        let mut high = low;
+        high[32..].fill(0xff);
+        let mut sizes = Vec::new();
+        for entry in table
+            .range::<&[u8]>(low.as_slice()..=high.as_slice())
+            .map_err(index_err)?
+        {
+            let (key, _) = entry.map_err(index_err)?;
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&key.value()[32..40]);
+            sizes.push(u64::from_be_bytes(size));
+        }
+        Ok(sizes)
+    }
+
     /// Which of `digests` are packed (their packs there), in one read
     /// transaction. Counts as a use of those that are.
-    pub fn contains_many(&self, digests: &[Digest]) -> Result<Vec<bool>, DaemonError> {
+    pub fn contains_many(&self, digests: &[Digest]) -> Result<Vec<bool>, StoreError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(BLOBS).map_err(index_err)?;
         let mut packs_seen: HashMap<u64, bool> = HashMap::new();
@@ -201,14 +224,14 @@ impl Packs {
         }
     }
 
-    fn reader(&self, pack: u64) -> Result<Arc<File>, DaemonError> {
+    fn reader(&self, pack: u64) -> Result<Arc<File>, StoreError> {
         let file = {
             let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
             match readers.get(&pack) {
                 Some(file) => file.clone(),
                 None => {
                     let path = self.pack_path(pack);
-                    let file = Arc::new(File::open(&path).map_err(DaemonError::io("open", &path))?);
+                    let file = Arc::new(File::open(&path).map_err(StoreError::io("open", &path))?);
                     // Every upload stream makes a pack: a long-lived store
                     // has more packs than the daemon may keep descriptors
                     // open, so the cache starts over when full (readers
@@ -250,7 +273,7 @@ impl Packs {
     /// The bytes of a packed blob, unchecked (callers that hand them on
     /// check the digest, or rely on the check made when they were packed),
     /// or None when it is not packed. Counts as a use.
-    pub fn read_unchecked(&self, digest: &Digest) -> Result<Option<Vec<u8>>, DaemonError> {
+    pub fn read_unchecked(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let mut bytes = Vec::new();
         Ok(self.read_into(digest, &mut bytes)?.then_some(bytes))
     }
@@ -258,7 +281,7 @@ impl Packs {
     /// As [`Self::read_unchecked`], into the first `digest.size` bytes of
     /// `buffer` (grown if needed, to at most [`PACKED_BLOB_MAX`]: a
     /// caller placing many blobs reuses one buffer). Returns whether the blob is packed.
-    pub fn read_into(&self, digest: &Digest, buffer: &mut Vec<u8>) -> Result<bool, DaemonError> {
+    pub fn read_into(&self, digest: &Digest, buffer: &mut Vec<u8>) -> Result<bool, StoreError> {
         let Some(at) = self.locate(digest)? else {
             return Ok(false);
         };
@@ -273,7 +296,7 @@ impl Packs {
         }
         let path = self.pack_path(at.pack);
         file.read_exact_at(&mut buffer[..size], at.offset)
-            .map_err(DaemonError::io("read", &path))?;
+            .map_err(StoreError::io("read", &path))?;
         Ok(true)
     }
 
@@ -292,7 +315,7 @@ impl Packs {
     }
 
     /// Every pack, with its size, blob count and last use.
-    pub fn list(&self) -> Result<Vec<PackInfo>, DaemonError> {
+    pub fn list(&self) -> Result<Vec<PackInfo>, StoreError> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
         {
             let txn = self.db.begin_read().map_err(index_err)?;
@@ -303,8 +326,8 @@ impl Packs {
             }
         }
         let mut packs = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(DaemonError::io("list", &self.dir))? {
-            let entry = entry.map_err(DaemonError::io("list", &self.dir))?;
+        for entry in std::fs::read_dir(&self.dir).map_err(StoreError::io("list", &self.dir))? {
+            let entry = entry.map_err(StoreError::io("list", &self.dir))?;
             let Some(id) = pack_id(&entry.file_name().to_string_lossy()) else {
                 continue;
             };
@@ -326,12 +349,12 @@ impl Packs {
         &self,
         pack: &PackInfo,
         last_used: SystemTime,
-    ) -> Result<bool, DaemonError> {
+    ) -> Result<bool, StoreError> {
         match std::fs::metadata(&pack.path) {
             Ok(meta) if meta.modified().map(|m| m <= last_used).unwrap_or(false) => {}
             Ok(_) => return Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(DaemonError::io("stat", &pack.path)(e)),
+            Err(e) => return Err(StoreError::io("stat", &pack.path)(e)),
         }
         let txn = self.db.begin_write().map_err(index_err)?;
         {
@@ -348,7 +371,7 @@ impl Packs {
         match std::fs::remove_file(&pack.path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(DaemonError::io("remove", &pack.path)(e)),
+            Err(e) => Err(StoreError::io("remove", &pack.path)(e)),
         }
     }
 }
@@ -389,7 +412,7 @@ pub struct PackWriter {
 
 impl PackWriter {
     /// Starts the next blob, which must hash to `expected`.
-    pub fn begin(&mut self, expected: Digest) -> Result<(), DaemonError> {
+    pub fn begin(&mut self, expected: Digest) -> Result<(), StoreError> {
         debug_assert!(self.current.is_none(), "end() the previous blob first");
         let full = self
             .pack
@@ -408,7 +431,7 @@ impl PackWriter {
         Ok(())
     }
 
-    fn open_next_pack(&mut self) -> Result<(), DaemonError> {
+    fn open_next_pack(&mut self) -> Result<(), StoreError> {
         let id = self.packs.next_id.fetch_add(1, Ordering::Relaxed);
         let path = self.packs.pack_path(id);
         let file = std::fs::OpenOptions::new()
@@ -416,11 +439,11 @@ impl PackWriter {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(DaemonError::io("create", &path))?;
+            .map_err(StoreError::io("create", &path))?;
         // The pack's name must survive a crash as its entries will.
         File::open(&self.packs.dir)
             .and_then(|d| d.sync_all())
-            .map_err(DaemonError::io("sync", &self.packs.dir))?;
+            .map_err(StoreError::io("sync", &self.packs.dir))?;
         let file = Arc::new(file);
         self.unsynced.push(file.clone());
         if let Some(previous) = self.pack.replace(OpenPack {
@@ -441,12 +464,12 @@ impl PackWriter {
 
     /// Appends bytes of the current blob. Refuses to grow it past the size
     /// its digest announced.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), DaemonError> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let current = self.current.as_mut().expect("begin() a blob first");
         let pack = self.pack.as_ref().expect("begin() opened a pack");
         if current.written + bytes.len() as u64 > current.expected.size {
-            return Err(DaemonError::DigestMismatch {
-                digest: current.expected.to_string(),
+            return Err(StoreError::DigestMismatch {
+                digest: current.expected,
                 received: "(more bytes than announced)".into(),
                 received_size: current.written + bytes.len() as u64,
             });
@@ -454,14 +477,14 @@ impl PackWriter {
         current.context.update(bytes);
         pack.file
             .write_all_at(bytes, current.offset + current.written)
-            .map_err(DaemonError::io("write", &pack.path))?;
+            .map_err(StoreError::io("write", &pack.path))?;
         current.written += bytes.len() as u64;
         Ok(())
     }
 
     /// Ends the current blob: checks its digest and queues it for the next
     /// batch, or cuts the pack back to where it began and refuses it.
-    pub fn end(&mut self) -> Result<Digest, DaemonError> {
+    pub fn end(&mut self) -> Result<Digest, StoreError> {
         let current = self.current.take().expect("begin() a blob first");
         let pack = self.pack.as_mut().expect("begin() opened a pack");
         let mut hash = [0u8; 32];
@@ -473,9 +496,9 @@ impl PackWriter {
         if actual != current.expected {
             pack.file
                 .set_len(current.offset)
-                .map_err(DaemonError::io("truncate", &pack.path))?;
-            return Err(DaemonError::DigestMismatch {
-                digest: current.expected.to_string(),
+                .map_err(StoreError::io("truncate", &pack.path))?;
+            return Err(StoreError::DigestMismatch {
+                digest: current.expected,
                 received: actual.hex(),
                 received_size: actual.size,
             });
@@ -534,13 +557,13 @@ pub struct PackBatch {
 impl PackBatch {
     /// Makes the batch's bytes durable (`fdatasync` of each pack it wrote
     /// to), then indexes them in one transaction. Returns their digests.
-    pub fn commit(self) -> Result<Vec<Digest>, DaemonError> {
+    pub fn commit(self) -> Result<Vec<Digest>, StoreError> {
         if self.entries.is_empty() {
             return Ok(Vec::new());
         }
         for file in &self.files {
             file.sync_data()
-                .map_err(DaemonError::io("sync", &self.packs.dir))?;
+                .map_err(StoreError::io("sync", &self.packs.dir))?;
         }
         let txn = self.packs.db.begin_write().map_err(index_err)?;
         {
@@ -626,13 +649,17 @@ mod tests {
         writer.begin(claimed).unwrap();
         writer.write(b"what was delivered").unwrap_err();
         let err = writer.end().unwrap_err();
-        assert!(matches!(err, DaemonError::DigestMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::DigestMismatch { digest, received_size: 0, .. } if digest == claimed),
+            "{err}"
+        );
         let lying = hash_bytes(b"twelve bytes");
         writer.begin(lying).unwrap();
         writer.write(b"eleven byte").unwrap();
         assert!(matches!(
             writer.end().unwrap_err(),
-            DaemonError::DigestMismatch { .. }
+            StoreError::DigestMismatch { digest, received, received_size: 11 }
+                if digest == lying && received == hash_bytes(b"eleven byte").hex()
         ));
         // The next blob starts where the good one ended.
         let next = put(&mut writer, b"next");
