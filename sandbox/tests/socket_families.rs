@@ -69,6 +69,7 @@ fn probe(args: &[&str], warm: bool) -> String {
             cpu_time_ms: 60_000,
             max_output_bytes: 16 << 20,
             tmp_bytes: 16 << 20,
+            max_log_bytes: 64 << 20,
         },
         source_date_epoch: 1_700_000_000,
         hostname: "attest-sandbox".into(),
