@@ -184,6 +184,13 @@ pub trait Syscalls {
     fn open_fds(&self) -> SysResult<Vec<RawFd>>;
     /// `close(2)` of a descriptor no Rust object owns (an inherited one).
     fn close_raw(&self, fd: RawFd) -> SysResult<()>;
+    /// Reads a small file (a `/proc` one) whole, at most 1 MiB.
+    fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>>;
+    /// `readlink(2)`.
+    fn readlink(&self, path: &Path) -> SysResult<std::path::PathBuf>;
+    /// Writes all of `bytes` to a descriptor the caller keeps open (the
+    /// step's observation pipe).
+    fn write_to_fd(&self, fd: RawFd, bytes: &[u8]) -> SysResult<()>;
     /// `_exit(2)`.
     fn exit_now(&self, code: i32) -> !;
 }
@@ -694,6 +701,35 @@ impl Syscalls for LinuxSyscalls {
         Errno::result(r).map(drop)
     }
 
+    fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
+        use std::io::Read;
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let f = std::fs::File::open(path).map_err(as_errno)?;
+        let mut out = Vec::new();
+        f.take(1 << 20).read_to_end(&mut out).map_err(as_errno)?;
+        Ok(out)
+    }
+
+    fn readlink(&self, path: &Path) -> SysResult<std::path::PathBuf> {
+        std::fs::read_link(path).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    fn write_to_fd(&self, fd: RawFd, mut bytes: &[u8]) -> SysResult<()> {
+        // SAFETY: `fd` is the write end of the observation pipe, owned by the
+        // caller (an `OwnedFd` of the helper's clone, inherited by the step)
+        // and open for the duration of this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        while !bytes.is_empty() {
+            match nix::unistd::write(fd, bytes) {
+                Ok(0) => return Err(Errno::EPIPE),
+                Ok(n) => bytes = &bytes[n..],
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn exit_now(&self, code: i32) -> ! {
         // SAFETY: _exit ends the process without running atexit handlers or
         // destructors, which is what a forked child must do.
@@ -767,6 +803,9 @@ pub mod fake {
         OpenDirBeneath(PathBuf),
         OpenFds,
         CloseRaw(RawFd),
+        ReadSmallFile(PathBuf),
+        Readlink(PathBuf),
+        WriteToFd(RawFd, Vec<u8>),
     }
 
     /// Records every call; `fork` returns `fork_result`; `execve` of a path
@@ -801,6 +840,10 @@ pub mod fake {
         pub child_usage: ChildUsage,
         /// What `open_fds` lists.
         pub fds: Vec<RawFd>,
+        /// What `read_small_file` reads (others: ENOENT).
+        pub files: HashMap<PathBuf, Vec<u8>>,
+        /// What `readlink` reads (others: ENOENT).
+        pub links: HashMap<PathBuf, PathBuf>,
     }
 
     impl Default for RecordingSyscalls {
@@ -817,6 +860,8 @@ pub mod fake {
                 fs: HashMap::new(),
                 child_usage: ChildUsage::default(),
                 fds: Vec::new(),
+                files: HashMap::new(),
+                links: HashMap::new(),
             }
         }
     }
@@ -1043,6 +1088,17 @@ pub mod fake {
         }
         fn close_raw(&self, fd: RawFd) -> SysResult<()> {
             self.rec(Call::CloseRaw(fd))
+        }
+        fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
+            self.rec(Call::ReadSmallFile(path.to_path_buf()))?;
+            self.files.get(path).cloned().ok_or(Errno::ENOENT)
+        }
+        fn readlink(&self, path: &Path) -> SysResult<PathBuf> {
+            self.rec(Call::Readlink(path.to_path_buf()))?;
+            self.links.get(path).cloned().ok_or(Errno::ENOENT)
+        }
+        fn write_to_fd(&self, fd: RawFd, bytes: &[u8]) -> SysResult<()> {
+            self.rec(Call::WriteToFd(fd, bytes.to_vec()))
         }
         fn exit_now(&self, code: i32) -> ! {
             panic!("exit_now({code}) in the fake")

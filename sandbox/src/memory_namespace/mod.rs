@@ -20,8 +20,8 @@
 mod private_tmpfs;
 
 use crate::error::SandboxError;
-pub use private_tmpfs::private_tmpfs;
 use crate::sys::Syscalls;
+pub use private_tmpfs::private_tmpfs;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

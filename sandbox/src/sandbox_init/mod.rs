@@ -4,5 +4,6 @@
 //! gone; the forked step hardens itself and execs (steps E1-E16).
 
 pub mod init_loop;
+pub mod observe;
 pub mod setup;
 pub mod status;
