@@ -184,6 +184,8 @@ pub trait Syscalls {
     fn open_fds(&self) -> SysResult<Vec<RawFd>>;
     /// `close(2)` of a descriptor no Rust object owns (an inherited one).
     fn close_raw(&self, fd: RawFd) -> SysResult<()>;
+    /// `getcwd(2)`.
+    fn getcwd(&self) -> SysResult<std::path::PathBuf>;
     /// Reads a small file (a `/proc` one) whole, at most 1 MiB.
     fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>>;
     /// `readlink(2)`.
@@ -701,6 +703,10 @@ impl Syscalls for LinuxSyscalls {
         Errno::result(r).map(drop)
     }
 
+    fn getcwd(&self) -> SysResult<std::path::PathBuf> {
+        nix::unistd::getcwd()
+    }
+
     fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
         use std::io::Read;
         let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
@@ -804,6 +810,7 @@ pub mod fake {
         OpenFds,
         CloseRaw(RawFd),
         ReadSmallFile(PathBuf),
+        Getcwd,
         Readlink(PathBuf),
         WriteToFd(RawFd, Vec<u8>),
     }
@@ -1088,6 +1095,10 @@ pub mod fake {
         }
         fn close_raw(&self, fd: RawFd) -> SysResult<()> {
             self.rec(Call::CloseRaw(fd))
+        }
+        fn getcwd(&self) -> SysResult<PathBuf> {
+            self.rec(Call::Getcwd)?;
+            Ok(PathBuf::from("/"))
         }
         fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
             self.rec(Call::ReadSmallFile(path.to_path_buf()))?;
