@@ -67,6 +67,9 @@ pub struct ChildUsage {
 pub trait Syscalls {
     /// `prctl(PR_SET_PDEATHSIG)`.
     fn set_parent_death_signal(&self) -> SysResult<()>;
+    /// Overwrites our own argument strings (what `/proc/PID/cmdline`
+    /// reads) with `name` and NUL bytes, through `/proc/self/mem`.
+    fn neutral_cmdline(&self, name: &str) -> SysResult<()>;
     /// Blocks until the parent writes one byte on `fd`; EOF is an error.
     fn wait_for_parent(&self, fd: RawFd) -> SysResult<()>;
     /// `setresuid(uid, uid, uid)`.
@@ -213,6 +216,24 @@ fn last_cap() -> u64 {
 impl Syscalls for LinuxSyscalls {
     fn set_parent_death_signal(&self) -> SysResult<()> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    }
+
+    fn neutral_cmdline(&self, name: &str) -> SysResult<()> {
+        use std::os::unix::fs::FileExt;
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let stat = std::fs::read_to_string("/proc/self/stat").map_err(as_errno)?;
+        let (start, end) = arg_area(&stat).ok_or(Errno::EINVAL)?;
+        let mut blank = vec![0u8; (end - start) as usize];
+        let n = name.len().min(blank.len().saturating_sub(1));
+        blank[..n].copy_from_slice(&name.as_bytes()[..n]);
+        // Our own memory, written as a debugger would: no pointer of ours
+        // is made or dereferenced, and the argument strings are read by no
+        // code of the init after this.
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/mem")
+            .map_err(as_errno)?;
+        mem.write_all_at(&blank, start).map_err(as_errno)
     }
 
     fn wait_for_parent(&self, fd: RawFd) -> SysResult<()> {
@@ -743,6 +764,18 @@ impl Syscalls for LinuxSyscalls {
     }
 }
 
+/// `arg_start` and `arg_end` (fields 48 and 49) of a `/proc/PID/stat`
+/// line; the command name (field 2) may hold spaces and `)`, so fields are
+/// counted after its last `)`.
+pub fn arg_area(stat: &str) -> Option<(u64, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let start: u64 = fields.get(48 - 3)?.parse().ok()?;
+    let end: u64 = fields.get(49 - 3)?.parse().ok()?;
+    (end > start).then_some((start, end))
+}
+
 /// A recording fake for unit tests.
 #[cfg(test)]
 pub mod fake {
@@ -755,6 +788,7 @@ pub mod fake {
     #[derive(Debug, Clone, PartialEq)]
     pub enum Call {
         SetParentDeathSignal,
+        NeutralCmdline(String),
         WaitForParent,
         Setresuid(u32),
         Setresgid(u32),
@@ -902,6 +936,9 @@ pub mod fake {
     impl Syscalls for RecordingSyscalls {
         fn set_parent_death_signal(&self) -> SysResult<()> {
             self.rec(Call::SetParentDeathSignal)
+        }
+        fn neutral_cmdline(&self, name: &str) -> SysResult<()> {
+            self.rec(Call::NeutralCmdline(name.to_string()))
         }
         fn wait_for_parent(&self, _fd: RawFd) -> SysResult<()> {
             self.rec(Call::WaitForParent)
@@ -1114,5 +1151,24 @@ pub mod fake {
         fn exit_now(&self, code: i32) -> ! {
             panic!("exit_now({code}) in the fake")
         }
+    }
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::arg_area;
+
+    #[test]
+    fn the_argument_area_is_counted_after_a_command_name_with_spaces_and_parens() {
+        // A real line's shape: fields 3..52 after "pid (comm)".
+        let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        fields[48 - 3] = "140737488347000".into();
+        fields[49 - 3] = "140737488347100".into();
+        let line = format!("42 (a) b (c)) {}\n", fields.join(" "));
+        assert_eq!(arg_area(&line), Some((140737488347000, 140737488347100)));
+        // Too short (an old kernel), or an empty area: none.
+        assert_eq!(arg_area("42 (sh) S 1 2 3"), None);
+        fields[49 - 3] = "140737488347000".into();
+        assert_eq!(arg_area(&format!("1 (x) {}", fields.join(" "))), None);
     }
 }

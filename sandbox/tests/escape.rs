@@ -499,6 +499,21 @@ fn an_input_path_overlayfs_could_not_name_is_overlaid_under_a_neutral_name() {
 }
 
 #[test]
+fn pid_1s_command_line_names_nothing_of_the_helper() {
+    needs_root!();
+    let mut r = Run::new(&[]);
+    r.spec.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "tr '\\0' '\\n' < /proc/1/cmdline".into(),
+    ];
+    let d = r.run();
+    assert_eq!(d.report.outcome, Outcome::Exited { code: 0 }, "{}", d.stderr);
+    let words: Vec<&str> = d.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(words, ["attestd-init"], "{:?}", d.stdout);
+}
+
+#[test]
 fn the_steps_mountinfo_names_no_host_path_of_its_overlay_layers() {
     needs_root!();
     let mut r = Run::new(&[]);

@@ -250,7 +250,7 @@ pub fn prepare(
     // is known.
     let _ = crate::seccomp::profile_digest();
     // H6. The sandbox: new user, mount, pid, net, uts and ipc namespaces;
-    //     it builds itself (S1-S19, `crate::sandbox_init::setup`) once we
+    //     it builds itself (S0-S19, `crate::sandbox_init::setup`) once we
     //     have written its id maps.
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS

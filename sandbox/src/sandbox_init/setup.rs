@@ -1,7 +1,7 @@
 //! The ordered procedure that turns the freshly cloned child (pid 1 of new
 //! user, mount, pid, net, uts and ipc namespaces) into the sandbox, forks the
 //! step and execs it. One step per syscall; each says what it guards against.
-//! Steps S1-S19 run in pid 1 (S20-S23, its reaping, are in
+//! Steps S0-S19 run in pid 1 (S20-S23, its reaping, are in
 //! [`super::init_loop`]); E1-E17 run in the forked step, up to its exec.
 //!
 //! [`enter_sandbox`] runs with a [`Syscalls`]: the real kernel in the helper,
@@ -110,6 +110,9 @@ pub enum Role {
     Execd,
 }
 
+/// What `/proc/1/cmdline` reads in the sandbox.
+pub const INIT_NAME: &str = "attestd-init";
+
 /// Device nodes of the minimal `/dev`, bound from the host.
 pub const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
@@ -167,6 +170,13 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let root = plan.new_root.as_path();
 
+    // S0. A neutral command line for pid 1: the step reads /proc/1/cmdline,
+    //     which would otherwise be the helper's (its binary's path, the
+    //     spec and report paths or the scratch directory under the state
+    //     directory, the bind list). Overwritten in our own memory, before
+    //     anything else; the init never reads its arguments.
+    sys.neutral_cmdline(INIT_NAME)
+        .map_err(plain("a neutral command line"))?;
     // S1. Die with the helper: if the helper is killed, the init dies, and the
     //     kernel kills every process of the pid namespace with it.
     sys.set_parent_death_signal()
@@ -525,9 +535,10 @@ mod tests {
         p.oom_score_adj = Some(0);
         enter_sandbox(&sys, &p).expect("setup");
         let c = sys.calls();
-        assert_eq!(c[0], Call::SetParentDeathSignal);
-        assert_eq!(c[1], Call::SetOomScoreAdj(0));
-        assert_eq!(c[2], Call::WaitForParent);
+        assert_eq!(c[0], Call::NeutralCmdline(INIT_NAME.into()));
+        assert_eq!(c[1], Call::SetParentDeathSignal);
+        assert_eq!(c[2], Call::SetOomScoreAdj(0));
+        assert_eq!(c[3], Call::WaitForParent);
         assert_eq!(
             c.iter()
                 .filter(|x| matches!(x, Call::SetOomScoreAdj(_)))
@@ -552,12 +563,14 @@ mod tests {
         let role = enter_sandbox(&sys, &plan()).expect("setup");
         assert_eq!(role, Role::Execd);
         let c = sys.calls();
-        // Nothing happens before the helper says the maps are written.
-        assert_eq!(c[0], Call::SetParentDeathSignal);
-        assert_eq!(c[1], Call::WaitForParent);
+        // The helper's command line goes first; nothing else happens before
+        // the helper says the maps are written.
+        assert_eq!(c[0], Call::NeutralCmdline("attestd-init".into()));
+        assert_eq!(c[1], Call::SetParentDeathSignal);
+        assert_eq!(c[2], Call::WaitForParent);
         // The cgroup namespace comes after the sync (we are in the cgroup).
         let cg = pos(&c, |x| *x == Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
-        assert!(cg > 1);
+        assert!(cg > 2);
         // Mounts are made slaves (nothing propagates out) before anything
         // is mounted; none is made private, which would cut /build off from
         // the work layer the helper mounts later.
