@@ -508,7 +508,12 @@ fn pid_1s_command_line_names_nothing_of_the_helper() {
         "tr '\\0' '\\n' < /proc/1/cmdline".into(),
     ];
     let d = r.run();
-    assert_eq!(d.report.outcome, Outcome::Exited { code: 0 }, "{}", d.stderr);
+    assert_eq!(
+        d.report.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        d.stderr
+    );
     let words: Vec<&str> = d.stdout.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(words, ["attestd-init"], "{:?}", d.stdout);
 }
