@@ -185,6 +185,11 @@ pub(crate) mod tests {
                 },
                 stderr: LogCapture::default(),
             },
+            observed: Some(Observed {
+                seccomp_mode: Some(2),
+                interfaces: Some(vec!["lo".into()]),
+                ..Observed::default()
+            }),
         };
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["outcome"]["kind"], "pids_limit");
@@ -194,8 +199,13 @@ pub(crate) mod tests {
         // A report without logs (an older helper's) reads as none dropped.
         let mut old = j.clone();
         old.as_object_mut().unwrap().remove("logs");
+        assert_eq!(j["observed"]["seccomp_mode"], 2);
+        assert_eq!(j["observed"]["interfaces"][0], "lo");
+        // Nor an observation: none, and so never hermetic.
+        old.as_object_mut().unwrap().remove("observed");
         let old: SandboxReport = serde_json::from_value(old).unwrap();
         assert_eq!(old.logs, Logs::default());
+        assert_eq!(old.observed, None);
         let back: SandboxReport = serde_json::from_value(j).unwrap();
         assert_eq!(back, r);
     }

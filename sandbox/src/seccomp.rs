@@ -1,16 +1,20 @@
 //! The step's seccomp filter, as data: every entry names a syscall, what the
-//! filter answers, and why. The BPF is compiled from this table with
+//! filter answers, and why. The BPF is compiled from these tables with
 //! `seccompiler`, and the profile digest in the report is the sha256 of the
-//! canonical JSON of this table, so a change to the table changes the digest.
+//! canonical JSON of them, so a change to a table changes the digest.
 //!
-//! Syscalls not listed are allowed: for syscall numbers the filter is a
-//! deny-list on top of the other layers (no capabilities, no_new_privs,
-//! read-only rootfs, namespaces). Where a listed call is only refused for
-//! some arguments, what stays allowed is an allowlist in the table, one
-//! reason per allowed value: `socket` and `socketpair` reach only the
-//! address families a build needs inside its own namespaces (every other
-//! family answers EAFNOSUPPORT, as a kernel built without it would), and
-//! `personality` only the Linux personalities.
+//! Default deny: [`allowlist`] lists every syscall a build may make, grouped
+//! by what it is for, each with why a build needs it; every other call
+//! answers ENOSYS, what a kernel without it says, so libc and runtimes fall
+//! back to an older call or do without (as the default profiles of Docker
+//! and containerd and firecracker's do). [`profile`] lists the refusals
+//! that answer otherwise or narrow an allowed call by its arguments, each
+//! with why the step must not make it: the calls whose answer was chosen
+//! deliberately (EPERM for mount, ptrace, namespaces and the like), and
+//! `socket` and `socketpair`, which reach only the address families a build
+//! needs inside its own namespaces (every other family answers
+//! EAFNOSUPPORT, as a kernel built without it would), `personality`, only
+//! the Linux personalities, and `clone`, never with namespace flags.
 
 use std::collections::BTreeMap;
 
@@ -62,7 +66,33 @@ pub struct Allowed {
     pub why: &'static str,
 }
 
-/// One entry of the filter.
+/// A syscall the step may make, and why a build needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    /// What it is for ("file I/O", "memory"...).
+    pub group: &'static str,
+    /// The syscall name.
+    pub name: &'static str,
+    /// The syscall number on this architecture.
+    pub nr: i64,
+    /// Why a build needs it.
+    pub why: &'static str,
+}
+
+/// `allow!(GROUP; SYS_x => WHY, ...)`: the [`Allow`] entries of one group,
+/// numbered by libc's constants for the architecture compiled for.
+macro_rules! allow {
+    ($group:literal; $($sys:ident => $why:literal),+ $(,)?) => {
+        [$(Allow {
+            group: $group,
+            name: &stringify!($sys)[4..],
+            nr: libc::$sys,
+            why: $why,
+        }),+]
+    };
+}
+
+/// One refusal of the filter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     /// The syscall name.
@@ -346,7 +376,320 @@ macro_rules! paste_nr {
     };
 }
 
-/// The filter table, in a fixed order.
+/// The syscalls a step may make, grouped by what they are for, each with
+/// why a build needs it. Everything else answers ENOSYS (or the errno of a
+/// refusal in [`profile`]).
+pub fn allowlist() -> Vec<Allow> {
+    let mut v = Vec::new();
+    v.extend(allow!("file I/O";
+        SYS_read => "reading every file and pipe",
+        SYS_write => "writing every file and pipe",
+        SYS_readv => "scattered reads (stdio, runtimes)",
+        SYS_writev => "gathered writes (stdio, runtimes)",
+        SYS_pread64 => "positioned reads (linkers, git packs, sqlite)",
+        SYS_pwrite64 => "positioned writes (linkers, archivers)",
+        SYS_preadv => "positioned scattered reads",
+        SYS_pwritev => "positioned gathered writes",
+        SYS_preadv2 => "positioned reads with flags (newer glibc and runtimes)",
+        SYS_pwritev2 => "positioned writes with flags",
+        SYS_lseek => "seeking in files",
+        SYS_openat => "opening files (every libc open)",
+        SYS_openat2 => "opening files beneath a directory (newer tools)",
+        SYS_close => "closing descriptors",
+        SYS_close_range => "closing inherited descriptors before exec (spawn in runtimes)",
+        SYS_dup => "duplicating descriptors (shell redirections)",
+        SYS_dup3 => "duplicating descriptors onto a number (shells, spawn)",
+        SYS_fcntl => "descriptor flags, record locks, pipe sizes",
+        SYS_ioctl => "terminal queries (isatty), FIONREAD, FICLONE; privileged requests still need capabilities the step lacks",
+        SYS_pipe2 => "pipes between the processes of a build (shells, make)",
+        SYS_sendfile => "copying between descriptors (cp, install)",
+        SYS_splice => "moving data between a pipe and a file",
+        SYS_tee => "duplicating pipe data",
+        SYS_vmsplice => "mapping user memory into a pipe",
+        SYS_copy_file_range => "in-kernel copies (cp, install, Rust's fs::copy)",
+        SYS_fsync => "flushing a file (git, package tools)",
+        SYS_fdatasync => "flushing file data",
+        SYS_sync => "flushing all files (some install scripts)",
+        SYS_syncfs => "flushing one filesystem",
+        SYS_sync_file_range => "flushing part of a file",
+        SYS_fallocate => "reserving file space (linkers, ccache)",
+        SYS_ftruncate => "resizing an open file",
+        SYS_truncate => "resizing a file by path",
+        SYS_flock => "whole-file locks (ccache, cargo, dpkg tools)",
+        SYS_fadvise64 => "access-pattern hints",
+        SYS_readahead => "read-ahead hints",
+        SYS_memfd_create => "anonymous files (JITs, Wayland-less runtimes, glibc's spawn)",
+    ));
+    v.extend(allow!("file metadata and directories";
+        SYS_fstat => "metadata of an open file",
+        SYS_newfstatat => "metadata by path (stat, lstat)",
+        SYS_statx => "extended metadata by path (coreutils, Rust's std)",
+        SYS_statfs => "filesystem metadata by path (df, cp)",
+        SYS_fstatfs => "filesystem metadata of an open file",
+        SYS_faccessat => "permission checks (access, test -x)",
+        SYS_faccessat2 => "permission checks with flags",
+        SYS_getdents64 => "listing directories",
+        SYS_getcwd => "the working directory",
+        SYS_chdir => "changing directory (make -C, cd)",
+        SYS_fchdir => "changing directory by descriptor (find, tar)",
+        SYS_mkdirat => "creating directories",
+        SYS_mknodat => "creating FIFOs (mkfifo in test suites); device nodes need a capability the step lacks",
+        SYS_unlinkat => "removing files and directories",
+        SYS_renameat => "renaming files",
+        SYS_renameat2 => "renaming files with flags (atomic replace)",
+        SYS_linkat => "hard links",
+        SYS_symlinkat => "symbolic links",
+        SYS_readlinkat => "reading symbolic links",
+        SYS_fchmod => "file modes of an open file",
+        SYS_fchmodat => "file modes by path (chmod, install)",
+        SYS_fchown => "file owners of an open file (only to the step's own ids)",
+        SYS_fchownat => "file owners by path (tar, install)",
+        SYS_utimensat => "file times (touch, tar, SOURCE_DATE_EPOCH clamping)",
+        SYS_umask => "the file-creation mask",
+        SYS_getxattr => "extended attributes (cp -a, tar --xattrs)",
+        SYS_lgetxattr => "extended attributes of a link",
+        SYS_fgetxattr => "extended attributes of an open file",
+        SYS_listxattr => "listing extended attributes",
+        SYS_llistxattr => "listing extended attributes of a link",
+        SYS_flistxattr => "listing extended attributes of an open file",
+        SYS_setxattr => "setting extended attributes (user namespace only)",
+        SYS_lsetxattr => "setting extended attributes of a link",
+        SYS_fsetxattr => "setting extended attributes of an open file",
+        SYS_removexattr => "removing extended attributes",
+        SYS_lremovexattr => "removing extended attributes of a link",
+        SYS_fremovexattr => "removing extended attributes of an open file",
+        SYS_inotify_init1 => "watching files (test runners, build watchers)",
+        SYS_inotify_add_watch => "watching files",
+        SYS_inotify_rm_watch => "watching files",
+    ));
+    v.extend(allow!("waiting for events";
+        SYS_ppoll => "waiting on descriptors (make's jobserver, runtimes)",
+        SYS_pselect6 => "waiting on descriptors (select in older tools)",
+        SYS_epoll_create1 => "event loops (Python asyncio, Go, tokio, node)",
+        SYS_epoll_ctl => "event loops",
+        SYS_epoll_pwait => "event loops",
+        SYS_epoll_pwait2 => "event loops with a fine timeout",
+        SYS_eventfd2 => "wake-ups between threads (runtimes)",
+        SYS_signalfd4 => "signals as a descriptor (runtimes, test harnesses)",
+        SYS_timerfd_create => "timers as a descriptor (runtimes)",
+        SYS_timerfd_settime => "timers as a descriptor",
+        SYS_timerfd_gettime => "timers as a descriptor",
+        SYS_io_setup => "Linux AIO (libaio, some databases in test suites)",
+        SYS_io_destroy => "Linux AIO",
+        SYS_io_submit => "Linux AIO",
+        SYS_io_getevents => "Linux AIO",
+        SYS_io_cancel => "Linux AIO",
+    ));
+    v.extend(allow!("memory";
+        SYS_brk => "the heap (malloc)",
+        SYS_mmap => "mappings: malloc, shared libraries, mapped files",
+        SYS_munmap => "unmapping",
+        SYS_mremap => "growing mappings (realloc)",
+        SYS_mprotect => "page protections (the dynamic loader, JITs, guard pages)",
+        SYS_madvise => "memory hints (allocators)",
+        SYS_msync => "flushing mapped files",
+        SYS_mincore => "residency queries (allocators, runtimes)",
+        SYS_mlock => "locking pages (crypto libraries), bounded by RLIMIT_MEMLOCK",
+        SYS_mlock2 => "locking pages",
+        SYS_munlock => "unlocking pages",
+        SYS_mlockall => "locking all pages, bounded by RLIMIT_MEMLOCK",
+        SYS_munlockall => "unlocking all pages",
+        SYS_membarrier => "memory barriers across threads (runtimes, liburcu)",
+        SYS_get_mempolicy => "NUMA placement of the step's own memory (OpenMP, allocators)",
+        SYS_set_mempolicy => "NUMA placement of the step's own memory",
+        SYS_mbind => "NUMA placement of the step's own memory",
+        SYS_pkey_alloc => "memory protection keys (glibc, JITs)",
+        SYS_pkey_free => "memory protection keys",
+        SYS_pkey_mprotect => "memory protection keys",
+    ));
+    v.extend(allow!("processes and threads";
+        SYS_clone => "fork and threads (namespace flags refused by its entry)",
+        SYS_execve => "running programs",
+        SYS_execveat => "running programs by descriptor (fexecve)",
+        SYS_exit => "ending a thread",
+        SYS_exit_group => "ending a process",
+        SYS_wait4 => "reaping children",
+        SYS_waitid => "reaping children (Python, posix_spawn)",
+        SYS_set_tid_address => "thread start-up (libc)",
+        SYS_set_robust_list => "thread start-up (libc)",
+        SYS_get_robust_list => "robust mutexes",
+        SYS_futex => "locks and condition variables",
+        SYS_futex_waitv => "waiting on several futexes (Wine, newer runtimes)",
+        SYS_rseq => "restartable sequences (glibc registers each thread)",
+        SYS_getpid => "own pid",
+        SYS_getppid => "parent's pid",
+        SYS_gettid => "own thread id",
+        SYS_getpgid => "process groups (shells' job control)",
+        SYS_setpgid => "process groups (shells, make)",
+        SYS_getsid => "sessions",
+        SYS_setsid => "sessions (daemonizing test servers)",
+        SYS_prctl => "thread names, PR_SET_PDEATHSIG, no_new_privs and seccomp of its own",
+        SYS_seccomp => "a build's own, stricter filter (sandboxed test suites); filters only ever add refusals",
+        SYS_pidfd_open => "waiting for a child by descriptor (Python, systemd-style runtimes)",
+        SYS_pidfd_send_signal => "signalling by descriptor (pid namespace only)",
+        SYS_sched_yield => "yielding the CPU (spin locks)",
+        SYS_sched_getaffinity => "counting usable CPUs (nproc, make -j, runtimes)",
+        SYS_sched_setaffinity => "pinning the step's own threads",
+        SYS_sched_getparam => "scheduling queries",
+        SYS_sched_setparam => "scheduling of the step's own threads (lowering only without capabilities)",
+        SYS_sched_getscheduler => "scheduling queries",
+        SYS_sched_setscheduler => "scheduling of the step's own threads",
+        SYS_sched_get_priority_max => "scheduling queries",
+        SYS_sched_get_priority_min => "scheduling queries",
+        SYS_sched_rr_get_interval => "scheduling queries",
+        SYS_sched_getattr => "scheduling queries",
+        SYS_sched_setattr => "scheduling of the step's own threads",
+        SYS_getpriority => "nice values",
+        SYS_setpriority => "nice (lowering only without capabilities)",
+        SYS_ioprio_get => "I/O priority (ionice)",
+        SYS_ioprio_set => "I/O priority of the step's own processes",
+        SYS_getcpu => "which CPU a thread is on (allocators)",
+        SYS_getrlimit => "resource limits (ulimit, runtimes)",
+        SYS_setrlimit => "lowering resource limits",
+        SYS_prlimit64 => "resource limits (glibc's getrlimit and setrlimit)",
+        SYS_getrusage => "CPU and memory use (time, make, test harnesses)",
+        SYS_times => "CPU times (shells' times, make)",
+        SYS_personality => "personality queries (narrowed to plain Linux by its entry)",
+    ));
+    v.extend(allow!("ids and capabilities";
+        SYS_getuid => "own ids",
+        SYS_geteuid => "own ids",
+        SYS_getgid => "own ids",
+        SYS_getegid => "own ids",
+        SYS_getresuid => "own ids",
+        SYS_getresgid => "own ids",
+        SYS_getgroups => "own groups",
+        SYS_setuid => "dropping to own ids (only the step's own: no capabilities)",
+        SYS_setgid => "dropping to own ids",
+        SYS_setreuid => "dropping to own ids",
+        SYS_setregid => "dropping to own ids",
+        SYS_setresuid => "dropping to own ids",
+        SYS_setresgid => "dropping to own ids",
+        SYS_setgroups => "dropping groups (refused without capabilities)",
+        SYS_setfsuid => "filesystem ids (only the step's own)",
+        SYS_setfsgid => "filesystem ids (only the step's own)",
+        SYS_capget => "capability queries (libcap, Python's os)",
+        SYS_capset => "dropping capabilities (the step has none to raise)",
+    ));
+    v.extend(allow!("signals";
+        SYS_rt_sigaction => "signal handlers",
+        SYS_rt_sigprocmask => "signal masks",
+        SYS_rt_sigreturn => "returning from a handler",
+        SYS_rt_sigpending => "pending signals",
+        SYS_rt_sigtimedwait => "waiting for signals",
+        SYS_rt_sigqueueinfo => "queued signals (pid namespace only)",
+        SYS_rt_tgsigqueueinfo => "queued signals to a thread",
+        SYS_rt_sigsuspend => "waiting for signals (shells)",
+        SYS_sigaltstack => "alternate signal stacks (Rust, Go stack overflow handlers)",
+        SYS_kill => "signalling the step's own processes (pid namespace only)",
+        SYS_tkill => "signalling a thread",
+        SYS_tgkill => "signalling a thread (raise, abort)",
+        SYS_restart_syscall => "restarting an interrupted call",
+    ));
+    v.extend(allow!("time";
+        SYS_clock_gettime => "reading clocks",
+        SYS_clock_getres => "clock resolution",
+        SYS_clock_nanosleep => "sleeping",
+        SYS_nanosleep => "sleeping",
+        SYS_gettimeofday => "reading the clock",
+        SYS_getitimer => "interval timers",
+        SYS_setitimer => "interval timers (timeouts in test harnesses)",
+        SYS_timer_create => "POSIX timers (runtimes, profilers of the step's own)",
+        SYS_timer_settime => "POSIX timers",
+        SYS_timer_gettime => "POSIX timers",
+        SYS_timer_getoverrun => "POSIX timers",
+        SYS_timer_delete => "POSIX timers",
+    ));
+    v.extend(allow!("sockets within the step's network namespace";
+        SYS_socket => "sockets (families narrowed by its entry)",
+        SYS_socketpair => "connected socket pairs (families narrowed by its entry)",
+        SYS_bind => "loopback servers in tests, abstract unix sockets",
+        SYS_listen => "loopback servers in tests",
+        SYS_accept => "loopback servers in tests",
+        SYS_accept4 => "loopback servers in tests",
+        SYS_connect => "loopback clients in tests, netlink queries",
+        SYS_getsockname => "socket addresses",
+        SYS_getpeername => "socket addresses",
+        SYS_sendto => "sending on sockets",
+        SYS_recvfrom => "receiving on sockets",
+        SYS_sendmsg => "sending with ancillary data (descriptor passing)",
+        SYS_recvmsg => "receiving with ancillary data",
+        SYS_sendmmsg => "batched sends (resolvers)",
+        SYS_recvmmsg => "batched receives",
+        SYS_shutdown => "closing one direction",
+        SYS_setsockopt => "socket options",
+        SYS_getsockopt => "socket options",
+    ));
+    v.extend(allow!("IPC within the step's IPC namespace";
+        SYS_shmget => "System V shared memory (test suites, PostgreSQL)",
+        SYS_shmat => "System V shared memory",
+        SYS_shmdt => "System V shared memory",
+        SYS_shmctl => "System V shared memory",
+        SYS_semget => "System V semaphores",
+        SYS_semop => "System V semaphores",
+        SYS_semtimedop => "System V semaphores",
+        SYS_semctl => "System V semaphores",
+        SYS_msgget => "System V message queues",
+        SYS_msgsnd => "System V message queues",
+        SYS_msgrcv => "System V message queues",
+        SYS_msgctl => "System V message queues",
+        SYS_mq_open => "POSIX message queues (Python's multiprocessing tests)",
+        SYS_mq_unlink => "POSIX message queues",
+        SYS_mq_timedsend => "POSIX message queues",
+        SYS_mq_timedreceive => "POSIX message queues",
+        SYS_mq_notify => "POSIX message queues",
+        SYS_mq_getsetattr => "POSIX message queues",
+    ));
+    v.extend(allow!("system information";
+        SYS_uname => "the machine and kernel release (config.guess, compilers)",
+        SYS_sysinfo => "memory and load (build tools sizing their jobs)",
+        SYS_getrandom => "random numbers (hash seeds, temporary names)",
+    ));
+    // The x86_64 ABI keeps the older calls that aarch64 only has as their
+    // *at, p* and 2/3 successors; glibc and static binaries still use them.
+    #[cfg(target_arch = "x86_64")]
+    v.extend(allow!("x86_64 calls without a generic successor";
+        SYS_arch_prctl => "thread-local storage set-up (every x86_64 program)",
+        SYS_open => "opening files (older binaries)",
+        SYS_creat => "creating files (older binaries)",
+        SYS_stat => "metadata by path (older binaries)",
+        SYS_lstat => "metadata of a link (older binaries)",
+        SYS_access => "permission checks (older binaries)",
+        SYS_pipe => "pipes (older binaries)",
+        SYS_dup2 => "duplicating descriptors onto a number (shells)",
+        SYS_poll => "waiting on descriptors",
+        SYS_select => "waiting on descriptors",
+        SYS_epoll_create => "event loops (older runtimes)",
+        SYS_epoll_wait => "event loops",
+        SYS_eventfd => "wake-ups between threads",
+        SYS_signalfd => "signals as a descriptor",
+        SYS_inotify_init => "watching files",
+        SYS_mkdir => "creating directories",
+        SYS_rmdir => "removing directories",
+        SYS_unlink => "removing files",
+        SYS_rename => "renaming files",
+        SYS_link => "hard links",
+        SYS_symlink => "symbolic links",
+        SYS_readlink => "reading symbolic links",
+        SYS_chmod => "file modes",
+        SYS_chown => "file owners (only the step's own ids)",
+        SYS_lchown => "link owners",
+        SYS_utime => "file times",
+        SYS_utimes => "file times",
+        SYS_futimesat => "file times",
+        SYS_mknod => "creating FIFOs",
+        SYS_getdents => "listing directories (older binaries)",
+        SYS_fork => "forking (older binaries)",
+        SYS_vfork => "spawning (shells, make, posix_spawn)",
+        SYS_alarm => "timeouts (shells, test harnesses)",
+        SYS_pause => "waiting for a signal",
+        SYS_time => "reading the clock",
+        SYS_getpgrp => "process groups (shells)",
+    ));
+    v
+}
+
+/// The refusals, in a fixed order.
 pub fn profile() -> Vec<Entry> {
     let mut v = vec![
         deny!(mount, "mounting could reveal or shadow host files"),
@@ -535,13 +878,15 @@ fn compute_profile_digest() -> String {
     struct Canonical {
         arch: &'static str,
         default: &'static str,
+        allowed: Vec<Allow>,
         /// What a call through the x32 ABI gets (x86_64 only).
         x32_abi: Option<&'static str>,
         entries: Vec<Entry>,
     }
     let c = Canonical {
         arch: std::env::consts::ARCH,
-        default: "allow",
+        default: "enosys",
+        allowed: allowlist(),
         x32_abi: cfg!(target_arch = "x86_64").then_some("enosys"),
         entries: profile(),
     };
@@ -553,11 +898,27 @@ fn arch() -> Result<TargetArch, SandboxError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|source| SandboxError::Seccomp { source })
 }
 
-/// Compiles the table into BPF programs, one per action (seccompiler gives
-/// one match action per filter; the kernel applies all of them).
+/// Compiles the tables into BPF programs: first the allowlist (every
+/// listed call passes, every other answers ENOSYS), then one program per
+/// refusal's answer (seccompiler gives one match action per filter). The
+/// kernel runs them all and keeps the most severe answer; of two errnos it
+/// keeps the one of the filter loaded last, so a refusal's chosen errno
+/// (EPERM for mount) wins over the allowlist's ENOSYS. Loading the later
+/// programs needs `prctl` and `seccomp`, which the allowlist lets through.
 pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
-    let mut by_action: BTreeMap<Deny, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     let err = |source| SandboxError::Seccomp { source };
+    let mut out = Vec::new();
+    let allowed: BTreeMap<i64, Vec<SeccompRule>> =
+        allowlist().into_iter().map(|a| (a.nr, vec![])).collect();
+    let filter = SeccompFilter::new(
+        allowed,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Allow,
+        arch()?,
+    )
+    .map_err(err)?;
+    out.push(BpfProgram::try_from(filter).map_err(err)?);
+    let mut by_action: BTreeMap<Deny, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
     for e in profile() {
         let mut rules = Vec::new();
         if let Some(mask) = e.arg0_any_bit_of {
@@ -620,7 +981,6 @@ pub fn compile() -> Result<Vec<BpfProgram>, SandboxError> {
         // No condition: every call of this syscall matches.
         by_action.entry(e.action).or_default().insert(e.nr, rules);
     }
-    let mut out = Vec::new();
     for (action, rules) in by_action {
         let filter = SeccompFilter::new(
             rules,
@@ -642,8 +1002,10 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Refuses every call made through the x32 ABI with ENOSYS. x32 calls
 /// carry the x86_64 audit arch but their number has bit 30 set, so none
-/// matches an entry of the table: on a kernel built with x32 enabled
-/// (CONFIG_X86_X32_ABI) they would pass the whole deny-list. No build of
+/// matches an entry of the tables: on a kernel built with x32 enabled
+/// (CONFIG_X86_X32_ABI) they would slip past every narrowing refusal
+/// (socket families, clone flags). The allowlist lists none of them
+/// either; this guard says so on its own, whatever the tables. No build of
 /// ours runs x32 code, and ENOSYS is what a kernel without x32 answers.
 #[cfg(target_arch = "x86_64")]
 fn x32_guard() -> BpfProgram {
@@ -690,6 +1052,101 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), p.len());
         assert!(p.iter().all(|e| !e.reason.is_empty()));
+    }
+
+    #[test]
+    fn every_allowed_call_says_why_and_is_listed_once() {
+        let a = allowlist();
+        assert!(a.iter().all(|e| !e.why.is_empty() && !e.group.is_empty()));
+        let mut nrs: Vec<i64> = a.iter().map(|e| e.nr).collect();
+        nrs.sort();
+        nrs.dedup();
+        assert_eq!(nrs.len(), a.len(), "a syscall is listed twice");
+        let mut names: Vec<&str> = a.iter().map(|e| e.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), a.len());
+        assert!(a.iter().all(|e| !e.name.starts_with("SYS_")));
+        // What every process needs to start, and what loading the later
+        // filters needs once the allowlist is in force.
+        for needed in [
+            "execve",
+            "mmap",
+            "brk",
+            "openat",
+            "read",
+            "write",
+            "close",
+            "exit_group",
+            "rt_sigreturn",
+            "futex",
+            "prctl",
+            "seccomp",
+            "clone",
+            "wait4",
+        ] {
+            assert!(a.iter().any(|e| e.name == needed), "{needed} not allowed");
+        }
+    }
+
+    #[test]
+    fn a_refused_call_is_never_allowlisted_and_a_narrowed_one_always_is() {
+        let allowed: Vec<i64> = allowlist().iter().map(|a| a.nr).collect();
+        for e in profile() {
+            let narrowed = e.arg0_any_bit_of.is_some()
+                || e.arg0_allowed.is_some()
+                || e.arg2_allowed_if_arg0.is_some();
+            assert_eq!(
+                allowed.contains(&e.nr),
+                narrowed,
+                "{}: narrowed {narrowed}",
+                e.name
+            );
+        }
+    }
+
+    #[test]
+    fn calls_no_build_needs_that_the_old_deny_list_let_through_are_unlisted() {
+        let allowed: Vec<i64> = allowlist().iter().map(|a| a.nr).collect();
+        let mut unlisted = vec![
+            ("move_pages", libc::SYS_move_pages),
+            ("migrate_pages", libc::SYS_migrate_pages),
+            ("fanotify_mark", libc::SYS_fanotify_mark),
+            ("remap_file_pages", libc::SYS_remap_file_pages),
+            ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
+            ("process_mrelease", libc::SYS_process_mrelease),
+            ("mount_setattr", libc::SYS_mount_setattr),
+            ("clone3", libc::SYS_clone3),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        unlisted.extend([
+            ("modify_ldt", libc::SYS_modify_ldt),
+            ("uselib", libc::SYS_uselib),
+            ("sysfs", libc::SYS_sysfs),
+            ("ustat", libc::SYS_ustat),
+        ]);
+        for (name, nr) in unlisted {
+            assert!(!allowed.contains(&nr), "{name} is allowed");
+        }
+    }
+
+    #[test]
+    fn the_allowlist_is_loaded_first_so_chosen_errnos_win_over_enosys() {
+        let progs = compile().unwrap();
+        let allowlist_only = {
+            let rules: BTreeMap<i64, Vec<SeccompRule>> =
+                allowlist().into_iter().map(|a| (a.nr, vec![])).collect();
+            let f = SeccompFilter::new(
+                rules,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+                SeccompAction::Allow,
+                arch().unwrap(),
+            )
+            .unwrap();
+            BpfProgram::try_from(f).unwrap()
+        };
+        assert_eq!(progs[0], allowlist_only);
+        assert_eq!(progs.iter().filter(|p| **p == allowlist_only).count(), 1);
     }
 
     #[test]
@@ -840,11 +1297,11 @@ mod tests {
     #[test]
     fn compiles_and_digest_is_stable() {
         let progs = compile().expect("compiles");
-        // EPERM, ENOSYS, EAFNOSUPPORT, EPROTONOSUPPORT, and on x86_64 the
-        // x32 guard.
+        // The allowlist, then EPERM, ENOSYS, EAFNOSUPPORT, EPROTONOSUPPORT,
+        // and on x86_64 the x32 guard.
         assert_eq!(
             progs.len(),
-            if cfg!(target_arch = "x86_64") { 5 } else { 4 }
+            if cfg!(target_arch = "x86_64") { 6 } else { 5 }
         );
         assert!(progs.iter().all(|p| !p.is_empty()));
         assert_eq!(profile_digest(), profile_digest());

@@ -215,6 +215,91 @@ pub struct SandboxReport {
     /// What became of the step's stdout and stderr.
     #[serde(default)]
     pub logs: Logs,
+    /// What the step's own process saw of its isolation right before its
+    /// exec; `None` when it ended (or failed) before it could look, or its
+    /// message did not arrive whole. [`Observed::hermetic`] of it is what
+    /// the provenance may call hermetic.
+    #[serde(default)]
+    pub observed: Option<Observed>,
+}
+
+/// The namespaces whose identity the step observes (`/proc/self/ns/NAME`).
+pub const OBSERVED_NAMESPACES: [&str; 7] = ["net", "mnt", "pid", "ipc", "uts", "user", "cgroup"];
+
+/// Facts the step's process read about itself after its last setup step,
+/// right before its exec (seccomp loaded, no_new_privs set, every capability
+/// dropped): the kernel's own account of what is in force, not the
+/// helper's intent. Each value is `None` when the kernel did not say (a
+/// missing field, an unreadable file), which [`Observed::hermetic`] counts
+/// as not hermetic.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `NoNewPrivs` of `/proc/self/status`: 1 when exec can grant nothing.
+    pub no_new_privs: Option<u32>,
+    /// `Seccomp` of `/proc/self/status`: 2 is a filter in force.
+    pub seccomp_mode: Option<u32>,
+    /// `Seccomp_filters` of `/proc/self/status` (Linux 5.9 and later): how
+    /// many filters are stacked.
+    pub seccomp_filters: Option<u32>,
+    /// `CapEff`: the effective capabilities (0 expected).
+    pub cap_eff: Option<u64>,
+    /// `CapPrm`: the permitted capabilities (0 expected).
+    pub cap_prm: Option<u64>,
+    /// `CapInh`: the inheritable capabilities (0 expected).
+    pub cap_inh: Option<u64>,
+    /// `CapBnd`: the bounding set (0 expected).
+    pub cap_bnd: Option<u64>,
+    /// `CapAmb`: the ambient capabilities (0 expected).
+    pub cap_amb: Option<u64>,
+    /// The network interfaces of the step's network namespace, from
+    /// `/proc/self/net/dev` (only `lo` expected).
+    pub interfaces: Option<Vec<String>>,
+    /// The step's namespaces beside the helper's, one per
+    /// [`OBSERVED_NAMESPACES`].
+    pub namespaces: Vec<ObservedNamespace>,
+}
+
+/// One namespace of the step, by inode, beside the helper's of that type.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedNamespace {
+    /// `net`, `mnt`, `pid`, `ipc`, `uts`, `user` or `cgroup`.
+    pub name: String,
+    /// The inode of the step's (`readlink /proc/self/ns/NAME` in the step).
+    pub step_inode: Option<u64>,
+    /// The inode of the helper's own, read by the helper.
+    pub helper_inode: Option<u64>,
+}
+
+impl ObservedNamespace {
+    /// Whether both inodes are known and differ: the step has its own.
+    pub fn distinct(&self) -> bool {
+        matches!((self.step_inode, self.helper_inode), (Some(a), Some(b)) if a != b)
+    }
+}
+
+impl Observed {
+    /// The namespace `name`, if observed.
+    pub fn namespace(&self, name: &str) -> Option<&ObservedNamespace> {
+        self.namespaces.iter().find(|n| n.name == name)
+    }
+
+    /// Whether what the step saw makes it hermetic: nothing but loopback
+    /// (or no interface at all) in a network namespace of its own, a
+    /// seccomp filter in force, no_new_privs set, no effective and no
+    /// permitted capability. Anything unknown is not hermetic.
+    pub fn hermetic(&self) -> bool {
+        let only_loopback = self
+            .interfaces
+            .as_ref()
+            .is_some_and(|i| i.iter().all(|n| n == "lo"));
+        let own_netns = self.namespace("net").is_some_and(|n| n.distinct());
+        only_loopback
+            && own_netns
+            && self.seccomp_mode == Some(2)
+            && self.no_new_privs == Some(1)
+            && self.cap_eff == Some(0)
+            && self.cap_prm == Some(0)
+    }
 }
 
 /// How a step ended. When the step exits 0 the outcome is `Exited { code: 0 }`

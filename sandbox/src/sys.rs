@@ -67,6 +67,9 @@ pub struct ChildUsage {
 pub trait Syscalls {
     /// `prctl(PR_SET_PDEATHSIG)`.
     fn set_parent_death_signal(&self) -> SysResult<()>;
+    /// Overwrites our own argument strings (what `/proc/PID/cmdline`
+    /// reads) with `name` and NUL bytes, through `/proc/self/mem`.
+    fn neutral_cmdline(&self, name: &str) -> SysResult<()>;
     /// Blocks until the parent writes one byte on `fd`; EOF is an error.
     fn wait_for_parent(&self, fd: RawFd) -> SysResult<()>;
     /// `setresuid(uid, uid, uid)`.
@@ -184,6 +187,15 @@ pub trait Syscalls {
     fn open_fds(&self) -> SysResult<Vec<RawFd>>;
     /// `close(2)` of a descriptor no Rust object owns (an inherited one).
     fn close_raw(&self, fd: RawFd) -> SysResult<()>;
+    /// `getcwd(2)`.
+    fn getcwd(&self) -> SysResult<std::path::PathBuf>;
+    /// Reads a small file (a `/proc` one) whole, at most 1 MiB.
+    fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>>;
+    /// `readlink(2)`.
+    fn readlink(&self, path: &Path) -> SysResult<std::path::PathBuf>;
+    /// Writes all of `bytes` to a descriptor the caller keeps open (the
+    /// step's observation pipe).
+    fn write_to_fd(&self, fd: RawFd, bytes: &[u8]) -> SysResult<()>;
     /// `_exit(2)`.
     fn exit_now(&self, code: i32) -> !;
 }
@@ -204,6 +216,24 @@ fn last_cap() -> u64 {
 impl Syscalls for LinuxSyscalls {
     fn set_parent_death_signal(&self) -> SysResult<()> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    }
+
+    fn neutral_cmdline(&self, name: &str) -> SysResult<()> {
+        use std::os::unix::fs::FileExt;
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let stat = std::fs::read_to_string("/proc/self/stat").map_err(as_errno)?;
+        let (start, end) = arg_area(&stat).ok_or(Errno::EINVAL)?;
+        let mut blank = vec![0u8; (end - start) as usize];
+        let n = name.len().min(blank.len().saturating_sub(1));
+        blank[..n].copy_from_slice(&name.as_bytes()[..n]);
+        // Our own memory, written as a debugger would: no pointer of ours
+        // is made or dereferenced, and the argument strings are read by no
+        // code of the init after this.
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/mem")
+            .map_err(as_errno)?;
+        mem.write_all_at(&blank, start).map_err(as_errno)
     }
 
     fn wait_for_parent(&self, fd: RawFd) -> SysResult<()> {
@@ -694,11 +724,56 @@ impl Syscalls for LinuxSyscalls {
         Errno::result(r).map(drop)
     }
 
+    fn getcwd(&self) -> SysResult<std::path::PathBuf> {
+        nix::unistd::getcwd()
+    }
+
+    fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
+        use std::io::Read;
+        let as_errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let f = std::fs::File::open(path).map_err(as_errno)?;
+        let mut out = Vec::new();
+        f.take(1 << 20).read_to_end(&mut out).map_err(as_errno)?;
+        Ok(out)
+    }
+
+    fn readlink(&self, path: &Path) -> SysResult<std::path::PathBuf> {
+        std::fs::read_link(path).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+
+    fn write_to_fd(&self, fd: RawFd, mut bytes: &[u8]) -> SysResult<()> {
+        // SAFETY: `fd` is the write end of the observation pipe, owned by the
+        // caller (an `OwnedFd` of the helper's clone, inherited by the step)
+        // and open for the duration of this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        while !bytes.is_empty() {
+            match nix::unistd::write(fd, bytes) {
+                Ok(0) => return Err(Errno::EPIPE),
+                Ok(n) => bytes = &bytes[n..],
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn exit_now(&self, code: i32) -> ! {
         // SAFETY: _exit ends the process without running atexit handlers or
         // destructors, which is what a forked child must do.
         unsafe { libc::_exit(code) }
     }
+}
+
+/// `arg_start` and `arg_end` (fields 48 and 49) of a `/proc/PID/stat`
+/// line; the command name (field 2) may hold spaces and `)`, so fields are
+/// counted after its last `)`.
+pub fn arg_area(stat: &str) -> Option<(u64, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let start: u64 = fields.get(48 - 3)?.parse().ok()?;
+    let end: u64 = fields.get(49 - 3)?.parse().ok()?;
+    (end > start).then_some((start, end))
 }
 
 /// A recording fake for unit tests.
@@ -713,6 +788,7 @@ pub mod fake {
     #[derive(Debug, Clone, PartialEq)]
     pub enum Call {
         SetParentDeathSignal,
+        NeutralCmdline(String),
         WaitForParent,
         Setresuid(u32),
         Setresgid(u32),
@@ -767,6 +843,10 @@ pub mod fake {
         OpenDirBeneath(PathBuf),
         OpenFds,
         CloseRaw(RawFd),
+        ReadSmallFile(PathBuf),
+        Getcwd,
+        Readlink(PathBuf),
+        WriteToFd(RawFd, Vec<u8>),
     }
 
     /// Records every call; `fork` returns `fork_result`; `execve` of a path
@@ -801,6 +881,10 @@ pub mod fake {
         pub child_usage: ChildUsage,
         /// What `open_fds` lists.
         pub fds: Vec<RawFd>,
+        /// What `read_small_file` reads (others: ENOENT).
+        pub files: HashMap<PathBuf, Vec<u8>>,
+        /// What `readlink` reads (others: ENOENT).
+        pub links: HashMap<PathBuf, PathBuf>,
     }
 
     impl Default for RecordingSyscalls {
@@ -817,6 +901,8 @@ pub mod fake {
                 fs: HashMap::new(),
                 child_usage: ChildUsage::default(),
                 fds: Vec::new(),
+                files: HashMap::new(),
+                links: HashMap::new(),
             }
         }
     }
@@ -850,6 +936,9 @@ pub mod fake {
     impl Syscalls for RecordingSyscalls {
         fn set_parent_death_signal(&self) -> SysResult<()> {
             self.rec(Call::SetParentDeathSignal)
+        }
+        fn neutral_cmdline(&self, name: &str) -> SysResult<()> {
+            self.rec(Call::NeutralCmdline(name.to_string()))
         }
         fn wait_for_parent(&self, _fd: RawFd) -> SysResult<()> {
             self.rec(Call::WaitForParent)
@@ -1044,8 +1133,42 @@ pub mod fake {
         fn close_raw(&self, fd: RawFd) -> SysResult<()> {
             self.rec(Call::CloseRaw(fd))
         }
+        fn getcwd(&self) -> SysResult<PathBuf> {
+            self.rec(Call::Getcwd)?;
+            Ok(PathBuf::from("/"))
+        }
+        fn read_small_file(&self, path: &Path) -> SysResult<Vec<u8>> {
+            self.rec(Call::ReadSmallFile(path.to_path_buf()))?;
+            self.files.get(path).cloned().ok_or(Errno::ENOENT)
+        }
+        fn readlink(&self, path: &Path) -> SysResult<PathBuf> {
+            self.rec(Call::Readlink(path.to_path_buf()))?;
+            self.links.get(path).cloned().ok_or(Errno::ENOENT)
+        }
+        fn write_to_fd(&self, fd: RawFd, bytes: &[u8]) -> SysResult<()> {
+            self.rec(Call::WriteToFd(fd, bytes.to_vec()))
+        }
         fn exit_now(&self, code: i32) -> ! {
             panic!("exit_now({code}) in the fake")
         }
+    }
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::arg_area;
+
+    #[test]
+    fn the_argument_area_is_counted_after_a_command_name_with_spaces_and_parens() {
+        // A real line's shape: fields 3..52 after "pid (comm)".
+        let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        fields[48 - 3] = "140737488347000".into();
+        fields[49 - 3] = "140737488347100".into();
+        let line = format!("42 (a) b (c)) {}\n", fields.join(" "));
+        assert_eq!(arg_area(&line), Some((140737488347000, 140737488347100)));
+        // Too short (an old kernel), or an empty area: none.
+        assert_eq!(arg_area("42 (sh) S 1 2 3"), None);
+        fields[49 - 3] = "140737488347000".into();
+        assert_eq!(arg_area(&format!("1 (x) {}", fields.join(" "))), None);
     }
 }

@@ -473,25 +473,77 @@ fn overlay_disk_filler_hits_the_output_limit() {
 }
 
 #[test]
-fn an_input_path_overlayfs_cannot_name_falls_back_to_a_copy_and_says_so() {
+fn an_input_path_overlayfs_could_not_name_is_overlaid_under_a_neutral_name() {
     needs_root!();
     let mut r = Run::new(&["modify-input"]);
     r.spec.work_layer = WorkLayer::Overlay;
-    let odd = r.dir.path().join("in,odd");
+    let odd = r.dir.path().join("in,odd:x");
     std::fs::rename(&r.spec.input_dir, &odd).unwrap();
     r.spec.input_dir = odd;
     r.spec.outputs = vec!["input.txt".into()];
+    hand_to_the_step(&r.spec.input_dir);
+    let before = tree(&r.spec.input_dir);
     let d = r.run();
     assert_probe_clean(&d, 0);
     let layer = &d.report.settings.work_layer;
-    assert!(
-        layer.starts_with("copy on tmpfs") && layer.contains("overlay refused"),
-        "{layer}"
-    );
+    assert_eq!(layer, "overlay over the input tree, upper on tmpfs");
+    assert_eq!(tree(&r.spec.input_dir), before, "the lower layer changed");
     assert_eq!(
         std::fs::read_to_string(r.spec.out_dir.join("input.txt")).unwrap(),
         "changed by the step"
     );
+}
+
+#[test]
+fn pid_1s_command_line_names_nothing_of_the_helper() {
+    needs_root!();
+    let mut r = Run::new(&[]);
+    r.spec.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "tr '\\0' '\\n' < /proc/1/cmdline".into(),
+    ];
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        d.stderr
+    );
+    let words: Vec<&str> = d.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(words, ["attestd-init"], "{:?}", d.stdout);
+}
+
+#[test]
+fn the_steps_mountinfo_names_no_host_path_of_its_overlay_layers() {
+    needs_root!();
+    let mut r = Run::new(&[]);
+    r.spec.work_layer = WorkLayer::Overlay;
+    r.spec.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "cat /proc/self/mountinfo".into(),
+    ];
+    hand_to_the_step(&r.spec.input_dir);
+    let d = r.run();
+    assert_eq!(
+        d.report.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        d.stderr
+    );
+    let overlay = d
+        .stdout
+        .lines()
+        .find(|l| l.contains(" - overlay "))
+        .unwrap_or_else(|| panic!("no overlay in:\n{}", d.stdout));
+    assert!(
+        overlay.contains("lowerdir=lower,upperdir=space/upper/u,workdir=space/upper/w"),
+        "{overlay}"
+    );
+    // Neither the input tree's nor the scratch directory's host path.
+    let run_dir = r.dir.path().to_string_lossy().into_owned();
+    assert!(!d.stdout.contains(&run_dir), "{run_dir} in:\n{}", d.stdout);
 }
 
 #[test]

@@ -165,6 +165,7 @@ pub fn setup_failed(settings: Settings, e: &SandboxError) -> SandboxReport {
         settings,
         outputs: vec![],
         logs: Logs::default(),
+        observed: None,
     }
 }
 

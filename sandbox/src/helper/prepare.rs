@@ -117,6 +117,8 @@ pub struct Ready {
     pub(crate) exec_w: Option<OwnedFd>,
     pub(crate) err_r: OwnedFd,
     pub(crate) status_r: OwnedFd,
+    /// Read end of the step's observation pipe (E16).
+    pub(crate) observed_r: OwnedFd,
     /// Read ends of the step's stdout and stderr.
     pub(crate) stdout_r: OwnedFd,
     pub(crate) stderr_r: OwnedFd,
@@ -215,6 +217,8 @@ pub fn prepare(
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let (exec_r, exec_w) = pipe()?;
+    // What the step observes of itself before its exec (E16).
+    let (observed_r, observed_w) = pipe()?;
     // The step's stdout and stderr: ours to read and hand on within
     // max_log_bytes, rather than the daemon's pipes themselves.
     let (stdout_r, stdout_w) = pipe()?;
@@ -227,6 +231,7 @@ pub fn prepare(
     let plan = ChildPlan {
         sync_fd: sync_r.as_raw_fd(),
         exec_fd: exec_r.as_raw_fd(),
+        observed_fd: observed_w.as_raw_fd(),
         setup_uid,
         setup_gid,
         privileged_map: privileged,
@@ -245,7 +250,7 @@ pub fn prepare(
     // is known.
     let _ = crate::seccomp::profile_digest();
     // H6. The sandbox: new user, mount, pid, net, uts and ipc namespaces;
-    //     it builds itself (S1-S19, `crate::sandbox_init::setup`) once we
+    //     it builds itself (S0-S19, `crate::sandbox_init::setup`) once we
     //     have written its id maps.
     let flags = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
@@ -264,6 +269,7 @@ pub fn prepare(
             drop(err_r);
             drop(status_r);
             drop(exec_w);
+            drop(observed_r);
             drop(stdout_r);
             drop(stderr_r);
             for (w, target) in [(&stdout_w, 1), (&stderr_w, 2)] {
@@ -279,6 +285,9 @@ pub fn prepare(
                 Ok(Role::Init { step }) => {
                     drop(err_w);
                     drop(exec_r);
+                    // Only the step sends an observation: with the init's
+                    // copy gone, the helper reads EOF once the step is.
+                    drop(observed_w);
                     let code = init_loop(sys, step, status_w.as_fd());
                     sys.exit_now(code)
                 }
@@ -296,6 +305,7 @@ pub fn prepare(
     drop(err_w);
     drop(status_w);
     drop(exec_r);
+    drop(observed_w);
     drop(stdout_w);
     drop(stderr_w);
     // H7. Map the sandbox's ids (inside 0..65536 to an unprivileged host
@@ -338,6 +348,7 @@ pub fn prepare(
         exec_w: Some(exec_w),
         err_r,
         status_r,
+        observed_r,
         stdout_r,
         stderr_r,
         space_bytes: PREPARED_SPACE_BYTES,
@@ -438,10 +449,10 @@ mod tests {
                 }
             ]
         );
-        // H6: six pipes (sync, error, status, exec plan, stdout, stderr),
-        // then the clone into six new namespaces.
+        // H6: seven pipes (sync, error, status, exec plan, observation,
+        // stdout, stderr), then the clone into six new namespaces.
         let clone = pos(&c, |x| matches!(x, Call::Clone(_)));
-        assert_eq!(c[clone - 6..clone], vec![Call::Pipe; 6][..]);
+        assert_eq!(c[clone - 7..clone], vec![Call::Pipe; 7][..]);
         let Call::Clone(flags) = &c[clone] else {
             unreachable!()
         };

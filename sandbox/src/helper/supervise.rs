@@ -185,6 +185,7 @@ pub(crate) fn supervise(
     let Ready {
         err_r,
         status_r,
+        observed_r,
         stdout_r,
         stderr_r,
         scratch,
@@ -358,6 +359,17 @@ pub(crate) fn supervise(
     if status_open && init_reaped && status_buf.len() < STATUS_LEN {
         status_buf.extend(read_to_end(sys, status_r.as_fd()));
     }
+    // What the step saw of itself before its exec, beside our own
+    // namespaces. Every writer is gone by now (the step, or the init
+    // that never forked it; the init let go of its copy at the fork), so
+    // this reads to EOF without waiting. None when the step never got
+    // that far or its message is not whole.
+    let observed = serde_json::from_slice::<Observed>(&read_to_end(sys, observed_r.as_fd()))
+        .ok()
+        .map(|mut o| {
+            crate::sandbox_init::observe::add_helper_namespaces(sys, &mut o);
+            o
+        });
     // H16. The outcome, from what the init reported and what the cgroup and
     //      the tmpfs saw.
     let decoded = decode_status(&status_buf);
@@ -419,6 +431,7 @@ pub(crate) fn supervise(
                 stdout: out,
                 stderr: err,
             },
+            observed,
         },
         teardown: Teardown {
             init: (!init_reaped).then_some(child),
@@ -650,8 +663,9 @@ mod tests {
         ) -> Result<Supervised, SandboxError> {
             let (r, mut ends) = ready(d, spec);
             child(&mut ends);
-            // The step's processes, the only writers of its logs, are gone
-            // by the time the init reports.
+            // The step's processes, the only writers of its logs and its
+            // observation, are gone by the time the init reports.
+            ends.observed_w = None;
             ends.stdout_w = None;
             ends.stderr_w = None;
             let out = supervise(
@@ -720,6 +734,49 @@ mod tests {
                 }]
             );
             assert_eq!(s.report.settings.work_layer, "copy on tmpfs");
+        }
+
+        #[test]
+        fn the_steps_observation_reaches_the_report_beside_the_helpers_namespaces() {
+            let d = Dirs::new();
+            let spec = d.spec(WorkLayer::Copy);
+            let world = World::new();
+            let mut sys = RecordingSyscalls::default();
+            sys.links
+                .insert("/proc/self/ns/net".into(), "net:[4026531840]".into());
+            let seen = Observed {
+                no_new_privs: Some(1),
+                seccomp_mode: Some(2),
+                cap_eff: Some(0),
+                cap_prm: Some(0),
+                interfaces: Some(vec!["lo".into()]),
+                namespaces: vec![ObservedNamespace {
+                    name: "net".into(),
+                    step_inode: Some(4026532999),
+                    helper_inode: None,
+                }],
+                ..Observed::default()
+            };
+            let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                let w = e.observed_w.take().unwrap();
+                nix::unistd::write(&w, &serde_json::to_vec(&seen).unwrap()).unwrap();
+                report(e, 0, ChildUsage::default())
+            })
+            .unwrap();
+            let o = s.report.observed.expect("observed");
+            assert_eq!(o.namespaces[0].helper_inode, Some(4026531840));
+            assert!(o.hermetic());
+            // A step that never got to look (its message cut short, or
+            // none at all) has no observation, and nothing is hermetic.
+            for sent in [&b""[..], &b"{\"no_new_privs\":1,"[..]] {
+                let s = supervised(&sys, &d, &spec, &world, Instant::now(), |e| {
+                    let w = e.observed_w.take().unwrap();
+                    nix::unistd::write(&w, sent).unwrap();
+                    report(e, 0, ChildUsage::default())
+                })
+                .unwrap();
+                assert_eq!(s.report.observed, None);
+            }
         }
 
         #[test]

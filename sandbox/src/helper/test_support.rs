@@ -70,6 +70,8 @@ pub(crate) struct ChildEnds {
     pub(crate) exec_r: OwnedFd,
     pub(crate) err_w: Option<OwnedFd>,
     pub(crate) status_w: Option<OwnedFd>,
+    /// The step's observation pipe.
+    pub(crate) observed_w: Option<OwnedFd>,
     /// The step's stdout and stderr.
     pub(crate) stdout_w: Option<OwnedFd>,
     pub(crate) stderr_w: Option<OwnedFd>,
@@ -86,6 +88,7 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
     let (exec_r, exec_w) = pipe();
     let (err_r, err_w) = pipe();
     let (status_r, status_w) = pipe();
+    let (observed_r, observed_w) = pipe();
     let (stdout_r, stdout_w) = pipe();
     let (stderr_r, stderr_w) = pipe();
     let ready = Ready {
@@ -101,6 +104,7 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
         exec_w: Some(exec_w),
         err_r,
         status_r,
+        observed_r,
         stdout_r,
         stderr_r,
         space_bytes: PREPARED_SPACE_BYTES,
@@ -111,6 +115,7 @@ pub(crate) fn ready(dirs: &Dirs, spec: &SandboxSpec) -> (Ready, ChildEnds) {
             exec_r,
             err_w: Some(err_w),
             status_w: Some(status_w),
+            observed_w: Some(observed_w),
             stdout_w: Some(stdout_w),
             stderr_w: Some(stderr_w),
         },

@@ -17,26 +17,22 @@ use crate::error::SandboxError;
 use crate::spec::*;
 use crate::sys::Syscalls;
 
-/// The overlayfs option string for `input` as the lower layer, or why
-/// overlayfs cannot name it (its option syntax splits on `,` and `:` and
-/// escapes with `\`).
-fn overlay_options(input: &Path, upper: &Path, work: &Path, privileged: bool) -> Option<String> {
-    let name = |p: &Path| {
-        p.to_str()
-            .filter(|s| !s.contains([',', ':', '\\']) && !s.chars().any(char::is_whitespace))
-            .map(str::to_string)
-    };
-    let mut o = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        name(input)?,
-        name(upper)?,
-        name(work)?
-    );
+/// Where the helper binds the input tree before it overlays it, beside the
+/// step's space in its scratch tmpfs.
+const LOWER: &str = "lower";
+
+/// The overlayfs option string, with the layers named relative to the
+/// scratch directory (the mount is made from there): what the step reads in
+/// its /proc/self/mountinfo are these neutral names, never the host paths
+/// of the state directory, the input tree's digest or the scratch
+/// directory.
+fn overlay_options(privileged: bool) -> String {
+    let mut o = format!("lowerdir={LOWER},upperdir=space/upper/u,workdir=space/upper/w");
     if !privileged {
         // In a user namespace the trusted.* xattrs are out of reach.
         o.push_str(",userxattr");
     }
-    Some(o)
+    o
 }
 
 /// Steps H10-H13, once the spec is known: the work layer mounted on the
@@ -84,12 +80,6 @@ fn overlay_layer(
     let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let upper = sc.space.join("upper");
     let (up, wk) = (upper.join("u"), upper.join("w"));
-    let opts = overlay_options(&spec.input_dir, &up, &wk, privileged).ok_or_else(|| {
-        SandboxError::InvalidSpec {
-            field: "input_dir",
-            reason: "overlayfs cannot name it (it holds `,` `:` `\\` or a space)".into(),
-        }
-    })?;
     // Ours alone: the step reaches its changes through the overlay only.
     sys.mkdir(&upper, 0o700).map_err(sys_at("mkdir", &upper))?;
     for d in [&up, &wk] {
@@ -99,14 +89,29 @@ fn overlay_layer(
         sys.lchown(&up, u, g)
             .map_err(|e| io_err("cannot chown", &up)(e.into()))?;
     }
-    sys.mount(
-        Some(Path::new("overlay")),
-        &sc.work,
-        Some("overlay"),
-        base,
-        Some(&opts),
-    )
-    .map_err(sys_at("mount the overlay work layer", &sc.work))?;
+    // The input tree bound under a neutral name in our scratch tmpfs, in
+    // our namespace only (the sandbox's /build is the one mount that
+    // propagates to it): the overlay then names its layers relative to the
+    // scratch directory, so the step's mountinfo shows neither the state
+    // directory nor the tree's digest, and an input path overlayfs's option
+    // syntax could not name (`,` `:` `\` or a space) needs no copy.
+    let lower = sc.dir.join(LOWER);
+    sys.mkdir(&lower, 0o700).map_err(sys_at("mkdir", &lower))?;
+    sys.mount(Some(&spec.input_dir), &lower, None, MsFlags::MS_BIND, None)
+        .map_err(sys_at("bind the input tree as the lower layer", &lower))?;
+    let back = sys.getcwd().map_err(sys_at("getcwd", Path::new(".")))?;
+    sys.chdir(&sc.dir).map_err(sys_at("chdir", &sc.dir))?;
+    let mounted = sys
+        .mount(
+            Some(Path::new("overlay")),
+            &sc.work,
+            Some("overlay"),
+            base,
+            Some(&overlay_options(privileged)),
+        )
+        .map_err(sys_at("mount the overlay work layer", &sc.work));
+    sys.chdir(&back).map_err(sys_at("chdir", &back))?;
+    mounted?;
     Ok("overlay over the input tree, upper on tmpfs".into())
 }
 
@@ -281,15 +286,28 @@ mod tests {
             unreachable!()
         };
         assert_eq!(*target, d.work());
+        // Neutral names relative to the scratch directory: the input tree
+        // bound at `lower` first, the mount made from there, then back.
         assert_eq!(
             *o,
-            format!(
-                "lowerdir={},upperdir={},workdir={}",
-                d.input.display(),
-                upper.join("u").display(),
-                upper.join("w").display()
-            )
+            "lowerdir=lower,upperdir=space/upper/u,workdir=space/upper/w"
         );
+        let lower = d.scratch.join("lower");
+        let bind = pos(&c, |x| {
+            *x == Call::Mount {
+                source: Some(d.input.clone()),
+                target: lower.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            }
+        });
+        assert!(bind < overlay);
+        assert_eq!(c[overlay - 2], Call::Getcwd);
+        assert_eq!(c[overlay - 1], Call::Chdir(d.scratch.clone()));
+        assert_eq!(c[overlay + 1], Call::Chdir("/".into()));
+        assert!(upper.starts_with(&d.scratch));
+        assert!(!o.contains(&*d.input.to_string_lossy()));
         // The space, /tmp and the changes together, at the output limit.
         assert_eq!(
             space_resizes(&c, &d.space()),

@@ -1,8 +1,8 @@
 //! The ordered procedure that turns the freshly cloned child (pid 1 of new
 //! user, mount, pid, net, uts and ipc namespaces) into the sandbox, forks the
 //! step and execs it. One step per syscall; each says what it guards against.
-//! Steps S1-S19 run in pid 1 (S20-S23, its reaping, are in
-//! [`super::init_loop`]); E1-E16 run in the forked step, up to its exec.
+//! Steps S0-S19 run in pid 1 (S20-S23, its reaping, are in
+//! [`super::init_loop`]); E1-E17 run in the forked step, up to its exec.
 //!
 //! [`enter_sandbox`] runs with a [`Syscalls`]: the real kernel in the helper,
 //! the recording fake in the unit tests below.
@@ -41,6 +41,9 @@ pub struct ChildPlan {
     /// Read end of the pipe the helper sends the [`ExecPlan`] on (then
     /// closes it) once the step is known.
     pub exec_fd: RawFd,
+    /// Write end of the pipe the step sends what it observed of itself on
+    /// (E16), close-on-exec: the step's program never holds it.
+    pub observed_fd: RawFd,
     /// The ids the setup runs as inside (0 when the helper is root, else the
     /// only mapped id).
     pub setup_uid: u32,
@@ -107,6 +110,9 @@ pub enum Role {
     Execd,
 }
 
+/// What `/proc/1/cmdline` reads in the sandbox.
+pub const INIT_NAME: &str = "attestd-init";
+
 /// Device nodes of the minimal `/dev`, bound from the host.
 pub const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
@@ -164,6 +170,13 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let root = plan.new_root.as_path();
 
+    // S0. A neutral command line for pid 1: the step reads /proc/1/cmdline,
+    //     which would otherwise be the helper's (its binary's path, the
+    //     spec and report paths or the scratch directory under the state
+    //     directory, the bind list). Overwritten in our own memory, before
+    //     anything else; the init never reads its arguments.
+    sys.neutral_cmdline(INIT_NAME)
+        .map_err(plain("a neutral command line"))?;
     // S1. Die with the helper: if the helper is killed, the init dies, and the
     //     kernel kills every process of the pid namespace with it.
     sys.set_parent_death_signal()
@@ -396,7 +409,20 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
         sys.setrlimit(*which, *soft, *hard)
             .map_err(plain("setrlimit"))?;
     }
-    // E16. exec, searching PATH when argv[0] has no '/'.
+    // E16. Look at ourselves now that every setup step is done: the
+    //      kernel's account (/proc/self/status: NoNewPrivs, Seccomp, the
+    //      capability sets; the interfaces of our network namespace; our
+    //      namespace inodes), read here because seccomp and no_new_privs are
+    //      per thread, so only this process can show they are in force. It
+    //      guards against a provenance that calls the step hermetic because
+    //      the helper meant it to be. Sent on a close-on-exec pipe, so the
+    //      program never holds it; a failed send only leaves the report
+    //      without an observation (not hermetic), never a blocked step.
+    let observed = super::observe::observe_step(sys);
+    if let Ok(bytes) = serde_json::to_vec(&observed) {
+        let _ = sys.write_to_fd(plan.observed_fd, &bytes);
+    }
+    // E17. exec, searching PATH when argv[0] has no '/'.
     exec_step(sys, &exec)?;
     Ok(Role::Execd)
 }
@@ -467,6 +493,7 @@ mod tests {
             )],
             hostname: "attest".into(),
             exec_fd: 7,
+            observed_fd: 9,
             step_uid: 1000,
             step_gid: 1000,
             seccomp: crate::seccomp::compile().unwrap(),
@@ -508,9 +535,10 @@ mod tests {
         p.oom_score_adj = Some(0);
         enter_sandbox(&sys, &p).expect("setup");
         let c = sys.calls();
-        assert_eq!(c[0], Call::SetParentDeathSignal);
-        assert_eq!(c[1], Call::SetOomScoreAdj(0));
-        assert_eq!(c[2], Call::WaitForParent);
+        assert_eq!(c[0], Call::NeutralCmdline(INIT_NAME.into()));
+        assert_eq!(c[1], Call::SetParentDeathSignal);
+        assert_eq!(c[2], Call::SetOomScoreAdj(0));
+        assert_eq!(c[3], Call::WaitForParent);
         assert_eq!(
             c.iter()
                 .filter(|x| matches!(x, Call::SetOomScoreAdj(_)))
@@ -535,12 +563,14 @@ mod tests {
         let role = enter_sandbox(&sys, &plan()).expect("setup");
         assert_eq!(role, Role::Execd);
         let c = sys.calls();
-        // Nothing happens before the helper says the maps are written.
-        assert_eq!(c[0], Call::SetParentDeathSignal);
-        assert_eq!(c[1], Call::WaitForParent);
+        // The helper's command line goes first; nothing else happens before
+        // the helper says the maps are written.
+        assert_eq!(c[0], Call::NeutralCmdline("attestd-init".into()));
+        assert_eq!(c[1], Call::SetParentDeathSignal);
+        assert_eq!(c[2], Call::WaitForParent);
         // The cgroup namespace comes after the sync (we are in the cgroup).
         let cg = pos(&c, |x| *x == Call::Unshare(CloneFlags::CLONE_NEWCGROUP));
-        assert!(cg > 1);
+        assert!(cg > 2);
         // Mounts are made slaves (nothing propagates out) before anything
         // is mounted; none is made private, which would cut /build off from
         // the work layer the helper mounts later.
@@ -605,7 +635,22 @@ mod tests {
         assert_eq!(read + 1, chdir);
         assert_eq!(c[chdir + 1], Call::Setrlimit(Rlimit::Core, 0, 0));
         assert_eq!(c[chdir + 2], Call::Setrlimit(Rlimit::Nproc, 64, 64));
-        assert_eq!(chdir + 3, exec);
+        // The step looks at itself after the last setup step and sends
+        // what it saw on its pipe right before the exec.
+        assert_eq!(
+            c[chdir + 3],
+            Call::ReadSmallFile("/proc/self/status".into())
+        );
+        let sent = pos(&c, |x| matches!(x, Call::WriteToFd(9, _)));
+        assert_eq!(sent + 1, exec);
+        let Call::WriteToFd(_, bytes) = &c[sent] else {
+            unreachable!()
+        };
+        let observed: crate::spec::Observed = serde_json::from_slice(bytes).expect("json");
+        assert_eq!(
+            observed.namespaces.len(),
+            crate::spec::OBSERVED_NAMESPACES.len()
+        );
         // PATH search: /usr/local/bin/make is ENOENT, /usr/bin/make is used.
         let execs: Vec<_> = c
             .iter()
@@ -671,7 +716,11 @@ mod tests {
         assert_eq!(&c[c.len() - 2..], &[Call::Fork, Call::ReleaseStdStreams]);
         assert!(!c.iter().any(|x| matches!(
             x,
-            Call::Execve(..) | Call::LoadSeccomp(_) | Call::ReadExecPlan
+            Call::Execve(..)
+                | Call::LoadSeccomp(_)
+                | Call::ReadExecPlan
+                | Call::ReadSmallFile(_)
+                | Call::WriteToFd(..)
         )));
     }
 
