@@ -107,6 +107,14 @@ pub enum ExecutorError {
         #[source]
         source: std::io::Error,
     },
+    /// The helper passed on more of a log than its cap; what was past the
+    /// cap was dropped unstored.
+    #[error("the sandbox helper passed on {received} bytes of the step's {stream}, over its cap of {cap}")]
+    LogOverCap {
+        stream: &'static str,
+        cap: u64,
+        received: u64,
+    },
     /// A task the build ran on a blocking thread panicked or was cancelled.
     #[error("the {task} task failed")]
     Task {
@@ -172,7 +180,8 @@ impl ExecutorError {
             ExecutorError::HelperStart { .. }
             | ExecutorError::HelperWait(_)
             | ExecutorError::HelperNoReport { .. }
-            | ExecutorError::StepOutput { .. } => FailureClass::Sandbox,
+            | ExecutorError::StepOutput { .. }
+            | ExecutorError::LogOverCap { .. } => FailureClass::Sandbox,
             _ => FailureClass::Daemon,
         }
     }
