@@ -107,8 +107,9 @@ pub struct Cli {
     /// Most processes any request may ask for. Default: 4096.
     #[arg(long, value_name = "N")]
     pub max_pids: Option<u64>,
-    /// Bytes a step may write (working tree and /tmp together) when its
-    /// request names none. Default: 1GiB.
+    /// Bytes a step may write (working tree and /tmp together) and hand
+    /// back (outputs, in logical bytes) when its request names none.
+    /// Default: 1GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub default_max_output: Option<u64>,
     /// Most output any request may ask for. Default: 8GiB.
