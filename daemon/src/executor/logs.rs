@@ -5,6 +5,7 @@ use super::ExecutorError;
 use super::{send, EventSender};
 use crate::store::BlobWriter;
 use attest_proto::v1::{build_event::Event, log_chunk::Stream, LogChunk};
+use attest_sandbox::LogCapture;
 use attest_tree::Digest;
 use tokio::io::AsyncReadExt;
 
@@ -76,6 +77,28 @@ pub(super) async fn pump_log(
     Ok(tokio::task::block_in_place(|| blob.finish())?)
 }
 
+/// Checks what the helper reports of a log against what the daemon
+/// stored of it, before the report's counts go into a signed provenance:
+/// the bytes kept (written less dropped) are the bytes stored, and the gap
+/// lies within them.
+pub(super) fn check_capture(
+    stream: Stream,
+    stored: &Digest,
+    capture: &LogCapture,
+) -> Result<(), ExecutorError> {
+    let kept = capture.step_bytes.checked_sub(capture.dropped_bytes);
+    match kept {
+        Some(kept) if kept == stored.size && capture.head_bytes <= kept => Ok(()),
+        _ => Err(ExecutorError::LogReportMismatch {
+            stream: stream_name(stream),
+            stored: stored.size,
+            step_bytes: capture.step_bytes,
+            dropped_bytes: capture.dropped_bytes,
+            head_bytes: capture.head_bytes,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +164,67 @@ mod tests {
         assert_eq!(sent.len(), 100_000, "sent past the cap");
         // The unfinished blob's temporary file is gone with its writer.
         assert_eq!(grown, 0);
+    }
+
+    #[test]
+    fn a_report_whose_log_counts_disagree_with_the_stored_log_is_refused() {
+        let stored = attest_tree::hash_bytes(&[b'x'; 100]);
+        let cut = LogCapture {
+            step_bytes: 1000,
+            dropped_bytes: 900,
+            head_bytes: 50,
+        };
+        check_capture(Stream::Stdout, &stored, &cut).unwrap();
+        let whole = LogCapture {
+            step_bytes: 100,
+            dropped_bytes: 0,
+            head_bytes: 100,
+        };
+        check_capture(Stream::Stdout, &stored, &whole).unwrap();
+        for lie in [
+            // More kept than stored, or less.
+            LogCapture {
+                step_bytes: 1000,
+                dropped_bytes: 800,
+                head_bytes: 50,
+            },
+            LogCapture {
+                step_bytes: 99,
+                dropped_bytes: 0,
+                head_bytes: 99,
+            },
+            // More dropped than written.
+            LogCapture {
+                step_bytes: 10,
+                dropped_bytes: 20,
+                head_bytes: 0,
+            },
+            // A gap after the end.
+            LogCapture {
+                step_bytes: 1000,
+                dropped_bytes: 900,
+                head_bytes: 101,
+            },
+        ] {
+            match check_capture(Stream::Stderr, &stored, &lie) {
+                Err(ExecutorError::LogReportMismatch {
+                    stream,
+                    stored: size,
+                    step_bytes,
+                    dropped_bytes,
+                    head_bytes,
+                }) => assert_eq!(
+                    (stream, size, step_bytes, dropped_bytes, head_bytes),
+                    (
+                        "stderr",
+                        100,
+                        lie.step_bytes,
+                        lie.dropped_bytes,
+                        lie.head_bytes
+                    )
+                ),
+                other => panic!("{lie:?} was not refused: {other:?}"),
+            }
+        }
     }
 }

@@ -115,6 +115,16 @@ pub enum ExecutorError {
         cap: u64,
         received: u64,
     },
+    /// The helper's report of a log disagrees with the log the daemon
+    /// stored: its counts are not put into a provenance.
+    #[error("the sandbox helper reports the step's {stream} as {step_bytes} bytes written, {dropped_bytes} dropped after the first {head_bytes}, but {stored} bytes of it arrived")]
+    LogReportMismatch {
+        stream: &'static str,
+        stored: u64,
+        step_bytes: u64,
+        dropped_bytes: u64,
+        head_bytes: u64,
+    },
     /// A task the build ran on a blocking thread panicked or was cancelled.
     #[error("the {task} task failed")]
     Task {
@@ -181,7 +191,8 @@ impl ExecutorError {
             | ExecutorError::HelperWait(_)
             | ExecutorError::HelperNoReport { .. }
             | ExecutorError::StepOutput { .. }
-            | ExecutorError::LogOverCap { .. } => FailureClass::Sandbox,
+            | ExecutorError::LogOverCap { .. }
+            | ExecutorError::LogReportMismatch { .. } => FailureClass::Sandbox,
             _ => FailureClass::Daemon,
         }
     }

@@ -3,7 +3,7 @@
 //! those is a function here; [`run`] calls them in order.
 
 use super::daemon_state::set_mode;
-use super::logs::pump_log;
+use super::logs::{check_capture, pump_log};
 use super::outputs::{collect_outputs, Collected};
 use super::request::ValidatedRequest;
 use super::{now_rfc3339, send, Daemon, Ending, EventSender, ExecutorError, EXIT_OUTPUT_REFUSED};
@@ -135,6 +135,9 @@ async fn collect_and_attest(
         });
     }
 
+    // The log counts go into the provenance: checked first.
+    check_capture(Stream::Stdout, &stdout, &report.logs.stdout)?;
+    check_capture(Stream::Stderr, &stderr, &report.logs.stderr)?;
     // Re-validates the rootfs while the outputs are collected: the
     // change feed, else a walk (stat only, through the digest cache).
     let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
