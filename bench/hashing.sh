@@ -33,7 +33,15 @@ mkdir -p "$data"
 chmod 711 "$data"
 
 command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time; }
-command -v in-toto-run >/dev/null || pip install -q in-toto==3.1.0
+# in-toto-run (part 3) from the pinned in-toto of
+# tests/interop/requirements.txt, in the virtual environment under target/
+# that scripts/test.sh uses: never `pip install` into the system Python,
+# which Debian 12 and Ubuntu 23.04+ refuse (PEP 668).
+if part 3; then
+  venv_python=$(bash scripts/interop-venv.sh)
+  intoto_run=$(dirname "$venv_python")/in-toto-run
+  [ -x "$intoto_run" ] || { echo "no in-toto-run in $(dirname "$venv_python")" >&2; exit 1; }
+fi
 
 echo "==> building (release)"
 cargo build --quiet --release --bins -p attestd -p attest -p attest-sandbox
@@ -150,7 +158,7 @@ intoto=()
 for i in 1 2 3; do
   mark "in-toto-run $i"
   t=$EPOCHREALTIME
-  in-toto-run -n bench --signing-key "$work/intoto.pem" --materials "$tree" --products out -- sh -c 'echo done > out'
+  "$intoto_run" -n bench --signing-key "$work/intoto.pem" --materials "$tree" --products out -- sh -c 'echo done > out'
   s=$(since "$t")
   echo "in-toto-run --materials TREE --products out seconds=$s"
   intoto+=("$s")

@@ -5,9 +5,13 @@
 # securesystemslib-based verification process of the same envelope.
 #
 # usage: bench/verify.sh [RUNS] [SECONDS]   (defaults 200 and 3)
-# Needs: python3 -m pip install -r tests/interop/requirements.txt
+# The Python side runs in the virtual environment of the pinned packages of
+# tests/interop/requirements.txt that scripts/test.sh uses (made, or reused,
+# by scripts/interop-venv.sh under target/; never pip into the system
+# Python). PYTHON3 picks the interpreter the environment is made from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=$(bash scripts/interop-venv.sh)
 runs=${1:-200}
 seconds=${2:-3}
 out=$(mktemp -d)
@@ -19,7 +23,7 @@ echo "## in-process verifications per second (${seconds}s each)"
 echo "# attest_provenance::verify::verify_envelope (signature, types, subject, expectations)"
 target/release/examples/verify_bench "$out" "$seconds"
 echo "# securesystemslib Envelope.verify (signature only)"
-python3 bench/verify_sslib.py "$out" "$seconds"
+"$python" bench/verify_sslib.py "$out" "$seconds"
 
 # Wall time of N sequential processes from a bash loop (the loop's fork+exec
 # is in both figures).
@@ -34,10 +38,10 @@ echo "## one verification per process, mean of $runs runs (microseconds)"
 for alg in ed25519 ecdsa; do
     ours=$(time_loop target/release/attest verify "$out/hello" \
         --provenance "$out/$alg.intoto.jsonl" --key "$out/$alg.pub.pem" --require-hermetic)
-    theirs=$(time_loop python3 tests/interop/sslib_verify.py "$out/$alg.intoto.jsonl" 1 "$out/$alg.pub.pem")
+    theirs=$(time_loop "$python" tests/interop/sslib_verify.py "$out/$alg.intoto.jsonl" 1 "$out/$alg.pub.pem")
     echo "$alg attest-verify ${ours}us securesystemslib ${theirs}us ratio $(awk "BEGIN{printf \"%.1f\", $theirs/$ours}")x"
 done
 echo "## machine"
 nproc
 grep -m1 'model name' /proc/cpuinfo || true
-python3 --version
+"$python" --version

@@ -127,6 +127,11 @@ struct RunArgs {
     /// Limit on what the step writes, e.g. 1G (capped by the daemon's maximum).
     #[arg(long, value_name = "SIZE", value_parser = attest_proto::parse_size)]
     max_output: Option<u64>,
+    /// Cap on each of the step's logs (stdout, stderr), e.g. 1M: past it the
+    /// first and last halves are kept and the middle dropped (capped by the
+    /// daemon's maximum).
+    #[arg(long, value_name = "SIZE", value_parser = attest_proto::parse_size)]
+    max_log: Option<u64>,
     /// CPU-time limit, e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     cpu_time: Option<Duration>,
@@ -345,6 +350,11 @@ impl Observer for TerminalObserver {
             LogStream::Stderr => std::io::stderr().write_all(data),
         };
     }
+    fn log_cut(&self, _stream: LogStream, cut: &attest_proto::v1::LogCut) {
+        // Said even under --quiet: the log the user saw and the one stored
+        // are not all the step wrote.
+        eprintln!("attest: {}", attest::run::describe_log_cut(cut));
+    }
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
@@ -377,6 +387,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
             pids: args.pids.unwrap_or(0),
             max_output_bytes: args.max_output.unwrap_or(0),
             cpu_time_ms: args.cpu_time.map(|d| d.as_millis() as u64).unwrap_or(0),
+            max_log_bytes: args.max_log.unwrap_or(0),
         },
         source,
         source_date_epoch: args.source_date_epoch,

@@ -2,7 +2,9 @@
 
 use crate::client::{BlobSource, Client};
 use crate::error::ClientError;
-use attest_proto::v1::{build_event::Event, BuildDone, BuildRequest, EnvVar, Limits, SourceInfo};
+use attest_proto::v1::{
+    build_event::Event, BuildDone, BuildRequest, EnvVar, Limits, LogCut, SourceInfo,
+};
 use attest_tree::{build_tree, Digest, DigestCache};
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -60,6 +62,41 @@ pub trait Observer: Send + Sync {
     fn phase(&self, _phase: &str) {}
     /// The step wrote this.
     fn log(&self, _stream: LogStream, _data: &[u8]) {}
+    /// A log was longer than its cap: what was passed on (and stored) is
+    /// its head and its tail, `cut` says how much was dropped between them.
+    fn log_cut(&self, _stream: LogStream, _cut: &LogCut) {}
+}
+
+impl LogStream {
+    fn of(stream: i32) -> LogStream {
+        if stream == attest_proto::v1::log_chunk::Stream::Stderr as i32 {
+            LogStream::Stderr
+        } else {
+            LogStream::Stdout
+        }
+    }
+
+    /// Its name, as the step knows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// What to tell a user of a log cut to its cap.
+pub fn describe_log_cut(cut: &LogCut) -> String {
+    let kept = cut.step_bytes - cut.dropped_bytes.min(cut.step_bytes);
+    format!(
+        "{} cut to its cap of {} bytes: {} bytes of {} dropped (the first {} and the last {} kept)",
+        LogStream::of(cut.stream).name(),
+        cut.cap_bytes,
+        cut.dropped_bytes,
+        cut.step_bytes,
+        cut.head_bytes,
+        kept.saturating_sub(cut.head_bytes),
+    )
 }
 
 /// An observer that ignores everything.
@@ -226,14 +263,8 @@ pub async fn run_build(
             Some(Event::Queued(_)) => observer.phase("queued"),
             Some(Event::Staging(_)) => observer.phase("staging"),
             Some(Event::Started(_)) => observer.phase("started"),
-            Some(Event::Log(chunk)) => {
-                let stream = if chunk.stream == attest_proto::v1::log_chunk::Stream::Stderr as i32 {
-                    LogStream::Stderr
-                } else {
-                    LogStream::Stdout
-                };
-                observer.log(stream, &chunk.data);
-            }
+            Some(Event::Log(chunk)) => observer.log(LogStream::of(chunk.stream), &chunk.data),
+            Some(Event::LogCut(cut)) => observer.log_cut(LogStream::of(cut.stream), &cut),
             Some(Event::Collecting(_)) => observer.phase("collecting"),
             Some(Event::Signed(_)) => observer.phase("signed"),
             Some(Event::Done(result)) => done = Some(result),

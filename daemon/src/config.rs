@@ -107,8 +107,9 @@ pub struct Cli {
     /// Most processes any request may ask for. Default: 4096.
     #[arg(long, value_name = "N")]
     pub max_pids: Option<u64>,
-    /// Bytes a step may write (working tree and /tmp together) when its
-    /// request names none. Default: 1GiB.
+    /// Bytes a step may write (working tree and /tmp together) and hand
+    /// back (outputs, in logical bytes) when its request names none.
+    /// Default: 1GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub default_max_output: Option<u64>,
     /// Most output any request may ask for. Default: 8GiB.
@@ -122,6 +123,15 @@ pub struct Cli {
     /// the 4 MiB gRPC message a client accepts.
     #[arg(long, env = "ATTESTD_MAX_OUTPUT_FILES", value_name = "N")]
     pub max_output_files: Option<u64>,
+    /// Bytes of each of a step's logs (stdout, stderr) kept when its
+    /// request names none; past it the first and last halves are kept and
+    /// the middle dropped. Default: 64MiB.
+    #[arg(long, env = "ATTESTD_DEFAULT_MAX_LOG", value_name = "SIZE", value_parser = parse_size)]
+    pub default_max_log: Option<u64>,
+    /// Most log bytes (each of stdout, stderr) any request may ask for.
+    /// Default: 1GiB.
+    #[arg(long, env = "ATTESTD_MAX_MAX_LOG", value_name = "SIZE", value_parser = parse_size)]
+    pub max_max_log: Option<u64>,
     /// CPU time (user + system) a step gets when its request names none. Default: 1h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub default_cpu_time: Option<Duration>,
@@ -259,6 +269,8 @@ struct FileLimits {
     default_cpu_time: Option<String>,
     max_cpu_time: Option<String>,
     max_output_files: Option<u64>,
+    default_max_log: Option<String>,
+    max_max_log: Option<String>,
 }
 
 /// Default and maximum limits; a request's zero means the default, and
@@ -303,11 +315,14 @@ impl LimitPolicy {
                 self.maxima.cpu_time_ms,
             ),
             max_output_bytes,
-            // /tmp shares the output budget: one limit on what a step writes.
+            // Sizes nothing in the sandbox: /tmp shares the output budget
+            // (the spec keeps the field; the provenance does not record it).
             tmp_bytes: max_output_bytes,
-            // Each of the step's logs (stdout, stderr): head and tail kept
-            // past this. Not yet a flag or request field.
-            max_log_bytes: 64 << 20,
+            max_log_bytes: pick(
+                asked.max_log_bytes,
+                self.defaults.max_log_bytes,
+                self.maxima.max_log_bytes,
+            ),
         }
     }
 }
@@ -353,6 +368,23 @@ pub struct Config {
 }
 
 const GIB: u64 = 1 << 30;
+
+/// Default of `--default-max-log`: each of a step's logs.
+pub const DEFAULT_MAX_LOG: u64 = 64 << 20;
+/// Smallest log cap accepted: below it a log would keep too little of its
+/// head and tail to say why a step failed (and 0 would keep nothing).
+pub const MIN_MAX_LOG: u64 = 1 << 10;
+
+/// A log cap from the configuration, refused below [`MIN_MAX_LOG`].
+fn log_cap(bytes: u64, name: &'static str) -> Result<u64, ConfigError> {
+    if bytes < MIN_MAX_LOG {
+        return Err(ConfigError::Setting {
+            name,
+            reason: format!("{bytes} bytes is below the least log cap, {MIN_MAX_LOG}"),
+        });
+    }
+    Ok(bytes)
+}
 
 /// Default of `--max-output-files`.
 pub const DEFAULT_MAX_OUTPUT_FILES: u64 = 10_000;
@@ -482,7 +514,15 @@ impl Config {
                 GIB,
             )?,
             tmp_bytes: 0,
-            max_log_bytes: 0,
+            max_log_bytes: log_cap(
+                size(
+                    cli.default_max_log,
+                    &fl.default_max_log,
+                    "default-max-log",
+                    DEFAULT_MAX_LOG,
+                )?,
+                "default-max-log",
+            )?,
         };
         let maxima = Limits {
             timeout_ms: dur(cli.max_timeout, &fl.max_timeout, "max-timeout", 120 * min)?,
@@ -501,7 +541,10 @@ impl Config {
                 8 * GIB,
             )?,
             tmp_bytes: 0,
-            max_log_bytes: 0,
+            max_log_bytes: log_cap(
+                size(cli.max_max_log, &fl.max_max_log, "max-max-log", GIB)?,
+                "max-max-log",
+            )?,
         };
         let max_output_files = cli
             .max_output_files
@@ -756,6 +799,56 @@ mod tests {
         assert_eq!(limits.memory_bytes, GIB);
         assert_eq!(limits.timeout_ms, 10_000);
         assert_eq!(limits.tmp_bytes, limits.max_output_bytes);
+    }
+
+    #[test]
+    fn log_caps_come_from_flags_or_limits_table_and_requests_are_capped_at_the_maximum() {
+        let limits = Config::resolve(&cli(&[])).unwrap().limits;
+        assert_eq!(
+            (limits.defaults.max_log_bytes, limits.maxima.max_log_bytes),
+            (DEFAULT_MAX_LOG, GIB)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(
+            &file,
+            "[limits]\ndefault_max_log = \"1M\"\nmax_max_log = \"8M\"\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let policy = Config::resolve(&cli(&["--config", config])).unwrap().limits;
+        let asking = |max_log_bytes| {
+            policy
+                .resolve(Some(&attest_proto::v1::Limits {
+                    max_log_bytes,
+                    ..Default::default()
+                }))
+                .max_log_bytes
+        };
+        assert_eq!(asking(0), 1 << 20, "zero is the default");
+        assert_eq!(asking(4 << 20), 4 << 20);
+        assert_eq!(asking(1 << 40), 8 << 20, "capped at the maximum");
+        let flagged = Config::resolve(&cli(&["--config", config, "--max-max-log", "2M"]))
+            .unwrap()
+            .limits;
+        assert_eq!(flagged.maxima.max_log_bytes, 2 << 20, "the flag wins");
+        // A default above the maximum is capped too, as for every limit.
+        let low_max = Config::resolve(&cli(&["--max-max-log", "4K"]))
+            .unwrap()
+            .limits;
+        assert_eq!(low_max.resolve(None).max_log_bytes, 4 << 10);
+        for (flag, name) in [
+            ("--default-max-log", "default-max-log"),
+            ("--max-max-log", "max-max-log"),
+        ] {
+            match Config::resolve(&cli(&[flag, "0"])) {
+                Err(ConfigError::Setting { name: got, reason }) => {
+                    assert_eq!(got, name);
+                    assert_eq!(reason, "0 bytes is below the least log cap, 1024");
+                }
+                other => panic!("{flag} 0 was not refused: {other:?}"),
+            }
+        }
     }
 
     #[test]

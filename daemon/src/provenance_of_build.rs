@@ -7,7 +7,7 @@ use attest_provenance::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PREDICATE_TYPE_V1,
 };
 use attest_provenance::statement::{ResourceDescriptor, Statement, STATEMENT_TYPE_V1};
-use attest_sandbox::{Settings, Usage};
+use attest_sandbox::{LogCapture, Logs, Settings, Usage};
 use attest_tree::{percent_bytes_encode, Digest, PERCENT_BYTES};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -46,6 +46,9 @@ pub struct BuildFacts<'a> {
     pub usage: &'a Usage,
     pub started_on: &'a str,
     pub finished_on: &'a str,
+    /// What became of stdout and stderr: a log cut to its cap is
+    /// annotated so in the byproducts.
+    pub logs: Logs,
 }
 
 fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
@@ -64,6 +67,24 @@ pub fn path_name(path: &[u8]) -> (String, bool) {
         Ok(name) => (name.to_string(), false),
         Err(_) => (percent_bytes_encode(path), true),
     }
+}
+
+/// One of the step's logs as a byproduct. The digest is of the bytes
+/// stored; a log cut to its cap says so, so that nobody takes the stored
+/// bytes for all the step wrote: `truncated`, the bytes the step wrote,
+/// those dropped, and where the gap is (the bytes kept before it).
+fn log_descriptor(name: &str, digest: &Digest, capture: &LogCapture) -> ResourceDescriptor {
+    let mut descriptor = sha256_descriptor(name, digest);
+    descriptor.media_type = Some("text/plain".into());
+    if capture.truncated() {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("truncated".into(), json!(true));
+        annotations.insert("stepBytes".into(), json!(capture.step_bytes));
+        annotations.insert("droppedBytes".into(), json!(capture.dropped_bytes));
+        annotations.insert("headBytes".into(), json!(capture.head_bytes));
+        descriptor.annotations = Some(annotations);
+    }
+    descriptor
 }
 
 /// A file named by its path: a path that is not UTF-8 gets the encoded
@@ -214,6 +235,7 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             "pids": requested.pids,
             "maxOutputBytes": requested.max_output_bytes,
             "cpuTimeMs": requested.cpu_time_ms,
+            "maxLogBytes": requested.max_log_bytes,
         },
     });
     let s = facts.settings;
@@ -241,9 +263,12 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
                 "timeoutMs": s.limits.timeout_ms,
                 "memoryBytes": s.limits.memory_bytes,
                 "pids": s.limits.pids,
+                // /tmp has no size of its own: it shares maxOutputBytes
+                // with what the step adds to /build, so the sandbox's
+                // tmp_bytes is not recorded.
                 "maxOutputBytes": s.limits.max_output_bytes,
-                "tmpBytes": s.limits.tmp_bytes,
                 "cpuTimeMs": s.limits.cpu_time_ms,
+                "maxLogBytes": s.limits.max_log_bytes,
             },
         },
         "sourceDateEpoch": facts.source_date_epoch,
@@ -281,10 +306,8 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
         )]),
         ..Default::default()
     };
-    let mut stdout = sha256_descriptor("stdout", &facts.stdout);
-    stdout.media_type = Some("text/plain".into());
-    let mut stderr = sha256_descriptor("stderr", &facts.stderr);
-    stderr.media_type = Some("text/plain".into());
+    let stdout = log_descriptor("stdout", &facts.stdout, &facts.logs.stdout);
+    let stderr = log_descriptor("stderr", &facts.stderr, &facts.logs.stderr);
 
     let provenance = Provenance {
         build_definition: BuildDefinition {
@@ -577,6 +600,7 @@ mod tests {
             usage: &usage,
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
+            logs: Logs::default(),
         };
         let key = attest_provenance::keys::SigningKey::generate(
             attest_provenance::keys::KeyAlgorithm::Ed25519,
@@ -641,8 +665,86 @@ mod tests {
             usage: &Usage::default(),
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
+            logs: Logs::default(),
         });
         serde_json::to_value(&statement).unwrap()
+    }
+
+    #[test]
+    fn a_log_cut_to_its_cap_is_annotated_and_both_limits_record_the_cap() {
+        let digest = hash_bytes(b"x");
+        let mut settings = settings();
+        settings.limits.max_log_bytes = 1 << 20;
+        let asked = attest_proto::v1::Limits {
+            max_log_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let usage = Usage::default();
+        let rootfs = RootfsFacts::off();
+        let outputs = [(b"out".to_vec(), digest)];
+        let statement = build_statement(&BuildFacts {
+            invocation_id: "inv",
+            builder_id: "urn:attestd:host:test",
+            argv: &["true".into()],
+            env: &[],
+            working_directory: "",
+            output_paths: &["out".into()],
+            requested_limits: Some(&asked),
+            source: None,
+            input_root: digest,
+            input_files: &[],
+            settings: &settings,
+            rootfs: &rootfs,
+            source_date_epoch: 0,
+            outputs: &outputs,
+            stdout: digest,
+            stderr: digest,
+            exit_code: 0,
+            usage: &usage,
+            started_on: "2026-01-01T00:00:00Z",
+            finished_on: "2026-01-01T00:00:01Z",
+            logs: Logs {
+                stdout: LogCapture {
+                    step_bytes: 20 << 20,
+                    dropped_bytes: (20 << 20) - (1 << 20),
+                    head_bytes: 1 << 19,
+                },
+                stderr: LogCapture {
+                    step_bytes: 10,
+                    dropped_bytes: 0,
+                    head_bytes: 10,
+                },
+            },
+        });
+        let st = serde_json::to_value(&statement).unwrap();
+        let definition = &st["predicate"]["buildDefinition"];
+        assert_eq!(
+            definition["externalParameters"]["limits"]["maxLogBytes"],
+            1 << 20
+        );
+        let in_force = &definition["internalParameters"]["sandbox"]["limits"];
+        assert_eq!(in_force["maxLogBytes"], 1 << 20);
+        assert!(in_force.get("tmpBytes").is_none(), "{in_force}");
+        let byproducts = st["predicate"]["runDetails"]["byproducts"]
+            .as_array()
+            .unwrap();
+        assert_eq!(byproducts[0]["name"], "stdout");
+        assert_eq!(
+            byproducts[0]["annotations"],
+            json!({
+                "truncated": true,
+                "stepBytes": 20 << 20,
+                "droppedBytes": (20 << 20) - (1 << 20),
+                "headBytes": 1 << 19,
+            })
+        );
+        // A log handed on whole carries no annotation at all.
+        assert_eq!(byproducts[1]["name"], "stderr");
+        assert!(
+            byproducts[1].get("annotations").is_none(),
+            "{}",
+            byproducts[1]
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn typical_statement(artifact: &Artifact) -> Statement {
                     "uidMap": "0 100000 65536", "gidMap": "0 100000 65536", "stepUid": 1000, "stepGid": 1000,
                     "hostname": "attestd", "seccompProfileSha256": digest("seccomp"), "cgroup": "v1",
                     "workLayer": "tmpfs-copy", "limits": {"timeoutMs": 900000, "memoryBytes": 2147483648u64,
-                    "pids": 512, "maxOutputBytes": 1073741824u64, "tmpBytes": 536870912, "cpuTimeMs": 0}},
+                    "pids": 512, "maxOutputBytes": 1073741824u64, "cpuTimeMs": 0, "maxLogBytes": 67108864}},
                 "sourceDateEpoch": 0, "hermetic": true, "dangerousOptions": []
             })),
             resolved_dependencies: deps,

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// attestd's test knob (daemon/src/rootfs.rs, FIRST_HASH_GATE_ENV): a FIFO
+/// attestd's test knob (daemon/src/rootfs/mod.rs, FIRST_HASH_GATE_ENV): a FIFO
 /// its first-hash thread opens before it starts, so it waits until the test
 /// opens the other end.
 const FIRST_HASH_GATE_ENV: &str = "ATTESTD_TEST_ROOTFS_HASH_GATE";

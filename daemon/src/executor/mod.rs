@@ -107,6 +107,24 @@ pub enum ExecutorError {
         #[source]
         source: std::io::Error,
     },
+    /// The helper passed on more of a log than its cap; what was past the
+    /// cap was dropped unstored.
+    #[error("the sandbox helper passed on {received} bytes of the step's {stream}, over its cap of {cap}")]
+    LogOverCap {
+        stream: &'static str,
+        cap: u64,
+        received: u64,
+    },
+    /// The helper's report of a log disagrees with the log the daemon
+    /// stored: its counts are not put into a provenance.
+    #[error("the sandbox helper reports the step's {stream} as {step_bytes} bytes written, {dropped_bytes} dropped after the first {head_bytes}, but {stored} bytes of it arrived")]
+    LogReportMismatch {
+        stream: &'static str,
+        stored: u64,
+        step_bytes: u64,
+        dropped_bytes: u64,
+        head_bytes: u64,
+    },
     /// A task the build ran on a blocking thread panicked or was cancelled.
     #[error("the {task} task failed")]
     Task {
@@ -172,7 +190,9 @@ impl ExecutorError {
             ExecutorError::HelperStart { .. }
             | ExecutorError::HelperWait(_)
             | ExecutorError::HelperNoReport { .. }
-            | ExecutorError::StepOutput { .. } => FailureClass::Sandbox,
+            | ExecutorError::StepOutput { .. }
+            | ExecutorError::LogOverCap { .. }
+            | ExecutorError::LogReportMismatch { .. } => FailureClass::Sandbox,
             _ => FailureClass::Daemon,
         }
     }

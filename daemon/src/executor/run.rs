@@ -3,7 +3,7 @@
 //! those is a function here; [`run`] calls them in order.
 
 use super::daemon_state::set_mode;
-use super::logs::pump_log;
+use super::logs::{check_capture, pump_log};
 use super::outputs::{collect_outputs, Collected};
 use super::request::ValidatedRequest;
 use super::{now_rfc3339, send, Daemon, Ending, EventSender, ExecutorError, EXIT_OUTPUT_REFUSED};
@@ -14,8 +14,8 @@ use crate::provenance_of_build::{
 };
 use crate::rootfs::{RootfsFacts, StepWatch};
 use attest_proto::v1::{
-    build_event::Event, log_chunk::Stream, Collecting, OutputFile, ResourceUsage, Signed, Staging,
-    Started, Termination,
+    build_event::Event, log_chunk::Stream, Collecting, LogCut, OutputFile, ResourceUsage, Signed,
+    Staging, Started, Termination,
 };
 use attest_sandbox::{Outcome, RootfsSpec, SandboxReport, SandboxSpec};
 use attest_tree::Digest;
@@ -40,8 +40,9 @@ pub(super) async fn run(
         source,
     })?;
 
+    let log_cap = spec.limits.max_log_bytes;
     let Some((mut child, step)) =
-        run_step(daemon, &spec_path, &report_path, invocation_id, tx).await?
+        run_step(daemon, &spec_path, &report_path, invocation_id, log_cap, tx).await?
     else {
         return Ok(Ending::failed(
             Termination::Cancelled,
@@ -96,6 +97,24 @@ async fn collect_and_attest(
         rootfs_watch,
         sandbox_started,
     } = step;
+    for (stream, capture) in [
+        (Stream::Stdout, report.logs.stdout),
+        (Stream::Stderr, report.logs.stderr),
+    ] {
+        if capture.truncated() {
+            send(
+                tx,
+                Event::LogCut(LogCut {
+                    stream: stream as i32,
+                    cap_bytes: report.settings.limits.max_log_bytes,
+                    step_bytes: capture.step_bytes,
+                    dropped_bytes: capture.dropped_bytes,
+                    head_bytes: capture.head_bytes,
+                }),
+            )
+            .await;
+        }
+    }
     let usage = ResourceUsage {
         wall_ms: report.usage.wall_ms,
         user_cpu_ms: report.usage.user_cpu_ms,
@@ -116,6 +135,9 @@ async fn collect_and_attest(
         });
     }
 
+    // The log counts go into the provenance: checked first.
+    check_capture(Stream::Stdout, &stdout, &report.logs.stdout)?;
+    check_capture(Stream::Stderr, &stderr, &report.logs.stderr)?;
     // Re-validates the rootfs while the outputs are collected: the
     // change feed, else a walk (stat only, through the digest cache).
     let rootfs_check = crate::rootfs::RootfsCheck::spawn(daemon.rootfs.clone(), rootfs_watch);
@@ -299,6 +321,7 @@ async fn run_step(
     spec_path: &Path,
     report_path: &Path,
     invocation_id: &str,
+    log_cap: u64,
     tx: &EventSender,
 ) -> Result<Option<(Child, StepRun)>, ExecutorError> {
     let started_on = now_rfc3339();
@@ -322,12 +345,14 @@ async fn run_step(
     let stdout_task = tokio::spawn(pump_log(
         child.stdout.take().expect("piped"),
         Stream::Stdout,
+        log_cap,
         tx.clone(),
         daemon.store.writer_unnamed()?,
     ));
     let stderr_task = tokio::spawn(pump_log(
         child.stderr.take().expect("piped"),
         Stream::Stderr,
+        log_cap,
         tx.clone(),
         daemon.store.writer_unnamed()?,
     ));
@@ -456,6 +481,7 @@ fn sign(
             usage: &facts.report.usage,
             started_on: facts.started_on,
             finished_on: facts.finished_on,
+            logs: facts.report.logs,
         },
         &[daemon.signer.key()],
         daemon.config.keyid_scheme,

@@ -22,7 +22,7 @@
 //! the least recently used blobs first and never one used within its
 //! minimum age.
 //!
-//! Links. Materialized input trees (`materialize.rs`) hardlink blobs
+//! Links. Materialized input trees (`materialize/`) hardlink blobs
 //! rather than copy them, so a blob's inode may have more names than its
 //! store path, and takes the tree's file mode (0644) and, when the daemon
 //! runs as root, owner (the step's host uid). A blob is created 0444; once

@@ -242,6 +242,15 @@ def main() -> int:
             stream.flush()
         elif kind == "queued":
             print(f"attest_runner: invocation {event.queued.invocation_id}", file=sys.stderr)
+        elif kind == "log_cut":
+            # The log shown (and stored) is its head and tail only.
+            cut = event.log_cut
+            name = "stderr" if cut.stream == stubs.build.LogChunk.STREAM_STDERR else "stdout"
+            print(
+                f"attest_runner: {name} cut to its cap of {cut.cap_bytes} bytes: "
+                f"{cut.dropped_bytes} bytes of {cut.step_bytes} dropped",
+                file=sys.stderr,
+            )
         elif kind == "done":
             done = event.done
     if done is None:

@@ -268,7 +268,9 @@ pub fn enter_sandbox(sys: &dyn Syscalls, plan: &ChildPlan) -> Result<Role, Sandb
     let build = under(root, Path::new(crate::spec::WORK_MOUNT));
     sys.mkdir(&build, 0o755).map_err(at("mkdir", &build))?;
     bind(sys, &plan.work_src, &build, nosuid_nodev)?;
-    // S11. /tmp: the size-limited tmpfs, nosuid and nodev.
+    // S11. /tmp: the helper's mount point of the step's space (H5), which
+    //     the work layer's changes share, so the two stay within one
+    //     limit; nosuid and nodev.
     let tmp = under(root, Path::new("/tmp"));
     sys.mkdir(&tmp, 0o1777).map_err(at("mkdir", &tmp))?;
     bind(sys, &plan.tmp_src, &tmp, nosuid_nodev)?;
