@@ -7,7 +7,7 @@ use attest_provenance::slsa::{
     BuildDefinition, BuildMetadata, Builder, Provenance, RunDetails, PREDICATE_TYPE_V1,
 };
 use attest_provenance::statement::{ResourceDescriptor, Statement, STATEMENT_TYPE_V1};
-use attest_sandbox::{LogCapture, Logs, Settings, Usage};
+use attest_sandbox::{LogCapture, Logs, Observed, Settings, Usage};
 use attest_tree::{percent_bytes_encode, Digest, PERCENT_BYTES};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -35,6 +35,9 @@ pub struct BuildFacts<'a> {
     /// Each input file's path (the names' bytes, UTF-8 or not) and digest.
     pub input_files: &'a [(Vec<u8>, Digest)],
     pub settings: &'a Settings,
+    /// What the step's own process saw of itself right before its exec
+    /// (None when it ended before it looked): the ground for `hermetic`.
+    pub observed: Option<&'a Observed>,
     /// What the daemon measured of the host rootfs around the step.
     pub rootfs: &'a RootfsFacts,
     pub source_date_epoch: u64,
@@ -49,6 +52,43 @@ pub struct BuildFacts<'a> {
     /// What became of stdout and stderr: a log cut to its cap is
     /// annotated so in the byproducts.
     pub logs: Logs,
+}
+
+/// `sandbox.observed` in docs/buildtype-v1.md's names; a value the
+/// kernel did not give is left out.
+fn observed_json(o: &Observed) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    let mut put = |name: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            fields.insert(name.to_string(), value);
+        }
+    };
+    put("noNewPrivs", o.no_new_privs.map(|v| json!(v)));
+    put("seccompMode", o.seccomp_mode.map(|v| json!(v)));
+    put("seccompFilters", o.seccomp_filters.map(|v| json!(v)));
+    put("capEff", o.cap_eff.map(|v| json!(v)));
+    put("capPrm", o.cap_prm.map(|v| json!(v)));
+    put("capInh", o.cap_inh.map(|v| json!(v)));
+    put("capBnd", o.cap_bnd.map(|v| json!(v)));
+    put("capAmb", o.cap_amb.map(|v| json!(v)));
+    put("interfaces", o.interfaces.as_ref().map(|v| json!(v)));
+    let namespaces: Vec<serde_json::Value> = o
+        .namespaces
+        .iter()
+        .map(|n| {
+            let mut entry = serde_json::Map::new();
+            entry.insert("name".into(), json!(n.name));
+            if let Some(inode) = n.step_inode {
+                entry.insert("stepInode".into(), json!(inode));
+            }
+            if let Some(inode) = n.helper_inode {
+                entry.insert("helperInode".into(), json!(inode));
+            }
+            serde_json::Value::Object(entry)
+        })
+        .collect();
+    fields.insert("namespaces".into(), json!(namespaces));
+    serde_json::Value::Object(fields)
 }
 
 fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
@@ -239,13 +279,12 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
         },
     });
     let s = facts.settings;
-    // Hermetic means what the sandbox reports it enforced, not what was
-    // asked for: its own network namespace with nothing but loopback, the
-    // net namespace among those created, and no_new_privs set.
-    let hermetic = s.network == "none (loopback only)"
-        && s.namespaces.iter().any(|n| n == "net")
-        && s.no_new_privs;
-    let internal_parameters = json!({
+    // Hermetic means what the step observed of itself before its exec
+    // (its own netns with nothing but loopback, a seccomp filter, no
+    // no_new_privs escape, no capabilities), not what the helper meant to
+    // set up: `settings` is the intent, `observed` the kernel's account.
+    let hermetic = facts.observed.is_some_and(Observed::hermetic);
+    let mut internal_parameters = json!({
         "sandbox": {
             "namespaces": s.namespaces,
             "network": s.network,
@@ -259,6 +298,7 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             "cgroup": s.cgroup,
             "workLayer": s.work_layer,
             "rootfsBinds": s.rootfs_binds,
+            "observed": facts.observed.map(observed_json),
             "limits": {
                 "timeoutMs": s.limits.timeout_ms,
                 "memoryBytes": s.limits.memory_bytes,
@@ -277,6 +317,12 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
         "hermetic": hermetic,
         "dangerousOptions": [],
     });
+    if facts.observed.is_none() {
+        // Absent as a whole, as docs/buildtype-v1.md says, not null.
+        if let Some(sandbox) = internal_parameters["sandbox"].as_object_mut() {
+            sandbox.remove("observed");
+        }
+    }
 
     let mut resolved = Vec::with_capacity(facts.input_files.len() + 2);
     let mut root = sha256_descriptor("input-root", &facts.input_root);
@@ -591,6 +637,7 @@ mod tests {
             input_root: digest,
             input_files: &inputs,
             settings: &settings,
+            observed: None,
             rootfs: &rootfs,
             source_date_epoch: 0,
             outputs: &outputs,
@@ -643,6 +690,46 @@ mod tests {
         rootfs: &RootfsFacts,
         input_files: &[(Vec<u8>, Digest)],
     ) -> serde_json::Value {
+        statement_observing(settings, rootfs, input_files, Some(&sealed()))
+    }
+
+    /// What a sealed step sees of itself.
+    fn sealed() -> Observed {
+        Observed {
+            no_new_privs: Some(1),
+            seccomp_mode: Some(2),
+            seccomp_filters: Some(3),
+            cap_eff: Some(0),
+            cap_prm: Some(0),
+            cap_inh: Some(0),
+            cap_bnd: Some(0),
+            cap_amb: Some(0),
+            interfaces: Some(vec!["lo".into()]),
+            namespaces: vec![attest_sandbox::ObservedNamespace {
+                name: "net".into(),
+                step_inode: Some(4026532000),
+                helper_inode: Some(4026531992),
+            }],
+        }
+    }
+
+    fn hermetic_of(observed: Option<&Observed>) -> serde_json::Value {
+        let digest = attest_tree::hash_bytes(b"x");
+        statement_observing(
+            &settings(),
+            &RootfsFacts::off(),
+            &[(b"a.c".to_vec(), digest)],
+            observed,
+        )["predicate"]["buildDefinition"]["internalParameters"]["hermetic"]
+            .clone()
+    }
+
+    fn statement_observing(
+        settings: &Settings,
+        rootfs: &RootfsFacts,
+        input_files: &[(Vec<u8>, Digest)],
+        observed: Option<&Observed>,
+    ) -> serde_json::Value {
         let digest = attest_tree::hash_bytes(b"x");
         let statement = build_statement(&BuildFacts {
             invocation_id: "inv",
@@ -656,6 +743,7 @@ mod tests {
             input_root: digest,
             input_files,
             settings,
+            observed,
             rootfs,
             source_date_epoch: 0,
             outputs: &[(b"out".to_vec(), digest)],
@@ -694,6 +782,7 @@ mod tests {
             input_root: digest,
             input_files: &[],
             settings: &settings,
+            observed: None,
             rootfs: &rootfs,
             source_date_epoch: 0,
             outputs: &outputs,
@@ -748,25 +837,47 @@ mod tests {
     }
 
     #[test]
-    fn hermetic_follows_what_the_sandbox_reports() {
-        let full = statement_with(&settings());
-        assert_eq!(
-            full["predicate"]["buildDefinition"]["internalParameters"]["hermetic"],
-            true
-        );
-        let mut networked = settings();
-        networked.network = "host".into();
-        let weakened = statement_with(&networked);
-        assert_eq!(
-            weakened["predicate"]["buildDefinition"]["internalParameters"]["hermetic"],
-            false
-        );
-        let mut no_nnp = settings();
-        no_nnp.no_new_privs = false;
-        assert_eq!(
-            statement_with(&no_nnp)["predicate"]["buildDefinition"]["internalParameters"]
-                ["hermetic"],
-            false
+    fn hermetic_follows_what_the_step_observed_not_the_settings() {
+        assert_eq!(hermetic_of(Some(&sealed())), true);
+        // The helper's intent alone proves nothing: no observation, no
+        // hermetic, whatever the settings say.
+        assert_eq!(hermetic_of(None), false);
+        type Break = fn(&mut Observed);
+        let breaks: [(&str, Break); 6] = [
+            ("an interface besides lo", |o| {
+                o.interfaces = Some(vec!["lo".into(), "eth0".into()])
+            }),
+            ("no seccomp filter", |o| o.seccomp_mode = Some(0)),
+            ("no_new_privs unset", |o| o.no_new_privs = Some(0)),
+            ("an effective capability", |o| o.cap_eff = Some(1 << 21)),
+            ("the helper's own netns", |o| {
+                o.namespaces[0].step_inode = o.namespaces[0].helper_inode
+            }),
+            ("interfaces unread", |o| o.interfaces = None),
+        ];
+        for (what, brk) in breaks {
+            let mut observed = sealed();
+            brk(&mut observed);
+            assert_eq!(hermetic_of(Some(&observed)), false, "{what}");
+        }
+    }
+
+    #[test]
+    fn what_the_step_observed_is_recorded_and_absent_when_it_did_not_look() {
+        let digest = attest_tree::hash_bytes(b"x");
+        let inputs = [(b"a.c".to_vec(), digest)];
+        let with = statement_observing(&settings(), &RootfsFacts::off(), &inputs, Some(&sealed()));
+        let observed =
+            &with["predicate"]["buildDefinition"]["internalParameters"]["sandbox"]["observed"];
+        assert_eq!(observed["seccompMode"], 2);
+        assert_eq!(observed["noNewPrivs"], 1);
+        assert_eq!(observed["interfaces"], json!(["lo"]));
+        assert_eq!(observed["namespaces"][0]["stepInode"], 4026532000u64);
+        let without = statement_observing(&settings(), &RootfsFacts::off(), &inputs, None);
+        assert!(
+            without["predicate"]["buildDefinition"]["internalParameters"]["sandbox"]
+                .get("observed")
+                .is_none()
         );
     }
 

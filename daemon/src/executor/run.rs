@@ -472,6 +472,7 @@ fn sign(
             input_root: request.input_root,
             input_files: facts.input_files,
             settings: &facts.report.settings,
+            observed: facts.report.observed.as_ref(),
             rootfs: facts.rootfs,
             source_date_epoch: request.source_date_epoch,
             outputs: &named,
