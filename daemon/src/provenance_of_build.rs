@@ -46,6 +46,12 @@ pub struct BuildFacts<'a> {
     pub usage: &'a Usage,
     pub started_on: &'a str,
     pub finished_on: &'a str,
+    /// Who asked, as the daemon observed it on the connection
+    /// (`crate::requester::Requester::to_json`); None only for builds not
+    /// requested over a connection (tests).
+    pub requester: Option<&'a serde_json::Value>,
+    /// `--dangerously-...` options in force in the daemon.
+    pub dangerous_options: &'a [String],
 }
 
 fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
@@ -223,7 +229,7 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
     let hermetic = s.network == "none (loopback only)"
         && s.namespaces.iter().any(|n| n == "net")
         && s.no_new_privs;
-    let internal_parameters = json!({
+    let mut internal_parameters = json!({
         "sandbox": {
             "namespaces": s.namespaces,
             "network": s.network,
@@ -247,11 +253,19 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             },
         },
         "sourceDateEpoch": facts.source_date_epoch,
-        // No option that weakens the sandbox exists yet; when one does, it
-        // is listed here and makes `hermetic` false.
+        // `hermetic` is about the sandbox alone. Options that weaken what
+        // the provenance can be trusted for in other ways (a plaintext TCP
+        // listener, through which anyone could have asked) are listed in
+        // `dangerousOptions`, which `attest verify --require-hermetic`
+        // requires to be empty.
         "hermetic": hermetic,
-        "dangerousOptions": [],
+        "dangerousOptions": facts.dangerous_options,
     });
+    // An internal parameter: the build platform observed it, the client
+    // cannot set it (docs/buildtype-v1.md, "Requester").
+    if let Some(requester) = facts.requester {
+        internal_parameters[attest_provenance::requester::REQUESTER_FIELD] = requester.clone();
+    }
 
     let mut resolved = Vec::with_capacity(facts.input_files.len() + 2);
     let mut root = sha256_descriptor("input-root", &facts.input_root);
@@ -556,6 +570,8 @@ mod tests {
         let output_paths = ["out".to_string()];
         let outputs = [(b"out".to_vec(), digest)];
         let usage = Usage::default();
+        let requester = json!({"transport": "unix", "uid": 1000, "gid": 1000, "pid": 7, "user": null});
+        let dangerous = ["--dangerously-allow-plaintext-tcp".to_string()];
         let facts = BuildFacts {
             invocation_id: "inv",
             builder_id: "urn:attestd:host:test",
@@ -577,6 +593,8 @@ mod tests {
             usage: &usage,
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
+            requester: Some(&requester),
+            dangerous_options: &dangerous,
         };
         let key = attest_provenance::keys::SigningKey::generate(
             attest_provenance::keys::KeyAlgorithm::Ed25519,
@@ -593,6 +611,9 @@ mod tests {
             signed,
             serde_json::to_value(build_statement(&facts)).unwrap()
         );
+        let internal = &signed["predicate"]["buildDefinition"]["internalParameters"];
+        assert_eq!(internal["requester"], requester);
+        assert_eq!(internal["dangerousOptions"], json!(dangerous));
         let names: Vec<&str> = signed["predicate"]["buildDefinition"]["resolvedDependencies"]
             .as_array()
             .unwrap()
@@ -641,6 +662,8 @@ mod tests {
             usage: &Usage::default(),
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
+            requester: None,
+            dangerous_options: &[],
         });
         serde_json::to_value(&statement).unwrap()
     }

@@ -1,7 +1,15 @@
 //! Serving the four attest.v1 services plus grpc.health.v1 and server
-//! reflection on a Unix socket.
+//! reflection on a Unix socket, and on the `--listen` TCP addresses with
+//! mutual TLS.
+//!
+//! The Unix socket's connections go through the `:authority` rewrite
+//! (`uds_authority`); TCP connections never do: over TCP a client names a
+//! real host, and h2 checks it unchanged. Every TCP call first passes the
+//! `--allow-client` check on its verified client certificate.
 
+use crate::config::TcpConfig;
 use crate::executor::Daemon;
+use crate::requester::{AllowList, Requester};
 use crate::service::Services;
 use crate::uds_authority::UdsConnection;
 use attest_proto::v1::{
@@ -13,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Largest gRPC message accepted (uploads are chunked well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -34,6 +44,22 @@ pub enum ServerError {
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
     Transport(#[source] tonic::transport::Error),
+    #[error("cannot listen on tcp://{addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate, key or client CA could not be made into a TLS
+    /// configuration (not PEM, a key that does not match...).
+    #[error("cannot set up TLS from --tls-cert {cert}, --tls-key {key}, --client-ca {client_ca}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -45,14 +71,17 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Serve
     }
 }
 
-/// Binds the socket (replacing a stale one), then serves until `shutdown`
-/// completes. The socket is 0660: only the daemon's user and group may
-/// request builds.
+/// Binds the socket (replacing a stale one) and the TCP listeners, then
+/// serves until `shutdown` completes. The socket is 0660: only the
+/// daemon's user and group may request builds there.
 pub async fn serve(
     daemon: Arc<Daemon>,
     socket: &Path,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    let tcp = daemon.config.tcp.clone();
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
@@ -93,9 +122,7 @@ pub async fn serve(
         .map_err(ServerError::Reflection)?;
 
     let services = Services { daemon };
-    tracing::info!(socket = %socket.display(), "attestd is serving");
-    let result = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -105,14 +132,113 @@ pub async fn serve(
         )
         .add_service(BuildServer::new(services.clone()))
         .add_service(AttestationsServer::new(services.clone()))
-        .add_service(KeysServer::new(services))
-        // Every connection through the :authority rewrite, so stock gRPC
-        // clients work with their defaults (see uds_authority).
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
-            shutdown,
-        )
-        .await;
-    let _ = std::fs::remove_file(socket);
-    result.map_err(ServerError::Transport)
+        .add_service(KeysServer::new(services));
+
+    // Bound before anything is served, so a busy port fails the start.
+    let mut tcp_servers = Vec::new();
+    for addr in &tcp.listen {
+        let incoming = TcpIncoming::bind(*addr)
+            .map_err(|source| ServerError::Bind {
+                addr: *addr,
+                source,
+            })?
+            // gRPC's small frames would wait on Nagle's algorithm otherwise.
+            .with_nodelay(Some(true));
+        let bound = incoming.local_addr().map_err(|source| ServerError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        tcp_servers.push(serve_tcp(
+            &tcp,
+            bound,
+            incoming,
+            routes.clone(),
+            shutdown.clone(),
+        )?);
+    }
+
+    tracing::info!(socket = %socket.display(), "attestd is serving");
+    let unix = async {
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            // Every connection through the :authority rewrite, so stock gRPC
+            // clients work with their defaults (see uds_authority).
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
+                shutdown,
+            )
+            .await;
+        let _ = std::fs::remove_file(socket);
+        result.map_err(ServerError::Transport)
+    };
+    futures::future::try_join(unix, futures::future::try_join_all(tcp_servers)).await?;
+    Ok(())
+}
+
+/// One TCP listener: mutual TLS (or plaintext when so configured), each
+/// call admitted by `--allow-client` first.
+fn serve_tcp(
+    tcp: &TcpConfig,
+    bound: std::net::SocketAddr,
+    incoming: TcpIncoming,
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<impl std::future::Future<Output = Result<(), ServerError>>, ServerError> {
+    let mut builder = tonic::transport::Server::builder();
+    match &tcp.tls {
+        Some(files) => {
+            let read = |path: &PathBuf| std::fs::read(path).map_err(io("read", path));
+            let tls = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+                .client_ca_root(Certificate::from_pem(read(&files.client_ca)?))
+                // Required: a TCP peer without a certificate --client-ca
+                // signed never reaches a service.
+                .client_auth_optional(false);
+            builder = builder
+                .tls_config(tls)
+                .map_err(|source| ServerError::Tls {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                    client_ca: files.client_ca.clone(),
+                    source,
+                })?;
+            if tcp.allow.patterns.is_empty() {
+                tracing::info!(listen = %bound, client_ca = %files.client_ca.display(), "serving TCP with mutual TLS; no --allow-client: every certificate the client CA signed may request builds");
+            } else {
+                tracing::info!(listen = %bound, client_ca = %files.client_ca.display(), allow_client = ?tcp.allow.patterns, "serving TCP with mutual TLS");
+            }
+        }
+        None => tracing::warn!(
+            listen = %bound,
+            "serving PLAINTEXT TCP (--dangerously-allow-plaintext-tcp): anyone who reaches this port can request builds; every provenance records it"
+        ),
+    }
+    let allow = Arc::new(tcp.allow.clone());
+    let router = builder
+        .layer(tonic::service::InterceptorLayer::new(
+            move |request: tonic::Request<()>| admit(&allow, request),
+        ))
+        .add_routes(routes);
+    Ok(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(ServerError::Transport)
+    })
+}
+
+/// The `--allow-client` check of every TCP call, before any service sees it.
+fn admit(
+    allow: &AllowList,
+    request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let checked = Requester::observe(&request).and_then(|requester| {
+        allow.admit(&requester).inspect_err(|_| {
+            tracing::warn!(requester = %requester.describe(), "TCP client refused by --allow-client")
+        })
+    });
+    match checked {
+        Ok(()) => Ok(request),
+        Err(e) => Err(crate::service::ServiceError::from(e).into()),
+    }
 }

@@ -76,6 +76,10 @@ pub struct ValidatedRequest {
     pub source_date_epoch: u64,
     /// The in-toto step name when the request asked for a link.
     pub link_name: Option<String>,
+    /// Who asked, as observed on the connection (`crate::requester`):
+    /// `validate` sees only the message and leaves it None; the service
+    /// sets it from the call.
+    pub requester: Option<serde_json::Value>,
 }
 
 /// Checks a relative path from a request: no "..", not absolute, no empty
@@ -179,6 +183,7 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, RequestError
         source: request.source.clone(),
         source_date_epoch: request.source_date_epoch,
         link_name: validate_link_name(request)?,
+        requester: None,
     })
 }
 

@@ -456,6 +456,8 @@ fn sign(
             usage: &facts.report.usage,
             started_on: facts.started_on,
             finished_on: facts.finished_on,
+            requester: request.requester.as_ref(),
+            dangerous_options: &daemon.config.dangerous_options,
         },
         &[daemon.signer.key()],
         daemon.config.keyid_scheme,
