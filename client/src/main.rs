@@ -29,15 +29,48 @@ struct SocketArg {
     /// The daemon's Unix socket. Default: the path attestd listens on by
     /// default for this user (/run/attestd/attestd.sock as root); a non-root
     /// user without a daemon of its own gets the system daemon's socket.
-    #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true)]
+    #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true, conflicts_with = "endpoint")]
     socket: Option<PathBuf>,
+    /// A daemon's TCP listener instead of the socket: https://HOST:PORT
+    /// (mutual TLS, with --tls-ca, --tls-cert and --tls-key), or
+    /// http://HOST:PORT for a daemon serving plaintext TCP.
+    #[arg(long, env = "ATTEST_ENDPOINT", value_name = "URL", global = true)]
+    endpoint: Option<String>,
+    /// The CA certificate (PEM) that signed the daemon's server certificate.
+    #[arg(long, env = "ATTEST_TLS_CA", value_name = "PEM", global = true, requires = "endpoint")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the daemon's --client-ca.
+    #[arg(long, env = "ATTEST_TLS_CERT", value_name = "PEM", global = true, requires = "endpoint")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "ATTEST_TLS_KEY", value_name = "PEM", global = true, requires = "endpoint")]
+    tls_key: Option<PathBuf>,
 }
 
 impl SocketArg {
-    fn path(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(attest_proto::client_socket_path)
+    /// Dials the endpoint when one is given, else the socket.
+    async fn connect(&self) -> Result<Client, attest::ClientError> {
+        let Some(endpoint) = &self.endpoint else {
+            let socket = self
+                .socket
+                .clone()
+                .unwrap_or_else(attest_proto::client_socket_path);
+            return Client::connect(&socket).await;
+        };
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(attest::client::ClientTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                return Err(attest::ClientError::Invalid(
+                    "--tls-ca, --tls-cert and --tls-key go together".into(),
+                ))
+            }
+        };
+        Client::connect_endpoint(endpoint, tls.as_ref()).await
     }
 }
 
@@ -209,6 +242,12 @@ struct VerifyArgs {
     /// Require subject names to equal the artifacts' file names too.
     #[arg(long)]
     require_name: bool,
+    /// Require the requester the daemon recorded to match this pattern:
+    /// a SAN URI, SAN DNS name or `CN=<name>` of its client certificate,
+    /// or `uid:<n>` / `user:<name>` of a Unix-socket peer; `*` matches any
+    /// run of characters other than `/`. No requester recorded fails.
+    #[arg(long, value_name = "PATTERN")]
+    requester: Option<String>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -307,7 +346,7 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<i32>>) -> i
 }
 
 async fn pubkey_command(socket: SocketArg) -> anyhow::Result<i32> {
-    let client = Client::connect(&socket.path()).await?;
+    let client = socket.connect().await?;
     for key in client.public_keys().await? {
         print!("{}", key.pem);
     }
@@ -348,7 +387,7 @@ impl Observer for TerminalObserver {
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
-    let client = Client::connect(&args.socket.path()).await?;
+    let client = args.socket.connect().await?;
     let digest_cache = if args.no_cache {
         None
     } else {
@@ -483,7 +522,7 @@ async fn envelopes_from_daemon(
     socket: &SocketArg,
     sha256: &str,
 ) -> Result<Vec<attest_provenance::dsse::Envelope>, attest::ClientError> {
-    let client = Client::connect(&socket.path()).await?;
+    let client = socket.connect().await?;
     let mut envelopes = Vec::new();
     for found in client.attestations_for(sha256).await? {
         envelopes.extend(
@@ -547,6 +586,7 @@ fn verify_command(args: VerifyArgs) -> i32 {
         require_hermetic: args.require_hermetic,
         min_signatures: args.min_signatures,
         require_name: args.require_name,
+        requester: args.requester,
     };
     match verify(&envelopes, &keys, &artifacts, &expect) {
         Ok(verified) => {
