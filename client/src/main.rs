@@ -29,9 +29,10 @@ struct SocketArg {
     /// The daemon's Unix socket. Default: the path attestd listens on by
     /// default for this user (/run/attestd/attestd.sock as root); a non-root
     /// user without a daemon of its own gets the system daemon's socket.
-    #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true, conflicts_with = "endpoint")]
+    #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
-    /// A daemon's TCP listener instead of the socket: https://HOST:PORT
+    /// A daemon's TCP listener instead of the socket (it takes precedence
+    /// over --socket and ATTEST_SOCKET): https://HOST:PORT
     /// (mutual TLS, with --tls-ca, --tls-cert and --tls-key), or
     /// http://HOST:PORT for a daemon serving plaintext TCP.
     #[arg(long, env = "ATTEST_ENDPOINT", value_name = "URL", global = true)]
