@@ -25,4 +25,5 @@ pub mod server;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod tls;
 pub mod uds_authority;

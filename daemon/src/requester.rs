@@ -5,9 +5,10 @@
 //!   tonic through tokio's `UnixStream::peer_cred`, when the connection was
 //!   accepted), and the user name the daemon's passwd database gives the
 //!   uid.
-//! - TCP with mutual TLS: the client certificate rustls verified against
-//!   `--client-ca` (chain, validity period, client-auth usage): its SAN URIs
-//!   and DNS names, subject, common name and the sha256 of its DER.
+//! - TCP with mutual TLS: the client certificate verified against
+//!   `--client-ca` (`crate::tls`: chain, validity period, client-auth
+//!   usage): its SAN URIs and DNS names, subject, common name and the
+//!   sha256 of its DER.
 //! - Plaintext TCP (`--dangerously-allow-plaintext-tcp`): only the peer's
 //!   address, which identifies nobody.
 //!
@@ -17,7 +18,8 @@
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
+use crate::tls::{ClientVerdict, MtlsConnectInfo};
+use tonic::transport::server::{TcpConnectInfo, UdsConnectInfo};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// Why a caller could not be identified or is not allowed.
@@ -27,10 +29,13 @@ pub enum RequesterError {
     /// this daemon does not serve).
     #[error("the daemon cannot tell who is calling on this connection")]
     Unobserved,
-    /// A TLS connection without a client certificate (rustls requires one,
-    /// so this means a listener was set up without `--client-ca`).
-    #[error("no client certificate was presented")]
+    /// A TLS connection without a client certificate.
+    #[error("no client certificate was presented; this daemon's TCP listeners require one its --client-ca signed")]
     NoClientCertificate,
+    /// A client certificate `--client-ca`'s verifier refused (expired, an
+    /// unknown issuer, not for client authentication...).
+    #[error("the client certificate was refused")]
+    CertificateRefused(#[source] rustls::Error),
     /// The verified certificate could not be parsed for its names.
     #[error("cannot read the names of the client certificate {sha256}")]
     Certificate {
@@ -94,15 +99,19 @@ impl Requester {
                 user,
             });
         }
-        if let Some(info) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
-            let certs = info
-                .peer_certs()
-                .ok_or(RequesterError::NoClientCertificate)?;
-            // The first is the end-entity certificate rustls verified; the
-            // rest are the intermediates the client sent.
+        if let Some(info) = ext.get::<MtlsConnectInfo>() {
+            let certs = match &info.verdict {
+                ClientVerdict::Verified(certs) => certs,
+                ClientVerdict::NoCertificate => return Err(RequesterError::NoClientCertificate),
+                ClientVerdict::Refused(e) => {
+                    return Err(RequesterError::CertificateRefused(e.clone()))
+                }
+            };
+            // The first is the end-entity certificate that was verified;
+            // the rest are the intermediates the client sent.
             let leaf = certs.first().ok_or(RequesterError::NoClientCertificate)?;
             return Ok(Requester::Mtls {
-                peer: info.get_ref().remote_addr(),
+                peer: info.remote_addr,
                 certificate: ClientCertificate::parse(leaf.as_ref())?,
             });
         }

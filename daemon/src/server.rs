@@ -22,7 +22,6 @@ use std::sync::Arc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Largest gRPC message accepted (uploads are chunked well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -50,16 +49,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The certificate, key or client CA could not be made into a TLS
-    /// configuration (not PEM, a key that does not match...).
-    #[error("cannot set up TLS from --tls-cert {cert}, --tls-key {key}, --client-ca {client_ca}")]
-    Tls {
-        cert: PathBuf,
-        key: PathBuf,
-        client_ca: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("cannot set up the TCP listeners' TLS")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -134,27 +125,34 @@ pub async fn serve(
         .add_service(AttestationsServer::new(services.clone()))
         .add_service(KeysServer::new(services));
 
-    // Bound before anything is served, so a busy port fails the start.
+    // Read and bound before anything is served, so bad PEM files or a
+    // busy port fail the start.
+    let acceptor = match &tcp.tls {
+        Some(files) => Some(crate::tls::MtlsAcceptor::new(
+            &files.cert,
+            &files.key,
+            &files.client_ca,
+        )?),
+        None => None,
+    };
     let mut tcp_servers = Vec::new();
     for addr in &tcp.listen {
-        let incoming = TcpIncoming::bind(*addr)
-            .map_err(|source| ServerError::Bind {
-                addr: *addr,
-                source,
-            })?
-            // gRPC's small frames would wait on Nagle's algorithm otherwise.
-            .with_nodelay(Some(true));
-        let bound = incoming.local_addr().map_err(|source| ServerError::Bind {
+        let bind_error = |source| ServerError::Bind {
             addr: *addr,
             source,
-        })?;
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
         tcp_servers.push(serve_tcp(
             &tcp,
+            acceptor.clone(),
             bound,
-            incoming,
+            listener,
             routes.clone(),
             shutdown.clone(),
-        )?);
+        ));
     }
 
     tracing::info!(socket = %socket.display(), "attestd is serving");
@@ -176,32 +174,19 @@ pub async fn serve(
 }
 
 /// One TCP listener: mutual TLS (or plaintext when so configured), each
-/// call admitted by `--allow-client` first.
+/// call admitted (a verified client certificate, then `--allow-client`)
+/// before any service sees it.
 fn serve_tcp(
     tcp: &TcpConfig,
+    acceptor: Option<crate::tls::MtlsAcceptor>,
     bound: std::net::SocketAddr,
-    incoming: TcpIncoming,
+    listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<impl std::future::Future<Output = Result<(), ServerError>>, ServerError> {
-    let mut builder = tonic::transport::Server::builder();
+) -> futures::future::BoxFuture<'static, Result<(), ServerError>> {
+    use futures::FutureExt;
     match &tcp.tls {
         Some(files) => {
-            let read = |path: &PathBuf| std::fs::read(path).map_err(io("read", path));
-            let tls = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-                .client_ca_root(Certificate::from_pem(read(&files.client_ca)?))
-                // Required: a TCP peer without a certificate --client-ca
-                // signed never reaches a service.
-                .client_auth_optional(false);
-            builder = builder
-                .tls_config(tls)
-                .map_err(|source| ServerError::Tls {
-                    cert: files.cert.clone(),
-                    key: files.key.clone(),
-                    client_ca: files.client_ca.clone(),
-                    source,
-                })?;
             if tcp.allow.patterns.is_empty() {
                 tracing::info!(listen = %bound, client_ca = %files.client_ca.display(), "serving TCP with mutual TLS; no --allow-client: every certificate the client CA signed may request builds");
             } else {
@@ -214,17 +199,31 @@ fn serve_tcp(
         ),
     }
     let allow = Arc::new(tcp.allow.clone());
-    let router = builder
+    let router = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(
             move |request: tonic::Request<()>| admit(&allow, request),
         ))
         .add_routes(routes);
-    Ok(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(ServerError::Transport)
-    })
+    match acceptor {
+        Some(acceptor) => async move {
+            router
+                .serve_with_incoming_shutdown(acceptor.incoming(listener), shutdown)
+                .await
+                .map_err(ServerError::Transport)
+        }
+        .boxed(),
+        None => async move {
+            router
+                .serve_with_incoming_shutdown(
+                    // gRPC's small frames would wait on Nagle's algorithm otherwise.
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await
+                .map_err(ServerError::Transport)
+        }
+        .boxed(),
+    }
 }
 
 /// The `--allow-client` check of every TCP call, before any service sees it.
