@@ -38,13 +38,31 @@ struct SocketArg {
     #[arg(long, env = "ATTEST_ENDPOINT", value_name = "URL", global = true)]
     endpoint: Option<String>,
     /// The CA certificate (PEM) that signed the daemon's server certificate.
-    #[arg(long, env = "ATTEST_TLS_CA", value_name = "PEM", global = true, requires = "endpoint")]
+    #[arg(
+        long,
+        env = "ATTEST_TLS_CA",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
     tls_ca: Option<PathBuf>,
     /// This client's certificate (PEM), signed by the daemon's --client-ca.
-    #[arg(long, env = "ATTEST_TLS_CERT", value_name = "PEM", global = true, requires = "endpoint")]
+    #[arg(
+        long,
+        env = "ATTEST_TLS_CERT",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
     tls_cert: Option<PathBuf>,
     /// This client's private key (PEM).
-    #[arg(long, env = "ATTEST_TLS_KEY", value_name = "PEM", global = true, requires = "endpoint")]
+    #[arg(
+        long,
+        env = "ATTEST_TLS_KEY",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
     tls_key: Option<PathBuf>,
 }
 

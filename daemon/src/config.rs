@@ -191,7 +191,12 @@ pub struct Cli {
     /// stays). Every TCP connection is TLS with a client certificate that
     /// --client-ca signed, so --tls-cert, --tls-key and --client-ca are
     /// required, unless --dangerously-allow-plaintext-tcp.
-    #[arg(long = "listen", env = "ATTESTD_LISTEN", value_name = "tcp://ADDR:PORT", value_delimiter = ',')]
+    #[arg(
+        long = "listen",
+        env = "ATTESTD_LISTEN",
+        value_name = "tcp://ADDR:PORT",
+        value_delimiter = ','
+    )]
     pub listen: Vec<String>,
     /// The server certificate (chain) of the TCP listeners, PEM.
     #[arg(long, env = "ATTESTD_TLS_CERT", value_name = "PEM")]
@@ -210,7 +215,12 @@ pub struct Cli {
     /// `/` (e.g. `spiffe://example.org/runner/*`). Others are refused with
     /// PERMISSION_DENIED. Without any, every certificate --client-ca signed
     /// is allowed. The Unix socket is governed by its mode and group.
-    #[arg(long = "allow-client", env = "ATTESTD_ALLOW_CLIENT", value_name = "PATTERN", value_delimiter = ',')]
+    #[arg(
+        long = "allow-client",
+        env = "ATTESTD_ALLOW_CLIENT",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
     pub allow_client: Vec<String>,
     /// Serve --listen addresses as plaintext TCP: no TLS, no client
     /// identity, anyone who can reach the port can request builds. Recorded
@@ -435,8 +445,11 @@ fn parse_listen(text: &str) -> Result<std::net::SocketAddr, ConfigError> {
     let addr = text
         .strip_prefix("tcp://")
         .ok_or_else(|| invalid(format!("{text:?} is not tcp://ADDR:PORT")))?;
-    addr.parse()
-        .map_err(|e| invalid(format!("{text:?}: {addr:?} is not an IP address and port: {e}")))
+    addr.parse().map_err(|e| {
+        invalid(format!(
+            "{text:?}: {addr:?} is not an IP address and port: {e}"
+        ))
+    })
 }
 
 /// Refuses a key file that group or others may read.
@@ -490,12 +503,12 @@ fn resolve_tcp(cli: &Cli, file: &FileConfig) -> Result<(TcpConfig, Vec<String>),
             dangerous.push(PLAINTEXT_TCP_OPTION.to_string());
             None
         }
-        (true, ..) => {
-            return Err(ConfigError::Setting {
-                name: "dangerously-allow-plaintext-tcp",
-                reason: "--tls-cert, --tls-key and --client-ca would not be used: give either those or this".into(),
-            })
-        }
+        (true, ..) => return Err(ConfigError::Setting {
+            name: "dangerously-allow-plaintext-tcp",
+            reason:
+                "--tls-cert, --tls-key and --client-ca would not be used: give either those or this"
+                    .into(),
+        }),
         (false, Some(cert), Some(key), Some(client_ca)) => {
             check_key_private(&key)?;
             Some(TlsFiles {
@@ -846,6 +859,87 @@ mod tests {
         let mut all = vec!["attestd", "--sandbox-helper", "/bin/true"];
         all.extend_from_slice(args);
         Cli::parse_from(all)
+    }
+
+    #[test]
+    fn a_tcp_listener_needs_all_three_tls_files_or_the_dangerous_flag() {
+        match Config::resolve(&cli(&[
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--tls-cert",
+            "/c",
+        ])) {
+            Err(ConfigError::Setting { name, reason }) => {
+                assert_eq!(name, "listen");
+                assert_eq!(reason, "a TCP listener needs --tls-key, --client-ca (client certificates are required)");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Config::resolve(&cli(&["--listen", "localhost:7000"])) {
+            Err(ConfigError::Setting { name, reason }) => {
+                assert_eq!(name, "listen");
+                assert!(reason.contains("is not tcp://ADDR:PORT"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = Config::resolve(&cli(&[
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--dangerously-allow-plaintext-tcp",
+        ]))
+        .unwrap();
+        assert!(plain.tcp.tls.is_none());
+        assert_eq!(plain.dangerous_options, [PLAINTEXT_TCP_OPTION]);
+        // Without a listener the flag changes nothing, so nothing is recorded.
+        let unused = Config::resolve(&cli(&["--dangerously-allow-plaintext-tcp"])).unwrap();
+        assert!(unused.dangerous_options.is_empty());
+        assert!(matches!(
+            Config::resolve(&cli(&[
+                "--listen",
+                "tcp://127.0.0.1:7000",
+                "--dangerously-allow-plaintext-tcp",
+                "--tls-cert",
+                "/c"
+            ])),
+            Err(ConfigError::Setting {
+                name: "dangerously-allow-plaintext-tcp",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_tls_key_is_refused_when_group_or_others_can_read_it_and_the_file_sets_tcp() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("server.key");
+        std::fs::write(&key, "not checked here").unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "listen = [\"tcp://0.0.0.0:7443\"]\ntls_cert = \"/c.pem\"\ntls_key = {key:?}\nclient_ca = \"/ca.pem\"\nallow_client = [\"spiffe://example.org/runner/*\"]\n"
+            ),
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            match Config::resolve(&cli(&["--config", config])) {
+                Err(ConfigError::TlsKeyReadable { path, mode: found }) => {
+                    assert_eq!((path, found), (key.clone(), mode));
+                }
+                other => panic!("{mode:o}: {other:?}"),
+            }
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let resolved = Config::resolve(&cli(&["--config", config])).unwrap();
+        assert_eq!(resolved.tcp.listen, ["0.0.0.0:7443".parse().unwrap()]);
+        assert_eq!(
+            resolved.tcp.allow.patterns,
+            ["spiffe://example.org/runner/*"]
+        );
+        assert!(resolved.dangerous_options.is_empty());
     }
 
     #[test]

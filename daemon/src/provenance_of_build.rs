@@ -570,7 +570,8 @@ mod tests {
         let output_paths = ["out".to_string()];
         let outputs = [(b"out".to_vec(), digest)];
         let usage = Usage::default();
-        let requester = json!({"transport": "unix", "uid": 1000, "gid": 1000, "pid": 7, "user": null});
+        let requester =
+            json!({"transport": "unix", "uid": 1000, "gid": 1000, "pid": 7, "user": null});
         let dangerous = ["--dangerously-allow-plaintext-tcp".to_string()];
         let facts = BuildFacts {
             invocation_id: "inv",

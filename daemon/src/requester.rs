@@ -16,9 +16,9 @@
 //! `attest_provenance::requester`'s, so the daemon's admission and `attest
 //! verify --requester` agree.
 
+use crate::tls::{ClientVerdict, MtlsConnectInfo};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use crate::tls::{ClientVerdict, MtlsConnectInfo};
 use tonic::transport::server::{TcpConnectInfo, UdsConnectInfo};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -44,7 +44,9 @@ pub enum RequesterError {
         source: x509_parser::error::X509Error,
     },
     /// Verified, but no `--allow-client` pattern matches.
-    #[error("client {identity} is not allowed to request builds (no --allow-client pattern matches it)")]
+    #[error(
+        "client {identity} is not allowed to request builds (no --allow-client pattern matches it)"
+    )]
     NotAllowed { identity: String },
 }
 
@@ -166,7 +168,11 @@ impl Requester {
                 format!("certificate sha256:{} with no name", certificate.sha256)
             }
             (Requester::Mtls { certificate, .. }, _) => {
-                format!("{} (certificate sha256:{})", ids.join(", "), certificate.sha256)
+                format!(
+                    "{} (certificate sha256:{})",
+                    ids.join(", "),
+                    certificate.sha256
+                )
             }
             (_, Some(id)) => id.clone(),
             (Requester::PlaintextTcp { peer }, None) => format!(
@@ -234,9 +240,11 @@ impl AllowList {
             return Ok(());
         }
         let recorded = requester.to_json();
-        if self.patterns.iter().any(|p| {
-            attest_provenance::requester::matching_identity(p, &recorded).is_some()
-        }) {
+        if self
+            .patterns
+            .iter()
+            .any(|p| attest_provenance::requester::matching_identity(p, &recorded).is_some())
+        {
             return Ok(());
         }
         Err(RequesterError::NotAllowed {

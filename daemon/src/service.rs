@@ -449,7 +449,8 @@ impl Build for Services {
     ) -> Result<Response<Self::ExecuteStream>, Status> {
         // Observed before anything else: a build with no known requester
         // is not started.
-        let requester = crate::requester::Requester::observe(&request).map_err(ServiceError::from)?;
+        let requester =
+            crate::requester::Requester::observe(&request).map_err(ServiceError::from)?;
         let mut request = validate(request.get_ref()).map_err(ServiceError::from)?;
         tracing::info!(requester = %requester.describe(), "build requested");
         request.requester = Some(requester.to_json());

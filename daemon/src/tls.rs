@@ -260,7 +260,10 @@ impl MtlsAcceptor {
     /// Accepts on `listener` until the server stops taking connections:
     /// each handshake on its own task (a slow client holds up no other),
     /// each finished connection handed to the server with its verdict.
-    pub fn incoming(self, listener: TcpListener) -> ReceiverStream<std::io::Result<MtlsConnection>> {
+    pub fn incoming(
+        self,
+        listener: TcpListener,
+    ) -> ReceiverStream<std::io::Result<MtlsConnection>> {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -282,8 +285,7 @@ impl MtlsAcceptor {
                 let this = self.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, this.acceptor.accept(tcp)).await
-                    {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, this.acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let verdict = this.verdict(stream.get_ref().1.peer_certificates());
                             if let ClientVerdict::Refused(e) = &verdict {
@@ -344,10 +346,7 @@ impl AsyncWrite for MtlsConnection {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 

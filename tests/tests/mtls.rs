@@ -49,7 +49,11 @@ fn client_params(uri: &str, cn: &str) -> CertificateParams {
 }
 
 /// PEM files in `dir`: a key file is 0600, as the daemon requires.
-fn write_pair(dir: &Path, name: &str, (cert, key, _): &(String, String, Vec<u8>)) -> (PathBuf, PathBuf) {
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    (cert, key, _): &(String, String, Vec<u8>),
+) -> (PathBuf, PathBuf) {
     let cert_path = dir.join(format!("{name}.crt"));
     let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert).unwrap();
@@ -135,7 +139,12 @@ fn start(pki: &Pki, extra: &[&str]) -> (TestDaemon, String) {
 }
 
 /// `attest ARGS` against `endpoint` with the given client pair.
-fn attest_tcp(daemon: &TestDaemon, endpoint: &str, ca: &Path, pair: &(PathBuf, PathBuf)) -> Command {
+fn attest_tcp(
+    daemon: &TestDaemon,
+    endpoint: &str,
+    ca: &Path,
+    pair: &(PathBuf, PathBuf),
+) -> Command {
     let mut command = daemon.attest();
     command
         .env("ATTEST_ENDPOINT", endpoint)
@@ -186,7 +195,10 @@ fn a_build_over_mtls_verifies_and_its_provenance_names_the_client_certificate() 
 
     let requester = requester_of(&work.join("out.txt.intoto.jsonl"));
     assert_eq!(requester["transport"], "mtls");
-    assert_eq!(requester["certificate"]["uris"], serde_json::json!([RUNNER_ID]));
+    assert_eq!(
+        requester["certificate"]["uris"],
+        serde_json::json!([RUNNER_ID])
+    );
     assert_eq!(requester["certificate"]["commonName"], "runner 7");
     assert_eq!(requester["certificate"]["subject"], "CN=runner 7");
     assert_eq!(
@@ -212,7 +224,10 @@ fn a_build_over_mtls_verifies_and_its_provenance_names_the_client_certificate() 
                 pattern,
             ]))
     };
-    assert_eq!(verify("spiffe://example.org/runner/*").status.code(), Some(0));
+    assert_eq!(
+        verify("spiffe://example.org/runner/*").status.code(),
+        Some(0)
+    );
     assert_eq!(verify("CN=runner 7").status.code(), Some(0));
     let other = verify("spiffe://example.org/admin/*");
     assert_eq!(other.status.code(), Some(25));
@@ -238,7 +253,12 @@ fn clients_without_a_trusted_valid_allowed_certificate_are_refused() {
     let dir = pki.dir.path();
 
     // An identity outside --allow-client: verified, then refused by name.
-    let admin = write_pair(dir, "admin", &pki.ca.sign(client_params("spiffe://example.org/admin/1", "admin")));
+    let admin = write_pair(
+        dir,
+        "admin",
+        &pki.ca
+            .sign(client_params("spiffe://example.org/admin/1", "admin")),
+    );
     let refused = run(attest_tcp(&daemon, &endpoint, &pki.ca_pem, &admin).arg("pubkey"));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -249,11 +269,17 @@ fn clients_without_a_trusted_valid_allowed_certificate_are_refused() {
         "{}",
         stderr(&refused)
     );
-    assert!(daemon.log().contains("TCP client refused by --allow-client"));
+    assert!(daemon
+        .log()
+        .contains("TCP client refused by --allow-client"));
 
     // A certificate another CA signed.
     let rogue = Ca::new("rogue ca");
-    let untrusted = write_pair(dir, "untrusted", &rogue.sign(client_params(RUNNER_ID, "runner 7")));
+    let untrusted = write_pair(
+        dir,
+        "untrusted",
+        &rogue.sign(client_params(RUNNER_ID, "runner 7")),
+    );
     let refused = run(attest_tcp(&daemon, &endpoint, &pki.ca_pem, &untrusted).arg("pubkey"));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -272,8 +298,9 @@ fn clients_without_a_trusted_valid_allowed_certificate_are_refused() {
     let refused = run(attest_tcp(&daemon, &endpoint, &pki.ca_pem, &expired).arg("pubkey"));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        stderr(&refused)
-            .contains("the client certificate was refused: invalid peer certificate: certificate expired"),
+        stderr(&refused).contains(
+            "the client certificate was refused: invalid peer certificate: certificate expired"
+        ),
         "{}",
         stderr(&refused)
     );
@@ -382,4 +409,68 @@ async fn over_the_socket_the_provenance_records_the_peers_uid_gid_and_pid() {
     if attest_proto::current_uid() == 0 {
         assert_eq!(requester["user"], "root");
     }
+}
+
+#[test]
+fn a_plaintext_tcp_listener_is_recorded_in_the_provenance_and_fails_require_hermetic() {
+    let addr = free_addr();
+    let listen = format!("tcp://{addr}");
+    let daemon =
+        TestDaemon::start_with(&["--listen", &listen, "--dangerously-allow-plaintext-tcp"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no TCP listener:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = small_src(&daemon);
+    let work = daemon.work_dir("work");
+    let built = run(daemon
+        .attest()
+        .env("ATTEST_ENDPOINT", format!("http://{addr}"))
+        .current_dir(&work)
+        .args(["run", "--quiet", "--src"])
+        .arg(&src)
+        .args(["--out", "out.txt", "--", "cp", "in.txt", "out.txt"]));
+    assert!(built.status.success(), "{}", daemon.log());
+    let envelope = work.join("out.txt.intoto.jsonl");
+    let requester = requester_of(&envelope);
+    assert_eq!(requester["transport"], "tcp-plaintext");
+    let line = std::fs::read_to_string(&envelope).unwrap();
+    assert!(base64_payload(&line)
+        .contains("\"dangerousOptions\":[\"--dangerously-allow-plaintext-tcp\"]"));
+    // The daemon's key, fetched over the socket.
+    let pubkey = run(daemon.attest().arg("pubkey"));
+    std::fs::write(work.join("key.pem"), &pubkey.stdout).unwrap();
+    let verify = |extra: &[&str]| {
+        run(Command::new(attest_e2e::bin("attest"))
+            .current_dir(&work)
+            .args([
+                "verify",
+                "out.txt",
+                "--provenance",
+                "out.txt.intoto.jsonl",
+                "--key",
+                "key.pem",
+            ])
+            .args(extra))
+    };
+    assert_eq!(verify(&[]).status.code(), Some(0));
+    assert_eq!(verify(&["--require-hermetic"]).status.code(), Some(19));
+    // A plaintext peer has no identity any pattern could match.
+    assert_eq!(verify(&["--requester", "*"]).status.code(), Some(25));
+}
+
+fn base64_payload(line: &str) -> String {
+    use base64::Engine;
+    let envelope: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
 }
