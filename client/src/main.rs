@@ -209,6 +209,13 @@ struct RunArgs {
     /// The in-toto step name of --link (as the layout names the step).
     #[arg(long, value_name = "NAME", default_value = "build", requires = "link")]
     step: String,
+    /// A claim about who asked, KEY=VALUE (repeatable; e.g.
+    /// ciJobUrl=https://ci.example.org/jobs/42): recorded in the provenance
+    /// as externalParameters.requesterClaims, labelled as the client's word.
+    /// The daemon records who connected (internalParameters.requester)
+    /// separately, whatever this says.
+    #[arg(long = "claimed-requester", value_name = "KEY=VALUE", value_parser = parse_env)]
+    claimed_requester: Vec<(String, String)>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -440,6 +447,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
         source_date_epoch: args.source_date_epoch,
         digest_cache,
         link_name: args.link.then(|| args.step.clone()),
+        requester_claims: args.claimed_requester.clone(),
     };
     let bar = ProgressBar::new(0);
     if args.quiet {

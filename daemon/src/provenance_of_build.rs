@@ -52,6 +52,8 @@ pub struct BuildFacts<'a> {
     pub requester: Option<&'a serde_json::Value>,
     /// `--dangerously-...` options in force in the daemon.
     pub dangerous_options: &'a [String],
+    /// What the client claimed about who asked (not checked).
+    pub requester_claims: &'a BTreeMap<String, String>,
 }
 
 fn sha256_descriptor(name: &str, digest: &Digest) -> ResourceDescriptor {
@@ -208,7 +210,7 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
     }
     source_digest.insert("sha256".into(), json!(facts.input_root.hex()));
     source["digest"] = serde_json::Value::Object(source_digest);
-    let external_parameters = json!({
+    let mut external_parameters = json!({
         "argv": facts.argv,
         "env": env,
         "workingDirectory": facts.working_directory,
@@ -222,6 +224,11 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             "cpuTimeMs": requested.cpu_time_ms,
         },
     });
+    // The client's word, under a name that says so; only when it sent
+    // any, so the provenance of a client that sends none is unchanged.
+    if !facts.requester_claims.is_empty() {
+        external_parameters["requesterClaims"] = json!(facts.requester_claims);
+    }
     let s = facts.settings;
     // Hermetic means what the sandbox reports it enforced, not what was
     // asked for: its own network namespace with nothing but loopback, the
@@ -573,6 +580,10 @@ mod tests {
         let requester =
             json!({"transport": "unix", "uid": 1000, "gid": 1000, "pid": 7, "user": null});
         let dangerous = ["--dangerously-allow-plaintext-tcp".to_string()];
+        let claims = BTreeMap::from([(
+            "ciJobUrl".to_string(),
+            "https://ci.example.org/j/1".to_string(),
+        )]);
         let facts = BuildFacts {
             invocation_id: "inv",
             builder_id: "urn:attestd:host:test",
@@ -596,6 +607,7 @@ mod tests {
             finished_on: "2026-01-01T00:00:01Z",
             requester: Some(&requester),
             dangerous_options: &dangerous,
+            requester_claims: &claims,
         };
         let key = attest_provenance::keys::SigningKey::generate(
             attest_provenance::keys::KeyAlgorithm::Ed25519,
@@ -615,6 +627,11 @@ mod tests {
         let internal = &signed["predicate"]["buildDefinition"]["internalParameters"];
         assert_eq!(internal["requester"], requester);
         assert_eq!(internal["dangerousOptions"], json!(dangerous));
+        assert_eq!(
+            signed["predicate"]["buildDefinition"]["externalParameters"]["requesterClaims"],
+            json!({"ciJobUrl": "https://ci.example.org/j/1"})
+        );
+        assert!(internal.get("requesterClaims").is_none());
         let names: Vec<&str> = signed["predicate"]["buildDefinition"]["resolvedDependencies"]
             .as_array()
             .unwrap()
@@ -665,6 +682,7 @@ mod tests {
             finished_on: "2026-01-01T00:00:01Z",
             requester: None,
             dangerous_options: &[],
+            requester_claims: &BTreeMap::new(),
         });
         serde_json::to_value(&statement).unwrap()
     }

@@ -185,8 +185,22 @@ fn a_build_over_mtls_verifies_and_its_provenance_names_the_client_certificate() 
         .current_dir(&work)
         .args(["run", "--quiet", "--src"])
         .arg(&src)
-        .args(["--out", "out.txt", "--", "cp", "in.txt", "out.txt"]));
+        .args([
+            "--out",
+            "out.txt",
+            // The client's word, recorded apart from what the daemon saw.
+            "--claimed-requester",
+            "ciJobUrl=https://ci.example.org/jobs/42",
+            "--",
+            "cp",
+            "in.txt",
+            "out.txt",
+        ]));
     assert!(built.status.success(), "{}", daemon.log());
+    assert!(
+        base64_payload(&std::fs::read_to_string(work.join("out.txt.intoto.jsonl")).unwrap())
+            .contains("\"requesterClaims\":{\"ciJobUrl\":\"https://ci.example.org/jobs/42\"}")
+    );
     // The product came back over TCP, checked against its digest.
     assert_eq!(
         std::fs::read_to_string(work.join("out.txt")).unwrap(),

@@ -458,6 +458,7 @@ fn sign(
             finished_on: facts.finished_on,
             requester: request.requester.as_ref(),
             dangerous_options: &daemon.config.dangerous_options,
+            requester_claims: &request.requester_claims,
         },
         &[daemon.signer.key()],
         daemon.config.keyid_scheme,
