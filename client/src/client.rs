@@ -1,4 +1,5 @@
-//! A typed attest.v1 client over the daemon's Unix socket.
+//! A typed attest.v1 client over the daemon's Unix socket or a TCP
+//! listener with mutual TLS.
 
 use crate::error::ClientError;
 use attest_proto::v1::{
@@ -38,6 +39,17 @@ pub enum BlobSource {
     File(PathBuf),
 }
 
+/// The PEM files of a mutual-TLS connection to a daemon's TCP listener.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The CA that signed the daemon's server certificate.
+    pub ca: PathBuf,
+    /// This client's certificate, which the daemon's --client-ca signed.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
 /// A connection to one daemon.
 #[derive(Clone)]
 pub struct Client {
@@ -63,6 +75,52 @@ impl Client {
                 socket: socket.to_path_buf(),
                 source,
             })?;
+        Ok(Client { channel })
+    }
+
+    /// Connects to a daemon's TCP listener: `https://HOST:PORT` with
+    /// mutual TLS (`tls` required), or `http://HOST:PORT` for a daemon
+    /// that serves plaintext TCP (`--dangerously-allow-plaintext-tcp`).
+    pub async fn connect_endpoint(
+        endpoint: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client, ClientError> {
+        let connect_error = |source| ClientError::ConnectEndpoint {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let mut target = Endpoint::from_shared(endpoint.to_string()).map_err(connect_error)?;
+        match (endpoint.starts_with("https://"), tls) {
+            (true, Some(tls)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(ClientError::io("read", path.clone()))
+                };
+                let config = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?))
+                    .identity(tonic::transport::Identity::from_pem(
+                        read(&tls.cert)?,
+                        read(&tls.key)?,
+                    ));
+                target = target.tls_config(config).map_err(connect_error)?;
+            }
+            (true, None) => {
+                return Err(ClientError::Invalid(format!(
+                    "{endpoint} is https: give --tls-ca, --tls-cert and --tls-key"
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(ClientError::Invalid(format!(
+                    "{endpoint} is not https://, so --tls-ca, --tls-cert and --tls-key would not be used"
+                )))
+            }
+            (false, None) if endpoint.starts_with("http://") => {}
+            (false, None) => {
+                return Err(ClientError::Invalid(format!(
+                    "{endpoint} is neither https://HOST:PORT nor http://HOST:PORT"
+                )))
+            }
+        }
+        let channel = target.connect().await.map_err(connect_error)?;
         Ok(Client { channel })
     }
 

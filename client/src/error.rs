@@ -23,6 +23,12 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("cannot connect to attestd at {endpoint}")]
+    ConnectEndpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("the daemon refused the request: {}", .0.message())]
     Status(#[from] tonic::Status),
     #[error("cannot {action} {path}")]

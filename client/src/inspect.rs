@@ -92,6 +92,19 @@ pub fn summarize(envelope: &Envelope) -> Value {
         put("materials", predicate.pointer(materials).cloned());
         put("parameters", predicate.pointer(params).cloned());
         put("internalParameters", predicate.pointer(internal).cloned());
+        // Who asked, as the daemon observed it (attestd provenance only),
+        // with the identities `attest verify --requester` matches.
+        let requester = predicate
+            .pointer(internal)
+            .and_then(|i| i.get(attest_provenance::requester::REQUESTER_FIELD))
+            .cloned();
+        if let Some(requester) = requester {
+            put(
+                "requesterIdentities",
+                Some(json!(attest_provenance::requester::identities(&requester))),
+            );
+            put("requester", Some(requester));
+        }
     }
     put("statement", Some(statement));
     Value::Object(out)
@@ -116,6 +129,49 @@ fn descriptor_line(d: &Value) -> String {
         name.to_string()
     } else {
         format!("{name}  {}", digests.join(" "))
+    }
+}
+
+/// One line for the recorded requester: its transport and what the daemon
+/// observed (`mtls: spiffe://..., CN=... (certificate sha256:...)`, `unix:
+/// uid 1000 (user ci), gid 1000, pid 42`).
+fn requester_line(requester: &Value) -> String {
+    let transport = requester
+        .get("transport")
+        .and_then(Value::as_str)
+        .unwrap_or("(unknown transport)");
+    let number = |key: &str| {
+        requester
+            .get(key)
+            .and_then(Value::as_i64)
+            .map_or("?".to_string(), |n| n.to_string())
+    };
+    match transport {
+        "unix" => {
+            let user = requester
+                .get("user")
+                .and_then(Value::as_str)
+                .map_or(String::new(), |u| format!(" (user {u})"));
+            format!(
+                "unix: uid {}{user}, gid {}, pid {}",
+                number("uid"),
+                number("gid"),
+                number("pid")
+            )
+        }
+        "mtls" => format!(
+            "mtls: {} (certificate sha256:{}){}",
+            attest_provenance::requester::identities(requester).join(", "),
+            requester
+                .pointer("/certificate/sha256")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            requester
+                .get("peerAddress")
+                .and_then(Value::as_str)
+                .map_or(String::new(), |a| format!(" from {a}"))
+        ),
+        other => format!("{other}: {requester}"),
     }
 }
 
@@ -187,6 +243,9 @@ pub fn render(summary: &Value) -> String {
         if let Some(value) = field(key) {
             line(&mut out, label, value);
         }
+    }
+    if let Some(requester) = summary.get("requester") {
+        line(&mut out, "requested by:", &requester_line(requester));
     }
     if let Some(materials) = summary.get("materials").and_then(Value::as_array) {
         line(&mut out, "materials:", &materials.len().to_string());
@@ -290,6 +349,33 @@ mod tests {
         assert!(text.contains("m4  sha256:00"), "{text}");
         assert!(!text.contains("m5 "), "{text}");
         assert!(text.contains("... 3 more"), "{text}");
+    }
+
+    #[test]
+    fn the_requester_is_shown_with_the_identities_verify_matches() {
+        let statement = json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [],
+            "predicateType": PREDICATE_TYPE_V1,
+            "predicate": {"buildDefinition": {"buildType": "t", "externalParameters": {},
+                "internalParameters": {"requester": {"transport": "mtls", "peerAddress": "10.0.0.7:4000",
+                    "certificate": {"sha256": "ab12", "subject": "CN=r", "commonName": "r",
+                        "uris": ["spiffe://example.org/runner/7"], "dnsNames": []}}}},
+                "runDetails": {"builder": {"id": "b"}}},
+        });
+        let summary = summarize(&signed(statement.to_string().as_bytes()));
+        assert_eq!(
+            summary["requesterIdentities"],
+            json!(["spiffe://example.org/runner/7", "CN=r"])
+        );
+        assert!(render(&summary).contains(
+            "requested by:   mtls: spiffe://example.org/runner/7, CN=r (certificate sha256:ab12) from 10.0.0.7:4000"
+        ));
+        let unix = json!({"transport": "unix", "uid": 1000, "gid": 100, "pid": 42, "user": "ci"});
+        assert_eq!(
+            requester_line(&unix),
+            "unix: uid 1000 (user ci), gid 100, pid 42"
+        );
     }
 
     #[test]

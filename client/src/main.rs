@@ -31,13 +31,65 @@ struct SocketArg {
     /// user without a daemon of its own gets the system daemon's socket.
     #[arg(long, env = attest_proto::SOCKET_ENV, value_name = "PATH", global = true)]
     socket: Option<PathBuf>,
+    /// A daemon's TCP listener instead of the socket (it takes precedence
+    /// over --socket and ATTEST_SOCKET): https://HOST:PORT
+    /// (mutual TLS, with --tls-ca, --tls-cert and --tls-key), or
+    /// http://HOST:PORT for a daemon serving plaintext TCP.
+    #[arg(long, env = "ATTEST_ENDPOINT", value_name = "URL", global = true)]
+    endpoint: Option<String>,
+    /// The CA certificate (PEM) that signed the daemon's server certificate.
+    #[arg(
+        long,
+        env = "ATTEST_TLS_CA",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the daemon's --client-ca.
+    #[arg(
+        long,
+        env = "ATTEST_TLS_CERT",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(
+        long,
+        env = "ATTEST_TLS_KEY",
+        value_name = "PEM",
+        global = true,
+        requires = "endpoint"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl SocketArg {
-    fn path(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(attest_proto::client_socket_path)
+    /// Dials the endpoint when one is given, else the socket.
+    async fn connect(&self) -> Result<Client, attest::ClientError> {
+        let Some(endpoint) = &self.endpoint else {
+            let socket = self
+                .socket
+                .clone()
+                .unwrap_or_else(attest_proto::client_socket_path);
+            return Client::connect(&socket).await;
+        };
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(attest::client::ClientTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                return Err(attest::ClientError::Invalid(
+                    "--tls-ca, --tls-cert and --tls-key go together".into(),
+                ))
+            }
+        };
+        Client::connect_endpoint(endpoint, tls.as_ref()).await
     }
 }
 
@@ -162,6 +214,13 @@ struct RunArgs {
     /// The in-toto step name of --link (as the layout names the step).
     #[arg(long, value_name = "NAME", default_value = "build", requires = "link")]
     step: String,
+    /// A claim about who asked, KEY=VALUE (repeatable; e.g.
+    /// ciJobUrl=https://ci.example.org/jobs/42): recorded in the provenance
+    /// as externalParameters.requesterClaims, labelled as the client's word.
+    /// The daemon records who connected (internalParameters.requester)
+    /// separately, whatever this says.
+    #[arg(long = "claimed-requester", value_name = "KEY=VALUE", value_parser = parse_env)]
+    claimed_requester: Vec<(String, String)>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -214,6 +273,12 @@ struct VerifyArgs {
     /// Require subject names to equal the artifacts' file names too.
     #[arg(long)]
     require_name: bool,
+    /// Require the requester the daemon recorded to match this pattern:
+    /// a SAN URI, SAN DNS name or `CN=<name>` of its client certificate,
+    /// or `uid:<n>` / `user:<name>` of a Unix-socket peer; `*` matches any
+    /// run of characters other than `/`. No requester recorded fails.
+    #[arg(long, value_name = "PATTERN")]
+    requester: Option<String>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -312,7 +377,7 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<i32>>) -> i
 }
 
 async fn pubkey_command(socket: SocketArg) -> anyhow::Result<i32> {
-    let client = Client::connect(&socket.path()).await?;
+    let client = socket.connect().await?;
     for key in client.public_keys().await? {
         print!("{}", key.pem);
     }
@@ -358,7 +423,7 @@ impl Observer for TerminalObserver {
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
-    let client = Client::connect(&args.socket.path()).await?;
+    let client = args.socket.connect().await?;
     let digest_cache = if args.no_cache {
         None
     } else {
@@ -393,6 +458,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
         source_date_epoch: args.source_date_epoch,
         digest_cache,
         link_name: args.link.then(|| args.step.clone()),
+        requester_claims: args.claimed_requester.clone(),
     };
     let bar = ProgressBar::new(0);
     if args.quiet {
@@ -494,7 +560,7 @@ async fn envelopes_from_daemon(
     socket: &SocketArg,
     sha256: &str,
 ) -> Result<Vec<attest_provenance::dsse::Envelope>, attest::ClientError> {
-    let client = Client::connect(&socket.path()).await?;
+    let client = socket.connect().await?;
     let mut envelopes = Vec::new();
     for found in client.attestations_for(sha256).await? {
         envelopes.extend(
@@ -558,6 +624,7 @@ fn verify_command(args: VerifyArgs) -> i32 {
         require_hermetic: args.require_hermetic,
         min_signatures: args.min_signatures,
         require_name: args.require_name,
+        requester: args.requester,
     };
     match verify(&envelopes, &keys, &artifacts, &expect) {
         Ok(verified) => {

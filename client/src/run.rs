@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Ask the daemon for the step's in-toto link under this step name
     /// (`BuildDone.link`); None: no link.
     pub link_name: Option<String>,
+    /// Claims about who asked (a CI job URL...), recorded in the
+    /// provenance as the client's word (`externalParameters.requesterClaims`).
+    pub requester_claims: Vec<(String, String)>,
 }
 
 /// Which output stream a log chunk came from.
@@ -254,6 +257,7 @@ pub async fn run_build(
         source: options.source.clone(),
         source_date_epoch: options.source_date_epoch,
         emit_link: options.link_name.is_some(),
+        requester_claims: options.requester_claims.iter().cloned().collect(),
         link_name: options.link_name.clone().unwrap_or_default(),
     };
     let mut events = client.build(request).await?;

@@ -28,6 +28,16 @@ pub enum ConfigError {
     /// the daemon cannot use.
     #[error("invalid setting {name}: {reason}")]
     Setting { name: &'static str, reason: String },
+    /// `--tls-key` names a file that group or others may read: refused
+    /// rather than served, as the signing key is.
+    #[error("the TLS key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    TlsKeyReadable { path: PathBuf, mode: u32 },
+    #[error("cannot check the permissions of the TLS key {path}")]
+    TlsKeyStat {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// attestd runs build steps in hermetic sandboxes and signs in-toto / SLSA
@@ -187,6 +197,49 @@ pub struct Cli {
     #[arg(long, env = "ATTESTD_ROOTFS_HASHING", value_name = "on|off", value_parser = parse_on_off)]
     pub rootfs_hashing: Option<bool>,
 
+    /// Also listen on TCP, `tcp://ADDR:PORT` (repeatable; the Unix socket
+    /// stays). Every TCP connection is TLS with a client certificate that
+    /// --client-ca signed, so --tls-cert, --tls-key and --client-ca are
+    /// required, unless --dangerously-allow-plaintext-tcp.
+    #[arg(
+        long = "listen",
+        env = "ATTESTD_LISTEN",
+        value_name = "tcp://ADDR:PORT",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// The server certificate (chain) of the TCP listeners, PEM.
+    #[arg(long, env = "ATTESTD_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key, PEM; refused if group or others
+    /// can read it.
+    #[arg(long, env = "ATTESTD_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate(s), PEM, that client certificates must chain to.
+    /// Every TCP client must present one.
+    #[arg(long, env = "ATTESTD_CLIENT_CA", value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// A client identity allowed to call the TCP listeners (repeatable):
+    /// matched against the verified certificate's SAN URIs, SAN DNS names
+    /// and `CN=<common name>`; `*` matches any run of characters other than
+    /// `/` (e.g. `spiffe://example.org/runner/*`). Others are refused with
+    /// PERMISSION_DENIED. Without any, every certificate --client-ca signed
+    /// is allowed. The Unix socket is governed by its mode and group.
+    #[arg(
+        long = "allow-client",
+        env = "ATTESTD_ALLOW_CLIENT",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub allow_client: Vec<String>,
+    /// Serve --listen addresses as plaintext TCP: no TLS, no client
+    /// identity, anyone who can reach the port can request builds. Recorded
+    /// in every provenance this daemon signs (dangerousOptions), which
+    /// `attest verify --require-hermetic` then refuses. For tests behind
+    /// another authenticating layer only.
+    #[arg(long, env = "ATTESTD_DANGEROUSLY_ALLOW_PLAINTEXT_TCP")]
+    pub dangerously_allow_plaintext_tcp: bool,
+
     /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "attestd=debug").
     #[arg(
         long,
@@ -251,6 +304,12 @@ struct FileConfig {
     gc_min_age: Option<String>,
     gc_interval: Option<String>,
     rootfs_hashing: Option<String>,
+    listen: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    allow_client: Option<Vec<String>>,
+    dangerously_allow_plaintext_tcp: Option<bool>,
     #[serde(default)]
     limits: FileLimits,
 }
@@ -365,6 +424,133 @@ pub struct Config {
     /// mounted (not root, or the mount failed), so a daemon with a nonzero
     /// value here has the tmpfs at STATE/inputs-mem.
     pub inputs_memory_bytes: u64,
+    /// The TCP listeners (`--listen`); empty: the Unix socket only.
+    pub tcp: TcpConfig,
+    /// Options in force that weaken what a provenance can be trusted for,
+    /// as flags (`--dangerously-...`); recorded in every provenance.
+    pub dangerous_options: Vec<String>,
+}
+
+/// The TCP listeners and who may call them.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConfig {
+    pub listen: Vec<std::net::SocketAddr>,
+    /// None: plaintext (`--dangerously-allow-plaintext-tcp`).
+    pub tls: Option<TlsFiles>,
+    pub allow: crate::requester::AllowList,
+}
+
+/// The PEM files of the mTLS listeners.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// The flag recorded in dangerousOptions for a plaintext TCP listener.
+pub const PLAINTEXT_TCP_OPTION: &str = "--dangerously-allow-plaintext-tcp";
+
+/// Parses `tcp://ADDR:PORT`.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    let invalid = |reason: String| ConfigError::Setting {
+        name: "listen",
+        reason,
+    };
+    let addr = text
+        .strip_prefix("tcp://")
+        .ok_or_else(|| invalid(format!("{text:?} is not tcp://ADDR:PORT")))?;
+    addr.parse().map_err(|e| {
+        invalid(format!(
+            "{text:?}: {addr:?} is not an IP address and port: {e}"
+        ))
+    })
+}
+
+/// Refuses a key file that group or others may read.
+fn check_key_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| ConfigError::TlsKeyStat {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o044 != 0 {
+        return Err(ConfigError::TlsKeyReadable {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+/// Resolves the TCP settings: flags over the file.
+fn resolve_tcp(cli: &Cli, file: &FileConfig) -> Result<(TcpConfig, Vec<String>), ConfigError> {
+    let listen_text = if cli.listen.is_empty() {
+        file.listen.clone().unwrap_or_default()
+    } else {
+        cli.listen.clone()
+    };
+    let listen = listen_text
+        .iter()
+        .map(|l| parse_listen(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plaintext =
+        cli.dangerously_allow_plaintext_tcp || file.dangerously_allow_plaintext_tcp == Some(true);
+    let cert = cli.tls_cert.clone().or(file.tls_cert.clone());
+    let key = cli.tls_key.clone().or(file.tls_key.clone());
+    let client_ca = cli.client_ca.clone().or(file.client_ca.clone());
+    let allow = crate::requester::AllowList {
+        patterns: if cli.allow_client.is_empty() {
+            file.allow_client.clone().unwrap_or_default()
+        } else {
+            cli.allow_client.clone()
+        },
+    };
+    let mut dangerous = Vec::new();
+    if listen.is_empty() {
+        return Ok((TcpConfig::default(), dangerous));
+    }
+    let tls = match (plaintext, cert, key, client_ca) {
+        (true, None, None, None) => {
+            dangerous.push(PLAINTEXT_TCP_OPTION.to_string());
+            None
+        }
+        (true, ..) => return Err(ConfigError::Setting {
+            name: "dangerously-allow-plaintext-tcp",
+            reason:
+                "--tls-cert, --tls-key and --client-ca would not be used: give either those or this"
+                    .into(),
+        }),
+        (false, Some(cert), Some(key), Some(client_ca)) => {
+            check_key_private(&key)?;
+            Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            })
+        }
+        (false, cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert"),
+                (key.is_none(), "--tls-key"),
+                (ca.is_none(), "--client-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, flag)| absent.then_some(flag))
+            .collect();
+            return Err(ConfigError::Setting {
+                name: "listen",
+                reason: format!(
+                    "a TCP listener needs {} (client certificates are required)",
+                    missing.join(", ")
+                ),
+            });
+        }
+    };
+    Ok((TcpConfig { listen, tls, allow }, dangerous))
 }
 
 const GIB: u64 = 1 << 30;
@@ -404,6 +590,7 @@ impl Config {
             None => (default_config_path(is_root), false),
         };
         let file = load_file(&config_path, explicit)?;
+        let (tcp, dangerous_options) = resolve_tcp(cli, &file)?;
         let state_dir = cli
             .state_dir
             .clone()
@@ -614,6 +801,8 @@ impl Config {
             gc_interval,
             rootfs_hashing,
             inputs_memory_bytes,
+            tcp,
+            dangerous_options,
         })
     }
 
@@ -713,6 +902,87 @@ mod tests {
         let mut all = vec!["attestd", "--sandbox-helper", "/bin/true"];
         all.extend_from_slice(args);
         Cli::parse_from(all)
+    }
+
+    #[test]
+    fn a_tcp_listener_needs_all_three_tls_files_or_the_dangerous_flag() {
+        match Config::resolve(&cli(&[
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--tls-cert",
+            "/c",
+        ])) {
+            Err(ConfigError::Setting { name, reason }) => {
+                assert_eq!(name, "listen");
+                assert_eq!(reason, "a TCP listener needs --tls-key, --client-ca (client certificates are required)");
+            }
+            other => panic!("{other:?}"),
+        }
+        match Config::resolve(&cli(&["--listen", "localhost:7000"])) {
+            Err(ConfigError::Setting { name, reason }) => {
+                assert_eq!(name, "listen");
+                assert!(reason.contains("is not tcp://ADDR:PORT"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let plain = Config::resolve(&cli(&[
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--dangerously-allow-plaintext-tcp",
+        ]))
+        .unwrap();
+        assert!(plain.tcp.tls.is_none());
+        assert_eq!(plain.dangerous_options, [PLAINTEXT_TCP_OPTION]);
+        // Without a listener the flag changes nothing, so nothing is recorded.
+        let unused = Config::resolve(&cli(&["--dangerously-allow-plaintext-tcp"])).unwrap();
+        assert!(unused.dangerous_options.is_empty());
+        assert!(matches!(
+            Config::resolve(&cli(&[
+                "--listen",
+                "tcp://127.0.0.1:7000",
+                "--dangerously-allow-plaintext-tcp",
+                "--tls-cert",
+                "/c"
+            ])),
+            Err(ConfigError::Setting {
+                name: "dangerously-allow-plaintext-tcp",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_tls_key_is_refused_when_group_or_others_can_read_it_and_the_file_sets_tcp() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("server.key");
+        std::fs::write(&key, "not checked here").unwrap();
+        let file = dir.path().join("attestd.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "listen = [\"tcp://0.0.0.0:7443\"]\ntls_cert = \"/c.pem\"\ntls_key = {key:?}\nclient_ca = \"/ca.pem\"\nallow_client = [\"spiffe://example.org/runner/*\"]\n"
+            ),
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            match Config::resolve(&cli(&["--config", config])) {
+                Err(ConfigError::TlsKeyReadable { path, mode: found }) => {
+                    assert_eq!((path, found), (key.clone(), mode));
+                }
+                other => panic!("{mode:o}: {other:?}"),
+            }
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let resolved = Config::resolve(&cli(&["--config", config])).unwrap();
+        assert_eq!(resolved.tcp.listen, ["0.0.0.0:7443".parse().unwrap()]);
+        assert_eq!(
+            resolved.tcp.allow.patterns,
+            ["spiffe://example.org/runner/*"]
+        );
+        assert!(resolved.dangerous_options.is_empty());
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub struct BuildFacts<'a> {
     /// What became of stdout and stderr: a log cut to its cap is
     /// annotated so in the byproducts.
     pub logs: Logs,
+    /// Who asked, as the daemon observed it on the connection
+    /// (`crate::requester::Requester::to_json`); None only for builds not
+    /// requested over a connection (tests).
+    pub requester: Option<&'a serde_json::Value>,
+    /// `--dangerously-...` options in force in the daemon.
+    pub dangerous_options: &'a [String],
+    /// What the client claimed about who asked (not checked).
+    pub requester_claims: &'a BTreeMap<String, String>,
 }
 
 /// `sandbox.observed` in docs/buildtype-v1.md's names; a value the
@@ -263,7 +271,7 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
     }
     source_digest.insert("sha256".into(), json!(facts.input_root.hex()));
     source["digest"] = serde_json::Value::Object(source_digest);
-    let external_parameters = json!({
+    let mut external_parameters = json!({
         "argv": facts.argv,
         "env": env,
         "workingDirectory": facts.working_directory,
@@ -278,6 +286,11 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             "maxLogBytes": requested.max_log_bytes,
         },
     });
+    // The client's word, under a name that says so; only when it sent
+    // any, so the provenance of a client that sends none is unchanged.
+    if !facts.requester_claims.is_empty() {
+        external_parameters["requesterClaims"] = json!(facts.requester_claims);
+    }
     let s = facts.settings;
     // Hermetic means what the step observed of itself before its exec
     // (its own netns with nothing but loopback, a seccomp filter, no
@@ -312,16 +325,24 @@ pub fn build_provenance(facts: &BuildFacts<'_>) -> (Vec<ResourceDescriptor>, Pro
             },
         },
         "sourceDateEpoch": facts.source_date_epoch,
-        // No option that weakens the sandbox exists yet; when one does, it
-        // is listed here and makes `hermetic` false.
+        // `hermetic` is about the sandbox alone. Options that weaken what
+        // the provenance can be trusted for in other ways (a plaintext TCP
+        // listener, through which anyone could have asked) are listed in
+        // `dangerousOptions`, which `attest verify --require-hermetic`
+        // requires to be empty.
         "hermetic": hermetic,
-        "dangerousOptions": [],
+        "dangerousOptions": facts.dangerous_options,
     });
     if facts.observed.is_none() {
         // Absent as a whole, as docs/buildtype-v1.md says, not null.
         if let Some(sandbox) = internal_parameters["sandbox"].as_object_mut() {
             sandbox.remove("observed");
         }
+    }
+    // An internal parameter: the build platform observed it, the client
+    // cannot set it (docs/buildtype-v1.md, "Requester").
+    if let Some(requester) = facts.requester {
+        internal_parameters[attest_provenance::requester::REQUESTER_FIELD] = requester.clone();
     }
 
     let mut resolved = Vec::with_capacity(facts.input_files.len() + 2);
@@ -625,6 +646,13 @@ mod tests {
         let output_paths = ["out".to_string()];
         let outputs = [(b"out".to_vec(), digest)];
         let usage = Usage::default();
+        let requester =
+            json!({"transport": "unix", "uid": 1000, "gid": 1000, "pid": 7, "user": null});
+        let dangerous = ["--dangerously-allow-plaintext-tcp".to_string()];
+        let claims = BTreeMap::from([(
+            "ciJobUrl".to_string(),
+            "https://ci.example.org/j/1".to_string(),
+        )]);
         let facts = BuildFacts {
             invocation_id: "inv",
             builder_id: "urn:attestd:host:test",
@@ -648,6 +676,9 @@ mod tests {
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
             logs: Logs::default(),
+            requester: Some(&requester),
+            dangerous_options: &dangerous,
+            requester_claims: &claims,
         };
         let key = attest_provenance::keys::SigningKey::generate(
             attest_provenance::keys::KeyAlgorithm::Ed25519,
@@ -664,6 +695,14 @@ mod tests {
             signed,
             serde_json::to_value(build_statement(&facts)).unwrap()
         );
+        let internal = &signed["predicate"]["buildDefinition"]["internalParameters"];
+        assert_eq!(internal["requester"], requester);
+        assert_eq!(internal["dangerousOptions"], json!(dangerous));
+        assert_eq!(
+            signed["predicate"]["buildDefinition"]["externalParameters"]["requesterClaims"],
+            json!({"ciJobUrl": "https://ci.example.org/j/1"})
+        );
+        assert!(internal.get("requesterClaims").is_none());
         let names: Vec<&str> = signed["predicate"]["buildDefinition"]["resolvedDependencies"]
             .as_array()
             .unwrap()
@@ -754,6 +793,9 @@ mod tests {
             started_on: "2026-01-01T00:00:00Z",
             finished_on: "2026-01-01T00:00:01Z",
             logs: Logs::default(),
+            requester: None,
+            dangerous_options: &[],
+            requester_claims: &BTreeMap::new(),
         });
         serde_json::to_value(&statement).unwrap()
     }
@@ -804,6 +846,9 @@ mod tests {
                     head_bytes: 10,
                 },
             },
+            requester: None,
+            dangerous_options: &[],
+            requester_claims: &BTreeMap::new(),
         });
         let st = serde_json::to_value(&statement).unwrap();
         let definition = &st["predicate"]["buildDefinition"];

@@ -1,7 +1,15 @@
 //! Serving the four attest.v1 services plus grpc.health.v1 and server
-//! reflection on a Unix socket.
+//! reflection on a Unix socket, and on the `--listen` TCP addresses with
+//! mutual TLS.
+//!
+//! The Unix socket's connections go through the `:authority` rewrite
+//! (`uds_authority`); TCP connections never do: over TCP a client names a
+//! real host, and h2 checks it unchanged. Every TCP call first passes the
+//! `--allow-client` check on its verified client certificate.
 
+use crate::config::TcpConfig;
 use crate::executor::Daemon;
+use crate::requester::{AllowList, Requester};
 use crate::service::Services;
 use crate::uds_authority::UdsConnection;
 use attest_proto::v1::{
@@ -13,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
+use tonic::transport::server::TcpIncoming;
 
 /// Largest gRPC message accepted (uploads are chunked well below this).
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -34,6 +43,14 @@ pub enum ServerError {
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("the gRPC server failed")]
     Transport(#[source] tonic::transport::Error),
+    #[error("cannot listen on tcp://{addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the TCP listeners' TLS")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -45,14 +62,17 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Serve
     }
 }
 
-/// Binds the socket (replacing a stale one), then serves until `shutdown`
-/// completes. The socket is 0660: only the daemon's user and group may
-/// request builds.
+/// Binds the socket (replacing a stale one) and the TCP listeners, then
+/// serves until `shutdown` completes. The socket is 0660: only the
+/// daemon's user and group may request builds there.
 pub async fn serve(
     daemon: Arc<Daemon>,
     socket: &Path,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    let tcp = daemon.config.tcp.clone();
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
@@ -93,9 +113,7 @@ pub async fn serve(
         .map_err(ServerError::Reflection)?;
 
     let services = Services { daemon };
-    tracing::info!(socket = %socket.display(), "attestd is serving");
-    let result = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -105,14 +123,121 @@ pub async fn serve(
         )
         .add_service(BuildServer::new(services.clone()))
         .add_service(AttestationsServer::new(services.clone()))
-        .add_service(KeysServer::new(services))
-        // Every connection through the :authority rewrite, so stock gRPC
-        // clients work with their defaults (see uds_authority).
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
-            shutdown,
-        )
-        .await;
-    let _ = std::fs::remove_file(socket);
-    result.map_err(ServerError::Transport)
+        .add_service(KeysServer::new(services));
+
+    // Read and bound before anything is served, so bad PEM files or a
+    // busy port fail the start.
+    let acceptor = match &tcp.tls {
+        Some(files) => Some(crate::tls::MtlsAcceptor::new(
+            &files.cert,
+            &files.key,
+            &files.client_ca,
+        )?),
+        None => None,
+    };
+    let mut tcp_servers = Vec::new();
+    for addr in &tcp.listen {
+        let bind_error = |source| ServerError::Bind {
+            addr: *addr,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        tcp_servers.push(serve_tcp(
+            &tcp,
+            acceptor.clone(),
+            bound,
+            listener,
+            routes.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    tracing::info!(socket = %socket.display(), "attestd is serving");
+    let unix = async {
+        let result = tonic::transport::Server::builder()
+            .add_routes(routes)
+            // Every connection through the :authority rewrite, so stock gRPC
+            // clients work with their defaults (see uds_authority).
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener).map(|s| s.map(UdsConnection::new)),
+                shutdown,
+            )
+            .await;
+        let _ = std::fs::remove_file(socket);
+        result.map_err(ServerError::Transport)
+    };
+    futures::future::try_join(unix, futures::future::try_join_all(tcp_servers)).await?;
+    Ok(())
+}
+
+/// One TCP listener: mutual TLS (or plaintext when so configured), each
+/// call admitted (a verified client certificate, then `--allow-client`)
+/// before any service sees it.
+fn serve_tcp(
+    tcp: &TcpConfig,
+    acceptor: Option<crate::tls::MtlsAcceptor>,
+    bound: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> futures::future::BoxFuture<'static, Result<(), ServerError>> {
+    use futures::FutureExt;
+    match &tcp.tls {
+        Some(files) => {
+            if tcp.allow.patterns.is_empty() {
+                tracing::info!(listen = %bound, client_ca = %files.client_ca.display(), "serving TCP with mutual TLS; no --allow-client: every certificate the client CA signed may request builds");
+            } else {
+                tracing::info!(listen = %bound, client_ca = %files.client_ca.display(), allow_client = ?tcp.allow.patterns, "serving TCP with mutual TLS");
+            }
+        }
+        None => tracing::warn!(
+            listen = %bound,
+            "serving PLAINTEXT TCP (--dangerously-allow-plaintext-tcp): anyone who reaches this port can request builds; every provenance records it"
+        ),
+    }
+    let allow = Arc::new(tcp.allow.clone());
+    let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(
+            move |request: tonic::Request<()>| admit(&allow, request),
+        ))
+        .add_routes(routes);
+    match acceptor {
+        Some(acceptor) => async move {
+            router
+                .serve_with_incoming_shutdown(acceptor.incoming(listener), shutdown)
+                .await
+                .map_err(ServerError::Transport)
+        }
+        .boxed(),
+        None => async move {
+            router
+                .serve_with_incoming_shutdown(
+                    // gRPC's small frames would wait on Nagle's algorithm otherwise.
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await
+                .map_err(ServerError::Transport)
+        }
+        .boxed(),
+    }
+}
+
+/// The `--allow-client` check of every TCP call, before any service sees it.
+fn admit(
+    allow: &AllowList,
+    request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let checked = Requester::observe(&request).and_then(|requester| {
+        allow.admit(&requester).inspect_err(|_| {
+            tracing::warn!(requester = %requester.describe(), "TCP client refused by --allow-client")
+        })
+    });
+    match checked {
+        Ok(()) => Ok(request),
+        Err(e) => Err(crate::service::ServiceError::from(e).into()),
+    }
 }

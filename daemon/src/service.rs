@@ -49,6 +49,10 @@ const DOWNLOAD_CHUNK: usize = 1 << 20;
 /// - DATA_LOSS: a stored blob no longer matches its digest.
 /// - INTERNAL: the daemon itself failed (disk, index, a task); `attest run`
 ///   exits with 71.
+/// - UNAUTHENTICATED: the caller could not be identified (no client
+///   certificate, or one whose names cannot be read).
+/// - PERMISSION_DENIED: a verified TCP client no `--allow-client` pattern
+///   matches; the message names its identity.
 ///
 /// A build that has started reports its failures in its BuildDone event
 /// instead (`executor::FailureClass`).
@@ -62,6 +66,8 @@ pub enum ServiceError {
     Materialize(#[from] MaterializeError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Requester(#[from] crate::requester::RequesterError),
     #[error("{field} is missing")]
     MissingDigest { field: &'static str },
     #[error("{field} is not a digest")]
@@ -132,6 +138,10 @@ impl From<ServiceError> for Status {
                 tonic::Code::NotFound
             }
             ServiceError::DownloadCorrupt { .. } => tonic::Code::DataLoss,
+            ServiceError::Requester(crate::requester::RequesterError::NotAllowed { .. }) => {
+                tonic::Code::PermissionDenied
+            }
+            ServiceError::Requester(_) => tonic::Code::Unauthenticated,
             ServiceError::Index(_)
             | ServiceError::DownloadRead { .. }
             | ServiceError::Task { .. } => tonic::Code::Internal,
@@ -437,7 +447,13 @@ impl Build for Services {
         &self,
         request: Request<BuildRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
-        let request = validate(request.get_ref()).map_err(ServiceError::from)?;
+        // Observed before anything else: a build with no known requester
+        // is not started.
+        let requester =
+            crate::requester::Requester::observe(&request).map_err(ServiceError::from)?;
+        let mut request = validate(request.get_ref()).map_err(ServiceError::from)?;
+        tracing::info!(requester = %requester.describe(), "build requested");
+        request.requester = Some(requester.to_json());
         // Everything the step needs must be in the store before the build is
         // accepted, so a missing blob is a clear error, not a failed build.
         let daemon = self.daemon.clone();

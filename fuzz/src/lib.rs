@@ -15,6 +15,7 @@
 //! | [`percent_bytes`] | `attest_tree::percent_bytes_decode` | a provenance name read back by a verifier |
 //! | [`file_list`] | `attestd::materialize::decode_file_list` | a tree's file list on disk, read back after a crash |
 //! | [`report`] | `attest_sandbox::read_report` | `report.json`, written by the helper next to a hostile step |
+//! | [`client_certificate`] | `attestd::requester::ClientCertificate::parse` | a TCP client's certificate (verified first, but parsed by a second parser) |
 #![forbid(unsafe_code)]
 
 pub mod mutator;
@@ -32,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("percent_bytes", percent_bytes),
     ("file_list", file_list),
     ("report", report),
+    ("client_certificate", client_certificate),
 ];
 
 /// A `Directory` message as the daemon receives it from a client. Oracle:
@@ -187,4 +189,16 @@ fn report_in(dir: &std::path::Path, data: &[u8]) {
         attest_sandbox::read_report(&again).expect("a written report reads back"),
         report
     );
+}
+
+/// The names of a client certificate, as the daemon reads them for
+/// `--allow-client` and the requester. The certificate was verified by
+/// rustls's WebPKI first, but x509-parser is a second parser of the same
+/// bytes. Oracle: no panic; a parsed certificate's fingerprint is the
+/// sha256 of exactly these bytes, hex.
+pub fn client_certificate(data: &[u8]) {
+    let Ok(cert) = attestd::requester::ClientCertificate::parse(data) else {
+        return;
+    };
+    assert_eq!(cert.sha256, attest_tree::hash_bytes(data).hex());
 }

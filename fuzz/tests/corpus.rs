@@ -118,3 +118,8 @@ fn file_lists() {
 fn helper_reports() {
     fuzz("report");
 }
+
+#[test]
+fn client_certificates() {
+    fuzz("client_certificate");
+}

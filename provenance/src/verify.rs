@@ -18,7 +18,7 @@
 //!    provenance carries only sha512) and every shared one is equal; a
 //!    subject with only other algorithms never matches;
 //! 4. the expectations: builder id, build type, source uri, source digest,
-//!    maximum age, hermeticity, in that order.
+//!    maximum age, hermeticity, requester, in that order.
 //!
 //! # Exit codes
 //!
@@ -39,6 +39,7 @@
 //! | 22 | 2 | statement well-formed | `NotJson`, `InvalidStatement` |
 //! | 23 | 2 | predicate well-formed | `InvalidPredicate` |
 //! | 24 | 1 | an envelope to verify | `NoEnvelopes` |
+//! | 25 | 4 | requester | `Requester` |
 //!
 //! # Hermeticity
 //!
@@ -180,6 +181,10 @@ pub struct Expectations {
     pub min_signatures: usize,
     /// A subject must carry the artifact's name as well as its digest.
     pub require_name: bool,
+    /// One identity of the requester the daemon observed
+    /// (`internalParameters.requester`) must match this pattern
+    /// ([`crate::requester`]); no requester recorded fails.
+    pub requester: Option<String>,
 }
 
 impl Default for Expectations {
@@ -193,6 +198,7 @@ impl Default for Expectations {
             require_hermetic: false,
             min_signatures: 1,
             require_name: false,
+            requester: None,
         }
     }
 }
@@ -373,6 +379,15 @@ pub enum VerifyError {
         /// What the provenance says instead.
         reason: String,
     },
+    /// No identity of the recorded requester matches the pattern, or no
+    /// requester is recorded.
+    #[error("expected a requester matching {pattern:?}, found {found}")]
+    Requester {
+        /// The pattern.
+        pattern: String,
+        /// The identities recorded, or why there are none.
+        found: String,
+    },
 }
 
 impl VerifyError {
@@ -399,6 +414,7 @@ impl VerifyError {
             NotJson { .. } | InvalidStatement(_) => 22,
             InvalidPredicate(_) => 23,
             NoEnvelopes => 24,
+            Requester { .. } => 25,
         }
     }
 
@@ -430,6 +446,7 @@ impl VerifyError {
             21 => "payload-type",
             22 => "statement",
             23 => "predicate",
+            25 => "requester",
             _ => "envelope",
         }
     }
@@ -449,6 +466,8 @@ struct PredicateView {
     /// (field, value) of the finish (or else start) time.
     time: Option<(&'static str, String)>,
     hermetic: Result<(), String>,
+    /// `internalParameters.requester`, if any.
+    requester: Option<Value>,
 }
 
 fn digest_map(v: Option<&Value>) -> BTreeMap<String, String> {
@@ -538,6 +557,11 @@ fn view_v1(p: &Provenance) -> PredicateView {
         sources,
         time,
         hermetic: hermetic_of(bd.internal_parameters.as_ref()),
+        requester: bd
+            .internal_parameters
+            .as_ref()
+            .and_then(|i| i.get(crate::requester::REQUESTER_FIELD))
+            .cloned(),
     }
 }
 
@@ -590,6 +614,7 @@ fn view_v02(p: &Value) -> Result<PredicateView, ProvenanceError> {
         sources,
         time,
         hermetic: Err("slsa v0.2 provenance, which does not record hermeticity".into()),
+        requester: None,
     })
 }
 
@@ -888,6 +913,27 @@ fn check_expectations(
         view.hermetic
             .clone()
             .map_err(|reason| VerifyError::NotHermetic { reason })?;
+    }
+    if let Some(pattern) = &expect.requester {
+        // Fails closed: a provenance without a requester (older daemons,
+        // v0.2) or one whose identities all differ does not pass.
+        let Some(requester) = &view.requester else {
+            return Err(VerifyError::Requester {
+                pattern: pattern.clone(),
+                found: "no internalParameters.requester".into(),
+            });
+        };
+        if crate::requester::matching_identity(pattern, requester).is_none() {
+            let ids = crate::requester::identities(requester);
+            return Err(VerifyError::Requester {
+                pattern: pattern.clone(),
+                found: if ids.is_empty() {
+                    format!("a requester with no identity ({requester})")
+                } else {
+                    list(&ids)
+                },
+            });
+        }
     }
     Ok(())
 }

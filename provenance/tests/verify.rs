@@ -113,6 +113,7 @@ fn round_trip_sign_to_json_from_json_verify_both_algorithms() {
             max_age: Some(Duration::from_secs(3600)),
             require_hermetic: true,
             require_name: true,
+            requester: None,
             min_signatures: 1,
         };
         let v = verify_envelope(
@@ -980,6 +981,47 @@ fn step4_hermetic_needs_the_flag_and_no_dangerous_options() {
         ),
         Err(VerifyError::NotHermetic { .. })
     ));
+}
+
+#[test]
+fn step4_requester_must_match_and_fails_closed_when_absent() {
+    let key = ed();
+    let expect = |pattern: &str| Expectations {
+        requester: Some(pattern.into()),
+        ..Default::default()
+    };
+    let mut p = provenance(true);
+    p.build_definition.internal_parameters = Some(json!({
+        "hermetic": true,
+        "requester": {"transport": "mtls", "certificate": {
+            "uris": ["spiffe://example.org/runner/7"], "dnsNames": [], "commonName": "runner"}},
+    }));
+    let env = signed(&statement_for(&p, &artifact()), &key);
+    assert_eq!(
+        check(&env, &key, &expect("spiffe://example.org/runner/*")),
+        Ok(())
+    );
+    assert_eq!(check(&env, &key, &expect("CN=runner")), Ok(()));
+    let refused = check(&env, &key, &expect("spiffe://example.org/admin/*")).unwrap_err();
+    assert_eq!(
+        refused,
+        VerifyError::Requester {
+            pattern: "spiffe://example.org/admin/*".into(),
+            found: "spiffe://example.org/runner/7, CN=runner".into(),
+        }
+    );
+    assert_eq!((refused.exit_code(), refused.check()), (25, "requester"));
+
+    // No requester recorded: a fail, whatever the pattern.
+    p.build_definition.internal_parameters = Some(json!({"hermetic": true}));
+    let env = signed(&statement_for(&p, &artifact()), &key);
+    assert_eq!(
+        check(&env, &key, &expect("*")),
+        Err(VerifyError::Requester {
+            pattern: "*".into(),
+            found: "no internalParameters.requester".into(),
+        })
+    );
 }
 
 #[test]

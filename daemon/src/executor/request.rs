@@ -39,6 +39,10 @@ pub enum RequestError {
         path: String,
         reason: &'static str,
     },
+    #[error("{count} requester claims; at most {max}")]
+    TooManyRequesterClaims { count: usize, max: usize },
+    #[error("requester claim {key:?} is malformed: keys are 1 to 64 of [A-Za-z0-9._-], values at most 1024 bytes without NUL")]
+    MalformedRequesterClaim { key: String },
     #[error("link_name {name:?} is not a usable step name")]
     BadLinkName {
         name: String,
@@ -76,6 +80,38 @@ pub struct ValidatedRequest {
     pub source_date_epoch: u64,
     /// The in-toto step name when the request asked for a link.
     pub link_name: Option<String>,
+    /// Who asked, as observed on the connection (`crate::requester`):
+    /// `validate` sees only the message and leaves it None; the service
+    /// sets it from the call.
+    pub requester: Option<serde_json::Value>,
+    /// What the client claims about who asked, sorted by key: recorded as
+    /// claims (`externalParameters.requesterClaims`), never trusted.
+    pub requester_claims: std::collections::BTreeMap<String, String>,
+}
+
+/// Most requester claims one request may carry.
+pub const MAX_REQUESTER_CLAIMS: usize = 32;
+
+fn validate_requester_claims(
+    request: &BuildRequest,
+) -> Result<std::collections::BTreeMap<String, String>, RequestError> {
+    let claims = &request.requester_claims;
+    if claims.len() > MAX_REQUESTER_CLAIMS {
+        return Err(RequestError::TooManyRequesterClaims {
+            count: claims.len(),
+            max: MAX_REQUESTER_CLAIMS,
+        });
+    }
+    for (key, value) in claims {
+        let key_ok = (1..=64).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !key_ok || value.len() > 1024 || value.contains('\0') {
+            return Err(RequestError::MalformedRequesterClaim { key: key.clone() });
+        }
+    }
+    Ok(claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 /// Checks a relative path from a request: no "..", not absolute, no empty
@@ -179,6 +215,8 @@ pub fn validate(request: &BuildRequest) -> Result<ValidatedRequest, RequestError
         source: request.source.clone(),
         source_date_epoch: request.source_date_epoch,
         link_name: validate_link_name(request)?,
+        requester: None,
+        requester_claims: validate_requester_claims(request)?,
     })
 }
 
@@ -231,6 +269,38 @@ mod tests {
             output_paths: outputs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn requester_claims_are_kept_sorted_and_bounded() {
+        let mut ok = request(&["out"], &["true"]);
+        ok.requester_claims.insert("pipeline".into(), "77".into());
+        ok.requester_claims
+            .insert("ciJobUrl".into(), "https://ci.example.org/j/1".into());
+        let claims = validate(&ok).unwrap().requester_claims;
+        assert_eq!(claims.keys().collect::<Vec<_>>(), ["ciJobUrl", "pipeline"]);
+        for (key, value) in [
+            ("", "x"),
+            ("has space", "x"),
+            ("k", "nul\0inside"),
+            (&"k".repeat(65)[..], "x"),
+            ("k", &"v".repeat(1025)[..]),
+        ] {
+            let mut bad = request(&["out"], &["true"]);
+            bad.requester_claims.insert(key.into(), value.into());
+            assert!(
+                matches!(validate(&bad), Err(RequestError::MalformedRequesterClaim { key: k }) if k == key),
+                "{key:?}"
+            );
+        }
+        let mut many = request(&["out"], &["true"]);
+        for n in 0..=MAX_REQUESTER_CLAIMS {
+            many.requester_claims.insert(format!("k{n}"), "v".into());
+        }
+        assert!(matches!(
+            validate(&many),
+            Err(RequestError::TooManyRequesterClaims { count: 33, max: 32 })
+        ));
     }
 
     fn refusal(request: &BuildRequest) -> RequestError {

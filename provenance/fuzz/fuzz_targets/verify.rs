@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         max_age: Some(Duration::from_secs(3600)),
         require_hermetic: true,
         require_name: true,
+        requester: None,
         min_signatures: 1,
     };
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
