@@ -12,6 +12,8 @@
 //! - [`statement`]: in-toto Statement v1 and ResourceDescriptor.
 //! - [`slsa`]: SLSA Provenance v1 predicate.
 //! - [`verify`]: the numbered, fail-closed verification of `attest verify`.
+//! - [`reproducibility`]: the verdict a rebuilding daemon signs, and the
+//!   check of such verdicts for `attest verify --require-reproduced-by`.
 //! - [`link`]: in-toto link metadata for one step, signed the way
 //!   `in-toto-verify` checks it.
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@ pub mod dsse;
 mod json;
 pub mod keys;
 pub mod link;
+pub mod reproducibility;
 pub mod slsa;
 pub mod statement;
 pub mod verify;
