@@ -13,6 +13,11 @@ use attest_proto::v1::{
     GetByInvocationRequest, GetPublicKeysRequest, GetPublicKeysResponse, ListBySubjectRequest,
     ListBySubjectResponse, PublicKey, UploadBlobsRequest, UploadBlobsResponse,
 };
+use attest_proto::v1::{
+    GetHostRootfsRequest, GetHostRootfsResponse, RootfsBind, SignReproducibilityRequest,
+    SignReproducibilityResponse,
+};
+use crate::reproducibility_verdict::VerdictError;
 use attest_provenance::keys::KeyAlgorithm;
 use attest_tree::Digest;
 use futures::Stream;
@@ -62,6 +67,8 @@ pub enum ServiceError {
     Materialize(#[from] MaterializeError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Verdict(#[from] VerdictError),
     #[error("{field} is missing")]
     MissingDigest { field: &'static str },
     #[error("{field} is not a digest")]
@@ -132,7 +139,10 @@ impl From<ServiceError> for Status {
                 tonic::Code::NotFound
             }
             ServiceError::DownloadCorrupt { .. } => tonic::Code::DataLoss,
-            ServiceError::Index(_)
+            ServiceError::Verdict(VerdictError::RebuildNotFound { .. }) => tonic::Code::NotFound,
+            ServiceError::Verdict(VerdictError::Compare { .. }) => tonic::Code::InvalidArgument,
+            ServiceError::Verdict(VerdictError::Index(_) | VerdictError::Sign(_))
+            | ServiceError::Index(_)
             | ServiceError::DownloadRead { .. }
             | ServiceError::Task { .. } => tonic::Code::Internal,
         };
@@ -495,6 +505,55 @@ impl Attestations for Services {
                     invocation_id: a.invocation_id,
                     envelope: a.envelope.into_bytes(),
                     signed_on: a.signed_on,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn sign_reproducibility(
+        &self,
+        request: Request<SignReproducibilityRequest>,
+    ) -> Result<Response<SignReproducibilityResponse>, Status> {
+        let request = request.into_inner();
+        let daemon = self.daemon.clone();
+        let envelope = blocking(move || {
+            crate::reproducibility_verdict::sign_verdict(
+                &daemon,
+                &request.original_envelope,
+                &request.rebuild_invocation_id,
+                request.original_verified,
+            )
+        })
+        .await?;
+        Ok(Response::new(SignReproducibilityResponse {
+            envelope: envelope.into_bytes(),
+        }))
+    }
+
+    async fn get_host_rootfs(
+        &self,
+        _: Request<GetHostRootfsRequest>,
+    ) -> Result<Response<GetHostRootfsResponse>, Status> {
+        let daemon = self.daemon.clone();
+        let binds = blocking(move || {
+            Ok::<_, ServiceError>(crate::reproducibility_verdict::host_rootfs(&daemon))
+        })
+        .await?;
+        Ok(Response::new(GetHostRootfsResponse {
+            hashing_on: binds.is_some(),
+            binds: binds
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| {
+                    let (sha256, reason) = match b.digest {
+                        Ok(hex) => (hex, String::new()),
+                        Err(reason) => (String::new(), reason),
+                    };
+                    RootfsBind {
+                        name: b.name,
+                        sha256,
+                        reason,
+                    }
                 })
                 .collect(),
         }))
