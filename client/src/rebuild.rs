@@ -57,6 +57,73 @@ pub const EXIT_REBUILD_FAILED: i32 = 33;
 /// parameters this client cannot turn back into a request).
 pub const EXIT_NOT_REBUILDABLE: i32 = 34;
 
+/// Exit status of `attest verify --require-reproduced-by` when an artifact
+/// lacks enough matching verdicts (every other check having passed).
+pub const EXIT_NOT_REPRODUCED_BY: i32 = 25;
+
+/// Why `attest verify --require-reproduced-by` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReproducedByCheckError {
+    #[error(transparent)]
+    Input(#[from] ClientError),
+    #[error("artifact {name}: only a sha512 is known; verdicts name products by sha256")]
+    NoSha256 { name: String },
+    #[error("artifact {name}")]
+    NotReproduced {
+        name: String,
+        #[source]
+        source: attest_provenance::reproducibility::ReproducedByError,
+    },
+}
+
+impl ReproducedByCheckError {
+    /// [`crate::verify::EXIT_BAD_INPUT`] for unreadable input, else
+    /// [`EXIT_NOT_REPRODUCED_BY`].
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ReproducedByCheckError::Input(_) => crate::verify::EXIT_BAD_INPUT,
+            _ => EXIT_NOT_REPRODUCED_BY,
+        }
+    }
+}
+
+/// `attest verify --require-reproduced-by`: each artifact needs verdicts
+/// from `min` distinct keys among `key_files`. Returns, per artifact, the
+/// keyids that vouched.
+pub fn check_reproduced_by(
+    verdict_files: &[PathBuf],
+    key_files: &[PathBuf],
+    artifacts: &[Artifact],
+    min: usize,
+) -> Result<Vec<(String, Vec<String>)>, ReproducedByCheckError> {
+    let keys = crate::verify::read_keys(key_files)?;
+    let mut verdicts = Vec::new();
+    for path in verdict_files {
+        verdicts.extend(crate::verify::read_provenance(path)?);
+    }
+    let mut vouched = Vec::new();
+    for artifact in artifacts {
+        if artifact.sha256.is_empty() {
+            return Err(ReproducedByCheckError::NoSha256 {
+                name: artifact.name.clone(),
+            });
+        }
+        let keyids = attest_provenance::reproducibility::reproduced_by(
+            &verdicts,
+            &keys,
+            &artifact.sha256,
+            min,
+            attest_provenance::keys::KeyIdScheme::Securesystemslib,
+        )
+        .map_err(|source| ReproducedByCheckError::NotReproduced {
+            name: artifact.name.clone(),
+            source,
+        })?;
+        vouched.push((artifact.name.clone(), keyids));
+    }
+    Ok(vouched)
+}
+
 /// What to rebuild and how.
 #[derive(Debug, Clone, Default)]
 pub struct RebuildOptions {
