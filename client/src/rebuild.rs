@@ -155,7 +155,7 @@ pub struct RebuildOptions {
 pub enum RebuildError {
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("the provenance does not verify (step {}, {}): {source}", .source.step(), .source.check())]
+    #[error("the provenance does not verify (step {}, {})", .source.step(), .source.check())]
     NotVerified {
         #[source]
         source: VerifyError,
@@ -664,7 +664,7 @@ impl RebuildReport {
             let word = match r.result {
                 RootfsResult::Same => "same",
                 RootfsResult::Different => "DIFFERENT",
-                RootfsResult::Unknown => "unknown (not hashed on one side)",
+                RootfsResult::Unknown => "unknown (no digest recorded on one side)",
                 RootfsResult::MissingHere => "MISSING here",
                 RootfsResult::ExtraHere => "EXTRA here",
             };
