@@ -652,14 +652,23 @@ impl RebuildReport {
         if !v.original_verified {
             out.push_str("WARNING: the original provenance was NOT verified (--dangerously-skip-verify); the verdict says so\n");
         }
-        out.push_str(&format!(
-            "rootfs: {}\n",
-            if v.rootfs_matched {
-                "the same as the original's"
-            } else {
-                "NOT the same as the original's (the first explanation of a difference)"
-            }
-        ));
+        let differing = v
+            .rootfs
+            .iter()
+            .filter(|r| r.result != RootfsResult::Same && r.result != RootfsResult::Unknown)
+            .count();
+        let unknown = v
+            .rootfs
+            .iter()
+            .filter(|r| r.result == RootfsResult::Unknown)
+            .count();
+        out.push_str(&if v.rootfs_matched {
+            "rootfs: the same as the original's, bind by bind\n".to_string()
+        } else if differing > 0 {
+            format!("rootfs: {differing} bind(s) DIFFER from the original's (the first explanation of a difference)\n")
+        } else {
+            format!("rootfs: not compared for {unknown} bind(s): no digest on one side (rootfs hashing off, or not finished)\n")
+        });
         for r in &v.rootfs {
             let word = match r.result {
                 RootfsResult::Same => "same",
@@ -773,8 +782,10 @@ fn run_diffoscope(original: &Path, rebuilt: &Path) -> String {
 /// The original product at its subject path under `dir`, if its bytes
 /// are the subject's: (path, size).
 fn original_product(dir: &Path, name: &str, sha256: &str) -> Option<(PathBuf, u64)> {
-    let bytes = attest_tree::percent_bytes_decode(name).ok()?;
-    let relative = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&bytes));
+    // A subject name is the path itself when it is UTF-8; a name in the
+    // percent-bytes encoding (a path that is not UTF-8) is looked up as
+    // written and so not found: diffoscope then says so.
+    let relative = Path::new(name);
     if relative.is_absolute() || relative.components().any(|c| c == std::path::Component::ParentDir) {
         return None;
     }
