@@ -71,6 +71,63 @@ fn read_verdict(path: &Path, key: &Path) -> (Statement, Value) {
     (statement, predicate)
 }
 
+/// Checks `value` against the subset of JSON Schema that
+/// docs/reproducibility-v1.schema.json uses (type, required, properties,
+/// additionalProperties: false, items, enum, local $ref, and the sha256
+/// pattern), so the published schema cannot drift from what is signed.
+fn schema_check(value: &Value, schema: &Value, root: &Value, at: &str) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/$defs/").expect("local $ref");
+        return schema_check(value, &root["$defs"][name], root, at);
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        assert!(allowed.contains(value), "{at}: {value} not in {allowed:?}");
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        let text = value.as_str().unwrap_or_else(|| panic!("{at}: not a string"));
+        match pattern {
+            "^[0-9a-f]{64}$" => assert!(
+                text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{at}: {text:?} is not a sha256"
+            ),
+            "^rootfs:/" => assert!(text.starts_with("rootfs:/"), "{at}: {text:?}"),
+            other => panic!("{at}: pattern {other} not known to this check"),
+        }
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let object = value.as_object().unwrap_or_else(|| panic!("{at}: not an object"));
+            for key in schema["required"].as_array().into_iter().flatten() {
+                assert!(object.contains_key(key.as_str().unwrap()), "{at}: {key} missing");
+            }
+            for (key, v) in object {
+                let sub = &schema["properties"][key];
+                assert!(
+                    !sub.is_null() || schema["additionalProperties"] != false,
+                    "{at}: {key} is not in the schema"
+                );
+                schema_check(v, sub, root, &format!("{at}.{key}"));
+            }
+        }
+        Some("array") => {
+            for (i, item) in value.as_array().unwrap_or_else(|| panic!("{at}: not an array")).iter().enumerate() {
+                schema_check(item, &schema["items"], root, &format!("{at}[{i}]"));
+            }
+        }
+        Some("string") => assert!(value.is_string(), "{at}: not a string"),
+        Some("boolean") => assert!(value.is_boolean(), "{at}: not a boolean"),
+        _ => {}
+    }
+}
+
+fn check_against_schema(predicate: &Value) {
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("docs/reproducibility-v1.schema.json")).unwrap(),
+    )
+    .unwrap();
+    schema_check(predicate, &schema, &schema, "predicate");
+}
+
 fn product<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["products"]
         .as_array()
@@ -104,6 +161,7 @@ fn a_deterministic_c_build_reproduces_on_the_same_daemon_and_its_verdict_verifie
 
     let (statement, predicate) = read_verdict(&work.join("hello.reproducibility.intoto.jsonl"), &key);
     assert_eq!(statement.subject, original_statement.subject);
+    check_against_schema(&predicate);
     assert_eq!(predicate["result"], "reproducible");
     assert_eq!(predicate["originalVerified"], true);
     assert_eq!(predicate["dangerousOptions"], serde_json::json!([]));
@@ -185,6 +243,7 @@ fn a_step_that_embeds_random_bytes_is_named_and_the_verdict_says_so() {
     assert_eq!(product(&report, "same.txt")["result"], "identical");
 
     let (_, predicate) = read_verdict(&work.join("random.bin.reproducibility.intoto.jsonl"), &key);
+    check_against_schema(&predicate);
     assert_eq!(predicate["result"], "not-reproducible");
     let rows = predicate["products"].as_array().unwrap();
     assert_eq!(rows[0]["name"], "random.bin");
@@ -326,7 +385,7 @@ fn a_tampered_provenance_is_refused_and_skipping_verification_is_recorded() {
 #[test]
 fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilders() {
     let first = TestDaemon::start();
-    let second = TestDaemon::start();
+    let second = TestDaemon::start_with(&["--builder-id", "urn:attestd:test:second"]);
     let work = first.work_dir("work");
     let src = build_hello(&first, &work);
     let first_key = pubkey(&first, &work, "first.pub.pem");
@@ -358,7 +417,10 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     );
     assert_eq!(out.status.code(), Some(0), "{report}");
     let (_, predicate) = read_verdict(&work.join("second.verdict.jsonl"), &second_key);
+    check_against_schema(&predicate);
     assert_eq!(predicate["result"], "reproducible");
+    assert_eq!(predicate["rebuild"]["builderId"], "urn:attestd:test:second");
+    assert_ne!(predicate["original"]["builderId"], "urn:attestd:test:second");
 
     let check = |keys: &[&str], verdicts: &[&str], artifact: &str, min: &str| {
         let mut args = vec![
