@@ -673,3 +673,72 @@ fn same_rootfs_is_compared_bind_by_bind_with_hashing_on() {
     assert_eq!(out.status.code(), Some(32));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rootfs-hashing off"));
 }
+
+/// SignReproducibility straight from the library, as a hostile client
+/// would call it.
+async fn sign(
+    daemon: &TestDaemon,
+    original: Vec<u8>,
+    rebuild_invocation_id: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    let client = attest::Client::connect(&daemon.socket).await.unwrap();
+    attest_proto::v1::attestations_client::AttestationsClient::new(client.channel())
+        .sign_reproducibility(attest_proto::v1::SignReproducibilityRequest {
+            original_envelope: original,
+            rebuild_invocation_id: rebuild_invocation_id.to_string(),
+            original_verified: true,
+        })
+        .await
+        .map(|r| r.into_inner().envelope)
+}
+
+fn invocation_of(provenance: &Path) -> String {
+    let envelope = read_envelopes(&std::fs::read(provenance).unwrap())
+        .unwrap()
+        .remove(0);
+    let statement = Statement::from_json(&envelope.payload).unwrap();
+    statement.predicate["runDetails"]["metadata"]["invocationId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_signs_no_verdict_for_an_unrelated_build_or_the_original_itself() {
+    let daemon = TestDaemon::start();
+    let work = daemon.work_dir("work");
+    build_hello(&daemon, &work);
+    let original = std::fs::read(work.join("hello.intoto.jsonl")).unwrap();
+    let original = original.strip_suffix(b"\n").unwrap().to_vec();
+    // Another build on the same daemon whose product has the same name.
+    let other = daemon.work_dir("other");
+    let other_src = other.join("src");
+    std::fs::create_dir_all(&other_src).unwrap();
+    std::fs::write(other_src.join("x"), "not hello\n").unwrap();
+    assert!(daemon
+        .attest_run(&other, &other_src, &["--out", "hello", "--", "cp", "x", "hello"])
+        .status
+        .success());
+
+    let unrelated = sign(&daemon, original.clone(), &invocation_of(&other.join("hello.intoto.jsonl")))
+        .await
+        .unwrap_err();
+    assert_eq!(unrelated.code(), tonic::Code::InvalidArgument);
+    assert!(unrelated.message().contains("externalParameters"), "{}", unrelated.message());
+
+    let itself = sign(&daemon, original.clone(), &invocation_of(&work.join("hello.intoto.jsonl")))
+        .await
+        .unwrap_err();
+    assert_eq!(itself.code(), tonic::Code::InvalidArgument);
+    assert!(itself.message().contains("same build"), "{}", itself.message());
+
+    let unknown = sign(&daemon, original.clone(), "00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let garbage = sign(&daemon, b"{\"not\": \"an envelope\"}".to_vec(), &invocation_of(&other.join("hello.intoto.jsonl")))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
+}
