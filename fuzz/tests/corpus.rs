@@ -118,3 +118,8 @@ fn file_lists() {
 fn helper_reports() {
     fuzz("report");
 }
+
+#[test]
+fn original_envelopes() {
+    fuzz("original_envelope");
+}
