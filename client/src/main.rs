@@ -95,7 +95,11 @@ struct RebuildArgs {
     #[arg(value_name = "PROVENANCE")]
     provenance: PathBuf,
     /// A trusted public key for the provenance, PEM (repeatable).
-    #[arg(long = "key", value_name = "PUB.pem", required_unless_present = "dangerously_skip_verify")]
+    #[arg(
+        long = "key",
+        value_name = "PUB.pem",
+        required_unless_present = "dangerously_skip_verify"
+    )]
     keys: Vec<PathBuf>,
     /// Require this many distinct trusted signatures on the provenance.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -265,7 +269,11 @@ struct VerifyArgs {
     require_name: bool,
     /// Also require reproducibility verdicts (`attest rebuild`) for every
     /// artifact from rebuilders holding these keys, PEM (repeatable).
-    #[arg(long = "require-reproduced-by", value_name = "PUB.pem", requires = "verdicts")]
+    #[arg(
+        long = "require-reproduced-by",
+        value_name = "PUB.pem",
+        requires = "verdicts"
+    )]
     reproduced_by: Vec<PathBuf>,
     /// How many distinct rebuilder keys must have signed a reproducible
     /// verdict for each artifact.

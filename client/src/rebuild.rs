@@ -230,7 +230,11 @@ pub fn recorded_request(statement: &Statement) -> Result<RecordedRequest, Rebuil
                     .map(|s| s.as_str().map(str::to_string))
                     .collect::<Option<Vec<_>>>()
             })
-            .ok_or_else(|| not_rebuildable(format!("externalParameters.{name} is not a list of strings")))
+            .ok_or_else(|| {
+                not_rebuildable(format!(
+                    "externalParameters.{name} is not a list of strings"
+                ))
+            })
     };
     let argv = strings(field("argv")?, "argv")?;
     let outputs = strings(field("outputs")?, "outputs")?;
@@ -300,7 +304,8 @@ pub fn recorded_request(statement: &Statement) -> Result<RecordedRequest, Rebuil
             }
         }
     }
-    let has_source = !info.repository_uri.is_empty() || !info.commit.is_empty() || !info.r#ref.is_empty();
+    let has_source =
+        !info.repository_uri.is_empty() || !info.commit.is_empty() || !info.r#ref.is_empty();
     Ok(RecordedRequest {
         request: BuildRequest {
             input_root: Some(input_root.to_proto()),
@@ -346,7 +351,13 @@ pub fn verified_envelope(
                     .collect()
             })
             .unwrap_or_default();
-        match verify_envelope(envelope, keys, &artifacts, &expect, std::time::SystemTime::now()) {
+        match verify_envelope(
+            envelope,
+            keys,
+            &artifacts,
+            &expect,
+            std::time::SystemTime::now(),
+        ) {
             Ok(v) => return Ok((envelope.clone(), v.statement)),
             Err(e) => last = e,
         }
@@ -371,7 +382,9 @@ pub fn material_differences(
     }
     for (path, sha) in found {
         if !recorded.contains_key(path) {
-            problems.push(format!("extra: {path} (sha256:{sha}, not in the recorded tree)"));
+            problems.push(format!(
+                "extra: {path} (sha256:{sha}, not in the recorded tree)"
+            ));
         }
     }
     problems
@@ -396,7 +409,9 @@ async fn gather_from_src(
     root: &Digest,
 ) -> Result<(), RebuildError> {
     if !src.is_dir() {
-        return Err(ClientError::Invalid(format!("--src {} is not a directory", src.display())).into());
+        return Err(
+            ClientError::Invalid(format!("--src {} is not a directory", src.display())).into(),
+        );
     }
     let dir = src.to_path_buf();
     let tree = tokio::task::spawn_blocking(move || attest_tree::build_tree(&dir, None, &|_| {}))
@@ -786,12 +801,16 @@ fn original_product(dir: &Path, name: &str, sha256: &str) -> Option<(PathBuf, u6
     // percent-bytes encoding (a path that is not UTF-8) is looked up as
     // written and so not found: diffoscope then says so.
     let relative = Path::new(name);
-    if relative.is_absolute() || relative.components().any(|c| c == std::path::Component::ParentDir) {
+    if relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
         return None;
     }
     let path = dir.join(relative);
     let digest = attest_tree::hash_file(&path).ok()?;
-    (digest.hex() == sha256).then(|| (path, digest.size))
+    (digest.hex() == sha256).then_some((path, digest.size))
 }
 
 /// Runs the whole rebuild. `log` receives the step's output.
@@ -855,9 +874,8 @@ pub async fn rebuild(
             _ => {}
         }
     }
-    let done = done.ok_or_else(|| {
-        ClientError::Protocol("the build stream ended without a result".into())
-    })?;
+    let done = done
+        .ok_or_else(|| ClientError::Protocol("the build stream ended without a result".into()))?;
     if !done.success {
         return Err(RebuildError::RebuildFailed {
             invocation_id: done.invocation_id,
@@ -932,9 +950,12 @@ pub async fn rebuild(
             .digest
             .as_ref()
             .ok_or_else(|| ClientError::Protocol(format!("output {} has no digest", output.path)))
-            .and_then(|d| Digest::from_proto(d).map_err(|e| ClientError::Protocol(e.to_string())))?;
+            .and_then(|d| {
+                Digest::from_proto(d).map_err(|e| ClientError::Protocol(e.to_string()))
+            })?;
         let raw = attest_tree::joined(&output.path, &output.raw_path);
-        let relative = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
+        let relative =
+            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(raw));
         let dest = client
             .download(&digest, &options.out_dir, relative, output.is_executable)
             .await?;

@@ -42,11 +42,13 @@ pub fn sign_verdict(
     rebuild_invocation_id: &str,
     original_verified: bool,
 ) -> Result<String, VerdictError> {
-    let rebuild = daemon.index.get(rebuild_invocation_id)?.ok_or_else(|| {
-        VerdictError::RebuildNotFound {
-            invocation_id: rebuild_invocation_id.to_string(),
-        }
-    })?;
+    let rebuild =
+        daemon
+            .index
+            .get(rebuild_invocation_id)?
+            .ok_or_else(|| VerdictError::RebuildNotFound {
+                invocation_id: rebuild_invocation_id.to_string(),
+            })?;
     let (subject, predicate) = compare(&RebuildContext {
         original_envelope_bytes: original_envelope.to_vec(),
         rebuild_envelope_bytes: rebuild.envelope.into_bytes(),

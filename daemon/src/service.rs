@@ -5,6 +5,7 @@ use crate::error::error_chain;
 use crate::executor::{execute, validate, Daemon, RequestError};
 use crate::index::IndexError;
 use crate::materialize::MaterializeError;
+use crate::reproducibility_verdict::VerdictError;
 use crate::store::StoreError;
 use attest_proto::v1::{
     attestations_server::Attestations, build_server::Build, content_store_server::ContentStore,
@@ -17,7 +18,6 @@ use attest_proto::v1::{
     GetHostRootfsRequest, GetHostRootfsResponse, RootfsBind, SignReproducibilityRequest,
     SignReproducibilityResponse,
 };
-use crate::reproducibility_verdict::VerdictError;
 use attest_provenance::keys::KeyAlgorithm;
 use attest_tree::Digest;
 use futures::Stream;

@@ -87,7 +87,9 @@ pub fn signed_envelope(statement: &serde_json::Value) -> Vec<u8> {
 /// equal digests on both sides; the rebuild's invocation is never the
 /// original's.
 pub fn original_envelope(data: &[u8]) {
-    use attest_provenance::reproducibility::{compare, ProductResult, RebuildContext, REPRODUCIBLE};
+    use attest_provenance::reproducibility::{
+        compare, ProductResult, RebuildContext, REPRODUCIBLE,
+    };
     static REBUILD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let rebuild = REBUILD.get_or_init(|| signed_envelope(&provenance_statement("rebuild")));
     let Ok((_, verdict)) = compare(&RebuildContext {
@@ -98,15 +100,24 @@ pub fn original_envelope(data: &[u8]) {
     }) else {
         return;
     };
-    assert_eq!(verdict.original.envelope_sha256, attest_tree::hash_bytes(data).hex());
-    assert_ne!(verdict.original.invocation_id, verdict.rebuild.invocation_id);
+    assert_eq!(
+        verdict.original.envelope_sha256,
+        attest_tree::hash_bytes(data).hex()
+    );
+    assert_ne!(
+        verdict.original.invocation_id,
+        verdict.rebuild.invocation_id
+    );
     for row in &verdict.products {
         if row.result == ProductResult::Identical {
             assert!(row.original_sha256.is_some() && row.original_sha256 == row.rebuilt_sha256);
         }
     }
     if verdict.result == REPRODUCIBLE {
-        assert!(verdict.products.iter().all(|r| r.result == ProductResult::Identical));
+        assert!(verdict
+            .products
+            .iter()
+            .all(|r| r.result == ProductResult::Identical));
     }
     serde_json::to_vec(&verdict).expect("a verdict serializes");
 }

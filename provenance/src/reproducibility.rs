@@ -226,7 +226,8 @@ fn parse(which: &'static str, envelope: &Envelope) -> Result<Parsed, CompareErro
     if statement.predicate_type != PREDICATE_TYPE_V1 {
         return Err(not(format!("predicateType {:?}", statement.predicate_type)));
     }
-    let provenance = Provenance::from_value(&statement.predicate).map_err(|e| not(e.to_string()))?;
+    let provenance =
+        Provenance::from_value(&statement.predicate).map_err(|e| not(e.to_string()))?;
     let build_type = &provenance.build_definition.build_type;
     if build_type != REBUILDABLE_BUILD_TYPE {
         return Err(CompareError::BuildType {
@@ -402,7 +403,8 @@ pub fn compare(
         }
     }
     // No recorded bind at all says nothing about the toolchain.
-    let rootfs_matched = !rootfs.is_empty() && rootfs.iter().all(|r| r.result == RootfsResult::Same);
+    let rootfs_matched =
+        !rootfs.is_empty() && rootfs.iter().all(|r| r.result == RootfsResult::Same);
 
     // 3. The products.
     let o_subjects = subjects("original", &original.statement.subject)?;
@@ -434,8 +436,10 @@ pub fn compare(
             });
         }
     }
-    let reproducible =
-        !products.is_empty() && products.iter().all(|p| p.result == ProductResult::Identical);
+    let reproducible = !products.is_empty()
+        && products
+            .iter()
+            .all(|p| p.result == ProductResult::Identical);
 
     let input_root_sha256 = o_ext
         .pointer("/source/inputRoot/sha256")
@@ -528,10 +532,7 @@ fn judge(envelope: &Envelope, trusted: &[PublicKey], sha256: &str) -> Result<Vec
             predicate.dangerous_options.join(", ")
         ));
     }
-    let subject = statement
-        .subject
-        .iter()
-        .any(|s| s.sha256() == Some(sha256));
+    let subject = statement.subject.iter().any(|s| s.sha256() == Some(sha256));
     let identical = predicate.products.iter().any(|p| {
         p.result == ProductResult::Identical && p.rebuilt_sha256.as_deref() == Some(sha256)
     });

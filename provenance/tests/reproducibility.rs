@@ -102,8 +102,11 @@ fn different_missing_and_extra_products_are_each_named() {
     ))
     .unwrap();
     assert_eq!(p.result, NOT_REPRODUCIBLE);
-    let rows: Vec<(&str, ProductResult)> =
-        p.products.iter().map(|r| (r.name.as_str(), r.result)).collect();
+    let rows: Vec<(&str, ProductResult)> = p
+        .products
+        .iter()
+        .map(|r| (r.name.as_str(), r.result))
+        .collect();
     assert_eq!(
         rows,
         [
@@ -165,7 +168,11 @@ fn another_build_type_is_not_rebuildable() {
     let mut original = provenance("one", &[("hello", A)], Some(B));
     original["predicate"]["buildDefinition"]["buildType"] = json!("https://example.com/other");
     assert_eq!(
-        compare(&context(&original, &provenance("two", &[("hello", A)], Some(B)))).unwrap_err(),
+        compare(&context(
+            &original,
+            &provenance("two", &[("hello", A)], Some(B))
+        ))
+        .unwrap_err(),
         CompareError::BuildType {
             which: "original",
             found: "https://example.com/other".into()
@@ -174,14 +181,23 @@ fn another_build_type_is_not_rebuildable() {
 }
 
 /// A signed verdict made by `compare`, as the daemon makes it.
-fn verdict(key: &SigningKey, products: &[(&str, &str)], rebuilt: &[(&str, &str)], verified: bool) -> Envelope {
+fn verdict(
+    key: &SigningKey,
+    products: &[(&str, &str)],
+    rebuilt: &[(&str, &str)],
+    verified: bool,
+) -> Envelope {
     let mut ctx = context(
         &provenance("one", products, Some(B)),
         &provenance("two", rebuilt, Some(B)),
     );
     ctx.original_verified = verified;
     let (subject, predicate) = compare(&ctx).unwrap();
-    let statement = Statement::new(subject, PREDICATE_TYPE, serde_json::to_value(predicate).unwrap());
+    let statement = Statement::new(
+        subject,
+        PREDICATE_TYPE,
+        serde_json::to_value(predicate).unwrap(),
+    );
     Envelope::sign(
         INTOTO_PAYLOAD_TYPE,
         statement.to_json().into_bytes(),
@@ -197,12 +213,29 @@ fn distinct_trusted_rebuilders_are_counted_once_each() {
     let trusted = [k1.public_key(), k2.public_key()];
     let v1 = verdict(&k1, &[("hello", A)], &[("hello", A)], true);
     let v2 = verdict(&k2, &[("hello", A)], &[("hello", A)], true);
-    let found = reproduced_by(&[v1.clone(), v2], &trusted, A, 2, KeyIdScheme::Securesystemslib).unwrap();
+    let found = reproduced_by(
+        &[v1.clone(), v2],
+        &trusted,
+        A,
+        2,
+        KeyIdScheme::Securesystemslib,
+    )
+    .unwrap();
     assert_eq!(found.len(), 2);
     // One key's verdict twice is one rebuilder.
     assert!(matches!(
-        reproduced_by(&[v1.clone(), v1], &trusted, A, 2, KeyIdScheme::Securesystemslib),
-        Err(ReproducedByError::TooFewRebuilders { found: 1, required: 2, .. })
+        reproduced_by(
+            &[v1.clone(), v1],
+            &trusted,
+            A,
+            2,
+            KeyIdScheme::Securesystemslib
+        ),
+        Err(ReproducedByError::TooFewRebuilders {
+            found: 1,
+            required: 2,
+            ..
+        })
     ));
 }
 
@@ -210,7 +243,13 @@ fn distinct_trusted_rebuilders_are_counted_once_each() {
 fn a_verdict_by_an_untrusted_key_does_not_count() {
     let v = verdict(&key(), &[("hello", A)], &[("hello", A)], true);
     assert!(matches!(
-        reproduced_by(&[v], &[key().public_key()], A, 1, KeyIdScheme::Securesystemslib),
+        reproduced_by(
+            &[v],
+            &[key().public_key()],
+            A,
+            1,
+            KeyIdScheme::Securesystemslib
+        ),
         Err(ReproducedByError::TooFewRebuilders { found: 0, .. })
     ));
 }
@@ -221,7 +260,13 @@ fn a_not_reproducible_verdict_vouches_for_nothing_it_names() {
     let v = verdict(&k, &[("a", A), ("b", B)], &[("a", A), ("b", C)], true);
     for sha in [A, C] {
         assert!(matches!(
-            reproduced_by(&[v.clone()], &[k.public_key()], sha, 1, KeyIdScheme::Securesystemslib),
+            reproduced_by(
+                std::slice::from_ref(&v),
+                &[k.public_key()],
+                sha,
+                1,
+                KeyIdScheme::Securesystemslib
+            ),
             Err(ReproducedByError::TooFewRebuilders { found: 0, .. })
         ));
     }
@@ -241,8 +286,12 @@ fn a_verdict_for_another_artifact_does_not_count() {
 fn a_verdict_made_with_dangerously_skip_verify_does_not_count() {
     let k = key();
     let v = verdict(&k, &[("hello", A)], &[("hello", A)], false);
-    let err = reproduced_by(&[v], &[k.public_key()], A, 1, KeyIdScheme::Securesystemslib).unwrap_err();
+    let err =
+        reproduced_by(&[v], &[k.public_key()], A, 1, KeyIdScheme::Securesystemslib).unwrap_err();
     let ReproducedByError::TooFewRebuilders { rejected, .. } = err;
     assert_eq!(rejected.len(), 1);
-    assert!(rejected[0].contains("--dangerously-skip-verify"), "{rejected:?}");
+    assert!(
+        rejected[0].contains("--dangerously-skip-verify"),
+        "{rejected:?}"
+    );
 }

@@ -49,7 +49,9 @@ fn build_hello(daemon: &TestDaemon, work: &Path) -> PathBuf {
     let out = daemon.attest_run(
         work,
         &src,
-        &["--out", "hello", "--", "cc", "-O2", "-Wall", "-o", "hello", "hello.c"],
+        &[
+            "--out", "hello", "--", "cc", "-O2", "-Wall", "-o", "hello", "hello.c",
+        ],
     );
     assert!(out.status.success());
     src
@@ -84,10 +86,15 @@ fn schema_check(value: &Value, schema: &Value, root: &Value, at: &str) {
         assert!(allowed.contains(value), "{at}: {value} not in {allowed:?}");
     }
     if let Some(pattern) = schema["pattern"].as_str() {
-        let text = value.as_str().unwrap_or_else(|| panic!("{at}: not a string"));
+        let text = value
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: not a string"));
         match pattern {
             "^[0-9a-f]{64}$" => assert!(
-                text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                text.len() == 64
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
                 "{at}: {text:?} is not a sha256"
             ),
             "^rootfs:/" => assert!(text.starts_with("rootfs:/"), "{at}: {text:?}"),
@@ -96,9 +103,14 @@ fn schema_check(value: &Value, schema: &Value, root: &Value, at: &str) {
     }
     match schema["type"].as_str() {
         Some("object") => {
-            let object = value.as_object().unwrap_or_else(|| panic!("{at}: not an object"));
+            let object = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object"));
             for key in schema["required"].as_array().into_iter().flatten() {
-                assert!(object.contains_key(key.as_str().unwrap()), "{at}: {key} missing");
+                assert!(
+                    object.contains_key(key.as_str().unwrap()),
+                    "{at}: {key} missing"
+                );
             }
             for (key, v) in object {
                 let sub = &schema["properties"][key];
@@ -110,7 +122,12 @@ fn schema_check(value: &Value, schema: &Value, root: &Value, at: &str) {
             }
         }
         Some("array") => {
-            for (i, item) in value.as_array().unwrap_or_else(|| panic!("{at}: not an array")).iter().enumerate() {
+            for (i, item) in value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array"))
+                .iter()
+                .enumerate()
+            {
                 schema_check(item, &schema["items"], root, &format!("{at}[{i}]"));
             }
         }
@@ -148,7 +165,11 @@ fn a_deterministic_c_build_reproduces_on_the_same_daemon_and_its_verdict_verifie
         .remove(0);
     let original_statement = Statement::from_json(&original.payload).unwrap();
 
-    let (out, report) = rebuild(&daemon, &work, &["hello.intoto.jsonl", "--key", "daemon.pub.pem"]);
+    let (out, report) = rebuild(
+        &daemon,
+        &work,
+        &["hello.intoto.jsonl", "--key", "daemon.pub.pem"],
+    );
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(report["result"], "reproducible");
     assert_eq!(product(&report, "hello")["result"], "identical");
@@ -159,7 +180,8 @@ fn a_deterministic_c_build_reproduces_on_the_same_daemon_and_its_verdict_verifie
         std::fs::read(work.join("hello")).unwrap()
     );
 
-    let (statement, predicate) = read_verdict(&work.join("hello.reproducibility.intoto.jsonl"), &key);
+    let (statement, predicate) =
+        read_verdict(&work.join("hello.reproducibility.intoto.jsonl"), &key);
     assert_eq!(statement.subject, original_statement.subject);
     check_against_schema(&predicate);
     assert_eq!(predicate["result"], "reproducible");
@@ -175,7 +197,8 @@ fn a_deterministic_c_build_reproduces_on_the_same_daemon_and_its_verdict_verifie
         ))
     );
     // A real second run: its own invocation, its own provenance, indexed.
-    let original_invocation = original_statement.predicate["runDetails"]["metadata"]["invocationId"]
+    let original_invocation = original_statement.predicate["runDetails"]["metadata"]
+        ["invocationId"]
         .as_str()
         .unwrap()
         .to_string();
@@ -232,7 +255,11 @@ fn a_step_that_embeds_random_bytes_is_named_and_the_verdict_says_so() {
     assert!(out.status.success());
     let key = pubkey(&daemon, &work, "daemon.pub.pem");
 
-    let (out, report) = rebuild(&daemon, &work, &["random.bin.intoto.jsonl", "--key", "daemon.pub.pem"]);
+    let (out, report) = rebuild(
+        &daemon,
+        &work,
+        &["random.bin.intoto.jsonl", "--key", "daemon.pub.pem"],
+    );
     assert_eq!(out.status.code(), Some(EXIT_NOT_REPRODUCIBLE), "{report}");
     assert_eq!(report["result"], "not-reproducible");
     let random = product(&report, "random.bin");
@@ -252,10 +279,14 @@ fn a_step_that_embeds_random_bytes_is_named_and_the_verdict_says_so() {
     assert_eq!(rows[1]["result"], "identical");
 
     // The text report names the file too.
-    let out = run(daemon
-        .attest()
-        .current_dir(&work)
-        .args(["rebuild", "random.bin.intoto.jsonl", "--key", "daemon.pub.pem", "--verdict", "v2.jsonl"]));
+    let out = run(daemon.attest().current_dir(&work).args([
+        "rebuild",
+        "random.bin.intoto.jsonl",
+        "--key",
+        "daemon.pub.pem",
+        "--verdict",
+        "v2.jsonl",
+    ]));
     assert_eq!(out.status.code(), Some(EXIT_NOT_REPRODUCIBLE));
     assert!(String::from_utf8_lossy(&out.stdout).contains("DIFFERENT  random.bin"));
 
@@ -277,7 +308,11 @@ fn a_step_that_embeds_random_bytes_is_named_and_the_verdict_says_so() {
                 "random.bin.reproducibility.intoto.jsonl",
             ],
         );
-        assert_eq!(verified.status.code(), Some(EXIT_NOT_REPRODUCED_BY), "{artifact}");
+        assert_eq!(
+            verified.status.code(),
+            Some(EXIT_NOT_REPRODUCED_BY),
+            "{artifact}"
+        );
     }
 }
 
@@ -295,15 +330,27 @@ fn src_with_one_edited_file_is_refused_before_running_naming_it() {
     let (out, report) = rebuild(
         &daemon,
         &work,
-        &["hello.intoto.jsonl", "--key", "daemon.pub.pem", "--src", "src"],
+        &[
+            "hello.intoto.jsonl",
+            "--key",
+            "daemon.pub.pem",
+            "--src",
+            "src",
+        ],
     );
     assert_eq!(out.status.code(), Some(EXIT_MATERIALS), "{report}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("differs: hello.c (recorded sha256:"), "{stderr}");
+    assert!(
+        stderr.contains("differs: hello.c (recorded sha256:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing ran"), "{stderr}");
     assert!(!work.join("rebuilt").exists());
     assert!(!work.join("hello.reproducibility.intoto.jsonl").exists());
-    assert_eq!(daemon.log().matches("build finished").count(), builds_before);
+    assert_eq!(
+        daemon.log().matches("build finished").count(),
+        builds_before
+    );
 
     // The unedited tree is accepted.
     std::fs::remove_dir_all(&src).unwrap();
@@ -311,7 +358,13 @@ fn src_with_one_edited_file_is_refused_before_running_naming_it() {
     let (out, _) = rebuild(
         &daemon,
         &work,
-        &["hello.intoto.jsonl", "--key", "daemon.pub.pem", "--src", "src"],
+        &[
+            "hello.intoto.jsonl",
+            "--key",
+            "daemon.pub.pem",
+            "--src",
+            "src",
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
 }
@@ -337,10 +390,21 @@ fn a_tampered_provenance_is_refused_and_skipping_verification_is_recorded() {
     let work = daemon.work_dir("work");
     build_hello(&daemon, &work);
     pubkey(&daemon, &work, "daemon.pub.pem");
-    tampered(&work.join("hello.intoto.jsonl"), &work.join("tampered.intoto.jsonl"));
+    tampered(
+        &work.join("hello.intoto.jsonl"),
+        &work.join("tampered.intoto.jsonl"),
+    );
 
-    let (out, report) = rebuild(&daemon, &work, &["tampered.intoto.jsonl", "--key", "daemon.pub.pem"]);
-    assert_eq!(out.status.code(), Some(EXIT_NO_TRUSTED_SIGNATURE), "{report}");
+    let (out, report) = rebuild(
+        &daemon,
+        &work,
+        &["tampered.intoto.jsonl", "--key", "daemon.pub.pem"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_NO_TRUSTED_SIGNATURE),
+        "{report}"
+    );
     assert!(!work.join("rebuilt").exists());
 
     // Forced: it runs, and the verdict says verification was skipped, so
@@ -348,7 +412,12 @@ fn a_tampered_provenance_is_refused_and_skipping_verification_is_recorded() {
     let (out, report) = rebuild(
         &daemon,
         &work,
-        &["tampered.intoto.jsonl", "--dangerously-skip-verify", "--verdict", "forced.jsonl"],
+        &[
+            "tampered.intoto.jsonl",
+            "--dangerously-skip-verify",
+            "--verdict",
+            "forced.jsonl",
+        ],
     );
     assert_eq!(report["originalVerified"], false, "{report}");
     assert_eq!(
@@ -396,10 +465,17 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     );
 
     // The second daemon's store has none of the sources: listed, nothing runs.
-    let (out, _) = rebuild(&second, &work, &["hello.intoto.jsonl", "--key", "first.pub.pem"]);
+    let (out, _) = rebuild(
+        &second,
+        &work,
+        &["hello.intoto.jsonl", "--key", "first.pub.pem"],
+    );
     assert_eq!(out.status.code(), Some(EXIT_MATERIALS));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("does not hold the whole input root"), "{stderr}");
+    assert!(
+        stderr.contains("does not hold the whole input root"),
+        "{stderr}"
+    );
     assert!(stderr.contains("missing: directory /"), "{stderr}");
 
     let (out, report) = rebuild(
@@ -420,7 +496,10 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     check_against_schema(&predicate);
     assert_eq!(predicate["result"], "reproducible");
     assert_eq!(predicate["rebuild"]["builderId"], "urn:attestd:test:second");
-    assert_ne!(predicate["original"]["builderId"], "urn:attestd:test:second");
+    assert_ne!(
+        predicate["original"]["builderId"],
+        "urn:attestd:test:second"
+    );
 
     let check = |keys: &[&str], verdicts: &[&str], artifact: &str, min: &str| {
         let mut args = vec![
@@ -440,7 +519,10 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
         }
         verify(&first, &work, &args).status.code()
     };
-    assert_eq!(check(&["second.pub.pem"], &["second.verdict.jsonl"], "hello", "1"), Some(0));
+    assert_eq!(
+        check(&["second.pub.pem"], &["second.verdict.jsonl"], "hello", "1"),
+        Some(0)
+    );
     // The first daemon's own key never signed this verdict.
     assert_eq!(
         check(&["first.pub.pem"], &["second.verdict.jsonl"], "hello", "1"),
@@ -448,7 +530,12 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     );
     // Two distinct rebuilders required, one signed.
     assert_eq!(
-        check(&["first.pub.pem", "second.pub.pem"], &["second.verdict.jsonl"], "hello", "2"),
+        check(
+            &["first.pub.pem", "second.pub.pem"],
+            &["second.verdict.jsonl"],
+            "hello",
+            "2"
+        ),
         Some(EXIT_NOT_REPRODUCED_BY)
     );
     // A verdict for another artifact does not vouch for this one.
@@ -457,18 +544,31 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     std::fs::create_dir_all(&other_src).unwrap();
     std::fs::write(other_src.join("a.txt"), "another artifact\n").unwrap();
     assert!(second
-        .attest_run(&other, &other_src, &["--out", "b.txt", "--", "cp", "a.txt", "b.txt"])
+        .attest_run(
+            &other,
+            &other_src,
+            &["--out", "b.txt", "--", "cp", "a.txt", "b.txt"]
+        )
         .status
         .success());
     let (out, _) = rebuild(
         &second,
         &other,
-        &["b.txt.intoto.jsonl", "--key", work.join("second.pub.pem").to_str().unwrap()],
+        &[
+            "b.txt.intoto.jsonl",
+            "--key",
+            work.join("second.pub.pem").to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     let other_verdict = other.join("b.txt.reproducibility.intoto.jsonl");
     assert_eq!(
-        check(&["second.pub.pem"], &[other_verdict.to_str().unwrap()], "hello", "1"),
+        check(
+            &["second.pub.pem"],
+            &[other_verdict.to_str().unwrap()],
+            "hello",
+            "1"
+        ),
         Some(EXIT_NOT_REPRODUCED_BY)
     );
 
@@ -476,7 +576,13 @@ fn a_second_daemon_rebuilds_the_firsts_build_and_verify_counts_distinct_rebuilde
     let (out, _) = rebuild(
         &first,
         &work,
-        &["hello.intoto.jsonl", "--key", "first.pub.pem", "--verdict", "first.verdict.jsonl"],
+        &[
+            "hello.intoto.jsonl",
+            "--key",
+            "first.pub.pem",
+            "--verdict",
+            "first.verdict.jsonl",
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
@@ -540,11 +646,23 @@ fn a_multi_file_make_project_reproduces() {
     let out = daemon.attest_run(
         &work,
         &src,
-        &["--out", "out", "--source-date-epoch", "1700000000", "--", "make", "-j2"],
+        &[
+            "--out",
+            "out",
+            "--source-date-epoch",
+            "1700000000",
+            "--",
+            "make",
+            "-j2",
+        ],
     );
     assert!(out.status.success());
     pubkey(&daemon, &work, "daemon.pub.pem");
-    let (out, report) = rebuild(&daemon, &work, &["out.intoto.jsonl", "--key", "daemon.pub.pem"]);
+    let (out, report) = rebuild(
+        &daemon,
+        &work,
+        &["out.intoto.jsonl", "--key", "daemon.pub.pem"],
+    );
     assert_eq!(out.status.code(), Some(0), "{report}");
     let names: Vec<&str> = report["products"]
         .as_array()
@@ -554,7 +672,13 @@ fn a_multi_file_make_project_reproduces() {
         .collect();
     assert_eq!(
         names,
-        ["out/app", "out/greet.o", "out/libutil.a", "out/main.o", "out/util.o"]
+        [
+            "out/app",
+            "out/greet.o",
+            "out/libutil.a",
+            "out/main.o",
+            "out/util.o"
+        ]
     );
     assert!(report["products"]
         .as_array()
@@ -587,7 +711,12 @@ fn diffoscope_summarises_a_deliberately_different_product() {
     let (out, report) = rebuild(
         &daemon,
         &work,
-        &["report.txt.intoto.jsonl", "--key", "daemon.pub.pem", "--diffoscope"],
+        &[
+            "report.txt.intoto.jsonl",
+            "--key",
+            "daemon.pub.pem",
+            "--diffoscope",
+        ],
     );
     assert_eq!(out.status.code(), Some(EXIT_NOT_REPRODUCIBLE), "{report}");
     let summary = product(&report, "report.txt")["diffoscope"]
@@ -603,15 +732,24 @@ fn diffoscope_summarises_a_deliberately_different_product() {
         // differing line from each.
         assert!(summary.contains("--- "), "{summary}");
         assert!(summary.contains("+++ "), "{summary}");
-        assert!(summary.contains("│- nonce") || summary.contains("-nonce"), "{summary}");
-        assert!(summary.contains("│+ nonce") || summary.contains("+nonce"), "{summary}");
+        assert!(
+            summary.contains("│- nonce") || summary.contains("-nonce"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("│+ nonce") || summary.contains("+nonce"),
+            "{summary}"
+        );
     } else {
         // CI installs it (.ci/run): there its absence is a failure.
         assert!(
             std::env::var_os("ATTEST_CI").is_none(),
             "diffoscope is not installed under ATTEST_CI"
         );
-        assert!(summary.contains("apt-get install -y diffoscope"), "{summary}");
+        assert!(
+            summary.contains("apt-get install -y diffoscope"),
+            "{summary}"
+        );
         eprintln!("SKIPPED the diffoscope summary check: diffoscope is not installed");
     }
     // And in the readable report, under the file's line.
@@ -648,7 +786,12 @@ fn same_rootfs_is_compared_bind_by_bind_with_hashing_on() {
     let (out, report) = rebuild(
         &daemon,
         &work,
-        &["hello.intoto.jsonl", "--key", "daemon.pub.pem", "--require-same-rootfs"],
+        &[
+            "hello.intoto.jsonl",
+            "--key",
+            "daemon.pub.pem",
+            "--require-same-rootfs",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(report["rootfsMatched"], true);
@@ -716,29 +859,57 @@ async fn the_daemon_signs_no_verdict_for_an_unrelated_build_or_the_original_itse
     std::fs::create_dir_all(&other_src).unwrap();
     std::fs::write(other_src.join("x"), "not hello\n").unwrap();
     assert!(daemon
-        .attest_run(&other, &other_src, &["--out", "hello", "--", "cp", "x", "hello"])
+        .attest_run(
+            &other,
+            &other_src,
+            &["--out", "hello", "--", "cp", "x", "hello"]
+        )
         .status
         .success());
 
-    let unrelated = sign(&daemon, original.clone(), &invocation_of(&other.join("hello.intoto.jsonl")))
-        .await
-        .unwrap_err();
+    let unrelated = sign(
+        &daemon,
+        original.clone(),
+        &invocation_of(&other.join("hello.intoto.jsonl")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unrelated.code(), tonic::Code::InvalidArgument);
-    assert!(unrelated.message().contains("externalParameters"), "{}", unrelated.message());
+    assert!(
+        unrelated.message().contains("externalParameters"),
+        "{}",
+        unrelated.message()
+    );
 
-    let itself = sign(&daemon, original.clone(), &invocation_of(&work.join("hello.intoto.jsonl")))
-        .await
-        .unwrap_err();
+    let itself = sign(
+        &daemon,
+        original.clone(),
+        &invocation_of(&work.join("hello.intoto.jsonl")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(itself.code(), tonic::Code::InvalidArgument);
-    assert!(itself.message().contains("same build"), "{}", itself.message());
+    assert!(
+        itself.message().contains("same build"),
+        "{}",
+        itself.message()
+    );
 
-    let unknown = sign(&daemon, original.clone(), "00000000-0000-0000-0000-000000000000")
-        .await
-        .unwrap_err();
+    let unknown = sign(
+        &daemon,
+        original.clone(),
+        "00000000-0000-0000-0000-000000000000",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
-    let garbage = sign(&daemon, b"{\"not\": \"an envelope\"}".to_vec(), &invocation_of(&other.join("hello.intoto.jsonl")))
-        .await
-        .unwrap_err();
+    let garbage = sign(
+        &daemon,
+        b"{\"not\": \"an envelope\"}".to_vec(),
+        &invocation_of(&other.join("hello.intoto.jsonl")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
 }
