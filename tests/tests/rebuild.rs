@@ -799,6 +799,74 @@ fn same_rootfs_is_compared_bind_by_bind_with_hashing_on() {
     assert!(rows.iter().any(|r| r["name"] == "rootfs:/usr"));
     assert!(rows.iter().all(|r| r["result"] == "same"), "{report}");
 
+    // A provenance that records another /usr (forged here, so only with
+    // --dangerously-skip-verify): refused before running, naming the bind;
+    // without --require-same-rootfs the rebuild runs and the row says so.
+    let mut envelope = read_envelopes(&std::fs::read(work.join("hello.intoto.jsonl")).unwrap())
+        .unwrap()
+        .remove(0);
+    let mut statement: Value = serde_json::from_slice(&envelope.payload).unwrap();
+    let other_usr = "0".repeat(64);
+    for dep in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if dep["name"] == "rootfs:/usr" {
+            dep["digest"]["sha256"] = Value::from(other_usr.clone());
+        }
+    }
+    envelope.payload = serde_json::to_vec(&statement).unwrap();
+    std::fs::write(
+        work.join("other-usr.intoto.jsonl"),
+        envelope.to_json() + "\n",
+    )
+    .unwrap();
+    let (out, _) = rebuild(
+        &daemon,
+        &work,
+        &[
+            "other-usr.intoto.jsonl",
+            "--dangerously-skip-verify",
+            "--require-same-rootfs",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(32));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "rootfs:/usr: differs (recorded sha256:{other_usr}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("rootfs:/bin:"),
+        "only the bind that differs: {stderr}"
+    );
+    let (out, report) = rebuild(
+        &daemon,
+        &work,
+        &[
+            "other-usr.intoto.jsonl",
+            "--dangerously-skip-verify",
+            "--verdict",
+            "other.jsonl",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the products are still identical: {report}"
+    );
+    assert_eq!(report["rootfsMatched"], false);
+    let usr = report["rootfs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "rootfs:/usr")
+        .unwrap();
+    assert_eq!(usr["result"], "different");
+    assert_eq!(usr["originalSha256"], other_usr.as_str());
+
     // A daemon without hashing cannot show it has the same rootfs.
     let other = TestDaemon::start();
     let (out, _) = rebuild(
