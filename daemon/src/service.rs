@@ -680,4 +680,29 @@ mod tests {
             tonic::Code::NotFound
         );
     }
+
+    #[test]
+    fn a_verdict_for_an_unknown_rebuild_is_not_found_and_for_another_request_invalid() {
+        assert_eq!(
+            code_of(
+                VerdictError::RebuildNotFound {
+                    invocation_id: "x".into()
+                }
+                .into()
+            ),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            code_of(
+                VerdictError::Compare {
+                    invocation_id: "x".into(),
+                    source: attest_provenance::reproducibility::CompareError::SameInvocation {
+                        invocation_id: "x".into()
+                    },
+                }
+                .into()
+            ),
+            tonic::Code::InvalidArgument
+        );
+    }
 }
