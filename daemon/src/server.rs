@@ -104,7 +104,11 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(BuildServer::new(services.clone()))
-        .add_service(AttestationsServer::new(services.clone()))
+        // SignReproducibility receives a whole provenance, which for a tree
+        // of tens of thousands of files passes gRPC's 4 MiB default.
+        .add_service(
+            AttestationsServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(KeysServer::new(services))
         // Every connection through the :authority rewrite, so stock gRPC
         // clients work with their defaults (see uds_authority).
