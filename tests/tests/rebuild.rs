@@ -165,12 +165,18 @@ fn a_deterministic_c_build_reproduces_on_the_same_daemon_and_its_verdict_verifie
         .remove(0);
     let original_statement = Statement::from_json(&original.payload).unwrap();
 
+    let builds_before = daemon.log().matches("build finished").count();
     let (out, report) = rebuild(
         &daemon,
         &work,
         &["hello.intoto.jsonl", "--key", "daemon.pub.pem"],
     );
     assert_eq!(out.status.code(), Some(0), "{report}");
+    // The daemon ran the step again: one more build, not a cached answer.
+    assert_eq!(
+        daemon.log().matches("build finished").count(),
+        builds_before + 1
+    );
     assert_eq!(report["result"], "reproducible");
     assert_eq!(product(&report, "hello")["result"], "identical");
     assert_eq!(report["products"].as_array().unwrap().len(), 1);
