@@ -55,7 +55,8 @@ enum Command {
     /// Checks, in order, failing closed: (1) a trusted key signed the
     /// envelope; (2) statement and predicate types; (3) every artifact's
     /// sha256 is a subject; (4) the expectations given. Each failure has its
-    /// own exit code (10-24, see the README); 2 means unreadable input.
+    /// own exit code (10-24, see the README); 2 means unreadable input; 25
+    /// too few rebuilders vouched (--require-reproduced-by).
     Verify(VerifyArgs),
     /// Print the daemon's public verification keys as PEM.
     Pubkey {
