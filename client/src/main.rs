@@ -278,7 +278,12 @@ struct VerifyArgs {
     reproduced_by: Vec<PathBuf>,
     /// How many distinct rebuilder keys must have signed a reproducible
     /// verdict for each artifact.
-    #[arg(long, default_value_t = 1, value_name = "N", requires = "reproduced_by")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        requires = "reproduced_by"
+    )]
     min_rebuilds: usize,
     /// A reproducibility verdict file (repeatable).
     #[arg(long = "verdict", value_name = "FILE", requires = "reproduced_by")]
