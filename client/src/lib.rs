@@ -12,6 +12,7 @@ pub mod error;
 pub mod inspect;
 pub mod keygen;
 pub mod products;
+pub mod rebuild;
 pub mod run;
 pub mod sidecar;
 pub mod verify;

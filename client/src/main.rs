@@ -107,7 +107,9 @@ enum Command {
     /// Checks, in order, failing closed: (1) a trusted key signed the
     /// envelope; (2) statement and predicate types; (3) every artifact's
     /// sha256 is a subject; (4) the expectations given. Each failure has its
-    /// own exit code (10-24, see the README); 2 means unreadable input.
+    /// own exit code (10-24, see the README); 2 means unreadable input; 25
+    /// too few rebuilders vouched (--require-reproduced-by); 26 the
+    /// requester did not match (--requester).
     Verify(VerifyArgs),
     /// Print the daemon's public verification keys as PEM.
     Pubkey {
@@ -126,6 +128,64 @@ enum Command {
     /// for stdin; SLSA v1 and v0.2. Shows signer keyids, subjects, builder,
     /// build type, invocation, times, materials and parameters.
     Inspect(InspectArgs),
+    /// Run an attested build again from its provenance and say whether
+    /// every product is bit-identical; the daemon signs the verdict.
+    ///
+    /// Verifies the provenance (as verify), gathers the input tree by digest
+    /// from --src or the daemon's store (naming every file that differs or is
+    /// missing, and running nothing then), re-runs the recorded step, then
+    /// reports the rootfs bind by bind and every product. Exit 0 only when
+    /// every product is identical; 30 not reproducible, 31 materials, 32
+    /// rootfs differs (--require-same-rootfs), 33 the rebuild failed, 34 not
+    /// rebuildable, 10-24 the provenance does not verify.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct RebuildArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
+    #[arg(value_name = "PROVENANCE")]
+    provenance: PathBuf,
+    /// A trusted public key for the provenance, PEM (repeatable).
+    #[arg(
+        long = "key",
+        value_name = "PUB.pem",
+        required_unless_present = "dangerously_skip_verify"
+    )]
+    keys: Vec<PathBuf>,
+    /// Require this many distinct trusted signatures on the provenance.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    min_signatures: usize,
+    /// Rebuild without verifying the provenance. The signed verdict records
+    /// it, and `attest verify --require-reproduced-by` does not count it.
+    #[arg(long)]
+    dangerously_skip_verify: bool,
+    /// The source tree; it must hash to the recorded input root. Without
+    /// it, the daemon's store must still hold the whole input tree.
+    #[arg(long, value_name = "DIR")]
+    src: Option<PathBuf>,
+    /// Refuse to rebuild when this host's rootfs differs from the recorded one.
+    #[arg(long)]
+    require_same_rootfs: bool,
+    /// Run diffoscope on each differing product (needs the original bytes, see --original).
+    #[arg(long)]
+    diffoscope: bool,
+    /// Where the original products are, at their subject paths. Default:
+    /// the provenance file's directory (where `attest run` puts both).
+    #[arg(long, value_name = "DIR")]
+    original: Option<PathBuf>,
+    /// Where the rebuilt products are written.
+    #[arg(long, value_name = "DIR", default_value = "rebuilt")]
+    out_dir: PathBuf,
+    /// Where the signed verdict is written. Default:
+    /// <first output's file name>.reproducibility.intoto.jsonl.
+    #[arg(long, value_name = "FILE")]
+    verdict: Option<PathBuf>,
+    /// Print a machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +339,26 @@ struct VerifyArgs {
     /// run of characters other than `/`. No requester recorded fails.
     #[arg(long, value_name = "PATTERN")]
     requester: Option<String>,
+    /// Also require reproducibility verdicts (`attest rebuild`) for every
+    /// artifact from rebuilders holding these keys, PEM (repeatable).
+    #[arg(
+        long = "require-reproduced-by",
+        value_name = "PUB.pem",
+        requires = "verdicts"
+    )]
+    reproduced_by: Vec<PathBuf>,
+    /// How many distinct rebuilder keys must have signed a reproducible
+    /// verdict for each artifact.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        requires = "reproduced_by"
+    )]
+    min_rebuilds: usize,
+    /// A reproducibility verdict file (repeatable).
+    #[arg(long = "verdict", value_name = "FILE", requires = "reproduced_by")]
+    verdicts: Vec<PathBuf>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -309,6 +389,7 @@ fn main() {
         Command::Pubkey { socket } => block_on(pubkey_command(socket)),
         Command::Keygen(args) => keygen_command(args),
         Command::Inspect(args) => inspect_command(args),
+        Command::Rebuild(args) => block_on(rebuild_command(args)),
     };
     std::process::exit(code);
 }
@@ -555,6 +636,68 @@ async fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+async fn rebuild_command(args: RebuildArgs) -> anyhow::Result<i32> {
+    use attest::rebuild::{rebuild, RebuildOptions};
+    let keys = if args.keys.is_empty() {
+        Vec::new()
+    } else {
+        match attest::verify::read_keys(&args.keys) {
+            Ok(keys) => keys,
+            Err(e) => {
+                eprintln!("attest rebuild: {}", attest::error::chain(&e));
+                return Ok(EXIT_BAD_INPUT);
+            }
+        }
+    };
+    if args.dangerously_skip_verify {
+        eprintln!("attest rebuild: WARNING: --dangerously-skip-verify: the provenance is not verified; the verdict records it");
+    }
+    let original_dir = args.original.clone().unwrap_or_else(|| {
+        args.provenance
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    let options = RebuildOptions {
+        provenance: args.provenance.clone(),
+        keys,
+        min_signatures: args.min_signatures,
+        dangerously_skip_verify: args.dangerously_skip_verify,
+        src: args.src.clone(),
+        require_same_rootfs: args.require_same_rootfs,
+        diffoscope: args.diffoscope,
+        original_dir,
+        out_dir: args.out_dir.clone(),
+        verdict: args.verdict.clone(),
+    };
+    let client = args.socket.connect().await?;
+    // The step's output goes to stderr, so that --json's stdout stays one document.
+    let log = |data: &[u8]| {
+        let _ = std::io::stderr().write_all(data);
+    };
+    match rebuild(&client, &options, &log).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(report.exit_code())
+        }
+        Err(error) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"reproducible": false, "exitCode": error.exit_code(), "error": attest::error::chain(&error)})
+                );
+            }
+            eprintln!("attest rebuild: {}", attest::error::chain(&error));
+            Ok(error.exit_code())
+        }
+    }
+}
+
 /// The envelopes the daemon holds for a digest.
 async fn envelopes_from_daemon(
     socket: &SocketArg,
@@ -626,17 +769,52 @@ fn verify_command(args: VerifyArgs) -> i32 {
         require_name: args.require_name,
         requester: args.requester,
     };
-    match verify(&envelopes, &keys, &artifacts, &expect) {
+    let verified = verify(&envelopes, &keys, &artifacts, &expect);
+    // Reproducibility verdicts are checked only for provenance that passed.
+    let reproduced = match (&verified, args.reproduced_by.is_empty()) {
+        (Ok(_), false) => Some(attest::rebuild::check_reproduced_by(
+            &args.verdicts,
+            &args.reproduced_by,
+            &artifacts,
+            args.min_rebuilds,
+        )),
+        _ => None,
+    };
+    if let Some(Err(error)) = &reproduced {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "check": "reproduced-by", "exitCode": error.exit_code(), "error": attest::error::chain(error)})
+            );
+        }
+        eprintln!("FAILED (reproduced by): {}", attest::error::chain(error));
+        return error.exit_code();
+    }
+    match verified {
         Ok(verified) => {
+            if let Some(Ok(vouched)) = &reproduced {
+                if !args.json {
+                    for (name, keyids) in vouched {
+                        println!("REPRODUCED: {name} by {}", keyids.join(", "));
+                    }
+                }
+            }
             if args.json {
                 let matched: Vec<_> = verified
                     .matched
                     .iter()
                     .map(|(a, subject)| serde_json::json!({"artifact": a.name, "digest": a.digest_display(), "subject": subject}))
                     .collect();
+                let reproduced_by: Vec<_> = match &reproduced {
+                    Some(Ok(vouched)) => vouched
+                        .iter()
+                        .map(|(name, keyids)| serde_json::json!({"artifact": name, "rebuilderKeyids": keyids}))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 println!(
                     "{}",
-                    serde_json::json!({"verified": true, "signerKeyids": verified.signer_keyids, "matched": matched})
+                    serde_json::json!({"verified": true, "signerKeyids": verified.signer_keyids, "matched": matched, "reproducedBy": reproduced_by})
                 );
             } else {
                 for (artifact, subject) in &verified.matched {

@@ -6,7 +6,8 @@
 //! [`crate::provenance_of_build::BuildProvenanceError`],
 //! [`crate::executor::RequestError`], [`crate::executor::ExecutorError`]
 //! (which wraps the others), [`crate::store::gc::GcError`],
-//! [`crate::server::ServerError`], [`crate::requester::RequesterError`]. The gRPC layer maps them to status codes
+//! [`crate::server::ServerError`], [`crate::requester::RequesterError`],
+//! [`crate::reproducibility_verdict::VerdictError`]. The gRPC layer maps them to status codes
 //! in one place, `From<ServiceError> for Status` in [`crate::service`].
 //! This file only formats a whole chain.
 

@@ -19,6 +19,7 @@ pub mod helper_pool;
 pub mod index;
 pub mod materialize;
 pub mod provenance_of_build;
+pub mod reproducibility_verdict;
 pub mod requester;
 pub mod rootfs;
 pub mod server;

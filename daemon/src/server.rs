@@ -122,7 +122,11 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(BuildServer::new(services.clone()))
-        .add_service(AttestationsServer::new(services.clone()))
+        // SignReproducibility receives a whole provenance, which for a tree
+        // of tens of thousands of files passes gRPC's 4 MiB default.
+        .add_service(
+            AttestationsServer::new(services.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(KeysServer::new(services));
 
     // Read and bound before anything is served, so bad PEM files or a

@@ -5,6 +5,7 @@ use crate::error::error_chain;
 use crate::executor::{execute, validate, Daemon, RequestError};
 use crate::index::IndexError;
 use crate::materialize::MaterializeError;
+use crate::reproducibility_verdict::VerdictError;
 use crate::store::StoreError;
 use attest_proto::v1::{
     attestations_server::Attestations, build_server::Build, content_store_server::ContentStore,
@@ -12,6 +13,10 @@ use attest_proto::v1::{
     DownloadBlobRequest, DownloadBlobResponse, FindMissingBlobsRequest, FindMissingBlobsResponse,
     GetByInvocationRequest, GetPublicKeysRequest, GetPublicKeysResponse, ListBySubjectRequest,
     ListBySubjectResponse, PublicKey, UploadBlobsRequest, UploadBlobsResponse,
+};
+use attest_proto::v1::{
+    GetHostRootfsRequest, GetHostRootfsResponse, RootfsBind, SignReproducibilityRequest,
+    SignReproducibilityResponse,
 };
 use attest_provenance::keys::KeyAlgorithm;
 use attest_tree::Digest;
@@ -68,6 +73,8 @@ pub enum ServiceError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Requester(#[from] crate::requester::RequesterError),
+    #[error(transparent)]
+    Verdict(#[from] VerdictError),
     #[error("{field} is missing")]
     MissingDigest { field: &'static str },
     #[error("{field} is not a digest")]
@@ -142,7 +149,10 @@ impl From<ServiceError> for Status {
                 tonic::Code::PermissionDenied
             }
             ServiceError::Requester(_) => tonic::Code::Unauthenticated,
-            ServiceError::Index(_)
+            ServiceError::Verdict(VerdictError::RebuildNotFound { .. }) => tonic::Code::NotFound,
+            ServiceError::Verdict(VerdictError::Compare { .. }) => tonic::Code::InvalidArgument,
+            ServiceError::Verdict(VerdictError::Index(_) | VerdictError::Sign(_))
+            | ServiceError::Index(_)
             | ServiceError::DownloadRead { .. }
             | ServiceError::Task { .. } => tonic::Code::Internal,
         };
@@ -515,6 +525,55 @@ impl Attestations for Services {
                 .collect(),
         }))
     }
+
+    async fn sign_reproducibility(
+        &self,
+        request: Request<SignReproducibilityRequest>,
+    ) -> Result<Response<SignReproducibilityResponse>, Status> {
+        let request = request.into_inner();
+        let daemon = self.daemon.clone();
+        let envelope = blocking(move || {
+            crate::reproducibility_verdict::sign_verdict(
+                &daemon,
+                &request.original_envelope,
+                &request.rebuild_invocation_id,
+                request.original_verified,
+            )
+        })
+        .await?;
+        Ok(Response::new(SignReproducibilityResponse {
+            envelope: envelope.into_bytes(),
+        }))
+    }
+
+    async fn get_host_rootfs(
+        &self,
+        _: Request<GetHostRootfsRequest>,
+    ) -> Result<Response<GetHostRootfsResponse>, Status> {
+        let daemon = self.daemon.clone();
+        let binds = blocking(move || {
+            Ok::<_, ServiceError>(crate::reproducibility_verdict::host_rootfs(&daemon))
+        })
+        .await?;
+        Ok(Response::new(GetHostRootfsResponse {
+            hashing_on: binds.is_some(),
+            binds: binds
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| {
+                    let (sha256, reason) = match b.digest {
+                        Ok(hex) => (hex, String::new()),
+                        Err(reason) => (String::new(), reason),
+                    };
+                    RootfsBind {
+                        name: b.name,
+                        sha256,
+                        reason,
+                    }
+                })
+                .collect(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -635,6 +694,31 @@ mod tests {
                 invocation_id: "x".into()
             }),
             tonic::Code::NotFound
+        );
+    }
+
+    #[test]
+    fn a_verdict_for_an_unknown_rebuild_is_not_found_and_for_another_request_invalid() {
+        assert_eq!(
+            code_of(
+                VerdictError::RebuildNotFound {
+                    invocation_id: "x".into()
+                }
+                .into()
+            ),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            code_of(
+                VerdictError::Compare {
+                    invocation_id: "x".into(),
+                    source: attest_provenance::reproducibility::CompareError::SameInvocation {
+                        invocation_id: "x".into()
+                    },
+                }
+                .into()
+            ),
+            tonic::Code::InvalidArgument
         );
     }
 }

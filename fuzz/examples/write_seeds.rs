@@ -170,6 +170,25 @@ fn reports() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Original provenance a client could send: one a rebuild matches, one of
+/// another command, one whose product differs, and bytes that are no
+/// envelope.
+fn original_envelopes() -> Vec<(&'static str, Vec<u8>)> {
+    use attest_fuzz::{provenance_statement, signed_envelope};
+    let same = provenance_statement("original");
+    let mut other_argv = same.clone();
+    other_argv["predicate"]["buildDefinition"]["externalParameters"]["argv"] =
+        serde_json::json!(["true"]);
+    let mut other_product = same.clone();
+    other_product["subject"][0]["digest"]["sha256"] = serde_json::json!("0".repeat(64));
+    vec![
+        ("same-request", signed_envelope(&same)),
+        ("other-argv", signed_envelope(&other_argv)),
+        ("other-product", signed_envelope(&other_product)),
+        ("not-an-envelope", b"{\"payloadType\": 1}".to_vec()),
+    ]
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds) in [
@@ -177,6 +196,7 @@ fn main() {
         ("percent_bytes", percent_bytes()),
         ("file_list", file_lists()),
         ("report", reports()),
+        ("original_envelope", original_envelopes()),
     ] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).expect("create the corpus directory");

@@ -16,6 +16,7 @@
 //! | [`file_list`] | `attestd::materialize::decode_file_list` | a tree's file list on disk, read back after a crash |
 //! | [`report`] | `attest_sandbox::read_report` | `report.json`, written by the helper next to a hostile step |
 //! | [`client_certificate`] | `attestd::requester::ClientCertificate::parse` | a TCP client's certificate (verified first, but parsed by a second parser) |
+//! | [`original_envelope`] | `attest_provenance::reproducibility::compare` | the original provenance a client sends whole to `SignReproducibility` |
 #![forbid(unsafe_code)]
 
 pub mod mutator;
@@ -34,7 +35,94 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("file_list", file_list),
     ("report", report),
     ("client_certificate", client_certificate),
+    ("original_envelope", original_envelope),
 ];
+
+/// The statement of an attestd build, with `invocation` as its id: the
+/// rebuild [`original_envelope`] compares against, and (with another id)
+/// the seed it starts from.
+pub fn provenance_statement(invocation: &str) -> serde_json::Value {
+    let root = "27466f53fd30b8943004f902a8ed9df56c531ddf06a56777f6124da89c70e897";
+    let hello = "86046c498ea752e7536ff177c0b529e554d803f76a104d06447bd668bf4e6892";
+    serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "hello", "digest": {"sha256": hello}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://attestd.dev/buildtypes/sandboxed-step/v1",
+                "externalParameters": {
+                    "argv": ["cc", "-o", "hello", "hello.c"], "env": {}, "workingDirectory": "",
+                    "outputs": ["hello"],
+                    "source": {"inputRoot": {"sha256": root, "sizeBytes": 82}, "digest": {"sha256": root}},
+                    "limits": {"timeoutMs": 0, "memoryBytes": 0, "pids": 0, "maxOutputBytes": 0, "cpuTimeMs": 0}
+                },
+                "internalParameters": {"sourceDateEpoch": 0},
+                "resolvedDependencies": [
+                    {"name": "input-root", "digest": {"sha256": root}},
+                    {"name": "rootfs:/usr", "uri": "file:///usr", "digest": {"sha256": hello}}
+                ]
+            },
+            "runDetails": {"builder": {"id": "urn:attestd:host:fuzz"}, "metadata": {"invocationId": invocation}}
+        }
+    })
+}
+
+/// `statement` signed into a DSSE envelope's JSON with a fresh key.
+pub fn signed_envelope(statement: &serde_json::Value) -> Vec<u8> {
+    use attest_provenance::keys::{KeyAlgorithm, KeyIdScheme, SigningKey};
+    let key = SigningKey::generate(KeyAlgorithm::Ed25519).expect("generate a key");
+    attest_provenance::dsse::Envelope::sign(
+        attest_provenance::dsse::INTOTO_PAYLOAD_TYPE,
+        serde_json::to_vec(statement).expect("a statement serializes"),
+        &[&key],
+        KeyIdScheme::Securesystemslib,
+    )
+    .expect("sign")
+    .to_json()
+    .into_bytes()
+}
+
+/// The original envelope of a `SignReproducibility` request, compared with
+/// a fixed rebuild. Oracle: a verdict names the sha256 of exactly the bytes
+/// received; it is `reproducible` only if every row is identical with
+/// equal digests on both sides; the rebuild's invocation is never the
+/// original's.
+pub fn original_envelope(data: &[u8]) {
+    use attest_provenance::reproducibility::{
+        compare, ProductResult, RebuildContext, REPRODUCIBLE,
+    };
+    static REBUILD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let rebuild = REBUILD.get_or_init(|| signed_envelope(&provenance_statement("rebuild")));
+    let Ok((_, verdict)) = compare(&RebuildContext {
+        original_envelope_bytes: data.to_vec(),
+        rebuild_envelope_bytes: rebuild.clone(),
+        original_verified: true,
+        verified_on: "2026-01-01T00:00:00Z".into(),
+    }) else {
+        return;
+    };
+    assert_eq!(
+        verdict.original.envelope_sha256,
+        attest_tree::hash_bytes(data).hex()
+    );
+    assert_ne!(
+        verdict.original.invocation_id,
+        verdict.rebuild.invocation_id
+    );
+    for row in &verdict.products {
+        if row.result == ProductResult::Identical {
+            assert!(row.original_sha256.is_some() && row.original_sha256 == row.rebuilt_sha256);
+        }
+    }
+    if verdict.result == REPRODUCIBLE {
+        assert!(verdict
+            .products
+            .iter()
+            .all(|r| r.result == ProductResult::Identical));
+    }
+    serde_json::to_vec(&verdict).expect("a verdict serializes");
+}
 
 /// A `Directory` message as the daemon receives it from a client. Oracle:
 /// a directory that validates has every name valid in its one field, each

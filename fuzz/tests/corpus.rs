@@ -123,3 +123,8 @@ fn helper_reports() {
 fn client_certificates() {
     fuzz("client_certificate");
 }
+
+#[test]
+fn original_envelopes() {
+    fuzz("original_envelope");
+}

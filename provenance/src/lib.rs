@@ -14,6 +14,8 @@
 //! - [`verify`]: the numbered, fail-closed verification of `attest verify`.
 //! - [`requester`]: who asked for a build, and the identity patterns
 //!   `--allow-client` and `attest verify --requester` match.
+//! - [`reproducibility`]: the verdict a rebuilding daemon signs, and the
+//!   check of such verdicts for `attest verify --require-reproduced-by`.
 //! - [`link`]: in-toto link metadata for one step, signed the way
 //!   `in-toto-verify` checks it.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod dsse;
 mod json;
 pub mod keys;
 pub mod link;
+pub mod reproducibility;
 pub mod requester;
 pub mod slsa;
 pub mod statement;

@@ -414,7 +414,7 @@ impl VerifyError {
             NotJson { .. } | InvalidStatement(_) => 22,
             InvalidPredicate(_) => 23,
             NoEnvelopes => 24,
-            Requester { .. } => 25,
+            Requester { .. } => 26,
         }
     }
 
@@ -446,7 +446,7 @@ impl VerifyError {
             21 => "payload-type",
             22 => "statement",
             23 => "predicate",
-            25 => "requester",
+            26 => "requester",
             _ => "envelope",
         }
     }

@@ -1010,7 +1010,7 @@ fn step4_requester_must_match_and_fails_closed_when_absent() {
             found: "spiffe://example.org/runner/7, CN=runner".into(),
         }
     );
-    assert_eq!((refused.exit_code(), refused.check()), (25, "requester"));
+    assert_eq!((refused.exit_code(), refused.check()), (26, "requester"));
 
     // No requester recorded: a fail, whatever the pattern.
     p.build_definition.internal_parameters = Some(json!({"hermetic": true}));

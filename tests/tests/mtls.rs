@@ -244,7 +244,7 @@ fn a_build_over_mtls_verifies_and_its_provenance_names_the_client_certificate() 
     );
     assert_eq!(verify("CN=runner 7").status.code(), Some(0));
     let other = verify("spiffe://example.org/admin/*");
-    assert_eq!(other.status.code(), Some(25));
+    assert_eq!(other.status.code(), Some(26));
     assert!(
         stderr(&other).contains(
             "expected a requester matching \"spiffe://example.org/admin/*\", found spiffe://example.org/runner/7, CN=runner 7"
@@ -475,7 +475,7 @@ fn a_plaintext_tcp_listener_is_recorded_in_the_provenance_and_fails_require_herm
     assert_eq!(verify(&[]).status.code(), Some(0));
     assert_eq!(verify(&["--require-hermetic"]).status.code(), Some(19));
     // A plaintext peer has no identity any pattern could match.
-    assert_eq!(verify(&["--requester", "*"]).status.code(), Some(25));
+    assert_eq!(verify(&["--requester", "*"]).status.code(), Some(26));
 }
 
 fn base64_payload(line: &str) -> String {
