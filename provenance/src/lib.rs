@@ -21,6 +21,7 @@ pub mod dsse;
 mod json;
 pub mod keys;
 pub mod link;
+pub mod policy;
 pub mod slsa;
 pub mod statement;
 pub mod verify;
