@@ -3,8 +3,10 @@
 
 use anyhow::Context;
 use attest::run::{run_build, LogStream, Observer, RunOptions};
+use attest::policy::{read_policies, read_policy_data};
 use attest::verify::{
-    read_input, read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT,
+    read_input, read_keys, read_provenance_files, resolve_artifact, run_policy, verify,
+    EXIT_BAD_INPUT,
 };
 use attest::{sidecar, Client};
 use attest_provenance::verify::Expectations;
@@ -74,6 +76,10 @@ enum Command {
     /// for stdin; SLSA v1 and v0.2. Shows signer keyids, subjects, builder,
     /// build type, invocation, times, materials and parameters.
     Inspect(InspectArgs),
+    /// Internal: `attest verify --policy` evaluates policies in a child
+    /// process under a memory limit (client/src/policy.rs).
+    #[command(name = "__policy-eval", hide = true)]
+    PolicyEval,
 }
 
 #[derive(Debug, Args)]
@@ -169,14 +175,16 @@ struct VerifyArgs {
     /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests.
     #[arg(required = true, value_name = "ARTIFACT")]
     artifacts: Vec<std::ffi::OsString>,
-    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
+    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or
+    /// - for stdin (repeatable: with --policy, every attestation in every
+    /// file that a trusted key signed for the artifacts goes to the policy).
     #[arg(
         long,
         value_name = "FILE",
         required_unless_present = "from_daemon",
         conflicts_with = "from_daemon"
     )]
-    provenance: Option<PathBuf>,
+    provenance: Vec<PathBuf>,
     /// Fetch the provenance from the daemon by the first artifact's digest
     /// instead of reading --provenance (every attestation it holds for that
     /// digest is tried; the signature is still checked against --key).
@@ -209,6 +217,18 @@ struct VerifyArgs {
     /// Require subject names to equal the artifacts' file names too.
     #[arg(long)]
     require_name: bool,
+    /// A Rego policy (package attest; repeatable), evaluated after the
+    /// checks above over every attestation that verified for the artifacts:
+    /// `allow` must be true and `deny` empty. See docs/policy.md. Exit 30
+    /// when the policy refuses, 31 when it cannot be evaluated.
+    #[arg(long = "policy", value_name = "FILE.rego")]
+    policies: Vec<PathBuf>,
+    /// A JSON object the policies see as `data` (allowlists, thresholds).
+    #[arg(long, value_name = "FILE.json", requires = "policies")]
+    policy_data: Option<PathBuf>,
+    /// Time limit of the policy evaluation (memory is limited to 1 GiB).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    policy_timeout: Duration,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -239,6 +259,7 @@ fn main() {
         Command::Pubkey { socket } => block_on(pubkey_command(socket)),
         Command::Keygen(args) => keygen_command(args),
         Command::Inspect(args) => inspect_command(args),
+        Command::PolicyEval => attest::policy::child_main(),
     };
     std::process::exit(code);
 }
@@ -283,6 +304,43 @@ fn inspect_command(args: InspectArgs) -> i32 {
             eprintln!("attest inspect: {}", attest::error::chain(&e));
             EXIT_BAD_INPUT
         }
+    }
+}
+
+/// The policy's verdict for a person: every deny message, every
+/// attestation left out of the input and why (on stderr, so that with
+/// `--json` stdout stays one JSON document).
+fn print_policy_outcome(p: &attest::verify::PolicyOutcome, json: bool) {
+    if !json {
+        for a in &p.attestations {
+            println!("policy input: {} ({})", a.source, a.predicate_type);
+        }
+    }
+    for r in &p.rejected {
+        eprintln!(
+            "not in the policy input: {} ({}): {}",
+            r.source,
+            r.error.check(),
+            r.error
+        );
+    }
+    match &p.decision {
+        Ok(d) if d.passed() => {
+            if !json {
+                println!("POLICY PASSED");
+            }
+        }
+        Ok(d) => {
+            for message in &d.deny {
+                eprintln!("POLICY DENIED: {message}");
+            }
+            if !d.allow {
+                eprintln!("POLICY REFUSED: data.attest.allow is not true");
+            } else {
+                eprintln!("POLICY REFUSED: {} deny message(s)", d.deny.len());
+            }
+        }
+        Err(e) => eprintln!("POLICY ERROR: {e}"),
     }
 }
 
@@ -493,9 +551,9 @@ fn verify_command(args: VerifyArgs) -> i32 {
             .map(|a| resolve_artifact(a))
             .collect::<Result<Vec<_>, _>>()?;
         let keys = read_keys(&args.keys)?;
-        let envelopes = match &args.provenance {
-            Some(path) => read_provenance(path)?,
-            None => {
+        let envelopes = match args.provenance.is_empty() {
+            false => read_provenance_files(&args.provenance)?,
+            true => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -510,12 +568,23 @@ fn verify_command(args: VerifyArgs) -> i32 {
                         artifacts[0].name
                     )));
                 }
-                runtime.block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
+                runtime
+                    .block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("daemon#{}", i + 1), e))
+                    .collect()
             }
         };
-        Ok::<_, attest::ClientError>((artifacts, keys, envelopes))
+        let policies = read_policies(&args.policies)?;
+        let policy_data = args
+            .policy_data
+            .as_deref()
+            .map(read_policy_data)
+            .transpose()?;
+        Ok::<_, attest::ClientError>((artifacts, keys, envelopes, policies, policy_data))
     })();
-    let (artifacts, keys, envelopes) = match inputs {
+    let (artifacts, keys, sourced, policies, policy_data) = match inputs {
         Ok(inputs) => inputs,
         Err(e) => {
             if args.json {
@@ -538,18 +607,49 @@ fn verify_command(args: VerifyArgs) -> i32 {
         min_signatures: args.min_signatures,
         require_name: args.require_name,
     };
+    let envelopes: Vec<_> = sourced.iter().map(|(_, e)| e.clone()).collect();
+    let now = std::time::SystemTime::now();
     match verify(&envelopes, &keys, &artifacts, &expect) {
         Ok(verified) => {
+            // The policy runs only after the signature, subject and
+            // expectation checks passed: it adds refusals, never passes.
+            let policy = (!policies.is_empty()).then(|| {
+                let limits = attest_provenance::policy::Limits {
+                    time: args.policy_timeout,
+                    ..Default::default()
+                };
+                run_policy(
+                    &sourced,
+                    &keys,
+                    &artifacts,
+                    args.min_signatures,
+                    &policies,
+                    policy_data.as_ref(),
+                    limits,
+                    now,
+                )
+            });
+            let code = match policy.as_ref().map(|p| &p.decision) {
+                None => 0,
+                Some(Ok(d)) if d.passed() => 0,
+                Some(Ok(_)) => attest_provenance::policy::EXIT_POLICY_REFUSED,
+                Some(Err(e)) => e.exit_code(),
+            };
             if args.json {
                 let matched: Vec<_> = verified
                     .matched
                     .iter()
                     .map(|(a, subject)| serde_json::json!({"artifact": a.name, "digest": a.digest_display(), "subject": subject}))
                     .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"verified": true, "signerKeyids": verified.signer_keyids, "matched": matched})
-                );
+                let mut report = serde_json::json!({"verified": code == 0, "signerKeyids": verified.signer_keyids, "matched": matched});
+                if let Some(p) = &policy {
+                    report["policy"] = p.to_json();
+                    if code != 0 {
+                        report["check"] = "policy".into();
+                        report["exitCode"] = code.into();
+                    }
+                }
+                println!("{report}");
             } else {
                 for (artifact, subject) in &verified.matched {
                     println!(
@@ -561,7 +661,10 @@ fn verify_command(args: VerifyArgs) -> i32 {
                 }
                 println!("signed by: {}", verified.signer_keyids.join(", "));
             }
-            0
+            if let Some(p) = &policy {
+                print_policy_outcome(p, args.json);
+            }
+            code
         }
         Err(error) => {
             if args.json {

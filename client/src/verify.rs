@@ -4,6 +4,10 @@
 use crate::error::ClientError;
 use attest_provenance::dsse::{read_envelopes, Envelope};
 use attest_provenance::keys::{read_public_keys_pem, PublicKey};
+use attest_provenance::policy::{
+    collect, input as policy_input, Attestation, Decision, Limits, PolicyError, PolicySource,
+    Rejected,
+};
 use attest_provenance::verify::{verify_any, Artifact, Expectations, Verified, VerifyError};
 use std::path::{Path, PathBuf};
 
@@ -120,6 +124,96 @@ pub fn read_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>, ClientError> {
         ));
     }
     Ok(keys)
+}
+
+/// Reads envelopes from every file, each paired with where it came from
+/// (`FILE#N`, N counting from 1), for the policy input and the report.
+pub fn read_provenance_files(paths: &[PathBuf]) -> Result<Vec<(String, Envelope)>, ClientError> {
+    let mut all = Vec::new();
+    for path in paths {
+        for (i, envelope) in read_provenance(path)?.into_iter().enumerate() {
+            all.push((format!("{}#{}", path.display(), i + 1), envelope));
+        }
+    }
+    Ok(all)
+}
+
+/// What `--policy` found: the decision (or why there is none), the
+/// attestations the policy saw and those it did not.
+#[derive(Debug)]
+pub struct PolicyOutcome {
+    /// The decision, or why the policy could not be evaluated.
+    pub decision: Result<Decision, PolicyError>,
+    /// Sources of the attestations in the input.
+    pub attestations: Vec<Attestation>,
+    /// The envelopes left out, and why.
+    pub rejected: Vec<Rejected>,
+    /// `name` and sha256 of every policy file, in the order given.
+    pub policy_digests: Vec<(String, String)>,
+}
+
+impl PolicyOutcome {
+    /// The report's `policy` object for `--json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut o = match &self.decision {
+            Ok(d) => serde_json::json!({"allow": d.allow, "deny": d.deny, "passed": d.passed()}),
+            Err(e) => serde_json::json!({"passed": false, "error": e.to_string()}),
+        };
+        o["attestations"] = self
+            .attestations
+            .iter()
+            .map(|a| serde_json::json!({"source": a.source, "predicateType": a.predicate_type, "envelopeSha256": a.envelope_sha256, "signerKeyids": a.signer_keyids}))
+            .collect();
+        o["rejected"] = self
+            .rejected
+            .iter()
+            .map(|r| serde_json::json!({"source": r.source, "check": r.error.check(), "error": r.error.to_string()}))
+            .collect();
+        o["policies"] = self
+            .policy_digests
+            .iter()
+            .map(|(name, sha256)| serde_json::json!({"name": name, "digest": {"sha256": sha256}}))
+            .collect();
+        o
+    }
+}
+
+/// Collects every attestation a trusted key signed for the artifacts,
+/// builds the input document, and evaluates the policies in a bounded
+/// child process ([`crate::policy`]).
+pub fn run_policy(
+    envelopes: &[(String, Envelope)],
+    keys: &[PublicKey],
+    artifacts: &[Artifact],
+    min_signatures: usize,
+    policies: &[PolicySource],
+    data: Option<&serde_json::Value>,
+    limits: Limits,
+    now: std::time::SystemTime,
+) -> PolicyOutcome {
+    let (attestations, rejected) = collect(envelopes, keys, artifacts, min_signatures);
+    let input = policy_input(&attestations, artifacts, keys, now);
+    let decision = crate::policy::evaluate_bounded(
+        policies,
+        data,
+        &input,
+        limits,
+        crate::policy::DEFAULT_MEMORY_LIMIT,
+    );
+    PolicyOutcome {
+        decision,
+        attestations,
+        rejected,
+        policy_digests: policies
+            .iter()
+            .map(|p| (p.name.clone(), sha256_hex(p.text.as_bytes())))
+            .collect(),
+    }
+}
+
+/// Lowercase hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
 /// Runs the checks.

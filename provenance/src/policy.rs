@@ -51,7 +51,7 @@ pub const EXIT_POLICY_REFUSED: i32 = 30;
 pub const EXIT_POLICY_ERROR: i32 = 31;
 
 /// Bounds on one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Wall-clock budget of the evaluation (parsing excluded).
     pub time: Duration,
@@ -75,7 +75,7 @@ impl Default for Limits {
 }
 
 /// One policy file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicySource {
     /// Where it came from (shown in errors).
     pub name: String,
@@ -270,7 +270,7 @@ pub fn input(
 }
 
 /// What the policies decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Decision {
     /// `data.attest.allow` (false when undefined).
     pub allow: bool,
@@ -287,7 +287,9 @@ impl Decision {
 
 /// Why a policy could not be evaluated. Every variant is an error, none an
 /// allow; all exit with [`EXIT_POLICY_ERROR`].
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
 pub enum PolicyError {
     /// No policy was given.
     #[error("expected at least one policy, found none")]
@@ -331,7 +333,7 @@ pub enum PolicyError {
     #[error("policy {what}: expected at most {limit} bytes of json, found {bytes}")]
     TooLarge {
         /// `input` or `data`.
-        what: &'static str,
+        what: String,
         /// Its size.
         bytes: usize,
         /// The limit.
@@ -341,7 +343,7 @@ pub enum PolicyError {
     #[error("evaluating data.{POLICY_PACKAGE}.{rule} failed: {reason}")]
     Eval {
         /// `allow` or `deny`.
-        rule: &'static str,
+        rule: String,
         /// regorus' message.
         reason: String,
     },
@@ -401,7 +403,7 @@ pub fn evaluate(
     let input_text = input.to_string();
     if input_text.len() > limits.max_input_bytes {
         return Err(PolicyError::TooLarge {
-            what: "input",
+            what: "input".into(),
             bytes: input_text.len(),
             limit: limits.max_input_bytes,
         });
@@ -417,7 +419,7 @@ pub fn evaluate(
             let text = d.to_string();
             if text.len() > limits.max_data_bytes {
                 return Err(PolicyError::TooLarge {
-                    what: "data",
+                    what: "data".into(),
                     bytes: text.len(),
                     limit: limits.max_data_bytes,
                 });
@@ -448,7 +450,7 @@ pub fn evaluate(
             let _ = tx.send(result);
         })
         .map_err(|e| PolicyError::Eval {
-            rule: "allow",
+            rule: "allow".into(),
             reason: format!("cannot start the evaluation thread: {e}"),
         })?;
     // Parsing and loading the input take time too; a second of grace
@@ -507,7 +509,7 @@ fn run_engine(
         })?;
     }
     let input = regorus::Value::from_json_str(input).map_err(|e| PolicyError::Eval {
-        rule: "allow",
+        rule: "allow".into(),
         reason: format!("cannot load the input: {e}"),
     })?;
     engine.set_input(input);
@@ -572,7 +574,7 @@ fn query(
                 PolicyError::TimeLimit { limit: time }
             } else {
                 PolicyError::Eval {
-                    rule,
+                    rule: rule.into(),
                     reason: e.to_string(),
                 }
             }
