@@ -183,3 +183,119 @@ fn every_example_policy_passes_its_passing_cases_and_refuses_its_failing_ones() 
     }
     assert!(examples_seen >= 8, "found only {examples_seen} examples");
 }
+
+/// Runs `attest verify --policy` with one inline policy over the attestd
+/// fixture provenance.
+fn run_inline(policy: &str, extra: &[&str]) -> Run {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("inline");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("policy.rego"), policy).unwrap();
+    let case = serde_json::json!({"attestations": [{"statement": "attestd-provenance.json"}]});
+    let mut keys = BTreeMap::new();
+    if extra.is_empty() {
+        return run_case(&dir, &case, &mut keys);
+    }
+    // With extra flags: the same run, by hand.
+    let artifact = tmp.path().join("app.bin");
+    std::fs::write(&artifact, ARTIFACT).unwrap();
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, ARTIFACT));
+    let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let text = fill(
+        &std::fs::read_to_string(examples().join("fixtures/attestd-provenance.json")).unwrap(),
+        &sha256,
+        "",
+    );
+    let envelope = attest_provenance::dsse::Envelope::sign(
+        attest_provenance::dsse::INTOTO_PAYLOAD_TYPE,
+        text.into_bytes(),
+        &[&key],
+        KeyIdScheme::Securesystemslib,
+    )
+    .unwrap();
+    let provenance = tmp.path().join("p.intoto.jsonl");
+    std::fs::write(&provenance, envelope.to_json() + "\n").unwrap();
+    let pem = tmp.path().join("k.pub.pem");
+    std::fs::write(&pem, key.public_key().to_spki_pem()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attest"))
+        .arg("verify")
+        .arg(&artifact)
+        .arg("--provenance")
+        .arg(&provenance)
+        .arg("--key")
+        .arg(&pem)
+        .arg("--policy")
+        .arg(dir.join("policy.rego"))
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        report: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn assert_policy_error(run: &Run, contains: &str) {
+    assert_eq!(run.code, EXIT_POLICY_ERROR, "{}\n{}", run.report, run.stderr);
+    assert_eq!(run.report["verified"], false);
+    assert_eq!(run.report["policy"]["passed"], false);
+    let error = run.report["policy"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(contains), "{error:?} lacks {contains:?}");
+}
+
+#[test]
+fn a_policy_that_does_not_parse_is_an_error_not_an_allow() {
+    let run = run_inline("package attest\nallow := true\nallow if {{{\n", &[]);
+    assert_policy_error(&run, "does not parse");
+}
+
+#[test]
+fn a_policy_whose_allow_is_not_boolean_is_an_error() {
+    let run = run_inline("package attest\nallow := \"true\"\n", &[]);
+    assert_policy_error(&run, "to be a boolean");
+}
+
+#[test]
+fn a_policy_that_errors_at_run_time_is_an_error() {
+    let run = run_inline(
+        "package attest\nallow if to_number(input.attestations[0].predicateType) > 0\n",
+        &[],
+    );
+    assert_policy_error(&run, "evaluating data.attest.allow failed");
+}
+
+#[test]
+fn a_policy_that_allocates_without_bound_hits_the_memory_limit() {
+    // One builtin call asks for about 30 GiB at once: the child's
+    // RLIMIT_AS refuses it, the child aborts, and the verdict is an error.
+    let run = run_inline(
+        "package attest\nallow if count(numbers.range(1, 1000000000)) > 0\n",
+        &[],
+    );
+    assert_policy_error(&run, "memory limit");
+}
+
+#[test]
+fn a_policy_that_runs_forever_hits_the_time_limit() {
+    let started = std::time::Instant::now();
+    let run = run_inline(
+        "package attest\nallow if count([1 | some i in numbers.range(1, 20000); some j in numbers.range(1, 20000)]) > 0\n",
+        &["--policy-timeout", "300ms"],
+    );
+    assert_policy_error(&run, "time limit");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn verify_help_shows_the_policy_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attest"))
+        .args(["verify", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--policy ", "--policy-data", "--policy-timeout"] {
+        assert!(help.contains(flag), "verify --help lacks {flag}");
+    }
+}
