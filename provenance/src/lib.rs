@@ -20,6 +20,7 @@
 pub mod dsse;
 mod json;
 pub mod keys;
+pub mod layout;
 pub mod link;
 pub mod policy;
 pub mod slsa;
