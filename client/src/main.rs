@@ -172,8 +172,9 @@ struct RunArgs {
 struct VerifyArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests.
-    #[arg(required = true, value_name = "ARTIFACT")]
+    /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests (with
+    /// --layout, optional: each must be a product of the layout's last step).
+    #[arg(required_unless_present = "layout", value_name = "ARTIFACT")]
     artifacts: Vec<std::ffi::OsString>,
     /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or
     /// - for stdin (repeatable: with --policy, every attestation in every
@@ -181,7 +182,7 @@ struct VerifyArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "from_daemon",
+        required_unless_present_any = ["from_daemon", "layout"],
         conflicts_with = "from_daemon"
     )]
     provenance: Vec<PathBuf>,
@@ -191,7 +192,7 @@ struct VerifyArgs {
     #[arg(long)]
     from_daemon: bool,
     /// A trusted public key, PEM (repeatable).
-    #[arg(long = "key", value_name = "PUB.pem", required = true)]
+    #[arg(long = "key", value_name = "PUB.pem", required_unless_present = "layout")]
     keys: Vec<PathBuf>,
     /// Require this many distinct trusted signatures.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -229,6 +230,17 @@ struct VerifyArgs {
     /// Time limit of the policy evaluation (memory is limited to 1 GiB).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     policy_timeout: Duration,
+    /// Verify an in-toto layout (signed, unexpired, no inspections) over
+    /// the links in --links instead of provenance: every step's
+    /// functionaries, thresholds and artifact rules. Exit 32 when it fails.
+    #[arg(long, value_name = "ROOT.layout", requires_all = ["layout_keys", "links"], conflicts_with_all = ["provenance", "from_daemon", "policies"])]
+    layout: Option<PathBuf>,
+    /// A public key that must have signed the layout, PEM (repeatable).
+    #[arg(long = "layout-key", value_name = "KEY.pub", requires = "layout")]
+    layout_keys: Vec<PathBuf>,
+    /// The directory holding the steps' `<step>.<keyid:8>.link` files.
+    #[arg(long, value_name = "DIR", requires = "layout")]
+    links: Option<PathBuf>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -303,6 +315,78 @@ fn inspect_command(args: InspectArgs) -> i32 {
         Err(e) => {
             eprintln!("attest inspect: {}", attest::error::chain(&e));
             EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// `attest verify --layout`: an in-toto layout over a directory of links.
+fn layout_command(args: &VerifyArgs) -> i32 {
+    let bad_input = |e: attest::ClientError| {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
+            );
+        }
+        eprintln!("attest verify: {}", attest::error::chain(&e));
+        EXIT_BAD_INPUT
+    };
+    let (Some(layout), Some(links)) = (&args.layout, &args.links) else {
+        return bad_input(attest::ClientError::Invalid(
+            "--layout needs --layout-key and --links".into(),
+        ));
+    };
+    let inputs = (|| {
+        let artifacts = args
+            .artifacts
+            .iter()
+            .map(|a| resolve_artifact(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = read_keys(&args.layout_keys)?;
+        let layout = read_input(layout)?;
+        let links = attest::verify::read_links(links)?;
+        Ok::<_, attest::ClientError>((artifacts, keys, layout, links))
+    })();
+    let (artifacts, keys, layout, links) = match inputs {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let result = attest_provenance::layout::verify_layout(
+        &layout,
+        &keys,
+        &links,
+        std::time::SystemTime::now(),
+    )
+    .and_then(|v| v.check_artifacts(&artifacts).map(|()| v));
+    match result {
+        Ok(v) => {
+            if args.json {
+                let steps: Vec<_> = v
+                    .steps
+                    .iter()
+                    .map(|(s, k)| serde_json::json!({"step": s, "functionaries": k}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "layout": {"expires": v.expires, "steps": steps}})
+                );
+            } else {
+                for (step, keyids) in &v.steps {
+                    println!("PASSED: step {step} (functionaries {})", keyids.join(", "));
+                }
+                println!("layout expires {}", v.expires);
+            }
+            0
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "check": "layout", "exitCode": e.exit_code(), "error": e.to_string()})
+                );
+            }
+            eprintln!("FAILED (layout): {}", attest::error::chain(&e));
+            e.exit_code()
         }
     }
 }
@@ -544,6 +628,9 @@ async fn envelopes_from_daemon(
 }
 
 fn verify_command(args: VerifyArgs) -> i32 {
+    if args.layout.is_some() {
+        return layout_command(&args);
+    }
     let inputs = (|| {
         let artifacts = args
             .artifacts

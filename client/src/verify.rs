@@ -211,6 +211,40 @@ pub fn run_policy(
     }
 }
 
+/// The largest number of link files read from a `--links` directory.
+pub const MAX_LINK_FILES: usize = 10_000;
+
+/// Reads every `*.link` file of a directory (not recursing), by file name.
+pub fn read_links(
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, ClientError> {
+    let mut links = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(ClientError::io("read", dir))? {
+        let entry = entry.map_err(ClientError::io("read", dir))?;
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // Only regular files: a symlink could point a link name anywhere.
+        let is_file = entry
+            .file_type()
+            .map_err(ClientError::io("stat", &path))?
+            .is_file();
+        if !is_file || !name.ends_with(".link") {
+            continue;
+        }
+        if links.len() >= MAX_LINK_FILES {
+            return Err(ClientError::Invalid(format!(
+                "{}: more than {MAX_LINK_FILES} link files",
+                dir.display()
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(ClientError::io("read", &path))?;
+        links.insert(name.to_string(), bytes);
+    }
+    Ok(links)
+}
+
 /// Lowercase hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))

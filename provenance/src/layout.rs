@@ -209,6 +209,19 @@ pub enum LayoutError {
         /// The MATCH rule.
         rule: Vec<String>,
     },
+    /// An artifact given to check is not a product of the last step.
+    #[error("expected artifact {name:?} ({digest}) to be a product of the last step {step}, found no product with that sha256")]
+    ArtifactNotProduct {
+        /// The artifact's name.
+        name: String,
+        /// Its digest.
+        digest: String,
+        /// The last step.
+        step: String,
+    },
+    /// The layout has no steps.
+    #[error("expected the layout to have at least one step, found none")]
+    NoSteps,
     /// A REQUIRE rule's artifact is missing.
     #[error("step {step}: {kind} must include {pattern:?} (rule {rule:?})")]
     RequireMissing {
@@ -237,6 +250,29 @@ pub struct LayoutVerified {
     pub steps: Vec<(String, Vec<String>)>,
     /// The layout's `expires`.
     pub expires: String,
+    /// The last step's name and products: what the chain delivers.
+    pub final_products: (String, BTreeMap<String, HashDict>),
+}
+
+impl LayoutVerified {
+    /// Every artifact must be one of the last step's products, by sha256
+    /// (its name is not compared: files get renamed).
+    pub fn check_artifacts(&self, artifacts: &[crate::verify::Artifact]) -> Result<(), LayoutError> {
+        let (step, products) = &self.final_products;
+        for a in artifacts {
+            let found = products
+                .values()
+                .any(|d| !a.sha256.is_empty() && d.get("sha256") == Some(&a.sha256));
+            if !found {
+                return Err(LayoutError::ArtifactNotProduct {
+                    name: a.name.clone(),
+                    digest: a.digest_display(),
+                    step: step.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -692,9 +728,11 @@ pub fn verify_layout(
             verify_rules(&step.name, kind, rules, link, &chosen)?;
         }
     }
+    let last = steps.last().ok_or(LayoutError::NoSteps)?;
     Ok(LayoutVerified {
         steps: verified_steps,
         expires,
+        final_products: (last.name.clone(), chosen[&last.name].products.clone()),
     })
 }
 
