@@ -26,6 +26,7 @@ pub mod policy;
 pub mod slsa;
 pub mod statement;
 pub mod verify;
+pub mod vsa;
 
 pub use json::JsonError;
 

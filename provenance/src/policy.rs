@@ -276,6 +276,10 @@ pub struct Decision {
     pub allow: bool,
     /// `data.attest.deny`, sorted.
     pub deny: Vec<String>,
+    /// `data.attest.verified_levels` (a set of strings such as
+    /// `SLSA_BUILD_LEVEL_3`), sorted; empty when undefined. What a VSA
+    /// written for this decision claims.
+    pub verified_levels: Vec<String>,
 }
 
 impl Decision {
@@ -372,6 +376,12 @@ pub enum PolicyError {
     #[error("expected data.{POLICY_PACKAGE}.deny to be a set of strings, found {found}")]
     DenyNotSet {
         /// Its value, as JSON.
+        found: String,
+    },
+    /// `verified_levels` is not a set or array of strings.
+    #[error("expected data.{POLICY_PACKAGE}.verified_levels to be a set of strings, found {found}")]
+    LevelsNotStrings {
+        /// The offending value, as JSON.
         found: String,
     },
     /// A deny message is not a string.
@@ -550,7 +560,41 @@ fn run_engine(
             })
         }
     };
-    Ok(Decision { allow, deny })
+    let verified_levels = match query(&mut engine, "verified_levels", time)? {
+        None => Vec::new(),
+        Some(regorus::Value::Set(set)) => strings(set.iter(), "verified_levels")?,
+        Some(regorus::Value::Array(a)) => strings(a.iter(), "verified_levels")?,
+        Some(other) => {
+            return Err(PolicyError::LevelsNotStrings {
+                found: json_of(&other),
+            })
+        }
+    };
+    Ok(Decision {
+        allow,
+        deny,
+        verified_levels,
+    })
+}
+
+fn strings<'a>(
+    values: impl Iterator<Item = &'a regorus::Value>,
+    _rule: &str,
+) -> Result<Vec<String>, PolicyError> {
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            regorus::Value::String(s) => out.push(s.to_string()),
+            other => {
+                return Err(PolicyError::LevelsNotStrings {
+                    found: json_of(other),
+                })
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The value of `data.attest.RULE`, `None` when undefined.

@@ -55,7 +55,8 @@ fn allow_true_and_no_deny_passes() {
         d,
         Decision {
             allow: true,
-            deny: vec![]
+            deny: vec![],
+            verified_levels: vec![]
         }
     );
     assert!(d.passed());
@@ -171,6 +172,22 @@ fn helper_packages_below_attest_need_a_root_policy() {
     };
     let d = evaluate(&[helper, root], None, &json!({}), Limits::default()).unwrap();
     assert!(d.passed());
+}
+
+#[test]
+fn verified_levels_come_from_the_policy_and_must_be_strings() {
+    let d = eval(
+        "package attest\nallow := true\nverified_levels contains \"SLSA_BUILD_LEVEL_3\" if true\n",
+        &json!({}),
+    )
+    .unwrap();
+    assert_eq!(d.verified_levels, vec!["SLSA_BUILD_LEVEL_3".to_string()]);
+    let e = eval(
+        "package attest\nallow := true\nverified_levels := 3\n",
+        &json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(e, PolicyError::LevelsNotStrings { found: "3".into() });
 }
 
 #[test]
