@@ -182,7 +182,7 @@ struct VerifyArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["from_daemon", "layout"],
+        required_unless_present_any = ["from_daemon", "layout", "vsa"],
         conflicts_with = "from_daemon"
     )]
     provenance: Vec<PathBuf>,
@@ -241,6 +241,28 @@ struct VerifyArgs {
     /// The directory holding the steps' `<step>.<keyid:8>.link` files.
     #[arg(long, value_name = "DIR", requires = "layout")]
     links: Option<PathBuf>,
+    /// After the policy decided, write a signed SLSA verification summary
+    /// (VSA, verification_summary/v1) here: verifier, time, policy digest,
+    /// the input attestations' digests, PASSED or FAILED, and the levels
+    /// the policy names in `verified_levels`.
+    #[arg(long, value_name = "OUT", requires_all = ["policies", "vsa_key"])]
+    emit_vsa: Option<PathBuf>,
+    /// The private key (PKCS#8 PEM, e.g. from `attest keygen`) that signs --emit-vsa.
+    #[arg(long, value_name = "KEY.pem", requires = "emit_vsa")]
+    vsa_key: Option<PathBuf>,
+    /// The verifier id a VSA names (--emit-vsa) or must name (--vsa).
+    #[arg(long, value_name = "URI")]
+    verifier_id: Option<String>,
+    /// The resource a VSA is about: written by --emit-vsa (default: the
+    /// first artifact's name), required to match by --vsa when given.
+    #[arg(long, value_name = "URI")]
+    resource_uri: Option<String>,
+    /// Check a VSA instead of provenance: signed by --key, about every
+    /// ARTIFACT, for the policy given by --policy/--policy-data (by digest;
+    /// not evaluated), PASSED, and at most --max-age old. Exit 33 when it
+    /// does not check out.
+    #[arg(long, value_name = "FILE", requires = "policies", conflicts_with_all = ["provenance", "from_daemon", "layout", "emit_vsa"])]
+    vsa: Option<PathBuf>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -315,6 +337,79 @@ fn inspect_command(args: InspectArgs) -> i32 {
         Err(e) => {
             eprintln!("attest inspect: {}", attest::error::chain(&e));
             EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// `attest verify --vsa`: a verification summary instead of provenance.
+fn vsa_command(args: &VerifyArgs) -> i32 {
+    let bad_input = |e: attest::ClientError| {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
+            );
+        }
+        eprintln!("attest verify: {}", attest::error::chain(&e));
+        EXIT_BAD_INPUT
+    };
+    let Some(vsa) = &args.vsa else {
+        return bad_input(attest::ClientError::Invalid("--vsa FILE is required".into()));
+    };
+    let inputs = (|| {
+        let artifacts = args
+            .artifacts
+            .iter()
+            .map(|a| resolve_artifact(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = read_keys(&args.keys)?;
+        let envelopes = read_provenance_files(std::slice::from_ref(vsa))?;
+        let digest =
+            attest::verify::policy_files_digest(&args.policies, args.policy_data.as_deref())?;
+        Ok::<_, attest::ClientError>((artifacts, keys, envelopes, digest))
+    })();
+    let (artifacts, keys, envelopes, digest) = match inputs {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let expected = attest_provenance::vsa::Expected {
+        policy_sha256: digest,
+        verifier_id: args.verifier_id.clone(),
+        resource_uri: args.resource_uri.clone(),
+        max_age: args.max_age,
+    };
+    match attest_provenance::vsa::verify(
+        &envelopes,
+        &keys,
+        &artifacts,
+        &expected,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(v) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "vsa": {"source": v.attestation.source, "signerKeyids": v.attestation.signer_keyids, "verifiedLevels": v.verified_levels}})
+                );
+            } else {
+                println!(
+                    "PASSED: vsa {} signed by {} (verified levels: {})",
+                    v.attestation.source,
+                    v.attestation.signer_keyids.join(", "),
+                    v.verified_levels.join(", ")
+                );
+            }
+            0
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "check": "vsa", "exitCode": e.exit_code(), "error": e.to_string()})
+                );
+            }
+            eprintln!("FAILED (vsa): {e}");
+            e.exit_code()
         }
     }
 }
@@ -631,6 +726,9 @@ fn verify_command(args: VerifyArgs) -> i32 {
     if args.layout.is_some() {
         return layout_command(&args);
     }
+    if args.vsa.is_some() {
+        return vsa_command(&args);
+    }
     let inputs = (|| {
         let artifacts = args
             .artifacts
@@ -716,12 +814,43 @@ fn verify_command(args: VerifyArgs) -> i32 {
                     now,
                 )
             });
-            let code = match policy.as_ref().map(|p| &p.decision) {
+            let mut code = match policy.as_ref().map(|p| &p.decision) {
                 None => 0,
                 Some(Ok(d)) if d.passed() => 0,
                 Some(Ok(_)) => attest_provenance::policy::EXIT_POLICY_REFUSED,
                 Some(Err(e)) => e.exit_code(),
             };
+            // A VSA records a decision, PASSED or FAILED; a policy that
+            // could not be evaluated decided nothing, so none is written.
+            if let (Some(out), Some(p)) = (&args.emit_vsa, &policy) {
+                if let Ok(decision) = &p.decision {
+                    let written = attest::verify::emit_vsa(
+                        out,
+                        args.vsa_key.as_deref(),
+                        &args.policies,
+                        args.policy_data.as_deref(),
+                        attest::verify::VsaFields {
+                            verifier_id: args.verifier_id.clone(),
+                            resource_uri: args.resource_uri.clone(),
+                            now,
+                        },
+                        &artifacts,
+                        p,
+                        decision,
+                    );
+                    match written {
+                        Ok(()) => {
+                            if !args.json {
+                                println!("vsa written to {}", out.display());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("attest verify: --emit-vsa: {}", attest::error::chain(&e));
+                            code = EXIT_BAD_INPUT;
+                        }
+                    }
+                }
+            }
             if args.json {
                 let matched: Vec<_> = verified
                     .matched

@@ -181,6 +181,7 @@ impl PolicyOutcome {
 /// Collects every attestation a trusted key signed for the artifacts,
 /// builds the input document, and evaluates the policies in a bounded
 /// child process ([`crate::policy`]).
+#[allow(clippy::too_many_arguments)]
 pub fn run_policy(
     envelopes: &[(String, Envelope)],
     keys: &[PublicKey],
@@ -243,6 +244,96 @@ pub fn read_links(
         links.insert(name.to_string(), bytes);
     }
     Ok(links)
+}
+
+/// The digest a VSA names its policy by: [`attest_provenance::vsa::policy_digest`]
+/// over the policy files (by file name, in the order given) and the data
+/// file (named `data:<file name>`), so changing either changes it.
+pub fn policy_files_digest(
+    policies: &[PathBuf],
+    data: Option<&Path>,
+) -> Result<String, ClientError> {
+    let base = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let mut files = Vec::new();
+    for p in policies {
+        files.push((base(p), std::fs::read(p).map_err(ClientError::io("read", p))?));
+    }
+    if let Some(d) = data {
+        files.push((
+            format!("data:{}", base(d)),
+            std::fs::read(d).map_err(ClientError::io("read", d))?,
+        ));
+    }
+    Ok(attest_provenance::vsa::policy_digest(&files))
+}
+
+/// The verifier id a VSA names when `--verifier-id` is not given.
+pub const DEFAULT_VERIFIER_ID: &str = "https://attestd.dev/attest-verify/v1";
+
+/// What `--emit-vsa` takes from the command line besides the decision.
+#[derive(Debug)]
+pub struct VsaFields {
+    /// `--verifier-id`.
+    pub verifier_id: Option<String>,
+    /// `--resource-uri`.
+    pub resource_uri: Option<String>,
+    /// The time of verification.
+    pub now: std::time::SystemTime,
+}
+
+/// Signs and writes the VSA of a policy decision (`--emit-vsa`).
+#[allow(clippy::too_many_arguments)]
+pub fn emit_vsa(
+    out: &Path,
+    key: Option<&Path>,
+    policies: &[PathBuf],
+    data: Option<&Path>,
+    fields: VsaFields,
+    artifacts: &[Artifact],
+    outcome: &PolicyOutcome,
+    decision: &Decision,
+) -> Result<(), ClientError> {
+    let key_path = key.ok_or_else(|| ClientError::Invalid("--emit-vsa needs --vsa-key".into()))?;
+    let pem = std::fs::read_to_string(key_path).map_err(ClientError::io("read", key_path))?;
+    let key = attest_provenance::keys::SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| ClientError::Invalid(format!("{}: {e}", key_path.display())))?;
+    let policy_uri = policies
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let summary = attest_provenance::vsa::Summary {
+        verifier_id: fields
+            .verifier_id
+            .unwrap_or_else(|| DEFAULT_VERIFIER_ID.to_string()),
+        time_verified: fields.now,
+        resource_uri: fields
+            .resource_uri
+            .or_else(|| artifacts.first().map(|a| a.name.clone()))
+            .unwrap_or_default(),
+        artifacts: artifacts.to_vec(),
+        policy_uri,
+        policy_sha256: policy_files_digest(policies, data)?,
+        inputs: outcome
+            .attestations
+            .iter()
+            .map(|a| (a.source.clone(), a.envelope_sha256.clone()))
+            .collect(),
+        passed: decision.passed(),
+        // A failed verification verified no level.
+        verified_levels: if decision.passed() {
+            decision.verified_levels.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    let envelope = attest_provenance::vsa::sign(&summary, &key)
+        .map_err(|e| ClientError::Invalid(format!("cannot sign the vsa: {e}")))?;
+    std::fs::write(out, envelope.to_json() + "\n").map_err(ClientError::io("write", out))
 }
 
 /// Lowercase hex sha256.
