@@ -361,3 +361,53 @@ fn the_input_document_carries_artifacts_attestations_and_context() {
     .unwrap();
     assert!(d.passed());
 }
+
+/// The documented schema and the input the code builds stay in step: every
+/// field the code writes is in the schema, every required one is written
+/// (a structural check; no JSON Schema validator is a dependency).
+#[test]
+fn the_input_document_matches_docs_policy_input_schema() {
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/policy-input.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let k = ed();
+    let a = artifact();
+    let (ok, _) = collect(
+        &[("s#1".to_string(), signed(&scan_statement(&a), &k))],
+        &[k.public_key()],
+        std::slice::from_ref(&a),
+        1,
+    );
+    let doc = input(&ok, std::slice::from_ref(&a), &[k.public_key()], now());
+    fn check(doc: &Value, schema: &Value, at: &str) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        let obj = doc.as_object().unwrap_or_else(|| panic!("{at} is not an object"));
+        for r in schema["required"].as_array().into_iter().flatten() {
+            assert!(obj.contains_key(r.as_str().unwrap()), "{at}.{r} missing");
+        }
+        if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+            for key in obj.keys() {
+                assert!(props.contains_key(key), "{at}.{key} not in the schema");
+            }
+        }
+        for (key, sub) in props {
+            let Some(v) = obj.get(key) else { continue };
+            if sub["type"] == "array" {
+                for item in v.as_array().unwrap() {
+                    check(item, &sub["items"], &format!("{at}.{key}[]"));
+                }
+            } else {
+                check(v, sub, &format!("{at}.{key}"));
+            }
+        }
+    }
+    check(&doc, &schema, "input");
+    assert_eq!(doc["attestations"].as_array().unwrap().len(), 1);
+}
