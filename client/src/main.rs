@@ -56,8 +56,11 @@ enum Command {
     ///
     /// Checks, in order, failing closed: (1) a trusted key signed the
     /// envelope; (2) statement and predicate types; (3) every artifact's
-    /// sha256 is a subject; (4) the expectations given. Each failure has its
-    /// own exit code (10-24, see the README); 2 means unreadable input.
+    /// sha256 is a subject; (4) the expectations given; then (5) the Rego
+    /// policies, if any (--policy, docs/policy.md). Each failure has its
+    /// own exit code (10-24, 30 policy refused, 31 policy error, see the
+    /// README); 2 means unreadable input. --layout verifies an in-toto
+    /// layout instead (32), --vsa a verification summary (33).
     Verify(VerifyArgs),
     /// Print the daemon's public verification keys as PEM.
     Pubkey {

@@ -15,6 +15,7 @@
 //! | [`percent_bytes`] | `attest_tree::percent_bytes_decode` | a provenance name read back by a verifier |
 //! | [`file_list`] | `attestd::materialize::decode_file_list` | a tree's file list on disk, read back after a crash |
 //! | [`report`] | `attest_sandbox::read_report` | `report.json`, written by the helper next to a hostile step |
+//! | [`layout`] | `attest_provenance::layout::verify_layout` | an in-toto layout handed to `attest verify --layout` |
 #![forbid(unsafe_code)]
 
 pub mod mutator;
@@ -32,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("percent_bytes", percent_bytes),
     ("file_list", file_list),
     ("report", report),
+    ("layout", layout),
 ];
 
 /// A `Directory` message as the daemon receives it from a client. Oracle:
@@ -187,4 +189,27 @@ fn report_in(dir: &std::path::Path, data: &[u8]) {
         attest_sandbox::read_report(&again).expect("a written report reads back"),
         report
     );
+}
+
+/// An in-toto layout as `attest verify --layout` reads it, checked with the
+/// key that signed the seeds (so signed seeds get past the signature to
+/// the expiry, keys, steps and rules) at a time before they expire, over no
+/// links. Oracle: never a panic, and never a pass: with no links no step
+/// can meet its threshold.
+pub fn layout(data: &[u8]) {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Vec<attest_provenance::keys::PublicKey>> = OnceLock::new();
+    let keys = KEY.get_or_init(|| {
+        attest_provenance::keys::read_public_keys_pem(include_str!("layout-owner.pub.pem"))
+            .expect("the seeds' layout key")
+    });
+    // 2026-01-01T00:00:00Z: before the seeds expire.
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+    let result = attest_provenance::layout::verify_layout(
+        data,
+        keys,
+        &std::collections::BTreeMap::new(),
+        now,
+    );
+    assert!(result.is_err(), "a layout verified over no links");
 }

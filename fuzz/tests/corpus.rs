@@ -118,3 +118,8 @@ fn file_lists() {
 fn helper_reports() {
     fuzz("report");
 }
+
+#[test]
+fn in_toto_layouts() {
+    fuzz("layout");
+}
