@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use attest::run::{run_build, LogStream, Observer, RunOptions};
 use attest::policy::{read_policies, read_policy_data};
+use attest::run::{run_build, LogStream, Observer, RunOptions};
 use attest::verify::{
     read_input, read_keys, read_provenance_files, resolve_artifact, run_policy, verify,
     EXIT_BAD_INPUT,
@@ -195,7 +195,11 @@ struct VerifyArgs {
     #[arg(long)]
     from_daemon: bool,
     /// A trusted public key, PEM (repeatable).
-    #[arg(long = "key", value_name = "PUB.pem", required_unless_present = "layout")]
+    #[arg(
+        long = "key",
+        value_name = "PUB.pem",
+        required_unless_present = "layout"
+    )]
     keys: Vec<PathBuf>,
     /// Require this many distinct trusted signatures.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -357,7 +361,9 @@ fn vsa_command(args: &VerifyArgs) -> i32 {
         EXIT_BAD_INPUT
     };
     let Some(vsa) = &args.vsa else {
-        return bad_input(attest::ClientError::Invalid("--vsa FILE is required".into()));
+        return bad_input(attest::ClientError::Invalid(
+            "--vsa FILE is required".into(),
+        ));
     };
     let inputs = (|| {
         let artifacts = args

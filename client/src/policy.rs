@@ -151,8 +151,9 @@ pub fn evaluate_bounded(
     use std::os::unix::process::ExitStatusExt;
     let stderr = String::from_utf8_lossy(&err).trim().to_string();
     match status.signal() {
-        Some(sig) if sig == nix::sys::signal::Signal::SIGABRT as i32
-            || sig == nix::sys::signal::Signal::SIGKILL as i32 =>
+        Some(sig)
+            if sig == nix::sys::signal::Signal::SIGABRT as i32
+                || sig == nix::sys::signal::Signal::SIGKILL as i32 =>
         {
             Err(PolicyError::MemoryLimit {
                 limit_bytes: memory_limit,
@@ -190,11 +191,9 @@ pub fn child_main() -> i32 {
     // The limit is set before the policy is parsed: everything regorus
     // does happens under it.
     let limit = request.memory_limit;
-    if let Err(e) = nix::sys::resource::setrlimit(
-        nix::sys::resource::Resource::RLIMIT_AS,
-        limit,
-        limit,
-    ) {
+    if let Err(e) =
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
+    {
         eprintln!("attest {CHILD_SUBCOMMAND}: cannot limit memory to {limit} bytes: {e}");
         return 2;
     }

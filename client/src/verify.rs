@@ -216,9 +216,7 @@ pub fn run_policy(
 pub const MAX_LINK_FILES: usize = 10_000;
 
 /// Reads every `*.link` file of a directory (not recursing), by file name.
-pub fn read_links(
-    dir: &Path,
-) -> Result<std::collections::BTreeMap<String, Vec<u8>>, ClientError> {
+pub fn read_links(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>, ClientError> {
     let mut links = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(ClientError::io("read", dir))? {
         let entry = entry.map_err(ClientError::io("read", dir))?;
@@ -260,7 +258,10 @@ pub fn policy_files_digest(
     };
     let mut files = Vec::new();
     for p in policies {
-        files.push((base(p), std::fs::read(p).map_err(ClientError::io("read", p))?));
+        files.push((
+            base(p),
+            std::fs::read(p).map_err(ClientError::io("read", p))?,
+        ));
     }
     if let Some(d) = data {
         files.push((

@@ -26,8 +26,13 @@ fn setup(dir: &Path, app: &[u8]) {
                    "expected_materials": [], "expected_products": [["CREATE", "app"], ["DISALLOW", "*"]]}],
     });
     let sig = owner.sign(&canonical_json(&signed).unwrap()).unwrap();
-    let layout = json!({"signed": signed, "signatures": [{"keyid": id(&owner), "sig": hex::encode(sig)}]});
-    std::fs::write(dir.join("root.layout"), serde_json::to_vec(&layout).unwrap()).unwrap();
+    let layout =
+        json!({"signed": signed, "signatures": [{"keyid": id(&owner), "sig": hex::encode(sig)}]});
+    std::fs::write(
+        dir.join("root.layout"),
+        serde_json::to_vec(&layout).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.join("owner.pub.pem"), owner.public_key().to_spki_pem()).unwrap();
     std::fs::create_dir(dir.join("links")).unwrap();
     let link = Link {
@@ -42,7 +47,8 @@ fn setup(dir: &Path, app: &[u8]) {
         ..Default::default()
     };
     std::fs::write(
-        dir.join("links").join(format!("build.{}.link", &id(&f)[..8])),
+        dir.join("links")
+            .join(format!("build.{}.link", &id(&f)[..8])),
         link.sign(&[&f]).unwrap(),
     )
     .unwrap();
@@ -84,7 +90,10 @@ fn a_layout_verifies_and_the_artifact_must_be_a_final_product() {
     let (code, report) = verify(dir.path(), Some(&dir.path().join("other")));
     assert_eq!(code, EXIT_LAYOUT_FAILED);
     assert_eq!(report["check"], "layout");
-    assert!(report["error"].as_str().unwrap().contains("product of the last step build"));
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("product of the last step build"));
 }
 
 #[test]
@@ -92,11 +101,19 @@ fn a_tampered_link_exits_32() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), b"the app");
     let links = dir.path().join("links");
-    let file = std::fs::read_dir(&links).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&links)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let text = std::fs::read_to_string(&file).unwrap();
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"the app"));
     std::fs::write(&file, text.replace(&sha, &"0".repeat(64))).unwrap();
     let (code, report) = verify(dir.path(), None);
     assert_eq!(code, EXIT_LAYOUT_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("does not verify with functionary key"));
+    assert!(report["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not verify with functionary key"));
 }

@@ -76,10 +76,8 @@ fn run_case(dir: &Path, case: &Value, keys: &mut BTreeMap<String, SigningKey>) -
             .unwrap()
             .starts_with("https://slsa.dev/provenance/")
         {
-            provenance_sha256 = hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                json.as_bytes(),
-            ));
+            provenance_sha256 =
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, json.as_bytes()));
         }
         lines.push_str(&json);
         lines.push('\n');
@@ -238,7 +236,11 @@ fn run_inline(policy: &str, extra: &[&str]) -> Run {
 }
 
 fn assert_policy_error(run: &Run, contains: &str) {
-    assert_eq!(run.code, EXIT_POLICY_ERROR, "{}\n{}", run.report, run.stderr);
+    assert_eq!(
+        run.code, EXIT_POLICY_ERROR,
+        "{}\n{}",
+        run.report, run.stderr
+    );
     assert_eq!(run.report["verified"], false);
     assert_eq!(run.report["policy"]["passed"], false);
     let error = run.report["policy"]["error"].as_str().unwrap_or_default();

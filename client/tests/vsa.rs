@@ -48,7 +48,11 @@ fn setup(builder_id: &str) -> Setup {
         KeyIdScheme::Securesystemslib,
     )
     .unwrap();
-    std::fs::write(dir.path().join("app.intoto.jsonl"), envelope.to_json() + "\n").unwrap();
+    std::fs::write(
+        dir.path().join("app.intoto.jsonl"),
+        envelope.to_json() + "\n",
+    )
+    .unwrap();
     let builder_pub = dir.path().join("builder.pub.pem");
     std::fs::write(&builder_pub, builder.public_key().to_spki_pem()).unwrap();
     let vsa = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
@@ -142,7 +146,12 @@ fn an_emitted_vsa_is_valid_for_in_toto_attestation_and_checks_out() {
     assert_eq!(summary["inputs"].as_array().unwrap().len(), 1);
     let (code, report) = check(
         &s,
-        &["--max-age", "1h", "--resource-uri", "oci://registry.example/app@sha256:1234"],
+        &[
+            "--max-age",
+            "1h",
+            "--resource-uri",
+            "oci://registry.example/app@sha256:1234",
+        ],
         policy_args(),
     );
     assert_eq!(code, 0, "{report}");
@@ -155,7 +164,13 @@ fn a_vsa_for_another_policy_is_refused() {
     let other = examples().join("hermetic/policy.rego");
     let (code, report) = check(&s, &[], vec!["--policy".into(), other]);
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("expected policy digest"), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected policy digest"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -169,23 +184,52 @@ fn a_failed_verification_gives_a_vsa_that_does_not_pass() {
     assert_eq!(summary["result"], "FAILED");
     let (code, report) = check(&s, &[], policy_args());
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("found FAILED"), "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("found FAILED"),
+        "{report}"
+    );
 }
 
 #[test]
 fn a_vsa_checked_with_the_wrong_key_resource_or_age_is_refused() {
     let s = setup("https://ci.example.com/attestd/host-17");
     assert_eq!(emit(&s), 0);
-    let (code, report) = check(&s, &["--resource-uri", "oci://registry.example/other"], policy_args());
+    let (code, report) = check(
+        &s,
+        &["--resource-uri", "oci://registry.example/other"],
+        policy_args(),
+    );
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("expected resource"), "{report}");
-    let (code, report) = check(&s, &["--verifier-id", "https://someone.else/"], policy_args());
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected resource"),
+        "{report}"
+    );
+    let (code, report) = check(
+        &s,
+        &["--verifier-id", "https://someone.else/"],
+        policy_args(),
+    );
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("expected verifier"), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected verifier"),
+        "{report}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let (code, report) = check(&s, &["--max-age", "1s"], policy_args());
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("verified at most"), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("verified at most"),
+        "{report}"
+    );
     // Signed by the VSA key, checked against the builder's: not trusted.
     let mut args: Vec<std::ffi::OsString> = vec![
         "verify".into(),
@@ -200,5 +244,11 @@ fn a_vsa_checked_with_the_wrong_key_resource_or_age_is_refused() {
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let (code, report, _) = attest(&refs);
     assert_eq!(code, EXIT_VSA_FAILED);
-    assert!(report["error"].as_str().unwrap().contains("signed by a trusted key"), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed by a trusted key"),
+        "{report}"
+    );
 }

@@ -257,7 +257,10 @@ pub struct LayoutVerified {
 impl LayoutVerified {
     /// Every artifact must be one of the last step's products, by sha256
     /// (its name is not compared: files get renamed).
-    pub fn check_artifacts(&self, artifacts: &[crate::verify::Artifact]) -> Result<(), LayoutError> {
+    pub fn check_artifacts(
+        &self,
+        artifacts: &[crate::verify::Artifact],
+    ) -> Result<(), LayoutError> {
         let (step, products) = &self.final_products;
         for a in artifacts {
             let found = products
@@ -319,7 +322,12 @@ fn parse_rule(step: &str, words: &[String]) -> Result<Rule, LayoutError> {
             let pattern = words.get(1).ok_or_else(|| bad("no pattern"))?.clone();
             let mut source_prefix = None;
             if upper.get(i).map(String::as_str) == Some("IN") {
-                source_prefix = Some(words.get(i + 1).ok_or_else(|| bad("IN without a path"))?.clone());
+                source_prefix = Some(
+                    words
+                        .get(i + 1)
+                        .ok_or_else(|| bad("IN without a path"))?
+                        .clone(),
+                );
                 i += 2;
             }
             if upper.get(i).map(String::as_str) != Some("WITH") {
@@ -333,13 +341,21 @@ fn parse_rule(step: &str, words: &[String]) -> Result<Rule, LayoutError> {
             i += 2;
             let mut dest_prefix = None;
             if upper.get(i).map(String::as_str) == Some("IN") {
-                dest_prefix = Some(words.get(i + 1).ok_or_else(|| bad("IN without a path"))?.clone());
+                dest_prefix = Some(
+                    words
+                        .get(i + 1)
+                        .ok_or_else(|| bad("IN without a path"))?
+                        .clone(),
+                );
                 i += 2;
             }
             if upper.get(i).map(String::as_str) != Some("FROM") {
                 return Err(bad("expected FROM"));
             }
-            let dest_step = words.get(i + 1).ok_or_else(|| bad("FROM without a step"))?.clone();
+            let dest_step = words
+                .get(i + 1)
+                .ok_or_else(|| bad("FROM without a step"))?
+                .clone();
             if words.len() != i + 2 {
                 return Err(bad("unexpected words after FROM <step>"));
             }
@@ -454,14 +470,17 @@ fn layout_key(keyid: &str, key: &Value) -> Result<PublicKey, LayoutError> {
             let raw = if public.contains("BEGIN PUBLIC KEY") {
                 return PublicKey::from_spki_pem(public).map_err(|e| unsupported(e.to_string()));
             } else {
-                hex::decode(public).map_err(|e| unsupported(format!("keyval.public is not hex: {e}")))?
+                hex::decode(public)
+                    .map_err(|e| unsupported(format!("keyval.public is not hex: {e}")))?
             };
             PublicKey::from_ed25519_bytes(&raw).map_err(|e| unsupported(e.to_string()))
         }
         "ecdsa" | "ecdsa-sha2-nistp256" => {
             PublicKey::from_spki_pem(public).map_err(|e| unsupported(e.to_string()))
         }
-        other => Err(unsupported(format!("key type {other:?} (ed25519 and ecdsa P-256 are supported)"))),
+        other => Err(unsupported(format!(
+            "key type {other:?} (ed25519 and ecdsa P-256 are supported)"
+        ))),
     }
 }
 
@@ -538,13 +557,11 @@ pub fn verify_layout(
             field: "expires".into(),
         })?
         .to_string();
-    let expiry = time::OffsetDateTime::parse(
-        &expires,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|_| LayoutError::Malformed {
-        field: "expires".into(),
-    })?;
+    let expiry =
+        time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| LayoutError::Malformed {
+                field: "expires".into(),
+            })?;
     if time::OffsetDateTime::from(now) >= expiry {
         return Err(LayoutError::Expired {
             expires,
@@ -561,7 +578,12 @@ pub fn verify_layout(
             return Err(LayoutError::InspectionsUnsupported {
                 names: list
                     .iter()
-                    .map(|i| i.get("name").and_then(Value::as_str).unwrap_or("?").to_string())
+                    .map(|i| {
+                        i.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_string()
+                    })
                     .collect(),
             });
         }
@@ -570,7 +592,9 @@ pub fn verify_layout(
     // Parse keys and steps.
     let keys_value = field(signed, "keys")?
         .as_object()
-        .ok_or_else(|| LayoutError::Malformed { field: "keys".into() })?;
+        .ok_or_else(|| LayoutError::Malformed {
+            field: "keys".into(),
+        })?;
     let mut keys = BTreeMap::new();
     for (keyid, key) in keys_value {
         keys.insert(keyid.clone(), layout_key(keyid, key)?);
@@ -578,24 +602,31 @@ pub fn verify_layout(
     let mut steps = Vec::new();
     for s in field(signed, "steps")?
         .as_array()
-        .ok_or_else(|| LayoutError::Malformed { field: "steps".into() })?
+        .ok_or_else(|| LayoutError::Malformed {
+            field: "steps".into(),
+        })?
     {
         let name = field(s, "name")?
             .as_str()
-            .ok_or_else(|| LayoutError::Malformed { field: "steps[].name".into() })?
+            .ok_or_else(|| LayoutError::Malformed {
+                field: "steps[].name".into(),
+            })?
             .to_string();
         let pubkeys = string_list(field(s, "pubkeys")?, "steps[].pubkeys")?;
-        let threshold = s.get("threshold").map_or(Some(1), Value::as_u64).ok_or_else(|| {
-            LayoutError::Malformed {
+        let threshold = s
+            .get("threshold")
+            .map_or(Some(1), Value::as_u64)
+            .ok_or_else(|| LayoutError::Malformed {
                 field: format!("steps[{name}].threshold"),
-            }
-        })? as usize;
+            })? as usize;
         let rules = |what: &str| -> Result<Vec<(Vec<String>, Rule)>, LayoutError> {
             let list: Vec<Vec<String>> = match s.get(what) {
                 None => Vec::new(),
-                Some(v) => serde_json::from_value(v.clone()).map_err(|_| LayoutError::Malformed {
-                    field: format!("steps[{name}].{what}"),
-                })?,
+                Some(v) => {
+                    serde_json::from_value(v.clone()).map_err(|_| LayoutError::Malformed {
+                        field: format!("steps[{name}].{what}"),
+                    })?
+                }
             };
             list.into_iter()
                 .map(|words| parse_rule(&name, &words).map(|r| (words, r)))
@@ -653,7 +684,10 @@ pub fn verify_layout(
                 // A longer step name sharing this prefix.
                 continue;
             }
-            let authorized = step.pubkeys.iter().find(|k| k.starts_with(id8) && id8.len() == 8);
+            let authorized = step
+                .pubkeys
+                .iter()
+                .find(|k| k.starts_with(id8) && id8.len() == 8);
             match authorized {
                 Some(keyid) => {
                     let key = &keys[keyid];
@@ -714,7 +748,10 @@ pub fn verify_layout(
                 step: step.name.clone(),
             });
         }
-        verified_steps.push((step.name.clone(), good.iter().map(|(k, _)| k.clone()).collect()));
+        verified_steps.push((
+            step.name.clone(),
+            good.iter().map(|(k, _)| k.clone()).collect(),
+        ));
         chosen.insert(step.name.clone(), first.clone());
     }
 
@@ -756,7 +793,11 @@ fn verify_rules(
     // named in the error if a DISALLOW then catches them.
     let mut unmatched: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let filter = |queue: &BTreeSet<String>, pattern: &str| -> BTreeSet<String> {
-        queue.iter().filter(|a| fnmatch(pattern, a)).cloned().collect()
+        queue
+            .iter()
+            .filter(|a| fnmatch(pattern, a))
+            .cloned()
+            .collect()
     };
     for (words, rule) in rules {
         let consumed: BTreeSet<String> = match rule {
@@ -874,7 +915,11 @@ mod tests {
     fn rules_parse_as_in_toto_writes_them() {
         let w = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
         assert_eq!(
-            parse_rule("s", &w("MATCH *.c IN src WITH PRODUCTS IN out FROM checkout")).unwrap(),
+            parse_rule(
+                "s",
+                &w("MATCH *.c IN src WITH PRODUCTS IN out FROM checkout")
+            )
+            .unwrap(),
             Rule::Match {
                 pattern: "*.c".into(),
                 source_prefix: Some("src".into()),
@@ -883,8 +928,16 @@ mod tests {
                 dest_step: "checkout".into()
             }
         );
-        assert_eq!(parse_rule("s", &w("CREATE app")).unwrap(), Rule::Create("app".into()));
-        for bad in ["MATCH x WITH THINGS FROM a", "ALLOW", "FROB x", "MATCH x WITH PRODUCTS FROM"] {
+        assert_eq!(
+            parse_rule("s", &w("CREATE app")).unwrap(),
+            Rule::Create("app".into())
+        );
+        for bad in [
+            "MATCH x WITH THINGS FROM a",
+            "ALLOW",
+            "FROB x",
+            "MATCH x WITH PRODUCTS FROM",
+        ] {
             assert!(
                 matches!(parse_rule("s", &w(bad)), Err(LayoutError::BadRule { .. })),
                 "{bad} parsed"

@@ -121,19 +121,17 @@ pub fn collect(
     let mut rejected = Vec::new();
     for (source, envelope) in envelopes {
         match check_one(envelope, trusted, artifacts, min_signatures) {
-            Ok((statement, predicate_type, signer_keyids, names)) => {
-                verified.push(Attestation {
-                    source: source.clone(),
-                    statement,
-                    predicate_type,
-                    signer_keyids,
-                    envelope_sha256: hex::encode(ring::digest::digest(
-                        &ring::digest::SHA256,
-                        envelope.to_json().as_bytes(),
-                    )),
-                    artifacts: names,
-                })
-            }
+            Ok((statement, predicate_type, signer_keyids, names)) => verified.push(Attestation {
+                source: source.clone(),
+                statement,
+                predicate_type,
+                signer_keyids,
+                envelope_sha256: hex::encode(ring::digest::digest(
+                    &ring::digest::SHA256,
+                    envelope.to_json().as_bytes(),
+                )),
+                artifacts: names,
+            }),
             Err(error) => rejected.push(Rejected {
                 source: source.clone(),
                 error,
@@ -218,18 +216,19 @@ fn check_one(
     // The statement as signed, not as re-serialized from our model: a
     // policy must see fields we do not model, exactly as the producer wrote
     // them. It parsed strictly above, so this cannot fail.
-    let value: Value = serde_json::from_slice(&envelope.payload).map_err(|e| {
-        VerifyError::NotJson {
+    let value: Value =
+        serde_json::from_slice(&envelope.payload).map_err(|e| VerifyError::NotJson {
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok((value, statement.predicate_type, signer_keyids, names))
 }
 
 /// RFC 3339 UTC text of `t` (seconds precision), as the input's
 /// `context.now` carries it.
 pub fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t).replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
@@ -291,9 +290,7 @@ impl Decision {
 
 /// Why a policy could not be evaluated. Every variant is an error, none an
 /// allow; all exit with [`EXIT_POLICY_ERROR`].
-#[derive(
-    Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PolicyError {
     /// No policy was given.
     #[error("expected at least one policy, found none")]
@@ -317,7 +314,9 @@ pub enum PolicyError {
         reason: String,
     },
     /// A policy's package is neither `attest` nor below it.
-    #[error("policy {name}: expected package {POLICY_PACKAGE} (or {POLICY_PACKAGE}.*), found {found}")]
+    #[error(
+        "policy {name}: expected package {POLICY_PACKAGE} (or {POLICY_PACKAGE}.*), found {found}"
+    )]
     WrongPackage {
         /// The policy.
         name: String,
@@ -379,7 +378,9 @@ pub enum PolicyError {
         found: String,
     },
     /// `verified_levels` is not a set or array of strings.
-    #[error("expected data.{POLICY_PACKAGE}.verified_levels to be a set of strings, found {found}")]
+    #[error(
+        "expected data.{POLICY_PACKAGE}.verified_levels to be a set of strings, found {found}"
+    )]
     LevelsNotStrings {
         /// The offending value, as JSON.
         found: String,

@@ -170,7 +170,9 @@ pub enum VsaError {
         found: String,
     },
     /// `timeVerified` is too old, or in the future.
-    #[error("expected a vsa verified at most {max_age:?} ago, found one verified at {time_verified}")]
+    #[error(
+        "expected a vsa verified at most {max_age:?} ago, found one verified at {time_verified}"
+    )]
     TooOld {
         /// The limit.
         max_age: Duration,

@@ -85,7 +85,10 @@ fn layout(c: &Chain, name: &str) -> Vec<u8> {
 }
 
 fn build_link_name(c: &Chain) -> String {
-    format!("build.{}.link", &c.out["alice_keyid"].as_str().unwrap()[..8])
+    format!(
+        "build.{}.link",
+        &c.out["alice_keyid"].as_str().unwrap()[..8]
+    )
 }
 
 #[test]
@@ -102,7 +105,11 @@ fn a_chain_made_by_python_in_toto_and_us_verifies_here_and_in_in_toto_verify() {
     assert_eq!(steps, ["checkout", "build", "package"]);
     // in-toto's own verifier agrees on the same files.
     let o = run(python()
-        .args(["-c", "from in_toto.in_toto_verify import main; main()", "--layout"])
+        .args([
+            "-c",
+            "from in_toto.in_toto_verify import main; main()",
+            "--layout",
+        ])
         .arg(c.out["good"].as_str().unwrap())
         .arg("--verification-keys")
         .arg(c.out["owner_pub"].as_str().unwrap())
@@ -123,8 +130,13 @@ fn a_tampered_link_is_refused() {
     assert_ne!(digest, forged);
     c.links
         .insert(name.clone(), text.replace(digest, &forged).into_bytes());
-    let e = verify_layout(&layout(&c, "good"), &owner_keys(&c), &c.links, SystemTime::now())
-        .unwrap_err();
+    let e = verify_layout(
+        &layout(&c, "good"),
+        &owner_keys(&c),
+        &c.links,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         LayoutError::LinkSignature {
@@ -143,8 +155,13 @@ fn a_link_by_a_key_that_is_not_the_steps_functionary_is_refused() {
     let mallory = read_links(Path::new(c.out["mallory_links"].as_str().unwrap()));
     let (file, bytes) = mallory.into_iter().next().unwrap();
     c.links.insert(file.clone(), bytes);
-    let e = verify_layout(&layout(&c, "good"), &owner_keys(&c), &c.links, SystemTime::now())
-        .unwrap_err();
+    let e = verify_layout(
+        &layout(&c, "good"),
+        &owner_keys(&c),
+        &c.links,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         LayoutError::UnauthorizedFunctionary {
@@ -158,8 +175,13 @@ fn a_link_by_a_key_that_is_not_the_steps_functionary_is_refused() {
 fn a_missing_link_is_below_the_threshold() {
     let mut c = chain();
     c.links.remove(&build_link_name(&c));
-    let e = verify_layout(&layout(&c, "good"), &owner_keys(&c), &c.links, SystemTime::now())
-        .unwrap_err();
+    let e = verify_layout(
+        &layout(&c, "good"),
+        &owner_keys(&c),
+        &c.links,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         LayoutError::Threshold {
@@ -173,8 +195,13 @@ fn a_missing_link_is_below_the_threshold() {
 #[test]
 fn an_expired_layout_is_refused() {
     let c = chain();
-    let e = verify_layout(&layout(&c, "expired"), &owner_keys(&c), &c.links, SystemTime::now())
-        .unwrap_err();
+    let e = verify_layout(
+        &layout(&c, "expired"),
+        &owner_keys(&c),
+        &c.links,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert!(matches!(e, LayoutError::Expired { .. }), "{e:?}");
 }
 
@@ -204,9 +231,16 @@ fn a_broken_match_rule_is_refused() {
 #[test]
 fn a_layout_not_signed_by_the_layout_key_is_refused() {
     let c = chain();
-    let stranger = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap().public_key();
-    let e = verify_layout(&layout(&c, "good"), &[stranger.clone()], &c.links, SystemTime::now())
-        .unwrap_err();
+    let stranger = SigningKey::generate(KeyAlgorithm::Ed25519)
+        .unwrap()
+        .public_key();
+    let e = verify_layout(
+        &layout(&c, "good"),
+        &[stranger.clone()],
+        &c.links,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
         LayoutError::LayoutSignature {
@@ -258,8 +292,14 @@ fn step_link(
 ) -> (String, Vec<u8>) {
     let link = Link {
         name: name.into(),
-        materials: materials.iter().map(|(p, c)| (p.to_string(), digest(*c))).collect(),
-        products: products.iter().map(|(p, c)| (p.to_string(), digest(*c))).collect(),
+        materials: materials
+            .iter()
+            .map(|(p, c)| (p.to_string(), digest(*c)))
+            .collect(),
+        products: products
+            .iter()
+            .map(|(p, c)| (p.to_string(), digest(*c)))
+            .collect(),
         ..Default::default()
     };
     (
@@ -268,7 +308,13 @@ fn step_link(
     )
 }
 
-fn step(name: &str, keys: &[&SigningKey], threshold: u64, materials: Value, products: Value) -> Value {
+fn step(
+    name: &str,
+    keys: &[&SigningKey],
+    threshold: u64,
+    materials: Value,
+    products: Value,
+) -> Value {
     serde_json::json!({"_type": "step", "name": name, "pubkeys": keys.iter().map(|k| id(k)).collect::<Vec<_>>(), "threshold": threshold, "expected_command": [], "expected_materials": materials, "expected_products": products})
 }
 
@@ -279,7 +325,13 @@ fn a_layout_with_inspections_is_refused_as_unsupported() {
     let bytes = rust_layout(
         &owner,
         &[&f],
-        serde_json::json!([step("a", &[&f], 1, serde_json::json!([]), serde_json::json!([]))]),
+        serde_json::json!([step(
+            "a",
+            &[&f],
+            1,
+            serde_json::json!([]),
+            serde_json::json!([])
+        )]),
         serde_json::json!({"inspect": [{"_type": "inspection", "name": "untar", "run": ["tar", "xf", "app.tar"], "expected_materials": [], "expected_products": []}]}),
     );
     let links = BTreeMap::from([step_link(&f, "a", &[], &[])]);
@@ -295,8 +347,19 @@ fn a_layout_with_inspections_is_refused_as_unsupported() {
 fn artifact_rules_create_modify_delete_require_and_disallow() {
     let owner = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let f = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let rules = serde_json::json!([["REQUIRE", "keep"], ["CREATE", "new"], ["MODIFY", "changed"], ["ALLOW", "keep"], ["DISALLOW", "*"]]);
-    let materials = serde_json::json!([["DELETE", "gone"], ["ALLOW", "keep"], ["ALLOW", "changed"], ["DISALLOW", "*"]]);
+    let rules = serde_json::json!([
+        ["REQUIRE", "keep"],
+        ["CREATE", "new"],
+        ["MODIFY", "changed"],
+        ["ALLOW", "keep"],
+        ["DISALLOW", "*"]
+    ]);
+    let materials = serde_json::json!([
+        ["DELETE", "gone"],
+        ["ALLOW", "keep"],
+        ["ALLOW", "changed"],
+        ["DISALLOW", "*"]
+    ]);
     let bytes = rust_layout(
         &owner,
         &[&f],
@@ -334,7 +397,13 @@ fn a_threshold_of_two_needs_two_functionaries_that_agree() {
     let bytes = rust_layout(
         &owner,
         &[&f1, &f2],
-        serde_json::json!([step("s", &[&f1, &f2], 2, serde_json::json!([]), serde_json::json!([]))]),
+        serde_json::json!([step(
+            "s",
+            &[&f1, &f2],
+            2,
+            serde_json::json!([]),
+            serde_json::json!([])
+        )]),
         serde_json::json!({}),
     );
     let verify = |links: &BTreeMap<String, Vec<u8>>| {

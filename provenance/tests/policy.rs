@@ -94,7 +94,10 @@ fn deny_messages_refuse_even_when_allowed_and_come_back_sorted() {
 #[test]
 fn a_parse_error_is_an_error() {
     let e = eval("package attest\nallow if {{{\n", &json!({})).unwrap_err();
-    assert!(matches!(e, PolicyError::Parse { ref name, .. } if name == "test.rego"), "{e:?}");
+    assert!(
+        matches!(e, PolicyError::Parse { ref name, .. } if name == "test.rego"),
+        "{e:?}"
+    );
     assert_eq!(e.exit_code(), EXIT_POLICY_ERROR);
 }
 
@@ -111,7 +114,11 @@ fn a_non_boolean_allow_is_an_error() {
 
 #[test]
 fn a_deny_that_is_not_a_set_is_an_error() {
-    let e = eval("package attest\nallow := true\ndeny := [\"x\"]\n", &json!({})).unwrap_err();
+    let e = eval(
+        "package attest\nallow := true\ndeny := [\"x\"]\n",
+        &json!({}),
+    )
+    .unwrap_err();
     assert!(matches!(e, PolicyError::DenyNotSet { .. }), "{e:?}");
 }
 
@@ -246,9 +253,21 @@ fn an_input_over_the_size_limit_is_refused_before_evaluation() {
 fn policy_data_is_visible_under_data_and_must_be_an_object() {
     let p = policy("package attest\nallow if input.builder in data.builders\n");
     let data = json!({"builders": ["b1"]});
-    let d = evaluate(&p, Some(&data), &json!({"builder": "b1"}), Limits::default()).unwrap();
+    let d = evaluate(
+        &p,
+        Some(&data),
+        &json!({"builder": "b1"}),
+        Limits::default(),
+    )
+    .unwrap();
     assert!(d.passed());
-    let d = evaluate(&p, Some(&data), &json!({"builder": "b2"}), Limits::default()).unwrap();
+    let d = evaluate(
+        &p,
+        Some(&data),
+        &json!({"builder": "b2"}),
+        Limits::default(),
+    )
+    .unwrap();
     assert!(!d.passed());
     let e = evaluate(&p, Some(&json!([1])), &json!({}), Limits::default()).unwrap_err();
     assert!(matches!(e, PolicyError::Data { .. }), "{e:?}");
@@ -388,7 +407,9 @@ fn the_input_document_matches_docs_policy_input_schema() {
         let Some(props) = schema.get("properties").and_then(Value::as_object) else {
             return;
         };
-        let obj = doc.as_object().unwrap_or_else(|| panic!("{at} is not an object"));
+        let obj = doc
+            .as_object()
+            .unwrap_or_else(|| panic!("{at} is not an object"));
         for r in schema["required"].as_array().into_iter().flatten() {
             assert!(obj.contains_key(r.as_str().unwrap()), "{at}.{r} missing");
         }
