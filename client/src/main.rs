@@ -179,9 +179,10 @@ struct VerifyArgs {
     /// --layout, optional: each must be a product of the layout's last step).
     #[arg(required_unless_present = "layout", value_name = "ARTIFACT")]
     artifacts: Vec<std::ffi::OsString>,
-    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or
-    /// - for stdin (repeatable: with --policy, every attestation in every
-    /// file that a trusted key signed for the artifacts goes to the policy).
+    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle,
+    /// or `-` for stdin (repeatable: with --policy, every attestation in
+    /// every file that a trusted key signed for the artifacts goes to the
+    /// policy).
     #[arg(
         long,
         value_name = "FILE",

@@ -236,7 +236,7 @@ fn a_layout_not_signed_by_the_layout_key_is_refused() {
         .public_key();
     let e = verify_layout(
         &layout(&c, "good"),
-        &[stranger.clone()],
+        std::slice::from_ref(&stranger),
         &c.links,
         SystemTime::now(),
     )
