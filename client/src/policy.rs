@@ -190,7 +190,12 @@ pub fn child_main() -> i32 {
     drop(bytes);
     // The limit is set before the policy is parsed: everything regorus
     // does happens under it.
-    let limit = request.memory_limit;
+    // Never above a hard limit already in force (a CI runner's `ulimit -v`):
+    // raising it would fail, and a lower limit bounds us all the same.
+    let limit = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS) {
+        Ok((_, hard)) => request.memory_limit.min(hard),
+        Err(_) => request.memory_limit,
+    };
     if let Err(e) =
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
     {

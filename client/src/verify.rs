@@ -180,7 +180,10 @@ impl PolicyOutcome {
 
 /// Collects every attestation a trusted key signed for the artifacts,
 /// builds the input document, and evaluates the policies in a bounded
-/// child process ([`crate::policy`]).
+/// child process ([`crate::policy`]). The child is the current
+/// executable run as `__policy-eval`: the `attest` binary, or a program
+/// that hands that subcommand to [`crate::policy::child_main`]; any other
+/// makes every evaluation fail (exit 31), never pass.
 #[allow(clippy::too_many_arguments)]
 pub fn run_policy(
     envelopes: &[(String, Envelope)],
@@ -236,6 +239,18 @@ pub fn read_links(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u
             return Err(ClientError::Invalid(format!(
                 "{}: more than {MAX_LINK_FILES} link files",
                 dir.display()
+            )));
+        }
+        // Refused before reading, so a huge file is never loaded whole.
+        let size = entry
+            .metadata()
+            .map_err(ClientError::io("stat", &path))?
+            .len();
+        if size > attest_provenance::link::MAX_LINK_BYTES as u64 {
+            return Err(ClientError::Invalid(format!(
+                "{}: {size} bytes, more than the {} a link may have",
+                path.display(),
+                attest_provenance::link::MAX_LINK_BYTES
             )));
         }
         let bytes = std::fs::read(&path).map_err(ClientError::io("read", &path))?;
