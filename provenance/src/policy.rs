@@ -426,6 +426,15 @@ pub fn evaluate(
                 reason: "expected a json object at the top".into(),
             })
         }
+        // Data under `attest` would sit where the rules are: in some
+        // engines it could stand in for an `allow` the policy never set.
+        Some(d) if d.get(POLICY_PACKAGE).is_some() => {
+            return Err(PolicyError::Data {
+                reason: format!(
+                    "a top-level key {POLICY_PACKAGE:?} would shadow the policy's own rules"
+                ),
+            })
+        }
         Some(d) => {
             let text = d.to_string();
             if text.len() > limits.max_data_bytes {

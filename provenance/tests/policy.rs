@@ -271,6 +271,15 @@ fn policy_data_is_visible_under_data_and_must_be_an_object() {
     assert!(!d.passed());
     let e = evaluate(&p, Some(&json!([1])), &json!({}), Limits::default()).unwrap_err();
     assert!(matches!(e, PolicyError::Data { .. }), "{e:?}");
+    // Data cannot stand in for the policy's own rules.
+    let e = evaluate(
+        &policy("package attest\nx := 1\n"),
+        Some(&json!({"attest": {"allow": true}})),
+        &json!({}),
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, PolicyError::Data { .. }), "{e:?}");
 }
 
 #[test]
