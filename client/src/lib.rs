@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod inspect;
 pub mod keygen;
+pub mod policy;
 pub mod products;
 pub mod rebuild;
 pub mod run;

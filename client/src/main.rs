@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use attest::policy::{read_policies, read_policy_data};
 use attest::run::{run_build, LogStream, Observer, RunOptions};
 use attest::verify::{
-    read_input, read_keys, read_provenance, resolve_artifact, verify, EXIT_BAD_INPUT,
+    read_input, read_keys, read_provenance_files, resolve_artifact, run_policy, verify,
+    EXIT_BAD_INPUT,
 };
 use attest::{sidecar, Client};
 use attest_provenance::verify::Expectations;
@@ -106,10 +108,13 @@ enum Command {
     ///
     /// Checks, in order, failing closed: (1) a trusted key signed the
     /// envelope; (2) statement and predicate types; (3) every artifact's
-    /// sha256 is a subject; (4) the expectations given. Each failure has its
-    /// own exit code (10-24, see the README); 2 means unreadable input; 25
-    /// too few rebuilders vouched (--require-reproduced-by); 26 the
-    /// requester did not match (--requester).
+    /// sha256 is a subject; (4) the expectations given; then (5) the Rego
+    /// policies, if any (--policy, docs/policy.md). Each failure has its
+    /// own exit code (10-24, 25 too few rebuilders vouched
+    /// (--require-reproduced-by), 26 the requester did not match
+    /// (--requester), 30 policy refused, 31 policy error, see the README);
+    /// 2 means unreadable input. --layout verifies an in-toto layout
+    /// instead (32), --vsa a verification summary (33).
     Verify(VerifyArgs),
     /// Print the daemon's public verification keys as PEM.
     Pubkey {
@@ -139,6 +144,10 @@ enum Command {
     /// rootfs differs (--require-same-rootfs), 33 the rebuild failed, 34 not
     /// rebuildable, 10-24 the provenance does not verify.
     Rebuild(RebuildArgs),
+    /// Internal: `attest verify --policy` evaluates policies in a child
+    /// process under a memory limit (client/src/policy.rs).
+    #[command(name = "__policy-eval", hide = true)]
+    PolicyEval,
 }
 
 #[derive(Debug, Args)]
@@ -290,24 +299,32 @@ struct RunArgs {
 struct VerifyArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests.
-    #[arg(required = true, value_name = "ARTIFACT")]
+    /// Files to verify, or `sha256:HEX` / `sha512:HEX` digests (with
+    /// --layout, optional: each must be a product of the layout's last step).
+    #[arg(required_unless_present = "layout", value_name = "ARTIFACT")]
     artifacts: Vec<std::ffi::OsString>,
-    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle, or - for stdin.
+    /// The provenance: .intoto.jsonl, a DSSE envelope, a Sigstore bundle,
+    /// or `-` for stdin (repeatable: with --policy, every attestation in
+    /// every file that a trusted key signed for the artifacts goes to the
+    /// policy).
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "from_daemon",
+        required_unless_present_any = ["from_daemon", "layout", "vsa"],
         conflicts_with = "from_daemon"
     )]
-    provenance: Option<PathBuf>,
+    provenance: Vec<PathBuf>,
     /// Fetch the provenance from the daemon by the first artifact's digest
     /// instead of reading --provenance (every attestation it holds for that
     /// digest is tried; the signature is still checked against --key).
     #[arg(long)]
     from_daemon: bool,
     /// A trusted public key, PEM (repeatable).
-    #[arg(long = "key", value_name = "PUB.pem", required = true)]
+    #[arg(
+        long = "key",
+        value_name = "PUB.pem",
+        required_unless_present = "layout"
+    )]
     keys: Vec<PathBuf>,
     /// Require this many distinct trusted signatures.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -359,6 +376,51 @@ struct VerifyArgs {
     /// A reproducibility verdict file (repeatable).
     #[arg(long = "verdict", value_name = "FILE", requires = "reproduced_by")]
     verdicts: Vec<PathBuf>,
+    /// A Rego policy (package attest; repeatable), evaluated after the
+    /// checks above over every attestation that verified for the artifacts:
+    /// `allow` must be true and `deny` empty. See docs/policy.md. Exit 30
+    /// when the policy refuses, 31 when it cannot be evaluated.
+    #[arg(long = "policy", value_name = "FILE.rego")]
+    policies: Vec<PathBuf>,
+    /// A JSON object the policies see as `data` (allowlists, thresholds).
+    #[arg(long, value_name = "FILE.json", requires = "policies")]
+    policy_data: Option<PathBuf>,
+    /// Time limit of the policy evaluation (memory is limited to 1 GiB).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    policy_timeout: Duration,
+    /// Verify an in-toto layout (signed, unexpired, no inspections) over
+    /// the links in --links instead of provenance: every step's
+    /// functionaries, thresholds and artifact rules. Exit 32 when it fails.
+    #[arg(long, value_name = "ROOT.layout", requires_all = ["layout_keys", "links"], conflicts_with_all = ["provenance", "from_daemon", "policies"])]
+    layout: Option<PathBuf>,
+    /// A public key that must have signed the layout, PEM (repeatable).
+    #[arg(long = "layout-key", value_name = "KEY.pub", requires = "layout")]
+    layout_keys: Vec<PathBuf>,
+    /// The directory holding the steps' `<step>.<keyid:8>.link` files.
+    #[arg(long, value_name = "DIR", requires = "layout")]
+    links: Option<PathBuf>,
+    /// After the policy decided, write a signed SLSA verification summary
+    /// (VSA, verification_summary/v1) here: verifier, time, policy digest,
+    /// the input attestations' digests, PASSED or FAILED, and the levels
+    /// the policy names in `verified_levels`.
+    #[arg(long, value_name = "OUT", requires_all = ["policies", "vsa_key"])]
+    emit_vsa: Option<PathBuf>,
+    /// The private key (PKCS#8 PEM, e.g. from `attest keygen`) that signs --emit-vsa.
+    #[arg(long, value_name = "KEY.pem", requires = "emit_vsa")]
+    vsa_key: Option<PathBuf>,
+    /// The verifier id a VSA names (--emit-vsa) or must name (--vsa).
+    #[arg(long, value_name = "URI")]
+    verifier_id: Option<String>,
+    /// The resource a VSA is about: written by --emit-vsa (default: the
+    /// first artifact's name), required to match by --vsa when given.
+    #[arg(long, value_name = "URI")]
+    resource_uri: Option<String>,
+    /// Check a VSA instead of provenance: signed by --key, about every
+    /// ARTIFACT, for the policy given by --policy/--policy-data (by digest;
+    /// not evaluated), PASSED, and at most --max-age old. Exit 33 when it
+    /// does not check out.
+    #[arg(long, value_name = "FILE", requires = "policies", conflicts_with_all = ["provenance", "from_daemon", "layout", "emit_vsa"])]
+    vsa: Option<PathBuf>,
     /// Print a machine-readable result.
     #[arg(long)]
     json: bool,
@@ -390,6 +452,7 @@ fn main() {
         Command::Keygen(args) => keygen_command(args),
         Command::Inspect(args) => inspect_command(args),
         Command::Rebuild(args) => block_on(rebuild_command(args)),
+        Command::PolicyEval => attest::policy::child_main(),
     };
     std::process::exit(code);
 }
@@ -434,6 +497,190 @@ fn inspect_command(args: InspectArgs) -> i32 {
             eprintln!("attest inspect: {}", attest::error::chain(&e));
             EXIT_BAD_INPUT
         }
+    }
+}
+
+/// `attest verify --vsa`: a verification summary instead of provenance.
+fn vsa_command(args: &VerifyArgs) -> i32 {
+    let bad_input = |e: attest::ClientError| {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
+            );
+        }
+        eprintln!("attest verify: {}", attest::error::chain(&e));
+        EXIT_BAD_INPUT
+    };
+    let Some(vsa) = &args.vsa else {
+        return bad_input(attest::ClientError::Invalid(
+            "--vsa FILE is required".into(),
+        ));
+    };
+    let inputs = (|| {
+        let artifacts = args
+            .artifacts
+            .iter()
+            .map(|a| resolve_artifact(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = read_keys(&args.keys)?;
+        let envelopes = read_provenance_files(std::slice::from_ref(vsa))?;
+        let digest =
+            attest::verify::policy_files_digest(&args.policies, args.policy_data.as_deref())?;
+        Ok::<_, attest::ClientError>((artifacts, keys, envelopes, digest))
+    })();
+    let (artifacts, keys, envelopes, digest) = match inputs {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let expected = attest_provenance::vsa::Expected {
+        policy_sha256: digest,
+        verifier_id: args.verifier_id.clone(),
+        resource_uri: args.resource_uri.clone(),
+        max_age: args.max_age,
+    };
+    match attest_provenance::vsa::verify(
+        &envelopes,
+        &keys,
+        &artifacts,
+        &expected,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(v) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "vsa": {"source": v.attestation.source, "signerKeyids": v.attestation.signer_keyids, "verifiedLevels": v.verified_levels}})
+                );
+            } else {
+                println!(
+                    "PASSED: vsa {} signed by {} (verified levels: {})",
+                    v.attestation.source,
+                    v.attestation.signer_keyids.join(", "),
+                    v.verified_levels.join(", ")
+                );
+            }
+            0
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "check": "vsa", "exitCode": e.exit_code(), "error": e.to_string()})
+                );
+            }
+            eprintln!("FAILED (vsa): {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `attest verify --layout`: an in-toto layout over a directory of links.
+fn layout_command(args: &VerifyArgs) -> i32 {
+    let bad_input = |e: attest::ClientError| {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "check": "input", "exitCode": EXIT_BAD_INPUT, "error": e.to_string()})
+            );
+        }
+        eprintln!("attest verify: {}", attest::error::chain(&e));
+        EXIT_BAD_INPUT
+    };
+    let (Some(layout), Some(links)) = (&args.layout, &args.links) else {
+        return bad_input(attest::ClientError::Invalid(
+            "--layout needs --layout-key and --links".into(),
+        ));
+    };
+    let inputs = (|| {
+        let artifacts = args
+            .artifacts
+            .iter()
+            .map(|a| resolve_artifact(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = read_keys(&args.layout_keys)?;
+        let layout = read_input(layout)?;
+        let links = attest::verify::read_links(links)?;
+        Ok::<_, attest::ClientError>((artifacts, keys, layout, links))
+    })();
+    let (artifacts, keys, layout, links) = match inputs {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let result = attest_provenance::layout::verify_layout(
+        &layout,
+        &keys,
+        &links,
+        std::time::SystemTime::now(),
+    )
+    .and_then(|v| v.check_artifacts(&artifacts).map(|()| v));
+    match result {
+        Ok(v) => {
+            if args.json {
+                let steps: Vec<_> = v
+                    .steps
+                    .iter()
+                    .map(|(s, k)| serde_json::json!({"step": s, "functionaries": k}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": true, "layout": {"expires": v.expires, "steps": steps}})
+                );
+            } else {
+                for (step, keyids) in &v.steps {
+                    println!("PASSED: step {step} (functionaries {})", keyids.join(", "));
+                }
+                println!("layout expires {}", v.expires);
+            }
+            0
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "check": "layout", "exitCode": e.exit_code(), "error": e.to_string()})
+                );
+            }
+            eprintln!("FAILED (layout): {}", attest::error::chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+/// The policy's verdict for a person: every deny message, every
+/// attestation left out of the input and why (on stderr, so that with
+/// `--json` stdout stays one JSON document).
+fn print_policy_outcome(p: &attest::verify::PolicyOutcome, json: bool) {
+    if !json {
+        for a in &p.attestations {
+            println!("policy input: {} ({})", a.source, a.predicate_type);
+        }
+    }
+    for r in &p.rejected {
+        eprintln!(
+            "not in the policy input: {} ({}): {}",
+            r.source,
+            r.error.check(),
+            r.error
+        );
+    }
+    match &p.decision {
+        Ok(d) if d.passed() => {
+            if !json {
+                println!("POLICY PASSED");
+            }
+        }
+        Ok(d) => {
+            for message in &d.deny {
+                eprintln!("POLICY DENIED: {message}");
+            }
+            if !d.allow {
+                eprintln!("POLICY REFUSED: data.attest.allow is not true");
+            } else {
+                eprintln!("POLICY REFUSED: {} deny message(s)", d.deny.len());
+            }
+        }
+        Err(e) => eprintln!("POLICY ERROR: {e}"),
     }
 }
 
@@ -716,6 +963,12 @@ async fn envelopes_from_daemon(
 }
 
 fn verify_command(args: VerifyArgs) -> i32 {
+    if args.layout.is_some() {
+        return layout_command(&args);
+    }
+    if args.vsa.is_some() {
+        return vsa_command(&args);
+    }
     let inputs = (|| {
         let artifacts = args
             .artifacts
@@ -723,9 +976,9 @@ fn verify_command(args: VerifyArgs) -> i32 {
             .map(|a| resolve_artifact(a))
             .collect::<Result<Vec<_>, _>>()?;
         let keys = read_keys(&args.keys)?;
-        let envelopes = match &args.provenance {
-            Some(path) => read_provenance(path)?,
-            None => {
+        let envelopes = match args.provenance.is_empty() {
+            false => read_provenance_files(&args.provenance)?,
+            true => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -740,12 +993,23 @@ fn verify_command(args: VerifyArgs) -> i32 {
                         artifacts[0].name
                     )));
                 }
-                runtime.block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
+                runtime
+                    .block_on(envelopes_from_daemon(&args.socket, &artifacts[0].sha256))?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("daemon#{}", i + 1), e))
+                    .collect()
             }
         };
-        Ok::<_, attest::ClientError>((artifacts, keys, envelopes))
+        let policies = read_policies(&args.policies)?;
+        let policy_data = args
+            .policy_data
+            .as_deref()
+            .map(read_policy_data)
+            .transpose()?;
+        Ok::<_, attest::ClientError>((artifacts, keys, envelopes, policies, policy_data))
     })();
-    let (artifacts, keys, envelopes) = match inputs {
+    let (artifacts, keys, sourced, policies, policy_data) = match inputs {
         Ok(inputs) => inputs,
         Err(e) => {
             if args.json {
@@ -769,6 +1033,8 @@ fn verify_command(args: VerifyArgs) -> i32 {
         require_name: args.require_name,
         requester: args.requester,
     };
+    let envelopes: Vec<_> = sourced.iter().map(|(_, e)| e.clone()).collect();
+    let now = std::time::SystemTime::now();
     let verified = verify(&envelopes, &keys, &artifacts, &expect);
     // Reproducibility verdicts are checked only for provenance that passed.
     let reproduced = match (&verified, args.reproduced_by.is_empty()) {
@@ -799,6 +1065,61 @@ fn verify_command(args: VerifyArgs) -> i32 {
                     }
                 }
             }
+            // The policy runs only after the signature, subject and
+            // expectation checks passed: it adds refusals, never passes.
+            let policy = (!policies.is_empty()).then(|| {
+                let limits = attest_provenance::policy::Limits {
+                    time: args.policy_timeout,
+                    ..Default::default()
+                };
+                run_policy(
+                    &sourced,
+                    &keys,
+                    &artifacts,
+                    args.min_signatures,
+                    &policies,
+                    policy_data.as_ref(),
+                    limits,
+                    now,
+                )
+            });
+            let mut code = match policy.as_ref().map(|p| &p.decision) {
+                None => 0,
+                Some(Ok(d)) if d.passed() => 0,
+                Some(Ok(_)) => attest_provenance::policy::EXIT_POLICY_REFUSED,
+                Some(Err(e)) => e.exit_code(),
+            };
+            // A VSA records a decision, PASSED or FAILED; a policy that
+            // could not be evaluated decided nothing, so none is written.
+            if let (Some(out), Some(p)) = (&args.emit_vsa, &policy) {
+                if let Ok(decision) = &p.decision {
+                    let written = attest::verify::emit_vsa(
+                        out,
+                        args.vsa_key.as_deref(),
+                        &args.policies,
+                        args.policy_data.as_deref(),
+                        attest::verify::VsaFields {
+                            verifier_id: args.verifier_id.clone(),
+                            resource_uri: args.resource_uri.clone(),
+                            now,
+                        },
+                        &artifacts,
+                        p,
+                        decision,
+                    );
+                    match written {
+                        Ok(()) => {
+                            if !args.json {
+                                println!("vsa written to {}", out.display());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("attest verify: --emit-vsa: {}", attest::error::chain(&e));
+                            code = EXIT_BAD_INPUT;
+                        }
+                    }
+                }
+            }
             if args.json {
                 let matched: Vec<_> = verified
                     .matched
@@ -812,10 +1133,15 @@ fn verify_command(args: VerifyArgs) -> i32 {
                         .collect(),
                     _ => Vec::new(),
                 };
-                println!(
-                    "{}",
-                    serde_json::json!({"verified": true, "signerKeyids": verified.signer_keyids, "matched": matched, "reproducedBy": reproduced_by})
-                );
+                let mut report = serde_json::json!({"verified": code == 0, "signerKeyids": verified.signer_keyids, "matched": matched, "reproducedBy": reproduced_by});
+                if let Some(p) = &policy {
+                    report["policy"] = p.to_json();
+                    if code != 0 {
+                        report["check"] = "policy".into();
+                        report["exitCode"] = code.into();
+                    }
+                }
+                println!("{report}");
             } else {
                 for (artifact, subject) in &verified.matched {
                     println!(
@@ -827,7 +1153,10 @@ fn verify_command(args: VerifyArgs) -> i32 {
                 }
                 println!("signed by: {}", verified.signer_keyids.join(", "));
             }
-            0
+            if let Some(p) = &policy {
+                print_policy_outcome(p, args.json);
+            }
+            code
         }
         Err(error) => {
             if args.json {

@@ -17,6 +17,7 @@
 //! | [`report`] | `attest_sandbox::read_report` | `report.json`, written by the helper next to a hostile step |
 //! | [`client_certificate`] | `attestd::requester::ClientCertificate::parse` | a TCP client's certificate (verified first, but parsed by a second parser) |
 //! | [`original_envelope`] | `attest_provenance::reproducibility::compare` | the original provenance a client sends whole to `SignReproducibility` |
+//! | [`layout`] | `attest_provenance::layout::verify_layout` | an in-toto layout handed to `attest verify --layout` |
 #![forbid(unsafe_code)]
 
 pub mod mutator;
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("report", report),
     ("client_certificate", client_certificate),
     ("original_envelope", original_envelope),
+    ("layout", layout),
 ];
 
 /// The statement of an attestd build, with `invocation` as its id: the
@@ -289,4 +291,27 @@ pub fn client_certificate(data: &[u8]) {
         return;
     };
     assert_eq!(cert.sha256, attest_tree::hash_bytes(data).hex());
+}
+
+/// An in-toto layout as `attest verify --layout` reads it, checked with the
+/// key that signed the seeds (so signed seeds get past the signature to
+/// the expiry, keys, steps and rules) at a time before they expire, over no
+/// links. Oracle: never a panic, and never a pass: with no links no step
+/// can meet its threshold.
+pub fn layout(data: &[u8]) {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Vec<attest_provenance::keys::PublicKey>> = OnceLock::new();
+    let keys = KEY.get_or_init(|| {
+        attest_provenance::keys::read_public_keys_pem(include_str!("layout-owner.pub.pem"))
+            .expect("the seeds' layout key")
+    });
+    // 2026-01-01T00:00:00Z: before the seeds expire.
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600);
+    let result = attest_provenance::layout::verify_layout(
+        data,
+        keys,
+        &std::collections::BTreeMap::new(),
+        now,
+    );
+    assert!(result.is_err(), "a layout verified over no links");
 }

@@ -128,3 +128,8 @@ fn client_certificates() {
 fn original_envelopes() {
     fuzz("original_envelope");
 }
+
+#[test]
+fn in_toto_layouts() {
+    fuzz("layout");
+}

@@ -24,12 +24,15 @@
 pub mod dsse;
 mod json;
 pub mod keys;
+pub mod layout;
 pub mod link;
+pub mod policy;
 pub mod reproducibility;
 pub mod requester;
 pub mod slsa;
 pub mod statement;
 pub mod verify;
+pub mod vsa;
 
 pub use json::JsonError;
 

@@ -669,7 +669,7 @@ fn check_artifact(a: &Artifact) -> Result<(), VerifyError> {
 /// A subject is the artifact when they share at least one algorithm
 /// (sha256, sha512) and every shared one is equal. Fails closed: a subject
 /// with only algorithms the artifact lacks never matches.
-fn subject_matches(subject: &ResourceDescriptor, a: &Artifact) -> bool {
+pub(crate) fn subject_matches(subject: &ResourceDescriptor, a: &Artifact) -> bool {
     let mut shared = false;
     for (alg, ours) in a.digests() {
         if let Some(theirs) = subject.digest.get(alg) {
@@ -684,7 +684,7 @@ fn subject_matches(subject: &ResourceDescriptor, a: &Artifact) -> bool {
 
 /// A subject for [`VerifyError::ArtifactNotSubject`]: `name sha256:HEX`,
 /// with its sha512 too when it has one.
-fn describe_subject(s: &ResourceDescriptor) -> String {
+pub(crate) fn describe_subject(s: &ResourceDescriptor) -> String {
     let name = s.name.as_deref().unwrap_or("(unnamed)");
     let digests: Vec<String> = ["sha256", "sha512"]
         .into_iter()
