@@ -1,32 +1,21 @@
 //! The step reaches no socket family outside its namespaces, and no
 //! personality beyond plain Linux: the real `attestd-sandbox` runs
 //! `attest-probe` inside a sandbox, cold and through a warm helper, and the
-//! probe tries every refused value. Needs root (CI runs it as root); without
-//! root every test prints "skipped: needs root" and returns.
+//! probe tries every refused value. Needs root (CI runs it as root).
 //!
-//! The harness is a trimmed copy of escape.rs's (that file's clean-up checks
-//! stay there).
+//! Runs through the shared harness of tests/common.
 
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
-use attest_sandbox::run::Shape;
-use attest_sandbox::{
-    helper_command, read_report, request_line, serve_command, write_spec, Limits, Outcome,
-    RootfsSpec, SandboxSpec, WorkLayer,
-};
+use attest_sandbox::Outcome;
 
-const HELPER: &str = env!("CARGO_BIN_EXE_attestd-sandbox");
 const PROBE: &str = env!("CARGO_BIN_EXE_attest-probe");
 
+/// The one skip of the workspace: counted, and a failure under
+/// `ATTEST_REQUIRE_ROOT=1` (as CI runs).
 macro_rules! needs_root {
     () => {
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: needs root");
-            return;
-        }
+        attest_testkit::needs_root!("the sandbox's namespaces, cgroups and mounts");
     };
 }
 
@@ -35,90 +24,12 @@ macro_rules! needs_root {
 /// exited 0: no attempt succeeded (exit 3) and nothing that must work
 /// failed (exit 4).
 fn probe(args: &[&str], warm: bool) -> String {
-    let dir = tempfile::Builder::new()
-        .prefix("attest-sockets-")
-        .tempdir_in("/var/tmp")
-        .expect("tempdir");
-    let input = dir.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    std::fs::copy(PROBE, input.join("attest-probe")).unwrap();
-    std::fs::create_dir(dir.path().join("out")).unwrap();
-    std::fs::create_dir(dir.path().join("scratch")).unwrap();
-    let id = dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace('.', "_");
-    let mut argv = vec!["/build/attest-probe".to_string()];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let spec = SandboxSpec {
-        run_id: id,
-        argv,
-        env: vec![],
-        input_dir: input,
-        cwd: String::new(),
-        outputs: vec![],
-        out_dir: dir.path().join("out"),
-        scratch_dir: dir.path().join("scratch"),
-        rootfs: RootfsSpec::host_default(),
-        limits: Limits {
-            timeout_ms: 30_000,
-            memory_bytes: 256 << 20,
-            pids: 64,
-            cpu_time_ms: 60_000,
-            max_output_bytes: 16 << 20,
-            tmp_bytes: 16 << 20,
-            max_log_bytes: 64 << 20,
-        },
-        source_date_epoch: 1_700_000_000,
-        hostname: "attest-sandbox".into(),
-        work_layer: WorkLayer::Copy,
-    };
-    let spec_path = dir.path().join("spec.json");
-    let report_path = dir.path().join("report.json");
-    write_spec(&spec_path, &spec).unwrap();
-    let mut child = if warm {
-        let mut child = serve_command(Path::new(HELPER), &Shape::of(&spec))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the warm helper");
-        // As in the daemon's pool: the helper had time to get warm.
-        std::thread::sleep(Duration::from_millis(50));
-        child
-            .stdin
-            .as_mut()
-            .unwrap()
-            .write_all(&request_line(&spec_path, &report_path).unwrap())
-            .unwrap();
-        child
-    } else {
-        helper_command(Path::new(HELPER), &spec_path, &report_path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the helper")
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "helper exit status {status}, {stderr}");
-    let report = read_report(&report_path).expect("report");
+    let mut argv = vec!["/build/attest-probe"];
+    argv.extend_from_slice(args);
+    let ran = common::run(&argv, "", warm, |input| {
+        std::fs::copy(PROBE, input.join("attest-probe")).unwrap();
+    });
+    let (report, stdout, stderr) = (ran.report, ran.stdout, ran.stderr);
     assert_eq!(
         report.outcome,
         Outcome::Exited { code: 0 },
