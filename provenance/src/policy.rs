@@ -31,9 +31,9 @@
 //! mimalloc global allocator, which would replace the allocator of every
 //! binary that links this crate, the daemon's included.
 
-use crate::dsse::{Envelope, INTOTO_PAYLOAD_TYPE};
+use crate::dsse::Envelope;
 use crate::keys::{KeyIdScheme, PublicKey};
-use crate::statement::{Statement, StatementError, STATEMENT_TYPE_V01, STATEMENT_TYPE_V1};
+use crate::statement::{STATEMENT_TYPE_V01, STATEMENT_TYPE_V1};
 use crate::verify::{subject_matches, Artifact, VerifyError};
 
 use serde_json::{json, Value};
@@ -149,45 +149,8 @@ fn check_one(
     artifacts: &[Artifact],
     min_signatures: usize,
 ) -> Result<Checked, VerifyError> {
-    if trusted.is_empty() {
-        return Err(VerifyError::NoTrustedKeys);
-    }
-    if envelope.payload_type != INTOTO_PAYLOAD_TYPE {
-        return Err(VerifyError::PayloadType {
-            found: envelope.payload_type.clone(),
-        });
-    }
-    let signers = envelope.verified_signers(trusted);
-    let signer_keyids: Vec<String> = signers
-        .iter()
-        .map(|&i| trusted[i].keyid(KeyIdScheme::Securesystemslib))
-        .collect();
-    if signers.is_empty() {
-        return Err(VerifyError::NoTrustedSignature {
-            signatures: envelope.signatures.len(),
-            trusted: trusted.len(),
-            keyids: envelope
-                .signatures
-                .iter()
-                .map(|s| s.keyid.clone())
-                .filter(|k| !k.is_empty())
-                .collect(),
-        });
-    }
-    let required = min_signatures.max(1);
-    if signers.len() < required {
-        return Err(VerifyError::BelowThreshold {
-            required,
-            found: signers.len(),
-            signer_keyids,
-        });
-    }
-    let statement = Statement::from_json(&envelope.payload).map_err(|e| match e {
-        StatementError::Json(j) => VerifyError::NotJson {
-            reason: j.to_string(),
-        },
-        other => VerifyError::InvalidStatement(other),
-    })?;
+    let (signer_keyids, statement) =
+        crate::verify::signed_statement(envelope, trusted, min_signatures)?;
     if statement.type_ != STATEMENT_TYPE_V1 && statement.type_ != STATEMENT_TYPE_V01 {
         return Err(VerifyError::StatementType {
             found: statement.type_.clone(),

@@ -697,16 +697,16 @@ pub(crate) fn describe_subject(s: &ResourceDescriptor) -> String {
     }
 }
 
-/// Run the four verification steps on one envelope. `now` is the time the
-/// maximum age is measured from.
-pub fn verify_envelope(
+/// Steps 1 and the start of 2, shared by [`verify_envelope`] and the
+/// policy's per-attestation check: the in-toto payload type, at least
+/// `min_signatures` (1 at the least) signatures by trusted keys, and a
+/// payload that parses as a statement. Returns the signers' keyids and the
+/// statement.
+pub(crate) fn signed_statement(
     envelope: &Envelope,
     trusted: &[PublicKey],
-    artifacts: &[Artifact],
-    expect: &Expectations,
-    now: SystemTime,
-) -> Result<Verified, VerifyError> {
-    // Step 1: payload type and signatures.
+    min_signatures: usize,
+) -> Result<(Vec<String>, Statement), VerifyError> {
     if trusted.is_empty() {
         return Err(VerifyError::NoTrustedKeys);
     }
@@ -732,7 +732,7 @@ pub fn verify_envelope(
                 .collect(),
         });
     }
-    let required = expect.min_signatures.max(1);
+    let required = min_signatures.max(1);
     if signers.len() < required {
         return Err(VerifyError::BelowThreshold {
             required,
@@ -740,14 +740,27 @@ pub fn verify_envelope(
             signer_keyids,
         });
     }
-
-    // Step 2: statement and predicate types, strict validation.
     let statement = Statement::from_json(&envelope.payload).map_err(|e| match e {
         StatementError::Json(j) => VerifyError::NotJson {
             reason: j.to_string(),
         },
         other => VerifyError::InvalidStatement(other),
     })?;
+    Ok((signer_keyids, statement))
+}
+
+/// Run the four verification steps on one envelope. `now` is the time the
+/// maximum age is measured from.
+pub fn verify_envelope(
+    envelope: &Envelope,
+    trusted: &[PublicKey],
+    artifacts: &[Artifact],
+    expect: &Expectations,
+    now: SystemTime,
+) -> Result<Verified, VerifyError> {
+    // Step 1: payload type and signatures; step 2 begins with the
+    // statement's parse.
+    let (signer_keyids, statement) = signed_statement(envelope, trusted, expect.min_signatures)?;
     if statement.type_ != STATEMENT_TYPE_V1 && statement.type_ != STATEMENT_TYPE_V01 {
         return Err(VerifyError::StatementType {
             found: statement.type_.clone(),
